@@ -1,0 +1,163 @@
+"""The Avro contract catalogue: every event type, every version, found by fingerprint.
+
+Contracts live at ``schemas/<context>/<EventName>/vN.avsc``. The topic catalogue
+(``schemas/topics.yaml``) says which topic each event type travels on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastavro import parse_schema
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+SCHEMAS_ROOT = Path(__file__).resolve().parent.parent / "schemas"
+_VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
+
+
+class CatalogueError(Exception):
+    """The contract or topic catalogue is inconsistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    event_type: str
+    context: str
+    version: int
+    raw: dict[str, Any]
+    parsed: Any = field(repr=False)
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the canonical form
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f["name"] for f in self.raw.get("fields", [])]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+    event_types: tuple[str, ...]
+    configs: dict[str, str]
+
+    @property
+    def dead_letter(self) -> str:
+        return dead_letter_topic(self.name)
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def schema_fingerprint(raw: dict[str, Any]) -> bytes:
+    canonical = to_parsing_canonical_form(raw)
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+
+
+class Catalogue:
+    """All contracts under one root, indexed by event type and by fingerprint."""
+
+    def __init__(self, versions: list[SchemaVersion], topics: list[TopicSpec]) -> None:
+        self._by_fp: dict[bytes, SchemaVersion] = {}
+        self._by_type: dict[str, dict[int, SchemaVersion]] = {}
+        for sv in versions:
+            if sv.fingerprint in self._by_fp:
+                other = self._by_fp[sv.fingerprint]
+                raise CatalogueError(
+                    f"{sv.event_type} v{sv.version} has the same schema as "
+                    f"{other.event_type} v{other.version}"
+                )
+            self._by_fp[sv.fingerprint] = sv
+            self._by_type.setdefault(sv.event_type, {})[sv.version] = sv
+        self._latest = {t: vs[max(vs)] for t, vs in self._by_type.items()}
+        self.topics = {t.name: t for t in topics}
+        self._topic_of: dict[str, str] = {}
+        for t in topics:
+            for et in t.event_types:
+                if et not in self._by_type:
+                    raise CatalogueError(f"topic {t.name} lists unknown event type {et}")
+                if et in self._topic_of:
+                    raise CatalogueError(f"event type {et} is listed on two topics")
+                self._topic_of[et] = t.name
+
+    @classmethod
+    def load(cls, root: Path = SCHEMAS_ROOT, topics_file: Path | None = None) -> Catalogue:
+        versions: list[SchemaVersion] = []
+        for path in sorted(root.glob("*/*/v*.avsc")):
+            match = _VERSION_FILE.match(path.name)
+            if not match:
+                continue
+            raw = json.loads(path.read_text())
+            event_type = path.parent.name
+            if raw.get("name") != event_type:
+                raise CatalogueError(f"{path}: record name must be {event_type}")
+            versions.append(
+                SchemaVersion(
+                    event_type=event_type,
+                    context=path.parent.parent.name,
+                    version=int(match.group(1)),
+                    raw=raw,
+                    parsed=parse_schema(raw),
+                    fingerprint=schema_fingerprint(raw),
+                )
+            )
+        topics_path = topics_file if topics_file is not None else root / "topics.yaml"
+        topics = load_topics(topics_path) if topics_path.exists() else []
+        return cls(versions, topics)
+
+    def retarget(self, topic_of: dict[str, str], partitions: int = 1) -> Catalogue:
+        """The same contracts routed to other topics (tests, isolated environments)."""
+        by_topic: dict[str, list[str]] = {}
+        for event_type, topic in topic_of.items():
+            by_topic.setdefault(topic, []).append(event_type)
+        topics = [TopicSpec(t, partitions, -1, tuple(ets), {}) for t, ets in by_topic.items()]
+        return Catalogue(list(self._by_fp.values()), topics)
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._by_type)
+
+    def latest(self, event_type: str) -> SchemaVersion:
+        try:
+            return self._latest[event_type]
+        except KeyError:
+            raise CatalogueError(f"unknown event type {event_type!r}") from None
+
+    def version(self, event_type: str, version: int) -> SchemaVersion:
+        try:
+            return self._by_type[event_type][version]
+        except KeyError:
+            raise CatalogueError(f"unknown event type {event_type!r} v{version}") from None
+
+    def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
+        return self._by_fp.get(fp)
+
+    def topic_for(self, event_type: str) -> str:
+        try:
+            return self._topic_of[event_type]
+        except KeyError:
+            raise CatalogueError(f"no topic carries event type {event_type!r}") from None
+
+
+def load_topics(path: Path) -> list[TopicSpec]:
+    doc = yaml.safe_load(path.read_text()) or {}
+    defaults = doc.get("defaults", {})
+    specs = []
+    for name, body in (doc.get("topics") or {}).items():
+        body = body or {}
+        specs.append(
+            TopicSpec(
+                name=name,
+                partitions=int(body.get("partitions", defaults.get("partitions", 1))),
+                retention_ms=int(body.get("retention_ms", defaults.get("retention_ms", -1))),
+                event_types=tuple(body.get("events", [])),
+                configs={str(k): str(v) for k, v in (body.get("configs") or {}).items()},
+            )
+        )
+    return specs

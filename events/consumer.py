@@ -1,0 +1,299 @@
+"""The idempotent consumer runtime.
+
+For each fetched batch: decode (undecodable bytes go straight to the dead-letter topic),
+apply every handled event and record ``(consumer, event_id)`` in ONE transaction, then
+commit offsets. A failing batch is re-run one event per transaction with bounded retries;
+an event that still fails is dead-lettered and consumption moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from pydantic import ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import OperationalError
+
+from events.codec import AvroCodec, CodecError
+from events.db import Database
+from events.dlq import send_dead_letter
+from events.envelope import Envelope, EnvelopeError, Event, utcnow
+from events.kafka import manual_consumer, reliable_producer
+from events.outbox import Outbox, UnitOfWork
+from events.routing import HandlerSpec, PermanentError, RetryPolicy, Router
+from events.tables import inbox
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ConsumerStats:
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Item:
+    record: ConsumerRecord
+    event: Event[Any]
+    spec: HandlerSpec
+
+
+class _Lock(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Revocation waits for the batch in hand to commit, so no partition is lost mid-way."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.assigned: set[TopicPartition] = set()
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.lock:
+            self.assigned -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.assigned = set(assigned)
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Sequence[str],
+        router: Router,
+        db: Database,
+        codec: AvroCodec,
+        outbox: Outbox,
+        bootstrap: str,
+        retry: RetryPolicy | None = None,
+        max_batch: int = 500,
+        fetch_timeout_ms: int = 200,
+        after_db_commit: Hook | None = None,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self.handlers = router.handlers
+        self.db = db
+        self.codec = codec
+        self.outbox = outbox
+        self.bootstrap = bootstrap
+        self.retry = retry or RetryPolicy()
+        self.max_batch = max_batch
+        self.fetch_timeout_ms = fetch_timeout_ms
+        self.after_db_commit = after_db_commit
+        self.stats = ConsumerStats()
+        self._consumer_options = consumer_options or {}
+        self._listener = _Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def kafka(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("consumer not started")
+        return self._consumer
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._listener.assigned)
+
+    async def start(self) -> None:
+        self._dlq = reliable_producer(self.bootstrap, client_id=f"{self.name}-dlq")
+        await self._dlq.start()
+        self._consumer = manual_consumer(
+            self.bootstrap, group_id=self.name, client_id=self.name, **self._consumer_options
+        )
+        self._consumer.subscribe(self.topics, listener=self._listener)
+        await self._consumer.start()
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+        if self._dlq is not None:
+            producer, self._dlq = self._dlq, None
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set: the batch in hand is finished and committed."""
+        if self._consumer is None:
+            await self.start()
+        try:
+            while not stop.is_set():
+                batches = await self.kafka.getmany(
+                    timeout_ms=self.fetch_timeout_ms, max_records=self.max_batch
+                )
+                if not batches:
+                    continue
+                async with self._listener.lock:
+                    await self.process(batches, stop)
+        finally:
+            await self.close()
+
+    async def process(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
+    ) -> None:
+        items: list[_Item] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, records in batches.items():
+            if not records:
+                continue
+            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+            for record in records:
+                item = await self._decode(record)
+                if item is not None:
+                    items.append(item)
+        if items:
+            try:
+                await self._apply_batch(items)
+            except Exception as exc:
+                if len(items) > 1 or not _is_infrastructure(exc):
+                    log.info(
+                        "%s: batch of %d failed (%r), applying one by one",
+                        self.name,
+                        len(items),
+                        exc,
+                    )
+                for item in items:
+                    await self._apply_one(item, stop)
+        self.stats.batches += 1
+        if self.after_db_commit is not None:
+            await self.after_db_commit()
+        try:
+            await self.kafka.commit(offsets)
+        except CommitFailedError as exc:
+            # The partitions moved during a rebalance; the next owner re-reads and the
+            # inbox makes that harmless.
+            log.warning("%s: offset commit failed after rebalance: %s", self.name, exc)
+
+    async def _decode(self, record: ConsumerRecord) -> _Item | None:
+        try:
+            decoded = self.codec.decode(record.value or b"")
+            envelope = Envelope.from_headers(record.headers or (), record.key)
+            if envelope.event_type != decoded.event_type:
+                raise EnvelopeError(
+                    f"header event-type {envelope.event_type} but body is {decoded.event_type}"
+                )
+            spec = self.handlers.get(decoded.event_type)
+            if spec is None:
+                self.stats.ignored += 1
+                return None
+            payload: Any = decoded.payload
+            if spec.model is not None:
+                payload = spec.model.model_validate(payload)
+        except (CodecError, EnvelopeError, ValidationError) as exc:
+            await self._dead_letter(record, exc, attempts=0)
+            return None
+        event = Event(envelope, payload, record.topic, record.partition, record.offset)
+        return _Item(record, event, spec)
+
+    async def _apply_batch(self, items: list[_Item]) -> None:
+        applied: dict[str, int] = {}
+        duplicates = 0
+        async with UnitOfWork(self.db, self.outbox) as uow:
+            seen = await self._already_processed(uow, [i.event.event_id for i in items])
+            rows = []
+            now = utcnow()
+            for item in items:
+                event_id = item.event.event_id
+                if event_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(event_id)
+                uow.cause = item.event.envelope
+                await item.spec.fn(uow, item.event)
+                rows.append(
+                    {
+                        "consumer": self.name,
+                        "event_id": event_id,
+                        "outcome": "applied",
+                        "processed_at": now,
+                    }
+                )
+                applied[item.spec.event_type] = applied.get(item.spec.event_type, 0) + 1
+            if rows:
+                await uow.session.execute(insert(inbox), rows)
+            await uow.commit()
+        self.stats.duplicates += duplicates
+        for event_type, n in applied.items():
+            self.stats.applied += n
+            self.stats.by_type[event_type] = self.stats.by_type.get(event_type, 0) + n
+
+    async def _apply_one(self, item: _Item, stop: asyncio.Event) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._apply_batch([item])
+                return
+            except PermanentError as exc:
+                await self._dead_letter(item.record, exc, attempts=attempt)
+                return
+            except Exception as exc:
+                if _is_infrastructure(exc):
+                    # The database, not the event, is at fault: never dead-letter for it.
+                    if stop.is_set():
+                        raise
+                    attempt = min(attempt, self.retry.attempts - 1)
+                elif attempt >= self.retry.attempts:
+                    await self._dead_letter(item.record, exc, attempts=attempt)
+                    return
+                self.stats.retries += 1
+                log.info(
+                    "%s: %s %s failed (attempt %d): %r",
+                    self.name,
+                    item.event.event_type,
+                    item.event.event_id,
+                    attempt,
+                    exc,
+                )
+                await asyncio.sleep(self.retry.delay(attempt))  # backoff between retries
+
+    async def _already_processed(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
+        result = await uow.session.execute(
+            select(inbox.c.event_id).where(
+                inbox.c.consumer == self.name, inbox.c.event_id.in_(event_ids)
+            )
+        )
+        return set(result.scalars())
+
+    async def _dead_letter(
+        self, record: ConsumerRecord, error: BaseException, attempts: int
+    ) -> None:
+        if self._dlq is None:
+            raise RuntimeError("consumer not started")
+        log.warning(
+            "%s: dead-lettering %s[%d]@%d: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            error,
+        )
+        await send_dead_letter(
+            self._dlq, record, consumer=self.name, error=error, attempts=attempts
+        )
+        self.stats.dead_lettered += 1
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | OSError)

@@ -1,0 +1,174 @@
+"""The transactional outbox: events are rows written in the same transaction as state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from events.codec import AvroCodec
+from events.db import Database
+from events.envelope import Envelope, new_event_id, utcnow
+from events.models import EventModel
+from events.tables import outbox as outbox_table
+
+OnCommit = Callable[[], None]
+
+
+class Outbox:
+    """Turns payloads into outbox rows: encodes, fills the envelope, picks the topic."""
+
+    def __init__(self, codec: AvroCodec, service: str) -> None:
+        self.codec = codec
+        self.service = service
+        self._listeners: list[OnCommit] = []
+
+    def on_commit(self, listener: OnCommit) -> None:
+        """Called after a unit of work that wrote rows commits (the relay's wake-up)."""
+        self._listeners.append(listener)
+
+    def committed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def row(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str,
+        cause: Envelope | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> tuple[dict[str, Any], Envelope]:
+        schema = self.codec.catalogue.latest(event_type)
+        event_id = event_id or new_event_id()
+        env = Envelope(
+            event_id=event_id,
+            event_type=event_type,
+            schema_version=schema.version,
+            occurred_at=occurred_at or utcnow(),
+            producer=self.service,
+            correlation_id=correlation_id or (cause.correlation_id if cause else None) or event_id,
+            key=key,
+            causation_id=cause.event_id if cause else None,
+            traceparent=traceparent or (cause.traceparent if cause else None),
+        )
+        row = {
+            "event_id": event_id,
+            "topic": self.codec.catalogue.topic_for(event_type),
+            "key": key,
+            "event_type": event_type,
+            "payload": self.codec.encode(event_type, payload),
+            "headers": json.dumps(dict((k, v.decode()) for k, v in env.to_headers())),
+            "traceparent": env.traceparent,
+            "created_at": env.occurred_at,
+        }
+        return row, env
+
+
+class UnitOfWork:
+    """One database transaction: the caller's state changes plus the events they emit.
+
+    ``async with db_uow as uow: ...; uow.emit(...); await uow.commit()``. Leaving the
+    block without commit rolls everything back, rows and events alike.
+    """
+
+    def __init__(self, db: Database, outbox: Outbox, cause: Envelope | None = None) -> None:
+        self._db = db
+        self._outbox = outbox
+        self.cause = cause
+        self._rows: list[dict[str, Any]] = []
+        self._emitted = False
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._session
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = self._db.session()
+        await self._session.begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self.session
+        self._session = None
+        try:
+            if session.in_transaction():
+                await session.rollback()
+        finally:
+            await session.close()
+
+    def emit(
+        self,
+        event: EventModel,
+        *,
+        key: str,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> Envelope:
+        return self.emit_raw(
+            event.event_type,
+            event.to_avro(),
+            key=key,
+            event_id=event_id,
+            correlation_id=correlation_id,
+            traceparent=traceparent,
+        )
+
+    def emit_raw(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Envelope:
+        row, env = self._outbox.row(
+            event_type,
+            payload,
+            key=key,
+            cause=self.cause,
+            event_id=event_id,
+            correlation_id=correlation_id,
+            traceparent=traceparent,
+            occurred_at=occurred_at,
+        )
+        self._rows.append(row)
+        return env
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._rows)
+
+    async def flush_events(self) -> None:
+        if self._rows:
+            await self.session.execute(insert(outbox_table), self._rows)
+            self._emitted = True
+            self._rows = []
+
+    async def commit(self) -> None:
+        await self.flush_events()
+        await self.session.commit()
+        if self._emitted:
+            self._emitted = False
+            self._outbox.committed()

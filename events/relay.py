@@ -1,0 +1,206 @@
+"""The outbox relay: publishes committed outbox rows in order, then marks them sent.
+
+A crash between the broker's acknowledgement and the mark re-publishes the rows (the
+consumers' inbox makes that harmless); nothing is ever marked sent before it is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from sqlalchemy import delete, func, select, update
+
+from events.db import Database
+from events.envelope import utcnow
+from events.kafka import reliable_producer
+from events.tables import outbox
+
+log = logging.getLogger(__name__)
+
+ProducerFactory = Callable[[], AIOKafkaProducer]
+AfterPublish = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    batch_size: int = 2000
+    idle_poll_s: float = 1.0  # fallback for rows committed by another process
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 10.0
+    retention: timedelta = timedelta(days=7)
+    purge_every_s: float = 60.0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        db: Database,
+        bootstrap: str,
+        *,
+        config: RelayConfig | None = None,
+        client_id: str = "choreo-relay",
+        producer_factory: ProducerFactory | None = None,
+        after_publish: AfterPublish | None = None,
+    ) -> None:
+        self.db = db
+        self.config = config or RelayConfig()
+        self._factory = producer_factory or (
+            lambda: reliable_producer(bootstrap, client_id=client_id)
+        )
+        self._after_publish = after_publish
+        self._producer: AIOKafkaProducer | None = None
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.failures = 0
+
+    def notify(self) -> None:
+        """A unit of work committed rows: publish without waiting for the poll."""
+        self._wake.set()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+
+    async def publish_batch(self) -> int:
+        """Publish the oldest unsent rows; return how many were acknowledged and marked."""
+        async with self.db.session() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        outbox.c.id,
+                        outbox.c.topic,
+                        outbox.c.key,
+                        outbox.c.payload,
+                        outbox.c.headers,
+                    )
+                    .where(outbox.c.sent_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(self.config.batch_size)
+                )
+            ).all()
+        if not rows:
+            return 0
+        producer = await self._ensure_producer()
+        futures = []
+        for row in rows:
+            headers = [(k, v.encode()) for k, v in json.loads(row.headers).items()]
+            futures.append(
+                await producer.send(row.topic, row.payload, key=row.key.encode(), headers=headers)
+            )
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        # Mark only the acknowledged prefix: what follows a failure is re-sent in order.
+        acked = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                break
+            acked += 1
+        if self._after_publish is not None:
+            await self._after_publish(rows[:acked])
+        if acked:
+            await self._mark_sent([r.id for r in rows[:acked]])
+            self.published += acked
+        if acked < len(rows):
+            failure = results[acked]
+            assert isinstance(failure, BaseException)
+            raise failure
+        return acked
+
+    async def _mark_sent(self, ids: list[int]) -> None:
+        now = utcnow()
+        async with self.db.session() as session, session.begin():
+            await session.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now))
+
+    async def purge(self) -> int:
+        cutoff = utcnow() - self.config.retention
+        async with self.db.session() as session, session.begin():
+            result = await session.execute(delete(outbox).where(outbox.c.sent_at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def backlog(self) -> tuple[int, float | None]:
+        """Unsent rows and the age in seconds of the oldest one."""
+        async with self.db.session() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.sent_at.is_(None)
+                    )
+                )
+            ).one()
+        if oldest is None:
+            return int(count), None
+        if oldest.tzinfo is None:  # SQLite returns naive datetimes
+            oldest = oldest.replace(tzinfo=utcnow().tzinfo)
+        return int(count), (utcnow() - oldest).total_seconds()
+
+    async def drain(self) -> int:
+        """Publish until nothing is unsent (graceful shutdown, tests, tools)."""
+        total = 0
+        while True:
+            n = await self.publish_batch()
+            total += n
+            if n == 0:
+                return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set, then flush what is committed and close."""
+        backoff = self.config.backoff_initial_s
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    n = await self.publish_batch()
+                    backoff = self.config.backoff_initial_s
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    self.failures += 1
+                    log.warning(
+                        "outbox relay: publish failed (%s), retrying in %.1fs", exc, backoff
+                    )
+                    await self.close()
+                    await _wait_any(stop, None, backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, self.config.backoff_max_s)
+                    continue
+                if loop.time() >= next_purge:
+                    await self.purge()
+                    next_purge = loop.time() + self.config.purge_every_s
+                if n < self.config.batch_size:
+                    await _wait_any(stop, self._wake, self.config.idle_poll_s)
+            with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
+                await self.drain()
+        finally:
+            await self.close()
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, limit_s: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,67 @@
+"""Handler registration: which function handles which event type, and how failures retry."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from events.envelope import Event
+from events.models import EventModel
+
+if TYPE_CHECKING:
+    from events.outbox import UnitOfWork
+
+M = TypeVar("M", bound=EventModel)
+HandlerFn = Callable[["UnitOfWork", Event[Any]], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """A handler failure that no retry can fix: the event goes to the dead-letter topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    event_type: str
+    fn: HandlerFn
+    model: type[EventModel] | None
+
+
+class Router:
+    """Collects handlers; a service hands its router to the consumer runtime."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, HandlerSpec] = {}
+
+    def add(self, event_type: str, fn: HandlerFn, model: type[EventModel] | None = None) -> None:
+        if event_type in self.handlers:
+            raise ValueError(f"two handlers for {event_type}")
+        self.handlers[event_type] = HandlerSpec(event_type, fn, model)
+
+    def on(
+        self, model: type[M]
+    ) -> Callable[
+        [Callable[[UnitOfWork, Event[M]], Awaitable[None]]],
+        Callable[[UnitOfWork, Event[M]], Awaitable[None]],
+    ]:
+        def register(
+            fn: Callable[[UnitOfWork, Event[M]], Awaitable[None]],
+        ) -> Callable[[UnitOfWork, Event[M]], Awaitable[None]]:
+            self.add(model.event_type, fn, model)
+            return fn
+
+        return register
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter for failing handlers."""
+
+    attempts: int = 5
+    initial_s: float = 0.05
+    max_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.max_s, self.initial_s * (2 ** (attempt - 1)))
+        return random.uniform(ceiling / 2, ceiling)

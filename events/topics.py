@@ -1,0 +1,105 @@
+"""Topic provisioning from the declarative catalogue: create what is missing, report drift."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from events.catalogue import TopicSpec, dead_letter_topic
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicError(Exception):
+    """The broker refused to create a topic."""
+
+
+@dataclass
+class TopicReport:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+
+
+def with_dead_letters(specs: Sequence[TopicSpec]) -> list[TopicSpec]:
+    """Every event topic gets a ``.dlq`` twin with the same partitions, kept forever."""
+    out = list(specs)
+    for spec in specs:
+        out.append(TopicSpec(dead_letter_topic(spec.name), spec.partitions, -1, (), {}))
+    return out
+
+
+def _configs(spec: TopicSpec) -> dict[str, str]:
+    return {"retention.ms": str(spec.retention_ms), **spec.configs}
+
+
+async def apply_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    *,
+    dead_letters: bool = True,
+    replication_factor: int = 1,
+) -> TopicReport:
+    """Idempotent: creates missing topics, leaves existing ones alone and reports drift."""
+    wanted = with_dead_letters(specs) if dead_letters else list(specs)
+    report = TopicReport()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-topics")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in wanted if s.name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(s.name, s.partitions, replication_factor, topic_configs=_configs(s))
+                    for s in missing
+                ]
+            )
+            for name, code, message in _topic_errors(response):
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise TopicError(f"cannot create topic {name}: error {code} {message or ''}")
+            report.created = [s.name for s in missing]
+        present = [s for s in wanted if s.name in existing]
+        if present:
+            report.differences = await _drift(admin, present)
+            drifted = {d.split(":", 1)[0] for d in report.differences}
+            report.unchanged = [s.name for s in present if s.name not in drifted]
+    finally:
+        await admin.close()
+    return report
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    out = []
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        out.append((name, int(code), message))
+    return out
+
+
+async def _drift(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> list[str]:
+    differences = []
+    described = {t["topic"]: t for t in await admin.describe_topics([s.name for s in specs])}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs]
+    actual_configs: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            actual_configs[resource["resource_name"]] = {
+                e["config_names"]: e["config_value"] for e in resource["config_entries"]
+            }
+    for spec in specs:
+        partitions = len(described.get(spec.name, {}).get("partitions", []))
+        if partitions != spec.partitions:
+            differences.append(
+                f"{spec.name}: {partitions} partitions, catalogue says {spec.partitions}"
+            )
+        actual = actual_configs.get(spec.name, {})
+        for key, value in _configs(spec).items():
+            if actual.get(key) != value:
+                differences.append(f"{spec.name}: {key}={actual.get(key)}, catalogue says {value}")
+    return differences

@@ -1,0 +1,488 @@
+"""The local Apache Kafka broker: a single KRaft node started from Maven jars.
+
+No Docker engine exists on the machines this project runs on, so the broker is a plain JVM
+process started from the jars that ``infra/kafka/pom.xml`` resolves. Everything a broker owns
+lives under its *home* directory (config, data, logs, pid file), so several brokers can run side
+by side on different ports, and data survives ``down()``/``up()``.
+
+    spec = default_spec()   # <repo>/var/kafka on 127.0.0.1:9092
+    up(spec)                # formats storage once, starts, waits for a metadata answer
+    down(spec)              # SIGTERM, then SIGKILL after the deadline
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+__all__ = [
+    "BrokerError",
+    "BrokerSpec",
+    "BrokerStatus",
+    "default_spec",
+    "down",
+    "ensure_jars",
+    "free_port",
+    "repo_root",
+    "status",
+    "up",
+]
+
+_T = TypeVar("_T")
+
+_HOST = "127.0.0.1"
+_POLL_S = 0.2
+_KAFKA_MAIN = "kafka.Kafka"
+_STORAGE_TOOL = "kafka.tools.StorageTool"
+_JARS_MARKER = ".complete"
+_INSTALL_HINT = {
+    "java": "install a JDK 17+ (Debian: apt-get install openjdk-17-jre-headless)",
+    "mvn": "install Maven 3 (Debian: apt-get install maven)",
+}
+
+
+class BrokerError(Exception):
+    """The local broker cannot be provisioned, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """Where a broker lives and which loopback ports it listens on."""
+
+    home: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap_mb: int = 512
+
+    def __post_init__(self) -> None:
+        # The pid check compares command lines, so the home must be spelled one way.
+        object.__setattr__(self, "home", Path(self.home).absolute())
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{_HOST}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    @property
+    def console_file(self) -> Path:
+        """The JVM's own stdout/stderr (start-up crashes land here, not in ``log_file``)."""
+        return self.home / "logs" / "console.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+
+@dataclass
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    log_file: Path
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _kafka_dir() -> Path:
+    return Path(__file__).resolve().parent / "kafka"
+
+
+def default_spec() -> BrokerSpec:
+    """``<repo>/var/kafka`` on ports 9092/9093, unless ``CHOREO_KAFKA_HOME``/``_PORT`` say."""
+    home = Path(os.environ.get("CHOREO_KAFKA_HOME") or repo_root() / "var" / "kafka")
+    port_text = os.environ.get("CHOREO_KAFKA_PORT")
+    if not port_text:
+        return BrokerSpec(home=home.resolve())
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise BrokerError(f"CHOREO_KAFKA_PORT must be a port number, got {port_text!r}") from None
+    return BrokerSpec(home=home.resolve(), port=port, controller_port=port + 1)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- jars
+
+
+def ensure_jars(cache: Path | None = None) -> Path:
+    """The directory holding the broker's classpath; resolves it with Maven when missing.
+
+    A marker file (holding a digest of the pom) is written only after a complete copy, so an
+    interrupted copy, or a changed pom, is redone from scratch.
+    """
+    libs = (cache or repo_root() / ".cache" / "kafka") / "libs"
+    pom = _kafka_dir() / "pom.xml"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+    marker = libs / _JARS_MARKER
+    if _read_text(marker) == digest:
+        return libs
+    mvn = _which("mvn")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(libs.parent / ".libs.lock"):
+        if _read_text(marker) == digest:  # another process resolved them meanwhile
+            return libs
+        shutil.rmtree(libs, ignore_errors=True)
+        command = [
+            mvn, "-B", "-q", "-f", str(pom),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
+            reason = _maven_error(done.stdout + done.stderr)
+            raise BrokerError(f"resolving the Kafka jars with Maven failed: {reason}")
+        marker.write_text(digest)
+    return libs
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def status(spec: BrokerSpec) -> BrokerStatus:
+    """Running means: the pid file names a live broker process of this home AND the port accepts
+    connections."""
+    pid = _broker_pid(spec)
+    running = pid is not None and _port_open(spec.port)
+    return BrokerStatus(running=running, pid=pid, bootstrap=spec.bootstrap, log_file=spec.log_file)
+
+
+def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
+    """Start the broker unless it runs already; return once it answers a metadata request."""
+    deadline = time.monotonic() + timeout
+    java = _which("java")
+    spec.home.mkdir(parents=True, exist_ok=True)
+    with _locked(spec.home / ".lock"):
+        current = status(spec)
+        if current.running:
+            return current
+        if current.pid is not None:  # started by someone else and still starting up
+            _wait_until_ready(spec, current.pid, None, deadline, _LogMarks())
+            return status(spec)
+        if _port_open(spec.port) or _port_open(spec.controller_port):
+            raise BrokerError(
+                f"port {spec.port} or {spec.controller_port} on {_HOST} is already in use by "
+                f"another process: stop it or choose other ports (CHOREO_KAFKA_PORT)"
+            )
+        libs = ensure_jars()
+        _write_config(spec)
+        if not (spec.data_dir / "meta.properties").exists():
+            _format_storage(spec, java, libs)
+        logs_seen = _LogMarks.take(spec)
+        process = _start(spec, java, libs)
+        spec.pid_file.write_text(f"{process.pid}\n")
+        _wait_until_ready(spec, process.pid, process, deadline, logs_seen)
+        return status(spec)
+
+
+def down(spec: BrokerSpec, timeout: float = 60.0) -> bool:
+    """Stop the broker (SIGTERM, SIGKILL after ``timeout``); return whether one was running."""
+    pid = _broker_pid(spec)
+    if pid is None:
+        spec.pid_file.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _wait_for_exit(pid, time.monotonic() + timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not _wait_for_exit(pid, time.monotonic() + 10.0):
+            raise BrokerError(f"broker pid {pid} survived SIGKILL; see {spec.log_file}")
+    spec.pid_file.unlink(missing_ok=True)
+    return True
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _which(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        raise BrokerError(f"{tool} not found on PATH: {_INSTALL_HINT[tool]}")
+    return found
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock, so concurrent ``up()``/``ensure_jars()`` calls queue up."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _classpath(libs: Path) -> str:
+    return str(libs / "*")
+
+
+def _jvm_options(spec: BrokerSpec, heap_mb: int) -> list[str]:
+    return [
+        f"-Xms{heap_mb}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={_kafka_dir() / 'log4j2.properties'}",
+        f"-Dchoreo.kafka.log.file={spec.log_file}",
+    ]
+
+
+def _write_config(spec: BrokerSpec) -> None:
+    template = string.Template((_kafka_dir() / "server.properties").read_text())
+    rendered = template.substitute(
+        PORT=spec.port, CONTROLLER_PORT=spec.controller_port, DATA_DIR=spec.data_dir
+    )
+    spec.data_dir.mkdir(parents=True, exist_ok=True)
+    spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+    spec.config_file.write_text(rendered)
+
+
+def _format_storage(spec: BrokerSpec, java: str, libs: Path) -> None:
+    base = [java, *_jvm_options(spec, 128), "-cp", _classpath(libs), _STORAGE_TOOL]
+    cluster_id = _run_tool(spec, [*base, "random-uuid"]).strip().splitlines()[-1]
+    _run_tool(
+        spec, [*base, "format", "-t", cluster_id, "-c", str(spec.config_file), "--standalone"]
+    )
+
+
+def _run_tool(spec: BrokerSpec, command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        reason = _last_error(done.stdout + done.stderr)
+        raise BrokerError(f"formatting Kafka storage in {spec.data_dir} failed: {reason}")
+    return done.stdout
+
+
+def _start(spec: BrokerSpec, java: str, libs: Path) -> subprocess.Popen[bytes]:
+    command = [
+        java,
+        *_jvm_options(spec, spec.heap_mb),
+        "-cp",
+        _classpath(libs),
+        _KAFKA_MAIN,
+        str(spec.config_file),
+    ]
+    with spec.console_file.open("ab") as console:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            cwd=spec.home,
+            start_new_session=True,
+        )
+
+
+@dataclass(frozen=True)
+class _LogMarks:
+    """Sizes of the log files before a start, so a crash is explained by this run's lines."""
+
+    server: int = 0
+    console: int = 0
+
+    @staticmethod
+    def take(spec: BrokerSpec) -> _LogMarks:
+        return _LogMarks(_size(spec.log_file), _size(spec.console_file))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _wait_until_ready(
+    spec: BrokerSpec,
+    pid: int,
+    process: subprocess.Popen[bytes] | None,
+    deadline: float,
+    logs_seen: _LogMarks,
+) -> None:
+    while True:
+        exited = process.poll() is not None if process is not None else not _alive(pid)
+        if exited:
+            spec.pid_file.unlink(missing_ok=True)
+            reason = _crash_reason(spec, logs_seen)
+            raise BrokerError(f"Kafka broker exited during start-up: {reason}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerError(
+                f"Kafka broker pid {pid} did not answer on {spec.bootstrap} in time; "
+                f"see {spec.log_file} (stop it with down())"
+            )
+        if _port_open(spec.port) and _run(_answers_metadata(spec.bootstrap, min(remaining, 5.0))):
+            return
+        time.sleep(_POLL_S)
+
+
+async def _answers_metadata(bootstrap: str, budget_s: float) -> bool:
+    """True when the broker returns cluster metadata that lists at least one broker."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=max(int(budget_s * 1000), 1000)
+    )
+    try:
+        async with asyncio.timeout(budget_s):
+            await admin.start()
+            cluster = await admin.describe_cluster()
+        return bool(cluster.get("brokers"))
+    except Exception:  # not ready yet: connection refused, timeout, not-yet-registered node
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run`` that also works when the caller is inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((_HOST, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _broker_pid(spec: BrokerSpec) -> int | None:
+    """The pid from the pid file if that process is alive and is this home's broker."""
+    text = _read_text(spec.pid_file)
+    if not text or not text.isdigit():
+        return None
+    pid = int(text)
+    if not _alive(pid):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # Linux: guard against a recycled pid
+        args = cmdline.read_bytes().split(b"\0")
+        if _KAFKA_MAIN.encode() not in args or str(spec.config_file).encode() not in args:
+            return None
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        reaped, _ = os.waitpid(pid, os.WNOHANG)  # reap our own exited child (no zombie)
+        if reaped == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_exit(pid: int, deadline: float) -> bool:
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+def _crash_reason(spec: BrokerSpec, logs_seen: _LogMarks) -> str:
+    """The most telling line this run wrote to the broker's logs, and the file it is in."""
+    for path, offset in ((spec.log_file, logs_seen.server), (spec.console_file, logs_seen.console)):
+        text = _read_from(path, offset)
+        if text.strip():
+            return f"{_last_error(text)} (see {path})"
+    return f"no output (see {spec.console_file})"
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as handle:
+            if offset <= path.stat().st_size:  # else the file was rolled over: read it all
+                handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _maven_error(output: str) -> str:
+    """Maven's first ``[ERROR]`` line names the cause; the ones after it are help links."""
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines():  # Debian's mvn colours
+        message = line.removeprefix("[ERROR]").strip()
+        if line.startswith("[ERROR]") and message:
+            return message
+    return _last_error(output)
+
+
+_NOISE = (
+    "at ",  # stack frames
+    "...",
+    "Error: Could not create the Java Virtual Machine",
+    "Error: A fatal exception has occurred",
+)
+
+
+def _last_error(output: str) -> str:
+    """The last ERROR/FATAL line joined with the exception message under it, else the last
+    exception line, else the last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_NOISE)]
+    for index in range(len(lines) - 1, -1, -1):
+        if re.search(r"\b(ERROR|FATAL)\b", lines[index]):
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            if re.match(r"^[\w.$]+(Exception|Error)\b", following):
+                return f"{lines[index]}: {following}"
+            return lines[index]
+    for line in reversed(lines):
+        if re.search(r"(Exception|Error)\b", line):
+            return line
+    return lines[-1] if lines else "no output"

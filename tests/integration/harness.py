@@ -1,0 +1,185 @@
+"""Pieces shared by the integration tests: a test catalogue, a test service, Kafka reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+
+from events.catalogue import Catalogue
+from events.codec import AvroCodec
+from events.consumer import EventConsumer
+from events.db import Database, sqlite_url
+from events.envelope import Event
+from events.models import EventModel
+from events.outbox import Outbox, UnitOfWork
+from events.relay import OutboxRelay
+from events.routing import PermanentError, Router
+from events.tables import inbox
+from events.tables import metadata as platform_metadata
+
+FIXTURE_SCHEMAS = Path(__file__).resolve().parent.parent / "fixtures" / "schemas"
+
+
+class Ping(EventModel):
+    aggregate_id: str
+    seq: int
+    note: str = ""
+
+
+class Pong(EventModel):
+    aggregate_id: str
+    seq: int
+
+
+test_metadata = MetaData()
+applied = Table(
+    "applied",
+    test_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("aggregate_id", String, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("event_id", String, nullable=False),
+)
+
+
+def test_codec(ping_topic: str, pong_topic: str | None = None) -> AvroCodec:
+    routes = {"Ping": ping_topic, "Pong": pong_topic or f"{ping_topic}-pong"}
+    return AvroCodec(Catalogue.load(FIXTURE_SCHEMAS).retarget(routes))
+
+
+async def new_database(path: Path) -> Database:
+    db = Database(sqlite_url(path))
+    await db.create_all(platform_metadata, test_metadata)
+    return db
+
+
+def ping_router(*, emit_pong: bool = False) -> Router:
+    router = Router()
+
+    @router.on(Ping)
+    async def on_ping(uow: UnitOfWork, event: Event[Ping]) -> None:
+        if event.payload.note == "fail":
+            raise RuntimeError(f"handler refuses seq {event.payload.seq}")
+        if event.payload.note == "permanent":
+            raise PermanentError(f"seq {event.payload.seq} can never apply")
+        await uow.session.execute(
+            insert(applied).values(
+                aggregate_id=event.payload.aggregate_id,
+                seq=event.payload.seq,
+                event_id=event.event_id,
+            )
+        )
+        if emit_pong:
+            uow.emit(
+                Pong(aggregate_id=event.payload.aggregate_id, seq=event.payload.seq),
+                key=event.payload.aggregate_id,
+            )
+
+    return router
+
+
+async def write_pings(
+    db: Database, outbox: Outbox, aggregates: list[str], per_aggregate: int, *, per_tx: int = 7
+) -> list[tuple[str, int]]:
+    """Writes pings through units of work, interleaving aggregates; returns them in order."""
+    order = [(agg, seq) for seq in range(per_aggregate) for agg in aggregates]
+    for start in range(0, len(order), per_tx):
+        async with UnitOfWork(db, outbox) as uow:
+            for agg, seq in order[start : start + per_tx]:
+                uow.emit(Ping(aggregate_id=agg, seq=seq), key=agg)
+            await uow.commit()
+    return order
+
+
+async def applied_rows(db: Database) -> list[tuple[str, int]]:
+    async with db.session() as s:
+        rows = (
+            await s.execute(select(applied.c.aggregate_id, applied.c.seq).order_by(applied.c.id))
+        ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+async def inbox_count(db: Database, consumer: str) -> int:
+    async with db.session() as s:
+        n = (
+            await s.execute(
+                select(func.count()).select_from(inbox).where(inbox.c.consumer == consumer)
+            )
+        ).scalar_one()
+    return int(n)
+
+
+def assert_per_key_order(rows: list[tuple[str, int]]) -> None:
+    last: dict[str, int] = {}
+    for agg, seq in rows:
+        assert seq > last.get(agg, -1), f"{agg}: seq {seq} applied after {last[agg]}"
+        last[agg] = seq
+
+
+async def topic_size(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 30) -> list[Any]:
+    """Reads ``expected`` records from the start of ``topic`` (fails after the deadline)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(deadline_s):
+            while len(records) < expected:
+                batch = await consumer.getmany(timeout_ms=200)
+                for recs in batch.values():
+                    records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@dataclass
+class Running:
+    consumer: EventConsumer
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def running(consumer: EventConsumer) -> AsyncIterator[Running]:
+    stop = asyncio.Event()
+    await consumer.start()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        yield Running(consumer, stop, task)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def running_relay(relay: OutboxRelay) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
