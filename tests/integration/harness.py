@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 from events.catalogue import Catalogue
@@ -49,7 +51,7 @@ applied = Table(
 )
 
 
-def test_codec(ping_topic: str, pong_topic: str | None = None) -> AvroCodec:
+def codec_for(ping_topic: str, pong_topic: str | None = None) -> AvroCodec:
     routes = {"Ping": ping_topic, "Pong": pong_topic or f"{ping_topic}-pong"}
     return AvroCodec(Catalogue.load(FIXTURE_SCHEMAS).retarget(routes))
 
@@ -123,12 +125,26 @@ def assert_per_key_order(rows: list[tuple[str, int]]) -> None:
         last[agg] = seq
 
 
+async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for p in described["partitions"])
+
+
 async def topic_size(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    # A group id avoids aiokafka's group-less coordinator, whose stop() can raise
+    # CancelledError when it never ran.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=f"size-{uuid.uuid4().hex}"
+    )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+        consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         return sum(ends[tp] - starts[tp] for tp in tps)
