@@ -1,0 +1,149 @@
+"""The ``choreo`` command line. Every failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from events.catalogue import TopicSpec
+from events.settings import PlatformSettings
+from events.topics import TopicError, TopicReport, apply_topics
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line naming what is wrong, instead of argparse's usage dump.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+Command = Callable[[argparse.Namespace, PlatformSettings], int]
+
+
+def _broker(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from infra.broker import BrokerError, default_spec, down, status, up
+
+    spec = default_spec()
+    try:
+        if args.action == "up":
+            st = up(spec)
+            print(f"broker running (pid {st.pid}) at {st.bootstrap}; log: {st.log_file}")
+        elif args.action == "down":
+            was = down(spec)
+            print("broker stopped" if was else "broker was not running")
+        else:
+            st = status(spec)
+            state = f"running (pid {st.pid})" if st.running else "stopped"
+            print(f"broker {state} at {st.bootstrap}; log: {st.log_file}")
+            return 0 if st.running else 3
+    except BrokerError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from events.catalogue import Catalogue, CatalogueError
+
+    try:
+        catalogue = Catalogue.load(settings.schemas_dir)
+    except CatalogueError as exc:
+        raise CliError(str(exc)) from None
+    specs = list(catalogue.topics.values())
+    if args.action == "list":
+        for spec in specs:
+            print(f"{spec.name}\t{spec.partitions} partitions\t{', '.join(spec.event_types)}")
+        return 0
+    try:
+        report = asyncio.run(_apply(settings.kafka_bootstrap_servers, specs))
+    except (TopicError, TimeoutError, OSError) as exc:
+        raise CliError(f"topics apply: {exc or type(exc).__name__}") from None
+    for name in report.created:
+        print(f"created   {name}")
+    for name in report.unchanged:
+        print(f"ok        {name}")
+    for diff in report.differences:
+        print(f"DIFFERS   {diff}")
+    return 1 if report.differences else 0
+
+
+async def _apply(bootstrap: str, specs: list[TopicSpec]) -> TopicReport:
+    async with asyncio.timeout(60):
+        return await apply_topics(bootstrap, specs)
+
+
+def _schemas(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from events.compat import CatalogueError, check_catalogue, write_lock
+
+    root = Path(args.root) if args.root else settings.schemas_dir
+    if not root.is_dir():
+        raise CliError(f"schemas root {root} is not a directory")
+    if args.action == "release":
+        try:
+            added = write_lock(root)
+        except CatalogueError as exc:
+            raise CliError(f"cannot release: {exc}") from None
+        for line in added:
+            print(f"released  {line}")
+        if not added:
+            print("nothing new to release")
+        return 0
+    problems = check_catalogue(root)
+    for problem in problems:
+        print(f"{problem.path}: {problem.message}")
+    if problems:
+        print(f"{len(problems)} problem(s) in {root}", file=sys.stderr)
+        return 1
+    print(f"schemas ok: {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="choreo", description="Event-driven choreography on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    broker = sub.add_parser("broker", help="the local Kafka broker started from Maven jars")
+    broker.add_argument("action", choices=["up", "down", "status"])
+    broker.set_defaults(run=_broker)
+
+    topics = sub.add_parser("topics", help="create the catalogue's topics, report drift")
+    topics.add_argument("action", choices=["apply", "list"])
+    topics.set_defaults(run=_topics)
+
+    schemas = sub.add_parser("schemas", help="check contracts for backward compatibility")
+    schemas.add_argument("action", choices=["check", "release"])
+    schemas.add_argument("--root", help="catalogue root (default: the project's schemas/)")
+    schemas.set_defaults(run=_schemas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = PlatformSettings()
+    except Exception as exc:  # pydantic's ValidationError: name the setting, one line
+        print(f"choreo: error: bad setting: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    command: Command = args.run
+    try:
+        return command(args, settings)
+    except CliError as exc:
+        print(f"choreo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("choreo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Settings shared by every choreo process, read once at the entrypoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PlatformSettings(BaseSettings):
+    """From environment variables (and an optional ``.env``); services extend this."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    schemas_dir: Path = Field(
+        default=REPO_ROOT / "schemas", description="Root of the Avro contract catalogue"
+    )
+    var_dir: Path = Field(
+        default=REPO_ROOT / "var", description="Where local databases, logs and pids live"
+    )
