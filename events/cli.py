@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from events.catalogue import TopicSpec
+from events.catalogue import Catalogue, TopicSpec
 from events.settings import PlatformSettings
 from events.topics import TopicError, TopicReport, apply_topics
 
@@ -49,7 +49,7 @@ def _broker(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    from events.catalogue import Catalogue, CatalogueError
+    from events.catalogue import CatalogueError
 
     try:
         catalogue = Catalogue.load(settings.schemas_dir)
@@ -104,6 +104,62 @@ def _schemas(args: argparse.Namespace, settings: PlatformSettings) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    import runpy
+
+    # The demo drives the reference services; run it as a module so the platform
+    # library keeps no import of service code.
+    sys.argv = ["choreo demo", *args.demo_args]
+    try:
+        runpy.run_module("services.demo", run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from events.supervisor import SupervisorError, load_manifest, start, wait_ready
+    from infra.broker import BrokerError, default_spec, up
+
+    try:
+        st = up(default_spec())
+        print(f"broker running at {st.bootstrap}")
+        catalogue = Catalogue.load(settings.schemas_dir)
+        asyncio.run(_apply(settings.kafka_bootstrap_servers, list(catalogue.topics.values())))
+        specs = load_manifest()
+        start(specs, var_dir=settings.var_dir, bootstrap=settings.kafka_bootstrap_servers)
+        wait_ready(specs, var_dir=settings.var_dir)
+    except (BrokerError, SupervisorError, TopicError) as exc:
+        raise CliError(str(exc)) from None
+    for spec in specs:
+        print(
+            f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
+            f"{settings.var_dir / 'logs' / (spec.name + '.log')}"
+        )
+    return 0
+
+
+def _down(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from events.supervisor import load_manifest, stop
+    from infra.broker import default_spec, down
+
+    stopped = stop(load_manifest(), var_dir=settings.var_dir)
+    print(f"stopped: {', '.join(stopped) or 'no services were running'}")
+    if args.broker:
+        print("broker stopped" if down(default_spec()) else "broker was not running")
+    return 0
+
+
+def _ps(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from events.supervisor import load_manifest, status
+
+    rows = status(load_manifest(), var_dir=settings.var_dir)
+    for row in rows:
+        state = "ready" if row.ready else ("starting" if row.running else "down")
+        print(f"{row.name:<14} {state:<9} pid {row.pid or '-':<8} {row.url}  log: {row.log_file}")
+    return 0 if all(r.ready for r in rows) else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="choreo", description="Event-driven choreography on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -120,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("action", choices=["check", "release"])
     schemas.add_argument("--root", help="catalogue root (default: the project's schemas/)")
     schemas.set_defaults(run=_schemas)
+
+    demo = sub.add_parser("demo", help="run the order saga end to end and check invariants")
+    demo.add_argument(
+        "demo_args", nargs=argparse.REMAINDER, help="--orders-per-path N, --keep, --deadline S"
+    )
+    demo.set_defaults(run=_demo)
+
+    up = sub.add_parser("up", help="start the broker, topics and all services")
+    up.set_defaults(run=_up)
+    down = sub.add_parser("down", help="stop all services (and the broker with --broker)")
+    down.add_argument("--broker", action="store_true", help="stop the local broker too")
+    down.set_defaults(run=_down)
+    ps = sub.add_parser("ps", help="which services run, where, and their logs")
+    ps.set_defaults(run=_ps)
     return parser
 
 

@@ -1,0 +1,227 @@
+"""``python -m bench``: the project's throughput against raw aiokafka, measured in one run.
+
+Starts a private Kafka broker on free ports in a temporary directory (or uses
+``KAFKA_BOOTSTRAP_SERVERS`` when set), runs the benchmarks, prints a table and stops the broker.
+Every timed run uses fresh random topics (3 partitions) and, where it writes, a fresh SQLite
+database; the project and raw aiokafka handle identical bytes; the variants' order rotates on
+each repeat and the figure is the median. Exit status: 0 when every target is met, 1 when one is
+missed, 2 on an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import consumer, relay
+from bench.common import PARTITIONS, Result
+from bench.profiling import Profiler
+from infra.broker import BrokerSpec, down, free_port, up
+
+DEFAULT_EVENTS = 20_000
+DEFAULT_REPEAT = 3
+WARMUP_EVENTS = 500
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=DEFAULT_EVENTS,
+        metavar="N",
+        help=f"events per timed run (default {DEFAULT_EVENTS}: the whole run takes under "
+        "3 minutes on a 2-core machine)",
+    )
+    parser.add_argument(
+        "--only", choices=["relay", "consumer"], help="run one benchmark instead of both"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=DEFAULT_REPEAT,
+        metavar="R",
+        help=f"timed runs per variant; the median counts (default {DEFAULT_REPEAT})",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="after the timed runs, profile one more (untimed) run of the project's path with "
+        "cProfile; .pstats and .txt reports go to DIR",
+    )
+    args = parser.parse_args(argv)
+    if args.events < 100:
+        parser.error("--events must be at least 100")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def kafka(root: Path) -> Iterator[tuple[str, int | None]]:
+    """Bootstrap servers and, for a broker started here, its pid."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        progress(f"using the broker at {external} (KAFKA_BOOTSTRAP_SERVERS)")
+        yield external, None
+        return
+    port = free_port()
+    controller_port = free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    spec = BrokerSpec(home=root / "kafka", port=port, controller_port=controller_port)
+    progress(f"starting a private broker on {spec.bootstrap} in {spec.home}")
+    try:
+        status = up(spec)
+        yield spec.bootstrap, status.pid
+    finally:
+        progress("stopping the private broker")
+        down(spec)
+
+
+async def run_all(
+    args: argparse.Namespace, bootstrap: str, workdir: Path, profiler: Profiler | None
+) -> list[Result]:
+    warmup = min(WARMUP_EVENTS, args.events)
+    results = []
+    if args.only in (None, "relay"):
+        results.append(
+            await relay.run(
+                bootstrap,
+                args.events,
+                args.repeat,
+                workdir,
+                warmup=warmup,
+                profiler=profiler,
+                progress=progress,
+            )
+        )
+    if args.only in (None, "consumer"):
+        results.append(
+            await consumer.run(
+                bootstrap,
+                args.events,
+                args.repeat,
+                workdir,
+                warmup=warmup,
+                profiler=profiler,
+                progress=progress,
+            )
+        )
+    return results
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}/s"
+
+
+def render(results: list[Result], args: argparse.Namespace, elapsed_s: float) -> str:
+    lines = [
+        f"choreo benchmarks: {args.events:,} Ping events per run, {PARTITIONS} partitions, "
+        f"median of {args.repeat} run(s), whole run {elapsed_s:.0f}s",
+        "",
+    ]
+    header = ("benchmark", "project", "raw aiokafka", "ratio", "target", "result")
+    rows = [
+        (
+            r.name,
+            _rate(r.project.rate),
+            _rate(r.raw.rate),
+            f"{100 * r.ratio:.1f}%",
+            f">= {100 * r.target:.0f}%",
+            "PASS" if r.passed else "FAIL",
+        )
+        for r in results
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for r in results:
+        lines += ["", f"{r.name}: {r.span}"]
+        label_w = max(len(s.label) for s in [r.project, r.raw, *r.variants])
+        for s in [r.project, r.raw, *r.variants]:
+            runs = ", ".join(f"{x:,.0f}" for x in s.rates)
+            lines.append(
+                f"  {s.label.ljust(label_w)}  {_rate(s.rate):>10}  "
+                f"{s.median_s:6.2f}s  (runs: {runs} ev/s)"
+            )
+        if r.breakdown:
+            lines.append("  where the time goes (seconds for N events, median run):")
+            total = r.project.median_s
+            what_w = max(len(w) for w, _ in r.breakdown)
+            for what, seconds in r.breakdown:
+                lines.append(
+                    f"    {what.ljust(what_w)}  {seconds:6.2f}s  {100 * seconds / total:5.1f}%"
+                )
+        for note in r.notes:
+            lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally that stops the broker
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="choreo-bench-") as tmp:
+            root = Path(tmp)
+            workdir = root / "db"
+            workdir.mkdir()
+            with kafka(root) as (bootstrap, broker_pid):
+                profiler = Profiler(args.profile.absolute(), broker_pid) if args.profile else None
+                results = asyncio.run(run_all(args, bootstrap, workdir, profiler))
+    except Exception as exc:  # the report names the failure instead of a traceback wall
+        logging.getLogger("bench").exception("benchmark failed: %s", exc)
+        return 2
+    elapsed = time.perf_counter() - started
+    if args.json:
+        doc: dict[str, Any] = {
+            "events": args.events,
+            "repeat": args.repeat,
+            "partitions": PARTITIONS,
+            "elapsed_s": round(elapsed, 1),
+            "benchmarks": [r.to_json() for r in results],
+            "passed": all(r.passed for r in results),
+        }
+        if profiler is not None:
+            doc["profiles"] = {
+                name: str(profiler.directory / f"{name}.pstats") for name in profiler.reports
+            }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render(results, args, elapsed))
+        if profiler is not None:
+            for text in profiler.reports.values():
+                print()
+                print(text)
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

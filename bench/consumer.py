@@ -1,0 +1,257 @@
+"""Idempotent consumer throughput: EventConsumer against a raw aiokafka consumer loop.
+
+Before the timed runs (untimed): one fresh topic with ``PARTITIONS`` partitions is filled with N
+pings, encoded and enveloped exactly as the outbox does, with a raw producer. Every timed run
+reads that same topic from the start with a fresh consumer group (and, when it writes, a fresh
+SQLite database), so all variants read identical bytes.
+
+Timed spans (client start-up and group join are inside every span, equally):
+
+- project (``full``): ``EventConsumer.run()`` from its start until a batch that brings the
+  applied count to N has been applied (the handler inserts one row per event, the inbox row is
+  written, both in the batch's transaction), committed in the database and its offsets
+  committed in Kafka.
+- raw: ``getmany`` with the same fetch options (``manual_consumer``'s settings, the same
+  ``timeout_ms``/``max_records`` as EventConsumer's defaults), an offset commit per batch, until
+  N records were read and committed.
+
+Variants that tell where the difference goes (the same span, each on a fresh group):
+
+- ``decode``: EventConsumer with its database step replaced by a counter: Kafka + decoding +
+  envelope + pydantic validation + the runtime's bookkeeping, no transaction.
+- ``noop``: EventConsumer with a handler that does nothing: adds the transaction, the inbox
+  dedupe select and the inbox insert.
+- ``full`` minus ``noop`` is the handler's own insert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from bench.common import (
+    SERVICE,
+    Result,
+    Series,
+    applied,
+    check,
+    check_committed_to_end,
+    codec_for,
+    count_inbox,
+    count_rows,
+    deadline_for,
+    new_database,
+    new_topic,
+    ping_router,
+    pings,
+    rotate,
+    topic_size,
+    unique,
+)
+from bench.profiling import Profiler
+from events.consumer import EventConsumer
+from events.kafka import manual_consumer, reliable_producer
+from events.outbox import Outbox
+
+TARGET = 0.30
+_DEFAULTS = inspect.signature(EventConsumer.__init__).parameters
+FETCH_TIMEOUT_MS: int = _DEFAULTS["fetch_timeout_ms"].default
+MAX_RECORDS: int = _DEFAULTS["max_batch"].default
+
+
+class _TimedConsumer(EventConsumer):
+    """The unmodified runtime; notes the time when the batch that completes N is committed."""
+
+    def __init__(self, *, target: int, skip_db: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+        self.skip_db = skip_db
+        self.finished_at: float | None = None
+
+    async def process(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
+    ) -> None:
+        await super().process(batches, stop)  # applied, db-committed, offsets committed
+        if self.finished_at is None and self.stats.applied >= self.target:
+            self.finished_at = time.perf_counter()
+            stop.set()
+
+    async def _apply_batch(self, items: list[Any]) -> None:
+        if self.skip_db:  # the "decode" variant: everything but the database
+            self.stats.applied += len(items)
+            return
+        await super()._apply_batch(items)
+
+
+async def fill(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+    """Puts n pings on topic as the relay would; returns mean value and header sizes."""
+    box = Outbox(codec_for(topic), SERVICE)
+    records = []
+    for ping in pings(n):
+        row, env = box.row(ping.event_type, ping.to_avro(), key=ping.aggregate_id)
+        records.append((row["key"].encode(), row["payload"], env.to_headers()))
+    producer = reliable_producer(bootstrap, client_id="bench-fill")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key, headers=headers)
+            for key, value, headers in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    check(await topic_size(bootstrap, topic) == n, f"{topic} does not hold {n} records")
+    value_size = sum(len(v) for _, v, _ in records) / n
+    header_size = sum(sum(len(k) + len(v) for k, v in h) for _, _, h in records) / n
+    return value_size, header_size
+
+
+async def time_raw(bootstrap: str, topic: str, n: int) -> float:
+    group = unique("bench-raw")
+    consumer = manual_consumer(bootstrap, group_id=group, client_id=group)
+    read = 0
+    try:
+        async with asyncio.timeout(deadline_for(n)):
+            started = time.perf_counter()
+            consumer.subscribe([topic])
+            await consumer.start()
+            while read < n:
+                batches = await consumer.getmany(
+                    timeout_ms=FETCH_TIMEOUT_MS, max_records=MAX_RECORDS
+                )
+                offsets = {}
+                for tp, records in batches.items():
+                    if records:
+                        offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+                        read += len(records)
+                if offsets:
+                    await consumer.commit(offsets)
+            elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    check(read == n, f"raw consumer read {read}, wanted {n}")
+    await check_committed_to_end(bootstrap, group, topic)
+    return elapsed
+
+
+async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str) -> float:
+    """mode: "full" (handler inserts a row), "noop" (handler does nothing), "decode" (no db)."""
+    db = await new_database(path)
+    codec = codec_for(topic)
+    group = unique(f"bench-{mode}")
+    consumer = _TimedConsumer(
+        target=n,
+        skip_db=mode == "decode",
+        name=group,
+        topics=[topic],
+        router=ping_router(noop=mode != "full"),
+        db=db,
+        codec=codec,
+        outbox=Outbox(codec, SERVICE),
+        bootstrap=bootstrap,
+    )
+    try:
+        async with asyncio.timeout(deadline_for(n)):
+            started = time.perf_counter()
+            await consumer.run(asyncio.Event())  # returns once N are applied and committed
+        check(consumer.finished_at is not None, f"{mode}: consumer stopped before N")
+        assert consumer.finished_at is not None
+        elapsed = consumer.finished_at - started
+        stats = consumer.stats
+        check(stats.applied == n, f"{mode}: applied {stats.applied}, wanted {n}")
+        check(stats.duplicates == 0 and stats.dead_lettered == 0, f"{mode}: {stats}")
+        if mode != "decode":
+            check(await count_inbox(db) == n, f"{mode}: inbox does not hold {n} rows")
+        want_rows = n if mode == "full" else 0
+        check(await count_rows(db, applied) == want_rows, f"{mode}: wrong applied row count")
+    finally:
+        await db.dispose()
+    await check_committed_to_end(bootstrap, group, topic)
+    return elapsed
+
+
+async def run(
+    bootstrap: str,
+    n: int,
+    repeat: int,
+    workdir: Path,
+    *,
+    warmup: int,
+    profiler: Profiler | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Result:
+    project = Series("full", "EventConsumer, handler inserts a row (the project's figure)", n)
+    raw = Series("raw", "raw aiokafka getmany loop, commit per batch", n)
+    decode = Series("decode", "EventConsumer without the database step", n)
+    noop = Series("noop", "EventConsumer, no-op handler (transaction + inbox only)", n)
+    counter = 0
+
+    def path(mode: str) -> Path:
+        nonlocal counter
+        counter += 1
+        return workdir / f"consumer-{mode}-{counter}.db"
+
+    async def one_round(topic: str, size: int, order: int, warm: bool) -> None:
+        async def raw_run() -> None:
+            s = await time_raw(bootstrap, topic, size)
+            if not warm:
+                raw.add(s)
+
+        def project_run(series: Series) -> Callable[[], Awaitable[None]]:
+            async def go() -> None:
+                s = await time_project(bootstrap, topic, size, path(series.name), series.name)
+                if not warm:
+                    series.add(s)
+
+            return go
+
+        runs = [raw_run, project_run(decode), project_run(noop), project_run(project)]
+        for fn in rotate(runs, order):
+            await fn()
+
+    progress(f"consumer: warm-up ({warmup} events, not counted)")
+    warm_topic = await new_topic(bootstrap, "bench-consume-warm", dead_letters=True)
+    await fill(bootstrap, warm_topic, warmup)
+    await one_round(warm_topic, warmup, 0, warm=True)
+
+    progress(f"consumer: filling a topic with {n} events (not timed)")
+    topic = await new_topic(bootstrap, "bench-consume", dead_letters=True)
+    value_size, header_size = await fill(bootstrap, topic, n)
+    for r in range(repeat):
+        progress(f"consumer: run {r + 1}/{repeat} ({n} events x 4 variants)")
+        await one_round(topic, n, r, warm=False)
+
+    if profiler is not None:
+        progress("consumer: profiled runs (not counted)")
+        with profiler.profile("consumer-full"):
+            await time_project(bootstrap, topic, n, path("profile"), "full")
+        with profiler.profile("consumer-raw"):
+            await time_raw(bootstrap, topic, n)
+
+    result = Result(
+        name="consumer",
+        span="consumer start -> all N applied, db-committed and offsets committed",
+        target=TARGET,
+        project=project,
+        raw=raw,
+        variants=[decode, noop],
+    )
+    result.breakdown = [
+        ("Kafka fetch + offset commits (raw)", raw.median_s),
+        ("+ decode, envelope, validation, runtime", decode.median_s - raw.median_s),
+        ("+ transaction, inbox dedupe select + insert", noop.median_s - decode.median_s),
+        ("+ handler's own insert", project.median_s - noop.median_s),
+        ("= idempotent consumer total", project.median_s),
+    ]
+    result.notes.append(
+        f"value {value_size:.0f} B, headers {header_size:.0f} B per record; "
+        f"{MAX_RECORDS} records per getmany, {FETCH_TIMEOUT_MS} ms fetch timeout for both"
+    )
+    return result

@@ -1,0 +1,103 @@
+"""Optional profiling of the project's path (``--profile DIR``), in runs that are not timed.
+
+cProfile sees the event-loop thread only (every asyncio task: the relay or consumer, aiokafka's
+sender and fetcher). SQLite runs in aiosqlite's worker thread, so CPU seconds are also taken per
+thread from /proc (Linux), and for the broker's JVM when its pid is known: on a 2-core machine
+the broker, the loop thread and the database thread compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_of(stat_path: Path) -> float:
+    """utime + stime in seconds from a /proc/.../stat file (0 when unreadable)."""
+    try:
+        text = stat_path.read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _thread_cpu() -> dict[int, float]:
+    tasks = Path("/proc/self/task")
+    if not tasks.exists():
+        return {}
+    return {int(t.name): _cpu_of(t / "stat") for t in tasks.iterdir()}
+
+
+@dataclass
+class CpuSplit:
+    wall_s: float
+    loop_thread_s: float
+    other_threads_s: float
+    broker_s: float | None
+
+    def describe(self) -> str:
+        parts = [
+            f"wall {self.wall_s:.2f}s",
+            f"event-loop thread CPU {self.loop_thread_s:.2f}s "
+            f"({100 * self.loop_thread_s / self.wall_s:.0f}% of wall)",
+            f"other threads (aiosqlite, ...) CPU {self.other_threads_s:.2f}s",
+        ]
+        if self.broker_s is not None:
+            parts.append(f"broker JVM CPU {self.broker_s:.2f}s")
+        return ", ".join(parts)
+
+
+@dataclass
+class Profiler:
+    directory: Path
+    broker_pid: int | None = None
+    top: int = 25
+    reports: dict[str, str] = field(default_factory=dict)
+    cpu: dict[str, CpuSplit] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def profile(self, name: str) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        main_tid = threading.get_native_id()
+        broker_stat = Path(f"/proc/{self.broker_pid}/stat") if self.broker_pid else None
+        before = _thread_cpu()
+        broker_before = _cpu_of(broker_stat) if broker_stat else 0.0
+        started = time.perf_counter()
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            yield
+        finally:
+            prof.disable()
+            wall = time.perf_counter() - started
+            after = _thread_cpu()
+            loop = after.get(main_tid, 0.0) - before.get(main_tid, 0.0)
+            others = sum(v - before.get(t, 0.0) for t, v in after.items() if t != main_tid)
+            broker = _cpu_of(broker_stat) - broker_before if broker_stat else None
+            self.cpu[name] = CpuSplit(wall, loop, others, broker)
+            path = self.directory / f"{name}.pstats"
+            prof.dump_stats(path)
+            self.reports[name] = self._report(name, prof, path)
+
+    def _report(self, name: str, prof: cProfile.Profile, path: Path) -> str:
+        out = io.StringIO()
+        out.write(f"== profile: {name} ({path}) ==\n{self.cpu[name].describe()}\n")
+        stats = pstats.Stats(prof, stream=out)
+        stats.strip_dirs().sort_stats("tottime").print_stats(self.top)
+        out.write("-- cumulative, project code only --\n")
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats("cumulative").print_stats(r"/events/", self.top)
+        text = out.getvalue()
+        (self.directory / f"{name}.txt").write_text(text)
+        return text

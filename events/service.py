@@ -1,0 +1,201 @@
+"""Running a service: its database, outbox relay, idempotent consumer and HTTP API in one
+process, started from settings built once at the entrypoint, stopped cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import Field
+from sqlalchemy import MetaData, text
+
+from events.catalogue import Catalogue
+from events.codec import AvroCodec
+from events.consumer import EventConsumer
+from events.db import Database, sqlite_url
+from events.outbox import Outbox, UnitOfWork
+from events.relay import OutboxRelay
+from events.routing import Router
+from events.settings import PlatformSettings
+from events.tables import metadata as platform_metadata
+
+log = logging.getLogger(__name__)
+
+
+class ServiceSettings(PlatformSettings):
+    database_url: str = Field(default="", description="SQLAlchemy URL; default var/<service>.db")
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds")
+    http_port: int = Field(default=0, ge=0, le=65535, description="HTTP port (0: none)")
+    consumer_batch: int = Field(default=500, ge=1, le=10000, description="Max events per batch")
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, description="Bound on graceful stop")
+
+    def database_url_for(self, service: str) -> str:
+        if self.database_url:
+            return self.database_url
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        return sqlite_url(self.var_dir / f"{service}.db")
+
+
+@dataclass
+class ServiceContext:
+    """What handlers' neighbours (HTTP routes, seeding) need: built once per process."""
+
+    name: str
+    settings: ServiceSettings
+    db: Database
+    codec: AvroCodec
+    outbox: Outbox
+    relay: OutboxRelay
+    consumer: EventConsumer | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.db, self.outbox)
+
+
+@dataclass
+class Service:
+    name: str
+    metadata: MetaData
+    router: Router
+    topics: list[str]
+    api: Callable[[ServiceContext], APIRouter] | None = None
+
+
+def build_context(service: Service, settings: ServiceSettings) -> ServiceContext:
+    codec = AvroCodec(Catalogue.load(settings.schemas_dir))
+    db = Database(settings.database_url_for(service.name))
+    outbox = Outbox(codec, service.name)
+    relay = OutboxRelay(db, settings.kafka_bootstrap_servers, client_id=f"{service.name}-relay")
+    outbox.on_commit(relay.notify)
+    ctx = ServiceContext(service.name, settings, db, codec, outbox, relay)
+    if service.router.handlers:
+        ctx.consumer = EventConsumer(
+            name=service.name,
+            topics=service.topics,
+            router=service.router,
+            db=db,
+            codec=codec,
+            outbox=outbox,
+            bootstrap=settings.kafka_bootstrap_servers,
+            max_batch=settings.consumer_batch,
+        )
+    return ctx
+
+
+def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
+    app = FastAPI(title=f"choreo {service.name}", version="1")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": service.name}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        checks = {"database": False, "consumer": ctx.consumer is None}
+        with contextlib.suppress(Exception):
+            async with ctx.db.session() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = True
+        if ctx.consumer is not None:
+            checks["consumer"] = bool(ctx.consumer.assignment)
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    if service.api is not None:
+        app.include_router(service.api(ctx), prefix="/api/v1")
+    return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The service owns SIGTERM/SIGINT: it stops consuming before the API goes away.
+        yield
+
+
+async def serve(service: Service, settings: ServiceSettings) -> None:
+    ctx = build_context(service, settings)
+    await ctx.db.create_all(platform_metadata, service.metadata)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks = [asyncio.create_task(ctx.relay.run(stop), name="relay")]
+    if ctx.consumer is not None:
+        await _start_with_retry(ctx.consumer, stop)
+        tasks.append(asyncio.create_task(ctx.consumer.run(stop), name="consumer"))
+    server: _Server | None = None
+    if settings.http_port:
+        app = build_app(service, ctx)
+        config = uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(), name="http"))
+    log.info("%s started (http port %s)", service.name, settings.http_port or "none")
+
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in done if t is not stopper and t.exception() is not None]
+    stop.set()
+    if server is not None:
+        server.should_exit = True
+    try:
+        async with asyncio.timeout(settings.shutdown_timeout_s):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    except TimeoutError:
+        log.error("%s: shutdown took longer than %.0fs", service.name, settings.shutdown_timeout_s)
+    await ctx.db.dispose()
+    if failed:
+        raise failed[0].exception()  # type: ignore[misc]
+    log.info("%s stopped", service.name)
+
+
+async def _start_with_retry(consumer: EventConsumer, stop: asyncio.Event) -> None:
+    """The broker may still be starting: retry, bounded by the stop signal."""
+    delay = 0.2
+    while True:
+        try:
+            await consumer.start()
+            return
+        except Exception as exc:
+            await consumer.close()
+            if stop.is_set():
+                raise
+            log.warning("%s: cannot reach Kafka yet (%s); retrying", consumer.name, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            delay = min(delay * 2, 5.0)
+
+
+def run(service: Service, settings_cls: type[ServiceSettings] = ServiceSettings) -> None:
+    """A service's console entrypoint."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {service.name} %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        settings = settings_cls()
+    except Exception as exc:
+        print(f"{service.name}: bad setting: {' '.join(str(exc).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    asyncio.run(serve(service, settings))

@@ -1,0 +1,203 @@
+"""The main job: broker, topics, the five services, then a mix of orders down every path of
+the saga, a table of outcomes and a check of the invariants. `choreo demo` runs this."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from events.catalogue import Catalogue
+from events.codec import AvroCodec
+from events.publisher import Draft, publish
+from events.settings import PlatformSettings
+from events.supervisor import SupervisorError, load_manifest, start, stop, wait_ready
+from events.topics import apply_topics
+from services.saga_check import (
+    SERVICEABLE,
+    UNSERVICEABLE,
+    Api,
+    World,
+    cancel_draft,
+    check_invariants,
+    order_body,
+    place_http,
+    placed_draft,
+    seed,
+    statuses,
+    wait_for,
+)
+
+# path -> the terminal outcomes it may end in ("CANCELLED/payments" = status/failed step)
+EXPECTED = {
+    "success": {"COMPLETED"},
+    "out of stock": {"REJECTED/inventory"},
+    "insufficient funds": {"CANCELLED/payments"},
+    "unserviceable address": {"CANCELLED/shipping"},
+    "customer cancel": {"CANCELLED/customer", "COMPLETED"},  # a cancel can lose the race
+}
+
+
+async def drive(world: World, codec: AvroCodec, bootstrap: str, api: Api, per_path: int) -> None:
+    await seed(
+        world,
+        codec,
+        bootstrap,
+        api,
+        stock={"widget": per_path * 4 + 10, "rare": 3},
+        deposits={"rich": 10_000_000, "poor": 1_000},
+    )
+    events: list[Draft] = []
+    for i in range(per_path):
+        via_http = i % 2 == 0
+        plan = [
+            ("success", order_body(world, "rich", [("widget", 1, 1500)], SERVICEABLE)),
+            ("out of stock", order_body(world, "rich", [("rare", 100, 100)], SERVICEABLE)),
+            ("insufficient funds", order_body(world, "poor", [("widget", 1, 5000)], SERVICEABLE)),
+            (
+                "unserviceable address",
+                order_body(world, "rich", [("widget", 1, 1500)], UNSERVICEABLE),
+            ),
+        ]
+        for path, body in plan:
+            if via_http:
+                await place_http(world, api, path, body)
+            else:
+                events.append(placed_draft(world, path, body))
+        cancel = order_body(world, "rich", [("widget", 1, 1500)], SERVICEABLE)
+        if via_http:
+            oid = await place_http(world, api, "customer cancel", cancel)
+            events.append(cancel_draft(oid))
+        else:
+            events.append(placed_draft(world, "customer cancel", cancel))
+            events.append(cancel_draft(cancel["order_id"]))
+    await publish(codec, bootstrap, events, producer="choreo-demo")
+
+
+def outcome(order: dict[str, object]) -> str:
+    status = str(order["status"])
+    if status == "CANCELLED":
+        return f"CANCELLED/{order['failed_step'] or 'customer'}"
+    if status == "REJECTED":
+        return f"REJECTED/{order['failed_step']}"
+    return status
+
+
+async def run(bootstrap: str, per_path: int, deadline_s: float) -> int:
+    codec = AvroCodec(Catalogue.load())
+    api = Api()
+    world = World()
+    try:
+        started = time.monotonic()
+        await drive(world, codec, bootstrap, api, per_path)
+        total = len(world.orders)
+        print(f"placed {total} orders ({per_path} per path), half over HTTP, half as events")
+
+        last = [-1]
+
+        async def all_terminal() -> bool:
+            rows = await statuses(world, api)
+            done = sum(1 for r in rows.values() if r["status"] != "PENDING")
+            if done != last[0]:
+                rate = done / max(time.monotonic() - started, 1e-9)
+                print(f"  {done}/{total} orders ended  ({rate:.0f}/s)", flush=True)
+                last[0] = done
+            return done == total
+
+        await wait_for(all_terminal, deadline_s, "every order to end")
+        problems = await _settled_invariants(world, api, deadline_s=30)
+        rows = await statuses(world, api)
+        _print_table(world, rows)
+        for path, oid in sorted((p, o) for o, p in world.orders.items()):
+            allowed = EXPECTED[path]
+            if outcome(rows[oid]) not in allowed:
+                problems.append(f"{path} order {oid} ended {outcome(rows[oid])}")
+        print()
+        if problems:
+            print(f"INVARIANTS VIOLATED ({len(problems)}):")
+            for p in problems:
+                print(f"  - {p}")
+            return 1
+        print(
+            "invariants hold: stock on hand + reserved = seeded - shipped; balance + captured"
+            " - refunded = deposited;\n  one terminal state per order, at most one net capture;"
+            " every COMPLETED order shipped once and notified."
+        )
+        return 0
+    finally:
+        await api.close()
+
+
+async def _settled_invariants(world: World, api: Api, deadline_s: float) -> list[str]:
+    """Compensations finish after the terminal state: re-check until clean or the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        problems = await check_invariants(world, api)
+        if not problems or time.monotonic() > end:
+            return problems
+        await asyncio.sleep(0.5)  # poll interval while compensations settle
+
+
+def _print_table(world: World, rows: dict[str, dict[str, object]]) -> None:
+    counts: dict[str, Counter[str]] = {p: Counter() for p in EXPECTED}
+    for oid, path in world.orders.items():
+        counts[path][outcome(rows[oid])] += 1
+    columns = sorted({o for c in counts.values() for o in c})
+    width = max(len(p) for p in EXPECTED) + 2
+    print()
+    print("path".ljust(width) + "".join(c.rjust(20) for c in columns) + "    expected")
+    for path, c in counts.items():
+        cells = "".join(str(c.get(col, 0)).rjust(20) for col in columns)
+        print(path.ljust(width) + cells + "    " + " or ".join(sorted(EXPECTED[path])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="choreo demo", description=__doc__)
+    parser.add_argument("--orders-per-path", type=int, default=10, metavar="N")
+    parser.add_argument("--keep", action="store_true", help="leave broker and services running")
+    parser.add_argument("--deadline", type=float, default=180, help="seconds for the run")
+    args = parser.parse_args(argv)
+    if args.orders_per_path < 1:
+        parser.error("--orders-per-path must be at least 1")
+
+    settings = PlatformSettings()
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker_spec = None
+    if not external:
+        from infra.broker import BrokerError, default_spec, up
+
+        broker_spec = default_spec()
+        print("starting the local Kafka broker ...", flush=True)
+        try:
+            st = up(broker_spec)
+        except BrokerError as exc:
+            print(f"choreo demo: {exc}", file=sys.stderr)
+            return 1
+        print(f"broker at {st.bootstrap} (log {st.log_file})")
+    bootstrap = external or settings.kafka_bootstrap_servers
+    catalogue = Catalogue.load(settings.schemas_dir)
+    report = asyncio.run(apply_topics(bootstrap, list(catalogue.topics.values())))
+    print(f"topics: {len(report.created)} created, {len(report.unchanged)} already there")
+    specs = load_manifest()
+    var_dir: Path = settings.var_dir
+    print(f"starting {len(specs)} services (logs in {var_dir / 'logs'}) ...", flush=True)
+    try:
+        start(specs, var_dir=var_dir, bootstrap=bootstrap)
+        wait_ready(specs, var_dir=var_dir, deadline_s=90)
+        print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
+        return asyncio.run(run(bootstrap, args.orders_per_path, args.deadline))
+    except (SupervisorError, TimeoutError) as exc:
+        print(f"choreo demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            stop(specs, var_dir=var_dir)
+            print("services stopped (the broker keeps running: `choreo broker down`)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Inventory: stock levels and per-order reservations in the order saga."""

@@ -1,0 +1,149 @@
+"""Stock rules: reserve all lines of an order or none, release and ship reservations.
+Standard library only.
+
+Per SKU the books always balance: ``on_hand + reserved == received - shipped``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ReservationStatus(StrEnum):
+    RESERVED = "RESERVED"
+    REJECTED = "REJECTED"
+    RELEASED = "RELEASED"
+    SHIPPED = "SHIPPED"
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    quantity: int
+
+
+@dataclass
+class StockLevel:
+    sku: str
+    on_hand: int = 0
+    reserved: int = 0
+    shipped: int = 0
+    received: int = 0
+
+    def restock(self, quantity: int) -> None:
+        _positive(quantity)
+        self.on_hand += quantity
+        self.received += quantity
+
+    def hold(self, quantity: int) -> None:
+        _positive(quantity)
+        if quantity > self.on_hand:
+            raise ValueError(f"{self.sku}: cannot hold {quantity}, {self.on_hand} on hand")
+        self.on_hand -= quantity
+        self.reserved += quantity
+
+    def unhold(self, quantity: int) -> None:
+        self.reserved -= self._take_reserved(quantity)
+        self.on_hand += quantity
+
+    def ship(self, quantity: int) -> None:
+        self.reserved -= self._take_reserved(quantity)
+        self.shipped += quantity
+
+    def _take_reserved(self, quantity: int) -> int:
+        _positive(quantity)
+        if quantity > self.reserved:
+            raise ValueError(f"{self.sku}: cannot take {quantity}, {self.reserved} reserved")
+        return quantity
+
+
+@dataclass(frozen=True)
+class Shortage:
+    sku: str
+    requested: int
+    available: int
+
+
+@dataclass
+class Reservation:
+    lines: tuple[Line, ...]
+    status: ReservationStatus = ReservationStatus.RESERVED
+
+    @property
+    def skus(self) -> list[str]:
+        return [line.sku for line in self.lines]
+
+
+@dataclass(frozen=True)
+class Shortages:
+    """Why an order could not be reserved; ``lines`` is what it asked for, per SKU."""
+
+    lines: tuple[Line, ...]
+    shortages: tuple[Shortage, ...]
+
+    @property
+    def reason(self) -> str:
+        return "insufficient stock: " + ", ".join(
+            f"{s.sku} (requested {s.requested}, available {s.available})" for s in self.shortages
+        )
+
+
+def merge_lines(lines: Iterable[Line]) -> tuple[Line, ...]:
+    """One line per SKU, in first-seen order: an order may name a SKU twice."""
+    totals: dict[str, int] = {}
+    for line in lines:
+        _positive(line.quantity)
+        totals[line.sku] = totals.get(line.sku, 0) + line.quantity
+    if not totals:
+        raise ValueError("an order needs at least one line")
+    return tuple(Line(sku, quantity) for sku, quantity in totals.items())
+
+
+def reserve(stock: Mapping[str, StockLevel], lines: Iterable[Line]) -> Reservation | Shortages:
+    """Holds every line, or nothing when any SKU is short (a missing SKU has none on hand).
+
+    On success the levels in ``stock`` are changed in place.
+    """
+    wanted = merge_lines(lines)
+    shortages = tuple(
+        Shortage(line.sku, line.quantity, _on_hand(stock, line.sku))
+        for line in wanted
+        if line.quantity > _on_hand(stock, line.sku)
+    )
+    if shortages:
+        return Shortages(wanted, shortages)
+    for line in wanted:
+        stock[line.sku].hold(line.quantity)
+    return Reservation(wanted)
+
+
+def release(reservation: Reservation, stock: Mapping[str, StockLevel]) -> bool:
+    """Puts a held reservation back on hand; False (nothing changes) unless it is RESERVED."""
+    if reservation.status is not ReservationStatus.RESERVED:
+        return False
+    for line in reservation.lines:
+        stock[line.sku].unhold(line.quantity)
+    reservation.status = ReservationStatus.RELEASED
+    return True
+
+
+def ship(reservation: Reservation, stock: Mapping[str, StockLevel]) -> bool:
+    """Moves a held reservation out of the warehouse; False unless it is RESERVED."""
+    if reservation.status is not ReservationStatus.RESERVED:
+        return False
+    for line in reservation.lines:
+        stock[line.sku].ship(line.quantity)
+    reservation.status = ReservationStatus.SHIPPED
+    return True
+
+
+def _on_hand(stock: Mapping[str, StockLevel], sku: str) -> int:
+    level = stock.get(sku)
+    return level.on_hand if level is not None else 0
+
+
+def _positive(quantity: int) -> None:
+    if quantity < 1:
+        raise ValueError(f"quantity must be positive, got {quantity}")

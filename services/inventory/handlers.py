@@ -1,0 +1,228 @@
+"""Inventory's reactions to saga events: restock, reserve, release and ship.
+
+Every handler runs in the consumer's unit of work; it reads the rows it changes with
+``FOR UPDATE`` (a no-op on SQLite, whose transactions already hold the write lock) and
+leaves state alone when the transition was already made, so a redelivered or repeated
+event emits nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from sqlalchemy import insert, select, update
+
+from events.envelope import Event, utcnow
+from events.outbox import UnitOfWork
+from events.routing import Router
+from schemas.models import (
+    OrderCancelled,
+    OrderCompleted,
+    OrderCreated,
+    PaymentDeclined,
+    PaymentRefunded,
+    StockLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+    StockRestocked,
+)
+from schemas.models import Shortage as ShortageModel
+from services.inventory.domain import (
+    Line,
+    Reservation,
+    ReservationStatus,
+    Shortages,
+    StockLevel,
+    release,
+    reserve,
+    ship,
+)
+from services.inventory.tables import reservations, restocks, stock
+
+router = Router()
+
+
+@router.on(StockRestocked)
+async def on_stock_restocked(uow: UnitOfWork, event: Event[StockRestocked]) -> None:
+    p = event.payload
+    seen = select(restocks.c.restock_id).where(restocks.c.restock_id == p.restock_id)
+    if (await uow.session.execute(seen)).first() is not None:
+        return  # this restock was counted already, under another event id
+    await uow.session.execute(
+        insert(restocks).values(
+            restock_id=p.restock_id, sku=p.sku, quantity=p.quantity, restocked_at=p.restocked_at
+        )
+    )
+    levels = await _lock_stock(uow, [p.sku])
+    level = levels.get(p.sku) or StockLevel(p.sku)
+    level.restock(p.quantity)
+    await _save_stock(uow, [level], new=p.sku not in levels)
+
+
+@router.on(OrderCreated)
+async def on_order_created(uow: UnitOfWork, event: Event[OrderCreated]) -> None:
+    p = event.payload
+    if await _reservation(uow, p.order_id) is not None:
+        return  # this order was decided already
+    levels = await _lock_stock(uow, [line.sku for line in p.lines])
+    outcome = reserve(levels, [Line(line.sku, line.quantity) for line in p.lines])
+    if isinstance(outcome, Shortages):
+        await _insert_reservation(uow, event, Reservation(outcome.lines, ReservationStatus.REJECTED))
+        uow.emit(_rejected(p, outcome), key=p.order_id)
+        return
+    await _save_stock(uow, levels.values())
+    await _insert_reservation(uow, event, outcome)
+    uow.emit(_reserved(p, outcome), key=p.order_id)
+
+
+@router.on(PaymentDeclined)
+async def on_payment_declined(uow: UnitOfWork, event: Event[PaymentDeclined]) -> None:
+    await _release(uow, event.payload.order_id, event.payload.reason, "payments")
+
+
+@router.on(PaymentRefunded)
+async def on_payment_refunded(uow: UnitOfWork, event: Event[PaymentRefunded]) -> None:
+    p = event.payload
+    await _release(uow, p.order_id, p.reason, p.failed_step)
+
+
+@router.on(OrderCancelled)
+async def on_order_cancelled(uow: UnitOfWork, event: Event[OrderCancelled]) -> None:
+    p = event.payload
+    await _release(uow, p.order_id, p.reason, p.failed_step)
+
+
+@router.on(OrderCompleted)
+async def on_order_completed(uow: UnitOfWork, event: Event[OrderCompleted]) -> None:
+    found = await _reservation(uow, event.payload.order_id, lock=True)
+    if found is None:
+        return  # nothing was held for this order
+    _, reservation = found
+    levels = await _lock_stock(uow, reservation.skus)
+    if ship(reservation, levels):
+        await _save_stock(uow, levels.values())
+        await _set_status(uow, event.payload.order_id, reservation, None)
+
+
+# --- the steps the handlers share ----------------------------------------------------------
+
+
+async def _release(uow: UnitOfWork, order_id: str, reason: str, failed_step: str | None) -> None:
+    """Releases a held reservation and says so once; anything else is a no-op."""
+    found = await _reservation(uow, order_id, lock=True)
+    if found is None:
+        return
+    customer_id, reservation = found
+    levels = await _lock_stock(uow, reservation.skus)
+    if not release(reservation, levels):
+        return
+    await _save_stock(uow, levels.values())
+    await _set_status(uow, order_id, reservation, reason)
+    released = StockReleased(
+        order_id=order_id,
+        customer_id=customer_id,
+        lines=_stock_lines(reservation.lines),
+        reason=reason,
+        failed_step=failed_step,
+        released_at=utcnow(),
+    )
+    uow.emit(released, key=order_id)
+
+
+async def _lock_stock(uow: UnitOfWork, skus: Iterable[str]) -> dict[str, StockLevel]:
+    # Sorted, so that two transactions lock shared SKUs in the same order (no deadlock).
+    query = (
+        select(stock)
+        .where(stock.c.sku.in_(sorted(set(skus))))
+        .order_by(stock.c.sku)
+        .with_for_update()
+    )
+    rows = (await uow.session.execute(query)).mappings()
+    return {
+        r["sku"]: StockLevel(r["sku"], r["on_hand"], r["reserved"], r["shipped"], r["received"])
+        for r in rows
+    }
+
+
+async def _save_stock(uow: UnitOfWork, levels: Iterable[StockLevel], *, new: bool = False) -> None:
+    for level in levels:
+        values = {
+            "on_hand": level.on_hand,
+            "reserved": level.reserved,
+            "shipped": level.shipped,
+            "received": level.received,
+            "updated_at": utcnow(),
+        }
+        if new:
+            await uow.session.execute(insert(stock).values(sku=level.sku, **values))
+        else:
+            await uow.session.execute(update(stock).where(stock.c.sku == level.sku).values(values))
+
+
+async def _reservation(
+    uow: UnitOfWork, order_id: str, *, lock: bool = False
+) -> tuple[str, Reservation] | None:
+    """The order's customer and reservation, if inventory has seen the order."""
+    query = select(reservations).where(reservations.c.order_id == order_id)
+    row = (await uow.session.execute(query.with_for_update() if lock else query)).mappings()
+    found = row.first()
+    if found is None:
+        return None
+    lines = tuple(Line(line["sku"], line["quantity"]) for line in json.loads(found["lines"]))
+    return found["customer_id"], Reservation(lines, ReservationStatus(found["status"]))
+
+
+async def _insert_reservation(
+    uow: UnitOfWork, event: Event[OrderCreated], reservation: Reservation
+) -> None:
+    now = utcnow()
+    await uow.session.execute(
+        insert(reservations).values(
+            order_id=event.payload.order_id,
+            customer_id=event.payload.customer_id,
+            status=reservation.status.value,
+            lines=json.dumps([{"sku": x.sku, "quantity": x.quantity} for x in reservation.lines]),
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def _set_status(
+    uow: UnitOfWork, order_id: str, reservation: Reservation, reason: str | None
+) -> None:
+    await uow.session.execute(
+        update(reservations)
+        .where(reservations.c.order_id == order_id)
+        .values(status=reservation.status.value, reason=reason, updated_at=utcnow())
+    )
+
+
+def _stock_lines(lines: Iterable[Line]) -> list[StockLine]:
+    return [StockLine(sku=line.sku, quantity=line.quantity) for line in lines]
+
+
+def _reserved(order: OrderCreated, reservation: Reservation) -> StockReserved:
+    return StockReserved(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        lines=_stock_lines(reservation.lines),
+        total_cents=order.total_cents,
+        shipping_address=order.shipping_address.model_dump(),
+        reserved_at=utcnow(),
+    )
+
+
+def _rejected(order: OrderCreated, outcome: Shortages) -> StockRejected:
+    return StockRejected(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        reason=outcome.reason,
+        shortages=[
+            ShortageModel(sku=s.sku, requested=s.requested, available=s.available)
+            for s in outcome.shortages
+        ],
+        rejected_at=utcnow(),
+    )

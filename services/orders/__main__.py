@@ -1,0 +1,3 @@
+from services.orders.app import main
+
+main()

@@ -1,0 +1,131 @@
+"""The orders HTTP API: place, read and cancel orders."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from events.envelope import utcnow
+from events.service import ServiceContext
+from schemas.models import Address, OrderLine, OrderPlaced
+from services.orders.domain import Fact, Status
+from services.orders.handlers import apply_fact, place_order
+from services.orders.tables import orders
+
+OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
+
+
+class PlaceOrder(BaseModel):
+    order_id: uuid.UUID | None = Field(default=None, description="Chosen by the client for retries")
+    customer_id: str = Field(min_length=1, max_length=255)
+    lines: list[OrderLine] = Field(min_length=1, max_length=100)
+    shipping_address: Address
+
+
+class CancelOrder(BaseModel):
+    reason: str = Field(default="cancelled by the customer", max_length=500)
+
+
+class OrderView(BaseModel):
+    order_id: str
+    customer_id: str
+    status: str
+    total_cents: int
+    lines: list[dict[str, Any]]
+    shipping_address: dict[str, Any]
+    reason: str | None
+    failed_step: str | None
+    shipment_id: str | None
+    created_at: str
+    updated_at: str
+
+
+def _view(row: Any) -> OrderView:
+    return OrderView(
+        order_id=row["order_id"],
+        customer_id=row["customer_id"],
+        status=row["status"],
+        total_cents=row["total_cents"],
+        lines=json.loads(row["lines"]),
+        shipping_address=json.loads(row["shipping_address"]),
+        reason=row["reason"],
+        failed_step=row["failed_step"],
+        shipment_id=row["shipment_id"],
+        created_at=str(row["created_at"]),
+        updated_at=str(row["updated_at"]),
+    )
+
+
+def api(ctx: ServiceContext) -> APIRouter:
+    router = APIRouter(tags=["orders"])
+
+    async def load(order_id: str) -> OrderView:
+        async with ctx.db.session() as s:
+            row = (
+                (await s.execute(select(orders).where(orders.c.order_id == order_id)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise HTTPException(404, f"order {order_id} not found")
+        return _view(row)
+
+    @router.post("/orders", status_code=201, response_model=OrderView)
+    async def place(body: PlaceOrder, response: Response) -> OrderView:
+        order_id = str(body.order_id or uuid.uuid4())
+        placed = OrderPlaced(
+            order_id=order_id,
+            customer_id=body.customer_id,
+            lines=body.lines,
+            shipping_address=body.shipping_address,
+            placed_at=utcnow(),
+        )
+        async with ctx.uow() as uow:
+            created = await place_order(uow, placed)
+            await uow.commit()
+        if not created:
+            response.status_code = 200  # the same order id again: idempotent
+        return await load(order_id)
+
+    @router.get("/orders/{order_id}", response_model=OrderView)
+    async def get_order(order_id: OrderId) -> OrderView:
+        return await load(str(order_id))
+
+    @router.get("/orders", response_model=list[OrderView])
+    async def list_orders(
+        status: Annotated[Status | None, Query()] = None,
+        customer_id: Annotated[str | None, Query(max_length=255)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[OrderView]:
+        query = select(orders).order_by(orders.c.created_at, orders.c.order_id).limit(limit)
+        if status is not None:
+            query = query.where(orders.c.status == status)
+        if customer_id is not None:
+            query = query.where(orders.c.customer_id == customer_id)
+        async with ctx.db.session() as s:
+            rows = (await s.execute(query)).mappings().all()
+        return [_view(r) for r in rows]
+
+    @router.get("/orders-summary")
+    async def summary() -> dict[str, int]:
+        async with ctx.db.session() as s:
+            rows = (
+                await s.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+            ).all()
+        return {status: int(n) for status, n in rows}
+
+    @router.post("/orders/{order_id}/cancel", response_model=OrderView)
+    async def cancel(order_id: OrderId, body: CancelOrder | None = None) -> OrderView:
+        await load(str(order_id))  # 404 before any write
+        reason = (body or CancelOrder()).reason
+        async with ctx.uow() as uow:
+            await apply_fact(uow, str(order_id), Fact.CANCEL_REQUESTED, reason)
+            await uow.commit()
+        return await load(str(order_id))
+
+    return router

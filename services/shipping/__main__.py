@@ -1,0 +1,3 @@
+from services.shipping.app import main
+
+main()
