@@ -119,6 +119,16 @@ class Catalogue:
         topics = [TopicSpec(t, partitions, -1, tuple(ets), {}) for t, ets in by_topic.items()]
         return Catalogue(list(self._by_fp.values()), topics)
 
+    def prefixed(self, prefix: str) -> Catalogue:
+        """The same catalogue with every topic name prefixed (one cluster, many envs)."""
+        if not prefix:
+            return self
+        topics = [
+            TopicSpec(prefix + t.name, t.partitions, t.retention_ms, t.event_types, t.configs)
+            for t in self.topics.values()
+        ]
+        return Catalogue(list(self._by_fp.values()), topics)
+
     @property
     def event_types(self) -> list[str]:
         return sorted(self._by_type)

@@ -52,7 +52,7 @@ def _topics(args: argparse.Namespace, settings: PlatformSettings) -> int:
     from events.catalogue import CatalogueError
 
     try:
-        catalogue = Catalogue.load(settings.schemas_dir)
+        catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
     except CatalogueError as exc:
         raise CliError(str(exc)) from None
     specs = list(catalogue.topics.values())
@@ -124,7 +124,7 @@ def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
     try:
         st = up(default_spec())
         print(f"broker running at {st.bootstrap}")
-        catalogue = Catalogue.load(settings.schemas_dir)
+        catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
         asyncio.run(_apply(settings.kafka_bootstrap_servers, list(catalogue.topics.values())))
         specs = load_manifest()
         start(specs, var_dir=settings.var_dir, bootstrap=settings.kafka_bootstrap_servers)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
-from fastavro.validation import ValidationError, validate
 
 from events.catalogue import Catalogue, SchemaVersion
+from events.contract_check import first_error
 
 
 class CodecError(Exception):
@@ -79,10 +79,9 @@ class AvroCodec:
     def validate(self, event_type: str, payload: Mapping[str, Any]) -> None:
         """Raise ContractViolation naming the field when the payload breaks the contract."""
         schema = self.catalogue.latest(event_type)
-        try:
-            validate(dict(payload), schema.parsed, raise_errors=True, strict=True)
-        except ValidationError as exc:
-            raise ContractViolation(_validation_message(event_type, exc)) from None
+        error = first_error(schema.raw, payload)
+        if error:
+            raise ContractViolation(f"{event_type}: {error}")
 
     def encode(
         self, event_type: str, payload: Mapping[str, Any], version: int | None = None
@@ -121,9 +120,3 @@ class AvroCodec:
         if not isinstance(payload, dict):
             raise MalformedEventError(f"{writer.event_type} body is not a record")
         return Decoded(writer.event_type, writer.version, payload)
-
-
-def _validation_message(event_type: str, exc: ValidationError) -> str:
-    # fastavro reports "<field path> is <value> of type <type> expected <schema>".
-    details = "; ".join(str(e) for e in exc.errors) if exc.errors else str(exc)
-    return f"{event_type}: {details}"

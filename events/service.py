@@ -72,7 +72,7 @@ class Service:
 
 
 def build_context(service: Service, settings: ServiceSettings) -> ServiceContext:
-    codec = AvroCodec(Catalogue.load(settings.schemas_dir))
+    codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
     db = Database(settings.database_url_for(service.name))
     outbox = Outbox(codec, service.name)
     relay = OutboxRelay(db, settings.kafka_bootstrap_servers, client_id=f"{service.name}-relay")
@@ -80,8 +80,8 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
     ctx = ServiceContext(service.name, settings, db, codec, outbox, relay)
     if service.router.handlers:
         ctx.consumer = EventConsumer(
-            name=service.name,
-            topics=service.topics,
+            name=settings.topic_prefix + service.name,
+            topics=[settings.topic_prefix + t for t in service.topics],
             router=service.router,
             db=db,
             codec=codec,

@@ -21,6 +21,11 @@ class PlatformSettings(BaseSettings):
     schemas_dir: Path = Field(
         default=REPO_ROOT / "schemas", description="Root of the Avro contract catalogue"
     )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix for every topic and consumer group (isolated environments)",
+    )
     var_dir: Path = Field(
         default=REPO_ROOT / "var", description="Where local databases, logs and pids live"
     )

@@ -550,11 +550,18 @@ def _placed() -> dict[str, Any]:
 
 
 _BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
-    "top-level string": (lambda p: p.update(customer_id=42), "OrderPlaced.customer_id"),
-    "top-level timestamp": (lambda p: p.update(placed_at="yesterday"), "OrderPlaced.placed_at"),
-    "nested in an array": (lambda p: p["lines"][0].update(quantity="two"), "OrderLine.quantity"),
-    "int overflow": (lambda p: p["lines"][1].update(quantity=2**31), "OrderLine.quantity"),
-    "nested record": (lambda p: p["shipping_address"].update(country=None), "Address.country"),
+    "top-level string": (lambda p: p.update(customer_id=42), "customer_id"),
+    "top-level timestamp": (lambda p: p.update(placed_at="yesterday"), "placed_at"),
+    "nested in an array": (lambda p: p["lines"][0].update(quantity="two"), "lines[0].quantity"),
+    "int overflow": (lambda p: p["lines"][1].update(quantity=2**31), "lines[1].quantity"),
+    "nested record": (
+        lambda p: p["shipping_address"].update(country=None),
+        "shipping_address.country",
+    ),
+    "missing top-level": (lambda p: p.pop("customer_id"), "customer_id: required field"),
+    "missing nested": (lambda p: p["lines"][0].pop("sku"), "lines[0].sku: required field"),
+    "unknown key": (lambda p: p.update(colour="red"), "colour: unknown field"),
+    "bad uuid": (lambda p: p.update(order_id="nope"), "order_id: 'nope' is not a UUID"),
 }
 
 
@@ -563,7 +570,7 @@ def test_validate_names_the_offending_field(codec: AvroCodec, case: str) -> None
     breaks, field = _BREAKS[case]
     payload = _placed()
     breaks(payload)
-    with pytest.raises(ContractViolation, match=rf"^OrderPlaced: .*\b{re.escape(field)}\b"):
+    with pytest.raises(ContractViolation, match=rf"^OrderPlaced: {re.escape(field)}"):
         codec.validate("OrderPlaced", payload)
 
 
@@ -573,5 +580,5 @@ def test_optional_field_accepts_null_and_string_only(codec: AvroCodec) -> None:
     ).to_avro()
     codec.validate("OrderCancelled", payload)
     codec.validate("OrderCancelled", {**payload, "failed_step": "payments"})
-    with pytest.raises(ContractViolation, match=re.escape("OrderCancelled.failed_step")):
+    with pytest.raises(ContractViolation, match=re.escape("OrderCancelled: failed_step")):
         codec.validate("OrderCancelled", {**payload, "failed_step": 3})

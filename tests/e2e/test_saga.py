@@ -1,0 +1,131 @@
+"""The order saga end to end: every path, the cancel race, and services killed mid-flow."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from events.publisher import publish
+from services.demo import EXPECTED, drive, outcome
+from services.saga_check import (
+    SERVICEABLE,
+    World,
+    cancel_draft,
+    check_invariants,
+    order_body,
+    place_http,
+    placed_draft,
+    seed,
+    statuses,
+)
+from tests.e2e.conftest import Stack
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def settle(world: World, stack: Stack, deadline_s: float = 120) -> dict[str, dict]:
+    async def ended() -> bool:
+        rows = await statuses(world, stack.api)
+        return len(rows) == len(world.orders) and all(
+            r["status"] != "PENDING" for r in rows.values()
+        )
+
+    await eventually(ended, deadline_s=deadline_s, poll_s=0.25, what="every order to end")
+    problems: list[str] = []
+
+    async def consistent() -> bool:
+        problems[:] = await check_invariants(world, stack.api)
+        return not problems
+
+    try:
+        await eventually(consistent, deadline_s=30, poll_s=0.5, what="compensations to settle")
+    except AssertionError:
+        pytest.fail("invariants violated:\n" + "\n".join(problems))
+    return await statuses(world, stack.api)
+
+
+async def test_every_path_ends_as_expected_and_invariants_hold(stack: Stack):
+    world = World()
+    await drive(world, stack.codec, stack.bootstrap, stack.api, per_path=4)
+    rows = await settle(world, stack)
+    seen: dict[str, set[str]] = {}
+    for oid, path in world.orders.items():
+        seen.setdefault(path, set()).add(outcome(rows[oid]))
+        assert outcome(rows[oid]) in EXPECTED[path], (path, rows[oid])
+    assert set(seen) == set(EXPECTED)
+    for path in ("success", "out of stock", "insufficient funds", "unserviceable address"):
+        assert seen[path] == EXPECTED[path]
+    failed = next(r for o, r in rows.items() if world.orders[o] == "insufficient funds")
+    assert failed["reason"] == "insufficient funds"
+
+
+async def test_cancel_racing_every_step_ends_consistently(stack: Stack):
+    world = World()
+    await seed(
+        world,
+        stack.codec,
+        stack.bootstrap,
+        stack.api,
+        stock={"widget": 200},
+        deposits={"rich": 10_000_000},
+    )
+    rng = random.Random(7)
+    placed: list[str] = []
+    pending_cancels: list[tuple[int, str]] = []
+    # Each cancel is sent after 0-6 further orders were placed, so the cancels land while
+    # their orders are at different steps: before reservation, capture, shipping, or after.
+    for i in range(30):
+        placed.append(
+            await place_http(
+                world,
+                stack.api,
+                "customer cancel",
+                order_body(world, "rich", [("widget", 2, 700)], SERVICEABLE),
+            )
+        )
+        pending_cancels.append((i + rng.randint(0, 6), placed[-1]))
+        due = [oid for at, oid in pending_cancels if at <= i]
+        pending_cancels = [(at, oid) for at, oid in pending_cancels if at > i]
+        if due:
+            await publish(stack.codec, stack.bootstrap, [cancel_draft(oid) for oid in due])
+    await publish(stack.codec, stack.bootstrap, [cancel_draft(oid) for _, oid in pending_cancels])
+    rows = await settle(world, stack)
+    outcomes = {outcome(r) for r in rows.values()}
+    assert outcomes <= EXPECTED["customer cancel"]
+    assert "CANCELLED/customer" in outcomes
+
+
+@pytest.mark.parametrize("victim", ["orders", "inventory", "payments", "shipping", "notifications"])
+async def test_sigkill_a_service_mid_flow_and_every_saga_still_ends(stack: Stack, victim: str):
+    world = World()
+    await seed(
+        world,
+        stack.codec,
+        stack.bootstrap,
+        stack.api,
+        stock={"widget": 500, "rare": 2},
+        deposits={"rich": 10_000_000, "poor": 500},
+    )
+    drafts = []
+    for i in range(60):
+        who, sku, qty = [("rich", "widget", 1), ("poor", "widget", 1), ("rich", "rare", 5)][i % 3]
+        drafts.append(
+            placed_draft(
+                world, f"{who}-{sku}", order_body(world, who, [(sku, qty, 900)], SERVICEABLE)
+            )
+        )
+    await publish(stack.codec, stack.bootstrap, drafts[:30])
+
+    async def some_ended() -> bool:
+        rows = await statuses(world, stack.api)
+        return sum(r["status"] != "PENDING" for r in rows.values()) >= 3
+
+    await eventually(some_ended, deadline_s=60, what="the saga to be under way")
+    await asyncio.to_thread(stack.stop, victim, kill=True)
+    await publish(stack.codec, stack.bootstrap, drafts[30:])
+    await asyncio.to_thread(stack.start, victim)
+    rows = await settle(world, stack)
+    assert all(r["status"] in {"COMPLETED", "REJECTED", "CANCELLED"} for r in rows.values())
