@@ -116,10 +116,13 @@ class EventConsumer:
 
     async def start(self) -> None:
         self._dlq = reliable_producer(self.bootstrap, client_id=f"{self.name}-dlq")
-        await self._dlq.start()
-        self._consumer = manual_consumer(
-            self.bootstrap, group_id=self.name, client_id=self.name, **self._consumer_options
-        )
+        try:
+            await self._dlq.start()
+        except BaseException:
+            await self.close()
+            raise
+        options = {"client_id": self.name, **self._consumer_options}
+        self._consumer = manual_consumer(self.bootstrap, group_id=self.name, **options)
         self._consumer.subscribe(self.topics, listener=self._listener)
         await self._consumer.start()
 

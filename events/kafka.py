@@ -24,14 +24,11 @@ def reliable_producer(
     return AIOKafkaProducer(**options)
 
 
-def manual_consumer(
-    bootstrap: str, *, group_id: str, client_id: str, **extra: Any
-) -> AIOKafkaConsumer:
+def manual_consumer(bootstrap: str, *, group_id: str, **extra: Any) -> AIOKafkaConsumer:
     """Offsets are committed by the caller, after its database commit."""
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "group_id": group_id,
-        "client_id": client_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",

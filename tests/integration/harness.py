@@ -88,13 +88,19 @@ def ping_router(*, emit_pong: bool = False) -> Router:
 
 
 async def write_pings(
-    db: Database, outbox: Outbox, aggregates: list[str], per_aggregate: int, *, per_tx: int = 7
+    db: Database,
+    outbox: Outbox,
+    aggregates: list[str],
+    per_aggregate: int,
+    *,
+    per_tx: int = 7,
+    start: int = 0,
 ) -> list[tuple[str, int]]:
     """Writes pings through units of work, interleaving aggregates; returns them in order."""
-    order = [(agg, seq) for seq in range(per_aggregate) for agg in aggregates]
-    for start in range(0, len(order), per_tx):
+    order = [(agg, seq) for seq in range(start, start + per_aggregate) for agg in aggregates]
+    for first in range(0, len(order), per_tx):
         async with UnitOfWork(db, outbox) as uow:
-            for agg, seq in order[start : start + per_tx]:
+            for agg, seq in order[first : first + per_tx]:
                 uow.emit(Ping(aggregate_id=agg, seq=seq), key=agg)
             await uow.commit()
     return order
