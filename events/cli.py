@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from events.catalogue import Catalogue, TopicSpec
-from events.settings import PlatformSettings
+from events.settings import PlatformSettings, settings_error
 from events.topics import TopicError, TopicReport, apply_topics
 
 
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = PlatformSettings()
     except Exception as exc:  # pydantic's ValidationError: name the setting, one line
-        print(f"choreo: error: bad setting: {_one_line(exc)}", file=sys.stderr)
+        print(f"choreo: error: bad setting {settings_error(exc)}", file=sys.stderr)
         return 2
     command: Command = args.run
     try:
@@ -209,10 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("choreo: interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

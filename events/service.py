@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -25,7 +25,7 @@ from events.db import Database, sqlite_url
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay
 from events.routing import Router
-from events.settings import PlatformSettings
+from events.settings import PlatformSettings, settings_error
 from events.tables import metadata as platform_metadata
 
 log = logging.getLogger(__name__)
@@ -185,17 +185,26 @@ async def _start_with_retry(consumer: EventConsumer, stop: asyncio.Event) -> Non
             delay = min(delay * 2, 5.0)
 
 
-def run(service: Service, settings_cls: type[ServiceSettings] = ServiceSettings) -> None:
-    """A service's console entrypoint."""
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run(service: Service | Callable[[S], Service], settings_cls: type[S]) -> None:
+    """A service's console entrypoint: settings are read once, here, then passed in.
+
+    ``service`` is the Service, or a function building it from the settings (for services
+    whose handlers need configuration).
+    """
+    name = service.name if isinstance(service, Service) else settings_cls.__module__.split(".")[1]
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
-        format=f"%(asctime)s {service.name} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         settings = settings_cls()
     except Exception as exc:
-        print(f"{service.name}: bad setting: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{name}: bad setting {settings_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
-    asyncio.run(serve(service, settings))
+    built = service if isinstance(service, Service) else service(settings)
+    asyncio.run(serve(built, settings))

@@ -29,3 +29,17 @@ class PlatformSettings(BaseSettings):
     var_dir: Path = Field(
         default=REPO_ROOT / "var", description="Where local databases, logs and pids live"
     )
+
+
+def settings_error(exc: Exception) -> str:
+    """One line naming the environment variable and what is wrong with it."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return " ".join(str(exc).split())
+    parts = []
+    for err in errors():
+        name = ".".join(str(p) for p in err.get("loc", ())).upper() or "?"
+        value = err.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        parts.append(f"{name}{shown}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -87,8 +87,7 @@ def outcome(order: dict[str, object]) -> str:
     return status
 
 
-async def run(bootstrap: str, per_path: int, deadline_s: float) -> int:
-    codec = AvroCodec(Catalogue.load())
+async def run(codec: AvroCodec, bootstrap: str, per_path: int, deadline_s: float) -> int:
     api = Api()
     world = World()
     try:
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"broker at {st.bootstrap} (log {st.log_file})")
     bootstrap = external or settings.kafka_bootstrap_servers
-    catalogue = Catalogue.load(settings.schemas_dir)
+    catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
     report = asyncio.run(apply_topics(bootstrap, list(catalogue.topics.values())))
     print(f"topics: {len(report.created)} created, {len(report.unchanged)} already there")
     specs = load_manifest()
@@ -189,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         start(specs, var_dir=var_dir, bootstrap=bootstrap)
         wait_ready(specs, var_dir=var_dir, deadline_s=90)
         print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
-        return asyncio.run(run(bootstrap, args.orders_per_path, args.deadline))
+        return asyncio.run(
+            run(AvroCodec(catalogue), bootstrap, args.orders_per_path, args.deadline)
+        )
     except (SupervisorError, TimeoutError) as exc:
         print(f"choreo demo: {exc}", file=sys.stderr)
         return 1

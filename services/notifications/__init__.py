@@ -1,0 +1,1 @@
+"""Notifications: tells each customer, once, how their order ended."""
