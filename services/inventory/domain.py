@@ -73,12 +73,12 @@ class Reservation:
 
     @property
     def skus(self) -> list[str]:
-        return [line.sku for line in self.lines]
+        return list(dict.fromkeys(line.sku for line in self.lines))
 
 
 @dataclass(frozen=True)
 class Shortages:
-    """Why an order could not be reserved; ``lines`` is what it asked for, per SKU."""
+    """Why an order could not be reserved: what it asked for and, per SKU, what was short."""
 
     lines: tuple[Line, ...]
     shortages: tuple[Shortage, ...]
@@ -90,27 +90,28 @@ class Shortages:
         )
 
 
-def merge_lines(lines: Iterable[Line]) -> tuple[Line, ...]:
-    """One line per SKU, in first-seen order: an order may name a SKU twice."""
+def requested_per_sku(lines: Iterable[Line]) -> dict[str, int]:
+    """Total quantity per SKU, in first-seen order: an order may name a SKU twice."""
     totals: dict[str, int] = {}
     for line in lines:
         _positive(line.quantity)
         totals[line.sku] = totals.get(line.sku, 0) + line.quantity
     if not totals:
         raise ValueError("an order needs at least one line")
-    return tuple(Line(sku, quantity) for sku, quantity in totals.items())
+    return totals
 
 
 def reserve(stock: Mapping[str, StockLevel], lines: Iterable[Line]) -> Reservation | Shortages:
     """Holds every line, or nothing when any SKU is short (a missing SKU has none on hand).
 
-    On success the levels in ``stock`` are changed in place.
+    On success the levels in ``stock`` are changed in place. The order's lines are kept as
+    given (each fits the contracts' 32-bit quantity; a per-SKU sum might not).
     """
-    wanted = merge_lines(lines)
+    wanted = tuple(lines)
     shortages = tuple(
-        Shortage(line.sku, line.quantity, _on_hand(stock, line.sku))
-        for line in wanted
-        if line.quantity > _on_hand(stock, line.sku)
+        Shortage(sku, quantity, _on_hand(stock, sku))
+        for sku, quantity in requested_per_sku(wanted).items()
+        if quantity > _on_hand(stock, sku)
     )
     if shortages:
         return Shortages(wanted, shortages)

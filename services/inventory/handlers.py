@@ -43,6 +43,8 @@ from services.inventory.tables import reservations, restocks, stock
 
 router = Router()
 
+_INT_MAX = 2**31 - 1
+
 
 @router.on(StockRestocked)
 async def on_stock_restocked(uow: UnitOfWork, event: Event[StockRestocked]) -> None:
@@ -69,11 +71,12 @@ async def on_order_created(uow: UnitOfWork, event: Event[OrderCreated]) -> None:
     levels = await _lock_stock(uow, [line.sku for line in p.lines])
     outcome = reserve(levels, [Line(line.sku, line.quantity) for line in p.lines])
     if isinstance(outcome, Shortages):
-        await _insert_reservation(uow, event, Reservation(outcome.lines, ReservationStatus.REJECTED))
+        rejected = Reservation(outcome.lines, ReservationStatus.REJECTED)
+        await _insert_reservation(uow, p, rejected, outcome.reason)
         uow.emit(_rejected(p, outcome), key=p.order_id)
         return
     await _save_stock(uow, levels.values())
-    await _insert_reservation(uow, event, outcome)
+    await _insert_reservation(uow, p, outcome, None)
     uow.emit(_reserved(p, outcome), key=p.order_id)
 
 
@@ -175,15 +178,16 @@ async def _reservation(
 
 
 async def _insert_reservation(
-    uow: UnitOfWork, event: Event[OrderCreated], reservation: Reservation
+    uow: UnitOfWork, order: OrderCreated, reservation: Reservation, reason: str | None
 ) -> None:
     now = utcnow()
     await uow.session.execute(
         insert(reservations).values(
-            order_id=event.payload.order_id,
-            customer_id=event.payload.customer_id,
+            order_id=order.order_id,
+            customer_id=order.customer_id,
             status=reservation.status.value,
             lines=json.dumps([{"sku": x.sku, "quantity": x.quantity} for x in reservation.lines]),
+            reason=reason,
             created_at=now,
             updated_at=now,
         )
@@ -210,7 +214,7 @@ def _reserved(order: OrderCreated, reservation: Reservation) -> StockReserved:
         customer_id=order.customer_id,
         lines=_stock_lines(reservation.lines),
         total_cents=order.total_cents,
-        shipping_address=order.shipping_address.model_dump(),
+        shipping_address=order.shipping_address,
         reserved_at=utcnow(),
     )
 
@@ -221,8 +225,16 @@ def _rejected(order: OrderCreated, outcome: Shortages) -> StockRejected:
         customer_id=order.customer_id,
         reason=outcome.reason,
         shortages=[
-            ShortageModel(sku=s.sku, requested=s.requested, available=s.available)
+            ShortageModel(
+                sku=s.sku, requested=_avro_int(s.requested), available=_avro_int(s.available)
+            )
             for s in outcome.shortages
         ],
         rejected_at=utcnow(),
     )
+
+
+def _avro_int(count: int) -> int:
+    # The contract's counts are 32-bit; a per-SKU sum or a stock level can be larger, and
+    # "more than 2^31-1" is all a shortage report needs to say.
+    return min(count, _INT_MAX)

@@ -29,7 +29,7 @@ reservations = Table(
     Column("order_id", String(36), primary_key=True),
     Column("customer_id", String(255), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("lines", Text, nullable=False),  # JSON list of {"sku", "quantity"}, one per SKU
+    Column("lines", Text, nullable=False),  # JSON list of {"sku", "quantity"}, as ordered
     Column("reason", Text),  # why it was rejected or released
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

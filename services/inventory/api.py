@@ -1,0 +1,57 @@
+"""The inventory HTTP API: stock levels per SKU and reservations per order (read only)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from events.service import ServiceContext
+from schemas.models import StockLine
+from services.inventory.tables import reservations, stock
+
+Sku = Annotated[str, Path(min_length=1, max_length=255, description="The stock keeping unit")]
+OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
+
+
+class StockView(BaseModel):
+    sku: str
+    on_hand: int
+    reserved: int
+    shipped: int
+    received: int
+
+
+class ReservationView(BaseModel):
+    order_id: str
+    status: str
+    lines: list[StockLine]
+
+
+def api(ctx: ServiceContext) -> APIRouter:
+    router = APIRouter(tags=["inventory"])
+
+    @router.get("/stock/{sku}", response_model=StockView)
+    async def get_stock(sku: Sku) -> StockView:
+        async with ctx.db.session() as s:
+            row = (await s.execute(select(stock).where(stock.c.sku == sku))).mappings().first()
+        if row is None:
+            raise HTTPException(404, f"sku {sku} not found")
+        return StockView.model_validate(dict(row))
+
+    @router.get("/reservations/{order_id}", response_model=ReservationView)
+    async def get_reservation(order_id: OrderId) -> ReservationView:
+        query = select(reservations).where(reservations.c.order_id == str(order_id))
+        async with ctx.db.session() as s:
+            row = (await s.execute(query)).mappings().first()
+        if row is None:
+            raise HTTPException(404, f"no reservation for order {order_id}")
+        return ReservationView(
+            order_id=row["order_id"], status=row["status"], lines=json.loads(row["lines"])
+        )
+
+    return router

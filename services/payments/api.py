@@ -1,0 +1,55 @@
+"""The payments HTTP API: customer accounts and payments per order (read only)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from events.service import ServiceContext
+from services.payments.tables import accounts, payments
+
+CustomerId = Annotated[str, Path(min_length=1, max_length=255, description="The customer id")]
+OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
+
+
+class AccountView(BaseModel):
+    customer_id: str
+    balance_cents: int
+    deposited_cents: int
+    captured_cents: int
+    refunded_cents: int
+
+
+class PaymentView(BaseModel):
+    order_id: str
+    payment_id: str
+    status: str
+    amount_cents: int
+
+
+def api(ctx: ServiceContext) -> APIRouter:
+    router = APIRouter(tags=["payments"])
+
+    @router.get("/accounts/{customer_id}", response_model=AccountView)
+    async def get_account(customer_id: CustomerId) -> AccountView:
+        query = select(accounts).where(accounts.c.customer_id == customer_id)
+        async with ctx.db.session() as s:
+            row = (await s.execute(query)).mappings().first()
+        if row is None:
+            raise HTTPException(404, f"customer {customer_id} has no account")
+        return AccountView.model_validate(dict(row))
+
+    @router.get("/payments/{order_id}", response_model=PaymentView)
+    async def get_payment(order_id: OrderId) -> PaymentView:
+        query = select(payments).where(payments.c.order_id == str(order_id))
+        async with ctx.db.session() as s:
+            row = (await s.execute(query)).mappings().first()
+        if row is None:
+            raise HTTPException(404, f"no payment for order {order_id}")
+        return PaymentView.model_validate(dict(row))
+
+    return router

@@ -1,0 +1,216 @@
+"""Payments' reactions to saga events: deposit, capture or decline, refund, tombstone.
+
+Every handler runs in the consumer's unit of work; it reads the rows it changes with
+``FOR UPDATE`` (a no-op on SQLite, whose transactions already hold the write lock) and
+leaves state alone when the transition was already made, so a redelivered or repeated
+event charges, refunds and emits nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import insert, select, update
+
+from events.envelope import Event, utcnow
+from events.outbox import UnitOfWork
+from events.routing import Router
+from schemas.models import (
+    FundsDeposited,
+    OrderCancelled,
+    PaymentCaptured,
+    PaymentDeclined,
+    PaymentRefunded,
+    ShipmentFailed,
+    StockReserved,
+)
+from services.payments.domain import (
+    INSUFFICIENT_FUNDS,
+    Account,
+    Payment,
+    PaymentStatus,
+    charge,
+    refund,
+)
+from services.payments.tables import accounts, deposits, payments, tombstones
+
+router = Router()
+
+
+@router.on(FundsDeposited)
+async def on_funds_deposited(uow: UnitOfWork, event: Event[FundsDeposited]) -> None:
+    p = event.payload
+    seen = select(deposits.c.deposit_id).where(deposits.c.deposit_id == p.deposit_id)
+    if (await uow.session.execute(seen)).first() is not None:
+        return  # this deposit was credited already, under another event id
+    await uow.session.execute(
+        insert(deposits).values(
+            deposit_id=p.deposit_id,
+            customer_id=p.customer_id,
+            amount_cents=p.amount_cents,
+            deposited_at=p.deposited_at,
+        )
+    )
+    stored = await _lock_account(uow, p.customer_id)
+    account = stored or Account(p.customer_id)
+    account.deposit(p.amount_cents)
+    await _save_account(uow, account, new=stored is None)
+
+
+@router.on(StockReserved)
+async def on_stock_reserved(uow: UnitOfWork, event: Event[StockReserved]) -> None:
+    p = event.payload
+    stored = await _lock_account(uow, p.customer_id)
+    account = stored or Account(p.customer_id)  # an unknown customer has nothing to spend
+    existing = await _payment(uow, p.order_id)
+    cancelled = await _tombstoned(uow, p.order_id)
+    payment = charge(account, p.order_id, str(uuid.uuid4()), p.total_cents, existing, cancelled)
+    if payment is None:
+        return  # cancelled before the charge, or charged already
+    await _insert_payment(uow, payment)
+    captured = payment.status is PaymentStatus.CAPTURED
+    if captured and stored is not None:  # a zero total from an unknown customer moves nothing
+        await _save_account(uow, account)
+    uow.emit(_captured(p, payment) if captured else _declined(p, account), key=p.order_id)
+
+
+@router.on(ShipmentFailed)
+async def on_shipment_failed(uow: UnitOfWork, event: Event[ShipmentFailed]) -> None:
+    p = event.payload
+    payment = await _payment(uow, p.order_id, lock=True)
+    if payment is not None:
+        await _refund(uow, payment, p.reason, "shipping")
+
+
+@router.on(OrderCancelled)
+async def on_order_cancelled(uow: UnitOfWork, event: Event[OrderCancelled]) -> None:
+    p = event.payload
+    # The account lock serialises this with a concurrent charge of the same order (PostgreSQL;
+    # SQLite transactions are serial): the charge then sees the tombstone, or we the payment.
+    await _lock_account(uow, p.customer_id)
+    payment = await _payment(uow, p.order_id, lock=True)
+    if payment is not None:
+        await _refund(uow, payment, p.reason, p.failed_step)
+    elif not await _tombstoned(uow, p.order_id):
+        tombstone = {"order_id": p.order_id, "reason": p.reason, "cancelled_at": p.cancelled_at}
+        await uow.session.execute(insert(tombstones).values(tombstone))
+
+
+# --- the steps the handlers share ----------------------------------------------------------
+
+
+async def _refund(uow: UnitOfWork, payment: Payment, reason: str, failed_step: str | None) -> None:
+    """Refunds a capture and says so once; a declined or refunded payment is left alone."""
+    account = await _lock_account(uow, payment.customer_id) or Account(payment.customer_id)
+    if not refund(account, payment):
+        return
+    await _save_account(uow, account)
+    await _set_status(uow, payment, reason)
+    refunded = PaymentRefunded(
+        order_id=payment.order_id,
+        customer_id=payment.customer_id,
+        payment_id=payment.payment_id,
+        amount_cents=payment.amount,
+        reason=reason,
+        failed_step=failed_step,
+        refunded_at=utcnow(),
+    )
+    uow.emit(refunded, key=payment.order_id)
+
+
+async def _lock_account(uow: UnitOfWork, customer_id: str) -> Account | None:
+    query = select(accounts).where(accounts.c.customer_id == customer_id).with_for_update()
+    row = (await uow.session.execute(query)).mappings().first()
+    if row is None:
+        return None
+    return Account(
+        customer_id,
+        balance=row["balance_cents"],
+        deposited=row["deposited_cents"],
+        captured=row["captured_cents"],
+        refunded=row["refunded_cents"],
+    )
+
+
+async def _save_account(uow: UnitOfWork, account: Account, *, new: bool = False) -> None:
+    now = utcnow()
+    values = {
+        "balance_cents": account.balance,
+        "deposited_cents": account.deposited,
+        "captured_cents": account.captured,
+        "refunded_cents": account.refunded,
+        "updated_at": now,
+    }
+    if new:
+        values |= {"customer_id": account.customer_id, "created_at": now}
+        await uow.session.execute(insert(accounts).values(values))
+    else:
+        where = accounts.c.customer_id == account.customer_id
+        await uow.session.execute(update(accounts).where(where).values(values))
+
+
+async def _payment(uow: UnitOfWork, order_id: str, *, lock: bool = False) -> Payment | None:
+    query = select(payments).where(payments.c.order_id == order_id)
+    row = (await uow.session.execute(query.with_for_update() if lock else query)).mappings()
+    found = row.first()
+    if found is None:
+        return None
+    return Payment(
+        order_id,
+        found["payment_id"],
+        found["customer_id"],
+        found["amount_cents"],
+        PaymentStatus(found["status"]),
+    )
+
+
+async def _tombstoned(uow: UnitOfWork, order_id: str) -> bool:
+    query = select(tombstones.c.order_id).where(tombstones.c.order_id == order_id)
+    return (await uow.session.execute(query)).first() is not None
+
+
+async def _insert_payment(uow: UnitOfWork, payment: Payment) -> None:
+    now = utcnow()
+    declined = payment.status is PaymentStatus.DECLINED
+    await uow.session.execute(
+        insert(payments).values(
+            order_id=payment.order_id,
+            payment_id=payment.payment_id,
+            customer_id=payment.customer_id,
+            amount_cents=payment.amount,
+            status=payment.status.value,
+            reason=INSUFFICIENT_FUNDS if declined else None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def _set_status(uow: UnitOfWork, payment: Payment, reason: str | None) -> None:
+    await uow.session.execute(
+        update(payments)
+        .where(payments.c.order_id == payment.order_id)
+        .values(status=payment.status.value, reason=reason, updated_at=utcnow())
+    )
+
+
+def _captured(reserved: StockReserved, payment: Payment) -> PaymentCaptured:
+    return PaymentCaptured(
+        order_id=reserved.order_id,
+        customer_id=reserved.customer_id,
+        payment_id=payment.payment_id,
+        amount_cents=payment.amount,
+        shipping_address=reserved.shipping_address,
+        captured_at=utcnow(),
+    )
+
+
+def _declined(reserved: StockReserved, account: Account) -> PaymentDeclined:
+    return PaymentDeclined(
+        order_id=reserved.order_id,
+        customer_id=reserved.customer_id,
+        amount_cents=reserved.total_cents,
+        reason=INSUFFICIENT_FUNDS,
+        balance_cents=account.balance,
+        declined_at=utcnow(),
+    )
