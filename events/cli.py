@@ -109,7 +109,14 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
     # The demo drives the reference services; run it as a module so the platform
     # library keeps no import of service code.
-    sys.argv = ["choreo demo", *args.demo_args]
+    sys.argv = [
+        "choreo demo",
+        "--orders-per-path",
+        str(args.orders_per_path),
+        "--deadline",
+        str(args.deadline),
+        *(["--keep"] if args.keep else []),
+    ]
     try:
         runpy.run_module("services.demo", run_name="__main__")
     except SystemExit as exc:
@@ -179,8 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the order saga end to end and check invariants")
     demo.add_argument(
-        "demo_args", nargs=argparse.REMAINDER, help="--orders-per-path N, --keep, --deadline S"
+        "--orders-per-path",
+        type=int,
+        default=10,
+        metavar="N",
+        help="orders down each saga path (default 10)",
     )
+    demo.add_argument(
+        "--deadline",
+        type=float,
+        default=180,
+        metavar="S",
+        help="seconds the orders may take to end (default 180)",
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the services running")
     demo.set_defaults(run=_demo)
 
     up = sub.add_parser("up", help="start the broker, topics and all services")
