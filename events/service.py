@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import uvicorn
@@ -23,7 +24,7 @@ from events.codec import AvroCodec
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
 from events.outbox import Outbox, UnitOfWork
-from events.relay import OutboxRelay
+from events.relay import OutboxRelay, RelayConfig
 from events.routing import Router
 from events.settings import PlatformSettings, settings_error
 from events.tables import metadata as platform_metadata
@@ -36,6 +37,9 @@ class ServiceSettings(PlatformSettings):
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds")
     http_port: int = Field(default=0, ge=0, le=65535, description="HTTP port (0: none)")
     consumer_batch: int = Field(default=500, ge=1, le=10000, description="Max events per batch")
+    outbox_retention_hours: float = Field(
+        default=168, ge=0, description="How long sent outbox rows are kept before purging"
+    )
     shutdown_timeout_s: float = Field(default=20.0, gt=0, description="Bound on graceful stop")
 
     def database_url_for(self, service: str) -> str:
@@ -75,7 +79,12 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
     codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
     db = Database(settings.database_url_for(service.name))
     outbox = Outbox(codec, service.name)
-    relay = OutboxRelay(db, settings.kafka_bootstrap_servers, client_id=f"{service.name}-relay")
+    relay = OutboxRelay(
+        db,
+        settings.kafka_bootstrap_servers,
+        client_id=f"{service.name}-relay",
+        config=RelayConfig(retention=timedelta(hours=settings.outbox_retention_hours)),
+    )
     outbox.on_commit(relay.notify)
     ctx = ServiceContext(service.name, settings, db, codec, outbox, relay)
     if service.router.handlers:
