@@ -87,6 +87,31 @@ def ping_router(*, emit_pong: bool = False) -> Router:
     return router
 
 
+def ping_consumer(
+    name: str,
+    topic: str,
+    *,
+    db: Database,
+    codec: AvroCodec,
+    bootstrap: str,
+    emit_pong: bool = False,
+    outbox: Outbox | None = None,
+    **options: Any,
+) -> EventConsumer:
+    """A consumer (group ``name``) of ``topic`` applying pings with :func:`ping_router`; its
+    outbox is ``Outbox(codec, name)`` unless one is given; ``options`` go to EventConsumer."""
+    return EventConsumer(
+        name=name,
+        topics=[topic],
+        router=ping_router(emit_pong=emit_pong),
+        db=db,
+        codec=codec,
+        outbox=Outbox(codec, name) if outbox is None else outbox,
+        bootstrap=bootstrap,
+        **options,
+    )
+
+
 async def write_pings(
     db: Database,
     outbox: Outbox,

@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from events.catalogue import TopicSpec
-from events.consumer import EventConsumer
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.topics import apply_topics
@@ -17,7 +16,7 @@ from tests.integration.harness import (
     applied_rows,
     assert_per_key_order,
     codec_for,
-    ping_router,
+    ping_consumer,
     running,
     running_relay,
     write_pings,
@@ -39,15 +38,7 @@ async def test_outbox_survives_broker_outage(broker_factory, new_db):
     )
     outbox.on_commit(relay.notify)
     name = unique("consumer")
-    consumer = EventConsumer(
-        name=name,
-        topics=[topic],
-        router=ping_router(),
-        db=consumer_db,
-        codec=codec,
-        outbox=Outbox(codec, name),
-        bootstrap=spec.bootstrap,
-    )
+    consumer = ping_consumer(name, topic, db=consumer_db, codec=codec, bootstrap=spec.bootstrap)
     aggregates = [unique("agg") for _ in range(3)]
 
     async with running_relay(relay), running(consumer):

@@ -6,10 +6,8 @@ would; no broker is needed. Every test uses fresh random order ids.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,20 +16,17 @@ from sqlalchemy import select
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
-from events.db import Database, sqlite_url
-from events.envelope import Envelope, Event, utcnow
-from events.models import EventModel
-from events.outbox import Outbox, UnitOfWork
-from events.relay import OutboxRelay
-from events.service import ServiceContext, build_app
-from events.tables import metadata as platform_metadata
-from events.tables import outbox as outbox_table
+from events.envelope import utcnow
+from events.service import ServiceContext
 from schemas.models import OrderCancelled, OrderCompleted, OrderRejected
 from services.notifications.app import SERVICE, Settings
 from services.notifications.handlers import router
-from services.notifications.tables import metadata, sent
+from services.notifications.tables import sent
+from tests.integration.service_kit import deliver, http_client, outbox_records, service_fixture
 
 pytestmark = pytest.mark.integration
+
+notifications = service_fixture(SERVICE, Settings, name="notifications")
 
 
 @pytest.fixture(scope="module")
@@ -39,66 +34,10 @@ def codec() -> AvroCodec:
     return AvroCodec(Catalogue.load())
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(sqlite_url(tmp_path / "notifications.db"))
-    await database.create_all(platform_metadata, metadata)
-    yield database
-    await database.dispose()
-
-
-class Notifications:
-    """The service's handlers over one database, with helpers to read what they wrote."""
-
-    def __init__(self, db: Database, codec: AvroCodec) -> None:
-        self.db, self.codec = db, codec
-        self.outbox = Outbox(codec, "notifications")
-        self._offset = 0
-
-    async def deliver(self, payload: EventModel, *, event_id: str | None = None) -> Envelope:
-        env = Envelope(
-            event_id=event_id or str(uuid.uuid4()),
-            event_type=payload.event_type,
-            schema_version=1,
-            occurred_at=utcnow(),
-            producer="orders",
-            correlation_id=str(uuid.uuid4()),
-            key=getattr(payload, "order_id", ""),
-        )
-        self._offset += 1
-        handler = router.handlers[payload.event_type].fn
-        async with UnitOfWork(self.db, self.outbox, cause=env) as uow:
-            await handler(uow, Event(env, payload, "orders.events", 0, self._offset))
-            await uow.commit()
-        return env
-
-    async def rows(self, order_id: str) -> list[Any]:
-        async with self.db.session() as session:
-            query = select(sent).where(sent.c.order_id == order_id)
-            return list((await session.execute(query)).all())
-
-    async def emitted(self) -> list[dict[str, Any]]:
-        async with self.db.session() as session:
-            rows = (await session.execute(select(outbox_table).order_by(outbox_table.c.id))).all()
-        out = []
-        for r in rows:
-            decoded = self.codec.decode(r.payload)
-            assert decoded.event_type == r.event_type
-            out.append(
-                {
-                    "type": r.event_type,
-                    "topic": r.topic,
-                    "key": r.key,
-                    "cause": json.loads(r.headers).get("causation-id"),
-                    **decoded.payload,
-                }
-            )
-        return out
-
-
-@pytest.fixture
-def notifications(db: Database, codec: AvroCodec) -> Notifications:
-    return Notifications(db, codec)
+async def sent_rows(ctx: ServiceContext, order_id: str) -> list[Any]:
+    async with ctx.db.session() as session:
+        query = select(sent).where(sent.c.order_id == order_id)
+        return list((await session.execute(query)).all())
 
 
 def new_order() -> str:
@@ -145,9 +84,9 @@ TERMINAL = [
 @pytest.mark.parametrize(("make", "status", "text"), TERMINAL, ids=[t[1] for t in TERMINAL])
 async def test_a_terminal_event_notifies_the_customer(notifications, make, status, text):
     order = new_order()
-    cause = await notifications.deliver(make(order))
+    cause = await deliver(notifications, make(order))
 
-    (row,) = await notifications.rows(order)
+    (row,) = await sent_rows(notifications, order)
     assert (row.order_status, row.customer_id, row.cause_event_id) == (
         status,
         "cust-7",
@@ -155,7 +94,7 @@ async def test_a_terminal_event_notifies_the_customer(notifications, make, statu
     )
     assert text in row.message
     assert order in row.message
-    (event,) = await notifications.emitted()
+    (event,) = await outbox_records(notifications)
     assert event["type"] == "CustomerNotified"
     assert (event["topic"], event["key"], event["cause"]) == (
         "notifications.events",
@@ -171,30 +110,30 @@ async def test_a_terminal_event_notifies_the_customer(notifications, make, statu
 @pytest.mark.parametrize("second", [completed, rejected, cancelled])
 async def test_a_second_terminal_event_for_the_order_is_ignored(notifications, second):
     order = new_order()
-    await notifications.deliver(completed(order))
-    await notifications.deliver(second(order))
+    await deliver(notifications, completed(order))
+    await deliver(notifications, second(order))
 
-    (row,) = await notifications.rows(order)
+    (row,) = await sent_rows(notifications, order)
     assert row.order_status == "COMPLETED"
-    assert [e["order_status"] for e in await notifications.emitted()] == ["COMPLETED"]
+    assert [e["order_status"] for e in await outbox_records(notifications)] == ["COMPLETED"]
 
 
 async def test_a_redelivered_terminal_event_notifies_once(notifications):
     order = new_order()
     event = cancelled(order)
-    env = await notifications.deliver(event)
-    await notifications.deliver(event, event_id=env.event_id)
+    env = await deliver(notifications, event)
+    await deliver(notifications, event, event_id=env.event_id)
 
-    assert len(await notifications.rows(order)) == 1
-    assert len(await notifications.emitted()) == 1
+    assert len(await sent_rows(notifications, order)) == 1
+    assert len(await outbox_records(notifications)) == 1
 
 
 async def test_each_order_gets_its_own_notification(notifications):
     orders = [new_order() for _ in range(3)]
     for order, (make, _, _) in zip(orders, TERMINAL, strict=True):
-        await notifications.deliver(make(order))
+        await deliver(notifications, make(order))
 
-    emitted = await notifications.emitted()
+    emitted = await outbox_records(notifications)
     assert [e["key"] for e in emitted] == orders
     assert [e["order_status"] for e in emitted] == ["COMPLETED", "REJECTED", "CANCELLED"]
     assert len({e["notification_id"] for e in emitted}) == 3
@@ -202,9 +141,9 @@ async def test_each_order_gets_its_own_notification(notifications):
 
 async def test_a_cancellation_without_a_reason_reads_well(notifications):
     order = new_order()
-    await notifications.deliver(cancelled(order, reason=""))
+    await deliver(notifications, cancelled(order, reason=""))
 
-    (row,) = await notifications.rows(order)
+    (row,) = await sent_rows(notifications, order)
     assert row.message == f"Your order {order} was cancelled."
 
 
@@ -212,20 +151,15 @@ async def test_a_cancellation_without_a_reason_reads_well(notifications):
 
 
 @pytest.fixture
-async def client(db, codec, tmp_path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(var_dir=tmp_path, http_port=0)
-    outbox = Outbox(codec, "notifications")
-    relay = OutboxRelay(db, "127.0.0.1:9")  # never started: the API does not publish
-    ctx = ServiceContext("notifications", settings, db, codec, outbox, relay)
-    transport = httpx.ASGITransport(app=build_app(SERVICE, ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://notifications") as http:
+async def client(notifications) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(notifications, "http://notifications") as http:
         yield http
 
 
 async def test_get_notification_shows_what_the_customer_was_told(notifications, client):
     order = new_order()
-    await notifications.deliver(rejected(order))
-    (row,) = await notifications.rows(order)
+    await deliver(notifications, rejected(order))
+    (row,) = await sent_rows(notifications, order)
 
     resp = await client.get(f"/api/v1/notifications/{order}")
     assert resp.status_code == 200

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from events.db import sqlite_url
-from events.envelope import Envelope, Event, utcnow
-from events.models import EventModel
-from events.outbox import UnitOfWork
-from events.service import ServiceContext, build_app, build_context
-from events.tables import metadata as platform_metadata
-from events.tables import outbox
+from events.envelope import utcnow
+from events.service import ServiceContext
 from schemas.models import (
-    ALL_EVENTS,
     Address,
     FundsDeposited,
     OrderCancelled,
@@ -33,53 +23,12 @@ from schemas.models import (
 )
 from services.payments.app import SERVICE, Settings
 from services.payments.tables import accounts, payments, tombstones
+from tests.integration.service_kit import deliver, emitted, http_client, service_fixture
 
 pytestmark = pytest.mark.integration
 
 ADDRESS = Address(name="Ada", line1="1 Main St", city="Paris", postal_code="75001", country="FR")
-_offsets = itertools.count()
-
-
-@pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[ServiceContext]:
-    settings = Settings(
-        database_url=sqlite_url(tmp_path / "payments.db"), var_dir=tmp_path, topic_prefix=""
-    )
-    context = build_context(SERVICE, settings)
-    await context.db.create_all(platform_metadata, SERVICE.metadata)
-    yield context
-    await context.db.dispose()
-
-
-async def deliver(ctx: ServiceContext, payload: EventModel, event_id: str | None = None) -> None:
-    """Runs the registered handler in one unit of work, as the consumer runtime does."""
-    env = Envelope(
-        event_id=event_id or str(uuid.uuid4()),
-        event_type=payload.event_type,
-        schema_version=1,
-        occurred_at=utcnow(),
-        producer="test",
-        correlation_id=str(uuid.uuid4()),
-        key=str(getattr(payload, "order_id", "") or getattr(payload, "customer_id", "")),
-    )
-    topic = ctx.codec.catalogue.topic_for(payload.event_type)
-    async with UnitOfWork(ctx.db, ctx.outbox, cause=env) as uow:
-        fn = SERVICE.router.handlers[payload.event_type].fn
-        await fn(uow, Event(env, payload, topic, 0, next(_offsets)))
-        await uow.commit()
-
-
-async def emitted(ctx: ServiceContext) -> list[tuple[str, EventModel]]:
-    """(key, payload) of every outbox row, decoded with the codec, in write order."""
-    async with ctx.db.session() as s:
-        rows = (await s.execute(select(outbox).order_by(outbox.c.id))).mappings().all()
-    out = []
-    for row in rows:
-        decoded = ctx.codec.decode(row["payload"])
-        assert decoded.event_type == row["event_type"]
-        assert row["topic"] == "payments.events"
-        out.append((row["key"], ALL_EVENTS[row["event_type"]].model_validate(decoded.payload)))
-    return out
+ctx = service_fixture(SERVICE, Settings)
 
 
 async def account(ctx: ServiceContext, customer_id: str) -> tuple[int, int, int, int] | None:
@@ -315,8 +264,7 @@ async def test_http_reads_accounts_and_payments_with_json_404s(ctx):
     await deliver(ctx, r)
     row = await payment(ctx, r.order_id)
     assert row is not None
-    transport = httpx.ASGITransport(app=build_app(SERVICE, ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with http_client(ctx) as http:
         got = await http.get(f"/api/v1/accounts/{c}")
         assert got.status_code == 200
         assert got.json() == {

@@ -11,7 +11,7 @@ from tests.integration.harness import (
     applied_rows,
     assert_per_key_order,
     codec_for,
-    ping_router,
+    ping_consumer,
     running,
     running_relay,
     write_pings,
@@ -35,13 +35,11 @@ async def test_members_joining_and_leaving_apply_each_event_once(
 
     def member(tag: str) -> EventConsumer:
         # Two instances of one service: same group, same database, small batches.
-        return EventConsumer(
-            name=group,
-            topics=[topic],
-            router=ping_router(),
+        return ping_consumer(
+            group,
+            topic,
             db=service_db,
             codec=codec,
-            outbox=Outbox(codec, group),
             bootstrap=kafka_bootstrap,
             max_batch=25,
             consumer_options={"client_id": f"{group}-{tag}"},

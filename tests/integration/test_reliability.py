@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from events.consumer import EventConsumer
 from events.outbox import Outbox
 from events.relay import OutboxRelay
 from tests.integration.harness import (
@@ -12,7 +11,7 @@ from tests.integration.harness import (
     assert_per_key_order,
     codec_for,
     inbox_count,
-    ping_router,
+    ping_consumer,
     running,
     topic_size,
     write_pings,
@@ -54,15 +53,7 @@ async def test_relay_crash_after_publish_republishes_and_consumer_applies_once(
     assert (await relay.backlog())[0] == 0
 
     name = unique("consumer")
-    consumer = EventConsumer(
-        name=name,
-        topics=[topic],
-        router=ping_router(),
-        db=consumer_db,
-        codec=codec,
-        outbox=Outbox(codec, name),
-        bootstrap=kafka_bootstrap,
-    )
+    consumer = ping_consumer(name, topic, db=consumer_db, codec=codec, bootstrap=kafka_bootstrap)
     async with running(consumer):
         await eventually(
             lambda: consumer.stats.applied + consumer.stats.duplicates >= 2 * len(written),
@@ -92,13 +83,11 @@ async def test_consumer_crash_before_offset_commit_rereads_and_applies_once(
     async def die() -> None:
         raise Crash("killed between database commit and offset commit")
 
-    first = EventConsumer(
-        name=group,
-        topics=[topic],
-        router=ping_router(),
+    first = ping_consumer(
+        group,
+        topic,
         db=consumer_db,
         codec=codec,
-        outbox=Outbox(codec, group),
         bootstrap=kafka_bootstrap,
         max_batch=60,
         after_db_commit=die,
@@ -109,15 +98,7 @@ async def test_consumer_crash_before_offset_commit_rereads_and_applies_once(
     applied_before = first.stats.applied
     assert 0 < applied_before < len(written)
 
-    second = EventConsumer(
-        name=group,
-        topics=[topic],
-        router=ping_router(),
-        db=consumer_db,
-        codec=codec,
-        outbox=Outbox(codec, group),
-        bootstrap=kafka_bootstrap,
-    )
+    second = ping_consumer(group, topic, db=consumer_db, codec=codec, bootstrap=kafka_bootstrap)
     async with running(second):
         await eventually(
             lambda: second.stats.applied + applied_before >= len(written), what="the rest applied"
@@ -147,14 +128,14 @@ async def test_handler_emits_in_same_transaction_and_relay_wakes_on_commit(
 
     service_relay = OutboxRelay(service_db, kafka_bootstrap, config=RelayConfig(idle_poll_s=600))
     service_outbox.on_commit(service_relay.notify)
-    consumer = EventConsumer(
-        name=name,
-        topics=[pings],
-        router=ping_router(emit_pong=True),
+    consumer = ping_consumer(
+        name,
+        pings,
         db=service_db,
         codec=codec,
-        outbox=service_outbox,
         bootstrap=kafka_bootstrap,
+        emit_pong=True,
+        outbox=service_outbox,
     )
     from tests.integration.harness import running_relay
 
