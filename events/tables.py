@@ -51,3 +51,24 @@ inbox = Table(
     Column("outcome", String(16), nullable=False),  # applied | dead-lettered | ignored
     Column("processed_at", DateTime(timezone=True), nullable=False),
 )
+
+# Projections: which generation of a projection's tables serves reads, and how far each
+# generation has read every partition (written in the same transaction as its rows).
+projections = Table(
+    "choreo_projections",
+    metadata,
+    Column("projection", String(255), primary_key=True),
+    Column("active_generation", Integer, nullable=False),
+    Column("building_generation", Integer),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+projection_offsets = Table(
+    "choreo_projection_offsets",
+    metadata,
+    Column("projection", String(255), primary_key=True),
+    Column("generation", Integer, primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)

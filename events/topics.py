@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -103,3 +104,24 @@ async def _drift(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> list
             if actual.get(key) != value:
                 differences.append(f"{spec.name}: {key}={actual.get(key)}, catalogue says {value}")
     return differences
+
+
+async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of the topics; raises TopicError for a topic that does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-metadata")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    by_name = {t["topic"]: t for t in described}
+    out: list[TopicPartition] = []
+    for topic in topics:
+        info = by_name.get(topic)
+        if info is None or info.get("error_code") or not info.get("partitions"):
+            raise TopicError(f"topic {topic} does not exist (run `choreo topics apply`)")
+        out.extend(
+            TopicPartition(topic, p["partition"])
+            for p in sorted(info["partitions"], key=lambda p: p["partition"])
+        )
+    return out

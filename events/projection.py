@@ -1,0 +1,382 @@
+"""CQRS projections: read models kept from event topics, exactly once, replayable.
+
+A projection owns tables in its own database. Each *generation* of those tables has its own
+offsets (``choreo_projection_offsets``), written in the same transaction as its rows, so a
+restart neither loses nor re-applies an event; no consumer group is involved. One generation
+is active (serves reads, is fed live); a replay builds the next one beside it and switches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+from sqlalchemy import MetaData, Table, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from events.codec import AvroCodec, CodecError
+from events.db import Database
+from events.envelope import Envelope, EnvelopeError, Event, utcnow
+from events.models import EventModel
+from events.tables import projection_offsets, projections
+from events.topics import partitions_of
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=EventModel)
+ApplyFn = Callable[[AsyncSession, "Generation", Event[Any]], Awaitable[None]]
+DefineTables = Callable[[MetaData, str], None]
+Positions = dict[TopicPartition, int]
+
+
+@dataclass(frozen=True)
+class _Handler:
+    fn: ApplyFn
+    model: type[EventModel] | None
+
+
+@dataclass
+class Projection:
+    """A read model: its tables (defined per generation suffix) and how events change them.
+
+    Handlers must be deterministic functions of the events (use the events' own times,
+    never the clock) so that a rebuild produces the very same rows.
+    """
+
+    name: str
+    topics: list[str]
+    define_tables: DefineTables
+    handlers: dict[str, _Handler] = field(default_factory=dict)
+
+    def on(self, model: type[M]) -> Callable[[ApplyFn], ApplyFn]:
+        def register(fn: ApplyFn) -> ApplyFn:
+            if model.event_type in self.handlers:
+                raise ValueError(f"two handlers for {model.event_type} in {self.name}")
+            self.handlers[model.event_type] = _Handler(fn, model)
+            return fn
+
+        return register
+
+
+class Generation:
+    """One generation's tables; ``gen["orders"]`` is the Table for base name ``orders``."""
+
+    def __init__(self, projection: Projection, number: int) -> None:
+        self.number = number
+        self.metadata = MetaData()
+        projection.define_tables(self.metadata, f"_g{number}")
+        suffix = f"_g{number}"
+        self.tables = {t.name.removesuffix(suffix): t for t in self.metadata.sorted_tables}
+
+    def __getitem__(self, base_name: str) -> Table:
+        return self.tables[base_name]
+
+
+class ProjectionStore:
+    """A projection's generations, offsets and active pointer in its database."""
+
+    def __init__(self, projection: Projection, db: Database) -> None:
+        self.projection = projection
+        self.db = db
+        self._generations: dict[int, Generation] = {}
+
+    def generation(self, number: int) -> Generation:
+        if number not in self._generations:
+            self._generations[number] = Generation(self.projection, number)
+        return self._generations[number]
+
+    async def ensure(self) -> int:
+        """Creates the state row and the first generation's tables if absent."""
+        async with self.db.session() as s, s.begin():
+            row = await s.execute(
+                select(projections.c.active_generation).where(
+                    projections.c.projection == self.projection.name
+                )
+            )
+            active = row.scalar_one_or_none()
+            if active is None:
+                active = 1
+                await s.execute(
+                    projections.insert().values(
+                        projection=self.projection.name, active_generation=1, updated_at=utcnow()
+                    )
+                )
+        await self.create_tables(active)
+        return int(active)
+
+    async def state(self) -> tuple[int, int | None]:
+        async with self.db.session() as s:
+            row = (
+                await s.execute(
+                    select(
+                        projections.c.active_generation, projections.c.building_generation
+                    ).where(projections.c.projection == self.projection.name)
+                )
+            ).one()
+        return int(row[0]), (int(row[1]) if row[1] is not None else None)
+
+    async def create_tables(self, number: int) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.run_sync(self.generation(number).metadata.create_all)
+
+    async def drop_generation(self, number: int) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.run_sync(self.generation(number).metadata.drop_all)
+            await conn.execute(
+                delete(projection_offsets).where(
+                    projection_offsets.c.projection == self.projection.name,
+                    projection_offsets.c.generation == number,
+                )
+            )
+
+    async def offsets(self, number: int, session: AsyncSession | None = None) -> Positions:
+        query = select(
+            projection_offsets.c.topic,
+            projection_offsets.c.partition,
+            projection_offsets.c.next_offset,
+        ).where(
+            projection_offsets.c.projection == self.projection.name,
+            projection_offsets.c.generation == number,
+        )
+        if session is not None:
+            rows = (await session.execute(query)).all()
+        else:
+            async with self.db.session() as s:
+                rows = (await s.execute(query)).all()
+        return {TopicPartition(t, p): int(o) for t, p, o in rows}
+
+    async def active_for_update(self, session: AsyncSession) -> int:
+        """The active generation, locking the state row until the transaction ends."""
+        row = await session.execute(
+            select(projections.c.active_generation)
+            .where(projections.c.projection == self.projection.name)
+            .with_for_update()
+        )
+        return int(row.scalar_one())
+
+    async def save_offsets(self, session: AsyncSession, number: int, positions: Positions) -> None:
+        rows = [
+            {
+                "projection": self.projection.name,
+                "generation": number,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "next_offset": offset,
+            }
+            for tp, offset in positions.items()
+        ]
+        if not rows:
+            return
+        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = upsert(projection_offsets).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["projection", "generation", "topic", "partition"],
+            set_={"next_offset": stmt.excluded.next_offset},
+        )
+        await session.execute(stmt)
+
+
+@dataclass
+class Decoded:
+    record: ConsumerRecord
+    event: Event[Any] | None  # None: not for this projection, or undecodable
+
+
+def decode_records(
+    projection: Projection, codec: AvroCodec, records: Iterable[ConsumerRecord]
+) -> tuple[list[Decoded], int]:
+    """Decodes what the projection handles; returns (items, undecodable count).
+
+    The services' consumers dead-letter malformed events on these topics; a projection
+    only skips them (and counts them) so the read side never stalls on one.
+    """
+    out: list[Decoded] = []
+    bad = 0
+    for record in records:
+        try:
+            decoded = codec.decode(record.value or b"")
+            handler = projection.handlers.get(decoded.event_type)
+            if handler is None:
+                out.append(Decoded(record, None))
+                continue
+            envelope = Envelope.from_headers(record.headers or (), record.key)
+            payload: Any = decoded.payload
+            if handler.model is not None:
+                payload = handler.model.model_validate(payload)
+        except (CodecError, EnvelopeError, ValidationError) as exc:
+            log.warning(
+                "%s: skipping undecodable %s[%d]@%d: %s",
+                projection.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            bad += 1
+            out.append(Decoded(record, None))
+            continue
+        event = Event(envelope, payload, record.topic, record.partition, record.offset)
+        out.append(Decoded(record, event))
+    return out, bad
+
+
+async def apply_items(
+    projection: Projection, session: AsyncSession, gen: Generation, items: Sequence[Decoded]
+) -> Positions:
+    """Applies items in order; returns the next offset per partition they cover."""
+    positions: Positions = {}
+    for item in items:
+        if item.event is not None:
+            await projection.handlers[item.event.event_type].fn(session, gen, item.event)
+        r = item.record
+        positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
+    return positions
+
+
+def reader(bootstrap: str, client_id: str) -> AIOKafkaConsumer:
+    # A group id without subscribe(): offsets live in the projection's database, not in
+    # Kafka; the id only avoids aiokafka's group-less coordinator shutdown quirk.
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"{client_id}-reader",
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
+
+
+async def seek_to(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], at: Positions) -> None:
+    consumer.assign(list(tps))
+    fresh = [tp for tp in tps if tp not in at]
+    if fresh:
+        await consumer.seek_to_beginning(*fresh)
+    for tp in tps:
+        if tp in at:
+            consumer.seek(tp, at[tp])
+
+
+class ProjectionRunner:
+    """Feeds the active generation from the topics; follows a replay's switch."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        db: Database,
+        codec: AvroCodec,
+        bootstrap: str,
+        *,
+        batch: int = 2000,
+    ) -> None:
+        self.projection = projection
+        self.store = ProjectionStore(projection, db)
+        self.codec = codec
+        self.bootstrap = bootstrap
+        self.batch = batch
+        self.generation = 0
+        self.positions: Positions = {}
+        self.applied = 0
+        self.undecodable = 0
+        self.started = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tps: list[TopicPartition] = []
+        self._moved = asyncio.Condition()
+
+    async def start(self) -> None:
+        self.generation = await self.store.ensure()
+        self._consumer = reader(self.bootstrap, f"projection-{self.projection.name}")
+        await self._consumer.start()
+        try:
+            self._tps = await partitions_of(self.bootstrap, self.projection.topics)
+            await self._follow(self.generation)
+        except BaseException:
+            await self.close()
+            raise
+        self.started.set()
+
+    async def _follow(self, number: int) -> None:
+        self.generation = number
+        self.positions = await self.store.offsets(number)
+        assert self._consumer is not None
+        await seek_to(self._consumer, self._tps, self.positions)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self._consumer is None:
+            await self.start()
+        assert self._consumer is not None
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + 1.0
+        try:
+            while not stop.is_set():
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=self.batch)
+                records = [r for recs in batches.values() for r in recs]
+                if records:
+                    await self._apply(records)
+                elif loop.time() >= next_check:
+                    # Idle: notice a replay's switch without waiting for the next event.
+                    next_check = loop.time() + 1.0
+                    active, _ = await self.store.state()
+                    if active != self.generation:
+                        await self._follow(active)
+        finally:
+            await self.close()
+
+    async def _apply(self, records: list[ConsumerRecord]) -> None:
+        items, bad = decode_records(self.projection, self.codec, records)
+        async with self.store.db.session() as session, session.begin():
+            active = await self.store.active_for_update(session)
+            if active != self.generation:
+                switched = True
+            else:
+                switched = False
+                gen = self.store.generation(active)
+                moved = await apply_items(self.projection, session, gen, items)
+                await self.store.save_offsets(session, active, moved)
+        if switched:
+            # A replay switched generations: continue from the new one's own offsets.
+            log.info("%s: now serving generation %d", self.projection.name, active)
+            await self._follow(active)
+            return
+        self.positions.update(moved)
+        self.applied += sum(1 for i in items if i.event is not None)
+        self.undecodable += bad
+        async with self._moved:
+            self._moved.notify_all()
+
+    def lag(self) -> dict[TopicPartition, int | None]:
+        """Messages between the projection's position and the partition's end."""
+        out: dict[TopicPartition, int | None] = {}
+        for tp in self._tps:
+            high = self._consumer.highwater(tp) if self._consumer is not None else None
+            pos = self.positions.get(tp, 0)
+            out[tp] = None if high is None else max(high - pos, 0)
+        return out
+
+    def reached(self, wanted: Positions) -> bool:
+        return all(self.positions.get(tp, 0) > offset for tp, offset in wanted.items())
+
+    async def wait_for(self, wanted: Positions, timeout_s: float) -> bool:
+        """Read-your-writes: True once every (partition, offset) in ``wanted`` is applied."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s), self._moved:
+                await self._moved.wait_for(lambda: self.reached(wanted))
+        return self.reached(wanted)

@@ -1,0 +1,256 @@
+"""Rebuilding a projection from offset 0 beside the live one, then switching atomically.
+
+The live generation keeps serving and being fed while the next generation is filled from
+the beginning of the topics up to the end offsets taken at start, then caught up; the
+switch is one update of the active pointer, after which the live runner follows the new
+generation from its own offsets. A replay killed midway leaves only an unused building
+generation behind, which the next replay drops before starting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from events.codec import AvroCodec
+from events.db import Database
+from events.envelope import utcnow
+from events.projection import (
+    Generation,
+    Positions,
+    Projection,
+    ProjectionStore,
+    apply_items,
+    decode_records,
+    reader,
+    seek_to,
+)
+from events.tables import projections
+from events.topics import partitions_of
+
+MAX_DIFFERENCES = 50
+
+
+@dataclass
+class Progress:
+    phase: str
+    events: int
+    total: int
+    rate: float
+    eta_s: float | None
+
+
+@dataclass
+class ReplayReport:
+    projection: str
+    generation: int
+    events: int
+    seconds: float
+    switched: bool
+    differences: list[str] | None = None
+    undecodable: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+OnProgress = Callable[[Progress], None]
+
+
+class _Builder:
+    """Fills one generation from the topics, never past a given position per partition."""
+
+    def __init__(
+        self,
+        store: ProjectionStore,
+        codec: AvroCodec,
+        gen: Generation,
+        consumer: AIOKafkaConsumer,
+        tps: list[TopicPartition],
+        start: Positions,
+        batch: int,
+        on_progress: OnProgress | None,
+    ) -> None:
+        self.store, self.codec, self.gen = store, codec, gen
+        self.consumer, self.tps, self.batch = consumer, tps, batch
+        self.positions: Positions = dict(start)
+        self.events = 0
+        self.undecodable = 0
+        self.on_progress = on_progress
+        self.started = time.monotonic()
+
+    def reached(self, target: Positions) -> bool:
+        return all(self.positions[tp] >= target.get(tp, 0) for tp in self.tps)
+
+    async def fill_to(self, target: Positions, phase: str, total: int) -> None:
+        projection = self.store.projection
+        while not self.reached(target):
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.batch)
+            records = [
+                r for tp, recs in batches.items() for r in recs if r.offset < target.get(tp, 0)
+            ]
+            for tp in batches:
+                if self.positions[tp] >= target.get(tp, 0):
+                    self.consumer.pause(tp)
+            if not records:
+                continue
+            items, bad = decode_records(projection, self.codec, records)
+            async with self.store.db.session() as session, session.begin():
+                moved = await apply_items(projection, session, self.gen, items)
+                await self.store.save_offsets(session, self.gen.number, moved)
+            self.positions.update(moved)
+            self.events += len(records)
+            self.undecodable += bad
+            self._report(phase, total)
+        # Fetched records past the target were dropped above: read them again next phase.
+        for tp in self.tps:
+            self.consumer.seek(tp, self.positions[tp])
+        self.consumer.resume(*self.tps)
+
+    def _report(self, phase: str, total: int) -> None:
+        if self.on_progress is None:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.events / elapsed
+        left = max(total - self.events, 0)
+        self.on_progress(
+            Progress(phase, self.events, total, rate, left / rate if rate > 0 else None)
+        )
+
+
+async def replay(
+    projection: Projection,
+    db: Database,
+    codec: AvroCodec,
+    bootstrap: str,
+    *,
+    verify: bool = False,
+    on_progress: OnProgress | None = None,
+    batch: int = 5000,
+    deadline_s: float = 120.0,
+    drop_grace_s: float = 1.0,
+) -> ReplayReport:
+    store = ProjectionStore(projection, db)
+    active = await store.ensure()
+    _, leftover = await store.state()
+    if leftover is not None:
+        await store.drop_generation(leftover)  # a replay that was killed midway
+    number = max(active, leftover or 0) + 1
+    await _set_building(db, projection.name, number)
+    await store.create_tables(number)
+    started = time.monotonic()
+    consumer = reader(bootstrap, f"replay-{projection.name}-{number}")
+    await consumer.start()
+    try:
+        tps = await partitions_of(bootstrap, projection.topics)
+        await seek_to(consumer, tps, {})
+        begin = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        total = sum(end[tp] - begin[tp] for tp in tps)
+        builder = _Builder(
+            store, codec, store.generation(number), consumer, tps, begin, batch, on_progress
+        )
+        await builder.fill_to(end, "rebuild", total)
+        report = ReplayReport(projection.name, number, 0, 0.0, switched=False)
+        if verify:
+            report.differences = await _verify(store, builder, active, begin, deadline_s)
+        else:
+            latest = await consumer.end_offsets(tps)
+            await builder.fill_to(
+                latest, "catch-up", total + sum(latest[tp] - end[tp] for tp in tps)
+            )
+            await _switch(db, projection.name, number)
+            report.switched = True
+        report.events = builder.events
+        report.undecodable = builder.undecodable
+        report.seconds = time.monotonic() - started
+    except BaseException:
+        await consumer.stop()
+        raise
+    await consumer.stop()
+    if report.switched:
+        # Let reads that resolved the old generation just before the switch finish.
+        await asyncio.sleep(drop_grace_s)
+        await store.drop_generation(active)
+    else:
+        await store.drop_generation(number)
+        await _set_building(db, projection.name, None)
+    return report
+
+
+async def _set_building(db: Database, name: str, number: int | None) -> None:
+    async with db.session() as s, s.begin():
+        await s.execute(
+            update(projections)
+            .where(projections.c.projection == name)
+            .values(building_generation=number, updated_at=utcnow())
+        )
+
+
+async def _switch(db: Database, name: str, number: int) -> None:
+    async with db.session() as s, s.begin():
+        await s.execute(
+            update(projections)
+            .where(projections.c.projection == name)
+            .values(active_generation=number, building_generation=None, updated_at=utcnow())
+        )
+
+
+async def _verify(
+    store: ProjectionStore, builder: _Builder, active: int, begin: Positions, deadline_s: float
+) -> list[str]:
+    """Compares the rebuilt generation with the live one at the very same positions."""
+    end = time.monotonic() + deadline_s
+    while True:
+        live = {tp: store_pos for tp, store_pos in (await store.offsets(active)).items()}
+        live = {tp: live.get(tp, begin[tp]) for tp in builder.tps}
+        if any(builder.positions[tp] > live[tp] for tp in builder.tps):
+            if time.monotonic() > end:
+                raise TimeoutError("the live projection did not catch up with the rebuild")
+            await asyncio.sleep(0.2)  # poll interval while the live projection catches up
+            continue
+        await builder.fill_to(live, "verify", builder.events)
+        async with store.db.session() as session, session.begin():
+            await store.active_for_update(session)  # holds the live runner still
+            now = await store.offsets(active, session)
+            if {tp: now.get(tp, begin[tp]) for tp in builder.tps} == live:
+                return await compare(
+                    session, store.generation(active), store.generation(builder.gen.number)
+                )
+        if time.monotonic() > end:
+            raise TimeoutError("the live projection kept moving; verify gave up")
+
+
+async def compare(session: AsyncSession, live: Generation, rebuilt: Generation) -> list[str]:
+    """Row differences between two generations, table by table, keyed by primary key."""
+    out: list[str] = []
+    for base, table in live.tables.items():
+        other = rebuilt[base]
+        a = await _rows(session, table)
+        b = await _rows(session, other)
+        for key in sorted(set(a) | set(b), key=repr):
+            if key not in b:
+                out.append(f"{base} {key}: only in the live projection")
+            elif key not in a:
+                out.append(f"{base} {key}: only in the rebuild")
+            elif a[key] != b[key]:
+                cols = [c for c in a[key] if a[key][c] != b[key].get(c)]
+                out.append(f"{base} {key}: differs in {', '.join(cols)}")
+            if len(out) >= MAX_DIFFERENCES:
+                return out
+    return out
+
+
+async def _rows(session: AsyncSession, table: Any) -> dict[tuple[Any, ...], dict[str, Any]]:
+    keys = list(table.primary_key.columns)
+    rows = (await session.execute(select(table))).mappings().all()
+    return {tuple(r[c.name] for c in keys): dict(r) for r in rows}

@@ -1,0 +1,196 @@
+"""Projections keep offsets with their rows; replay rebuilds beside the live one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from aiokafka import TopicPartition
+from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
+
+from events.envelope import Event
+from events.outbox import Outbox
+from events.projection import Generation, Projection, ProjectionRunner, ProjectionStore
+from events.relay import OutboxRelay
+from events.replay import replay
+from tests.integration.harness import Ping, codec_for, write_pings
+from tests.support import eventually, unique
+
+pytestmark = pytest.mark.integration
+
+
+def counts_projection(topic: str) -> Projection:
+    def define(md: MetaData, suffix: str) -> None:
+        Table(
+            f"ping_counts{suffix}",
+            md,
+            Column("aggregate_id", String, primary_key=True),
+            Column("pings", Integer, nullable=False),
+            Column("last_seq", Integer, nullable=False),
+        )
+
+    projection = Projection(f"counts-{unique('p')}", [topic], define)
+
+    @projection.on(Ping)
+    async def count(session, gen: Generation, event: Event[Ping]) -> None:
+        t = gen["ping_counts"]
+        p = event.payload
+        row = (await session.execute(select(t).where(t.c.aggregate_id == p.aggregate_id))).first()
+        if row is None:
+            await session.execute(
+                t.insert().values(aggregate_id=p.aggregate_id, pings=1, last_seq=p.seq)
+            )
+        else:
+            await session.execute(
+                update(t)
+                .where(t.c.aggregate_id == p.aggregate_id)
+                .values(pings=t.c.pings + 1, last_seq=p.seq)
+            )
+
+    return projection
+
+
+async def rows(db, store: ProjectionStore) -> dict[str, tuple[int, int]]:
+    active, _ = await store.state()
+    t = store.generation(active)["ping_counts"]
+    async with db.session() as s:
+        return {r[0]: (r[1], r[2]) for r in (await s.execute(select(t))).all()}
+
+
+async def produce(kafka_bootstrap, db, codec, aggregates, per, start=0):
+    outbox = Outbox(codec, "producer")
+    written = await write_pings(db, outbox, aggregates, per, per_tx=50, start=start)
+    relay = OutboxRelay(db, kafka_bootstrap)
+    await relay.drain()
+    await relay.close()
+    return written
+
+
+@contextlib.asynccontextmanager
+async def live(runner: ProjectionRunner):
+    stop = asyncio.Event()
+    await runner.start()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def expected(written):
+    out: dict[str, tuple[int, int]] = {}
+    for agg, seq in written:
+        n, _ = out.get(agg, (0, -1))
+        out[agg] = (n + 1, seq)
+    return out
+
+
+async def test_restart_neither_loses_nor_reapplies(kafka_bootstrap, new_topic, new_db):
+    topic = await new_topic(partitions=3)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    projection = counts_projection(topic)
+    aggs = [unique("a") for _ in range(5)]
+    written = await produce(kafka_bootstrap, producer_db, codec, aggs, 20)
+    runner = ProjectionRunner(projection, read_db, codec, kafka_bootstrap, batch=37)
+    async with live(runner):
+        await eventually(lambda: runner.applied >= len(written), what="first pass")
+    written += await produce(kafka_bootstrap, producer_db, codec, aggs, 10, start=20)
+    again = ProjectionRunner(projection, read_db, codec, kafka_bootstrap)
+    async with live(again):
+        await eventually(lambda: again.applied >= 50, what="second pass")
+        assert await rows(read_db, again.store) == expected(written)
+    assert again.applied == 50  # only the new events
+
+
+async def test_read_your_writes_waits_for_the_position(kafka_bootstrap, new_topic, new_db):
+    topic = await new_topic(partitions=1)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    runner = ProjectionRunner(counts_projection(topic), read_db, codec, kafka_bootstrap)
+    async with live(runner):
+        assert not await runner.wait_for({TopicPartition(topic, 0): 0}, timeout_s=0.3)
+        await produce(kafka_bootstrap, producer_db, codec, [unique("a")], 3)
+        assert await runner.wait_for({TopicPartition(topic, 0): 2}, timeout_s=20)
+        assert not runner.reached({TopicPartition(topic, 0): 3})
+
+
+async def test_replay_under_live_traffic_matches_a_rebuild(kafka_bootstrap, new_topic, new_db):
+    topic = await new_topic(partitions=3)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    projection = counts_projection(topic)
+    aggs = [unique("a") for _ in range(10)]
+    written = await produce(kafka_bootstrap, producer_db, codec, aggs, 100)
+    runner = ProjectionRunner(projection, read_db, codec, kafka_bootstrap)
+    async with live(runner):
+        await eventually(lambda: runner.applied >= len(written), what="live caught up")
+        traffic = asyncio.create_task(
+            produce(kafka_bootstrap, producer_db, codec, aggs, 50, start=100)
+        )
+        answers = []
+
+        async def reader_loop():
+            while not traffic.done() or len(answers) < 3:
+                answers.append(await rows(read_db, runner.store))
+                await asyncio.sleep(0.01)  # poll interval of a reader during the replay
+
+        reading = asyncio.create_task(reader_loop())
+        report = await replay(
+            projection, read_db, codec, kafka_bootstrap, batch=250, drop_grace_s=0.1
+        )
+        written += await traffic
+        await reading
+        assert report.switched and report.generation == 2 and report.events >= len(written) - 500
+        await eventually(
+            lambda: runner.generation == 2 and runner.applied > 0,
+            what="live runner follows the new generation",
+        )
+        want = expected(written)
+        await eventually(
+            lambda: _equal(read_db, runner.store, want),
+            deadline_s=30,
+            what="rebuilt rows equal a from-scratch count",
+        )
+    assert all(answers), "the API had rows to read throughout the replay"
+
+    verify = await replay(projection, read_db, codec, kafka_bootstrap, verify=True)
+    assert verify.differences == [] and not verify.switched
+    assert (await ProjectionStore(projection, read_db).state()) == (2, None)
+
+
+async def _equal(db, store, want) -> bool:
+    return await rows(db, store) == want
+
+
+async def test_killed_replay_changes_nothing_and_can_run_again(kafka_bootstrap, new_topic, new_db):
+    topic = await new_topic(partitions=2)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    projection = counts_projection(topic)
+    written = await produce(
+        kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(4)], 250
+    )
+    runner = ProjectionRunner(projection, read_db, codec, kafka_bootstrap)
+    async with live(runner):
+        await eventually(lambda: runner.applied >= len(written), what="live caught up")
+        before = await rows(read_db, runner.store)
+        seen = []
+
+        def kill_midway(progress):
+            seen.append(progress.events)
+            if progress.events >= 300:
+                raise KeyboardInterrupt  # stands for the process being killed
+
+        with pytest.raises(KeyboardInterrupt):
+            await replay(
+                projection, read_db, codec, kafka_bootstrap, batch=100, on_progress=kill_midway
+            )
+        assert await ProjectionStore(projection, read_db).state() == (1, 2)
+        assert await rows(read_db, runner.store) == before == expected(written)
+        report = await replay(projection, read_db, codec, kafka_bootstrap, drop_grace_s=0.1)
+        assert report.switched and report.generation == 3
+        await eventually(lambda: runner.generation == 3, what="live follows generation 3")
+        assert await rows(read_db, runner.store) == expected(written)
