@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +28,18 @@ from events.db import Database
 from events.dlq import send_dead_letter
 from events.envelope import Envelope, EnvelopeError, Event, utcnow
 from events.kafka import manual_consumer, reliable_producer
+from events.logs import bind_event, unbind_event
+from events.metrics import (
+    CONSUMER_LAG,
+    DUPLICATES,
+    EVENTS_CONSUMED,
+    HANDLER_SECONDS,
+    RETRIES,
+)
 from events.outbox import Outbox, UnitOfWork
 from events.routing import HandlerSpec, PermanentError, RetryPolicy, Router
 from events.tables import inbox
+from events.telemetry import handling_span, trace_ids
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +108,7 @@ class EventConsumer:
         self.fetch_timeout_ms = fetch_timeout_ms
         self.after_db_commit = after_db_commit
         self.stats = ConsumerStats()
+        self.lag: dict[TopicPartition, int] = {}
         self._consumer_options = consumer_options or {}
         self._listener = _Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -181,12 +192,21 @@ class EventConsumer:
         self.stats.batches += 1
         if self.after_db_commit is not None:
             await self.after_db_commit()
+        self._record_lag(offsets)
         try:
             await self.kafka.commit(offsets)
         except CommitFailedError as exc:
             # The partitions moved during a rebalance; the next owner re-reads and the
             # inbox makes that harmless.
             log.warning("%s: offset commit failed after rebalance: %s", self.name, exc)
+
+    def _record_lag(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        for tp, committed in offsets.items():
+            high = self.kafka.highwater(tp)
+            if high is not None:
+                lag = max(high - committed.offset, 0)
+                self.lag[tp] = lag
+                CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
 
     async def _decode(self, record: ConsumerRecord) -> _Item | None:
         try:
@@ -223,7 +243,7 @@ class EventConsumer:
                     continue
                 seen.add(event_id)
                 uow.cause = item.event.envelope
-                await item.spec.fn(uow, item.event)
+                await self._handle(uow, item)
                 rows.append(
                     {
                         "consumer": self.name,
@@ -237,9 +257,42 @@ class EventConsumer:
                 await uow.session.execute(insert(inbox), rows)
             await uow.commit()
         self.stats.duplicates += duplicates
+        if duplicates:
+            DUPLICATES.labels(self.name).inc(duplicates)
         for event_type, n in applied.items():
+            EVENTS_CONSUMED.labels(self.name, event_type).inc(n)
             self.stats.applied += n
             self.stats.by_type[event_type] = self.stats.by_type.get(event_type, 0) + n
+
+    async def _handle(self, uow: UnitOfWork, item: _Item) -> None:
+        env = item.event.envelope
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": item.record.topic,
+            "messaging.kafka.partition": item.record.partition,
+            "messaging.kafka.offset": item.record.offset,
+            "choreo.consumer": self.name,
+            "choreo.event_type": env.event_type,
+            "choreo.event_id": env.event_id,
+            "choreo.correlation_id": env.correlation_id,
+        }
+        with handling_span(f"handle {env.event_type}", env.traceparent, attributes):
+            trace_id, span_id = trace_ids()
+            bind_event(
+                event_type=env.event_type,
+                event_id=env.event_id,
+                correlation_id=env.correlation_id,
+                trace_id=trace_id,
+                span_id=span_id,
+            )
+            started = time.perf_counter()
+            try:
+                await item.spec.fn(uow, item.event)
+            finally:
+                HANDLER_SECONDS.labels(self.name, env.event_type).observe(
+                    time.perf_counter() - started
+                )
+                unbind_event()
 
     async def _apply_one(self, item: _Item, stop: asyncio.Event) -> None:
         attempt = 0
@@ -261,6 +314,7 @@ class EventConsumer:
                     await self._dead_letter(item.record, exc, attempts=attempt)
                     return
                 self.stats.retries += 1
+                RETRIES.labels(self.name).inc()
                 log.info(
                     "%s: %s %s failed (attempt %d): %r",
                     self.name,

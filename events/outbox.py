@@ -16,6 +16,7 @@ from events.db import Database
 from events.envelope import Envelope, new_event_id, utcnow
 from events.models import EventModel
 from events.tables import outbox as outbox_table
+from events.telemetry import current_traceparent
 
 OnCommit = Callable[[], None]
 
@@ -59,7 +60,11 @@ class Outbox:
             correlation_id=correlation_id or (cause.correlation_id if cause else None) or event_id,
             key=key,
             causation_id=cause.event_id if cause else None,
-            traceparent=traceparent or (cause.traceparent if cause else None),
+            # The span writing this row (a handler's or an API call's) is the parent of
+            # whatever handles the event next: one trace follows the causation chain.
+            traceparent=traceparent
+            or current_traceparent()
+            or (cause.traceparent if cause else None),
         )
         row = {
             "event_id": event_id,

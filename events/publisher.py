@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from events.codec import AvroCodec, CodecError
 from events.envelope import Envelope, new_event_id, utcnow
 from events.kafka import reliable_producer
+from events.telemetry import current_traceparent, root_span
 
 
 class PublishError(Exception):
@@ -64,6 +65,8 @@ def prepare(codec: AvroCodec, drafts: Sequence[Draft], producer: str) -> list[_R
         if not draft.key:
             raise PublishError(f"{where}: empty key")
         event_id = draft.event_id or new_event_id()
+        with root_span(f"publish {draft.event_type}", {"choreo.event_id": event_id}):
+            traceparent = current_traceparent()
         env = Envelope(
             event_id=event_id,
             event_type=draft.event_type,
@@ -73,6 +76,7 @@ def prepare(codec: AvroCodec, drafts: Sequence[Draft], producer: str) -> list[_R
             correlation_id=draft.correlation_id or event_id,
             key=draft.key,
             causation_id=draft.causation_id,
+            traceparent=traceparent,
         )
         ready.append(_Ready(topic, value, env))
     return ready

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,7 @@ from sqlalchemy import delete, func, select, update
 from events.db import Database
 from events.envelope import utcnow
 from events.kafka import reliable_producer
+from events.metrics import EVENTS_PRODUCED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 from events.tables import outbox
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class OutboxRelay:
                         outbox.c.id,
                         outbox.c.topic,
                         outbox.c.key,
+                        outbox.c.event_type,
                         outbox.c.payload,
                         outbox.c.headers,
                     )
@@ -122,6 +125,8 @@ class OutboxRelay:
         if acked:
             await self._mark_sent([r.id for r in rows[:acked]])
             self.published += acked
+            for event_type, n in Counter(r.event_type for r in rows[:acked]).items():
+                EVENTS_PRODUCED.labels(event_type).inc(n)
         if acked < len(rows):
             failure = results[acked]
             assert isinstance(failure, BaseException)
@@ -169,6 +174,7 @@ class OutboxRelay:
         backoff = self.config.backoff_initial_s
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
+        next_gauge = loop.time()
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -187,6 +193,11 @@ class OutboxRelay:
                 if loop.time() >= next_purge:
                     await self.purge()
                     next_purge = loop.time() + self.config.purge_every_s
+                if loop.time() >= next_gauge:
+                    count, age = await self.backlog()
+                    OUTBOX_BACKLOG.set(count)
+                    OUTBOX_OLDEST_AGE.set(age or 0.0)
+                    next_gauge = loop.time() + 2.0
                 if n < self.config.batch_size:
                     await _wait_any(stop, self._wake, self.config.idle_poll_s)
             with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):

@@ -11,11 +11,12 @@ import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
 from sqlalchemy import MetaData, text
 
@@ -23,11 +24,13 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
+from events.logs import configure_logging
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.routing import Router
 from events.settings import PlatformSettings, settings_error
 from events.tables import metadata as platform_metadata
+from events.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,16 @@ class ServiceSettings(PlatformSettings):
     consumer_batch: int = Field(default=500, ge=1, le=10000, description="Max events per batch")
     outbox_retention_hours: float = Field(
         default=168, ge=0, description="How long sent outbox rows are kept before purging"
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON unless stderr is a terminal"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    trace_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="Where spans go (otlp: OTEL endpoint, e.g. Jaeger)"
+    )
+    otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP traces URL, e.g. http://jaeger:4318/v1/traces"
     )
     shutdown_timeout_s: float = Field(default=20.0, gt=0, description="Bound on graceful stop")
 
@@ -119,6 +132,10 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
             checks["consumer"] = bool(ctx.consumer.assignment)
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     if service.api is not None:
         app.include_router(service.api(ctx), prefix="/api/v1")
@@ -204,16 +221,19 @@ def run(service: Service | Callable[[S], Service], settings_cls: type[S]) -> Non
     whose handlers need configuration).
     """
     name = service.name if isinstance(service, Service) else settings_cls.__module__.split(".")[1]
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         settings = settings_cls()
     except Exception as exc:
         print(f"{name}: bad setting {settings_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
+    json_logs = settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stderr.isatty()
+    )
+    configure_logging(name, json=json_logs, level=settings.log_level)
+    provider = setup_tracing(name, settings.trace_exporter, settings.otlp_endpoint or None)
     built = service if isinstance(service, Service) else service(settings)
-    asyncio.run(serve(built, settings))
+    try:
+        asyncio.run(serve(built, settings))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the spans still buffered

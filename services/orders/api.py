@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from events.envelope import utcnow
 from events.service import ServiceContext
+from events.telemetry import root_span
 from schemas.models import Address, OrderLine, OrderPlaced
 from services.orders.domain import Fact, Status
 from services.orders.handlers import apply_fact, place_order
@@ -85,9 +86,11 @@ def api(ctx: ServiceContext) -> APIRouter:
             shipping_address=body.shipping_address,
             placed_at=utcnow(),
         )
-        async with ctx.uow() as uow:
-            created = await place_order(uow, placed)
-            await uow.commit()
+        # The saga's trace starts here; every event it causes carries this trace.
+        with root_span("POST /api/v1/orders", {"choreo.order_id": order_id}):
+            async with ctx.uow() as uow:
+                created = await place_order(uow, placed)
+                await uow.commit()
         if not created:
             response.status_code = 200  # the same order id again: idempotent
         return await load(order_id)

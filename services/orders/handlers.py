@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import structlog
 from sqlalchemy import insert, select, update
 
 from events.envelope import Event, utcnow
@@ -26,6 +27,7 @@ from services.orders.domain import Fact, Status, decide, order_total
 from services.orders.tables import orders
 
 router = Router()
+log = structlog.get_logger(__name__)
 
 
 async def place_order(uow: UnitOfWork, placed: OrderPlaced) -> bool:
@@ -84,6 +86,9 @@ async def apply_fact(
         raise PermanentError(f"unknown order {order_id}")
     transition = decide(Status(row["status"]), fact, reason)
     if transition is None:
+        log.info(
+            "fact after the order ended", order_id=order_id, fact=fact.value, status=row["status"]
+        )
         late = [*json.loads(row["late_facts"]), fact.value]
         await uow.session.execute(
             update(orders).where(orders.c.order_id == order_id).values(late_facts=json.dumps(late))
@@ -100,6 +105,13 @@ async def apply_fact(
         values["shipment_id"] = shipment_id
     await uow.session.execute(update(orders).where(orders.c.order_id == order_id).values(**values))
     _emit_terminal(uow, {**row, **values}, now)
+    log.info(
+        "order ended",
+        order_id=order_id,
+        status=str(transition.status),
+        failed_step=transition.failed_step,
+        reason=transition.reason,
+    )
     return {**row, **values}
 
 

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the runtime, served at ``/metrics`` by every service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "choreo_events_consumed_total", "Events applied by a consumer", ["consumer", "event_type"]
+)
+EVENTS_PRODUCED = Counter(
+    "choreo_events_produced_total",
+    "Events published by the outbox relay (acknowledged by the broker)",
+    ["event_type"],
+)
+HANDLER_SECONDS = Histogram(
+    "choreo_handler_seconds",
+    "Time spent in a handler",
+    ["consumer", "event_type"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+DUPLICATES = Counter("choreo_duplicates_skipped_total", "Redelivered events skipped", ["consumer"])
+RETRIES = Counter("choreo_handler_retries_total", "Handler retries", ["consumer"])
+DEAD_LETTERS = Counter(
+    "choreo_dead_letters_total", "Events sent to a dead-letter topic", ["consumer", "error_type"]
+)
+OUTBOX_BACKLOG = Gauge("choreo_outbox_backlog", "Outbox rows not yet published")
+OUTBOX_OLDEST_AGE = Gauge(
+    "choreo_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row"
+)
+CONSUMER_LAG = Gauge(
+    "choreo_consumer_lag",
+    "Messages behind the end of a partition",
+    ["consumer", "topic", "partition"],
+)

@@ -1,0 +1,87 @@
+"""All five services in this test process (same event loop), against the real broker.
+
+Used where a test must see inside every service at once: spans collected in memory, log
+lines captured. The e2e suite runs the same services as separate OS processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from events.catalogue import Catalogue
+from events.codec import AvroCodec
+from events.service import Service, ServiceContext, ServiceSettings, build_app, build_context
+from events.tables import metadata as platform_metadata
+from events.topics import apply_topics
+from services.inventory.app import SERVICE as INVENTORY
+from services.inventory.app import Settings as InventorySettings
+from services.notifications.app import SERVICE as NOTIFICATIONS
+from services.notifications.app import Settings as NotificationsSettings
+from services.orders.app import SERVICE as ORDERS
+from services.orders.app import Settings as OrdersSettings
+from services.payments.app import SERVICE as PAYMENTS
+from services.payments.app import Settings as PaymentsSettings
+from services.shipping.app import Settings as ShippingSettings
+from services.shipping.app import build_service as shipping_service
+
+
+@dataclass
+class InProcess:
+    codec: AvroCodec
+    contexts: dict[str, ServiceContext]
+    clients: dict[str, httpx.AsyncClient]
+
+
+@contextlib.asynccontextmanager
+async def saga_in_process(bootstrap: str, tmp: Path, prefix: str) -> AsyncIterator[InProcess]:
+    catalogue = Catalogue.load().prefixed(prefix)
+    await apply_topics(bootstrap, list(catalogue.topics.values()))
+
+    def settings(cls: type[ServiceSettings], name: str) -> ServiceSettings:
+        return cls(
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=prefix,
+            var_dir=tmp,
+            database_url=f"sqlite+aiosqlite:///{tmp / name}.db",
+            http_port=0,
+        )
+
+    ship_settings = settings(ShippingSettings, "shipping")
+    assert isinstance(ship_settings, ShippingSettings)
+    services: list[tuple[Service, ServiceSettings]] = [
+        (ORDERS, settings(OrdersSettings, "orders")),
+        (INVENTORY, settings(InventorySettings, "inventory")),
+        (PAYMENTS, settings(PaymentsSettings, "payments")),
+        (shipping_service(ship_settings), ship_settings),
+        (NOTIFICATIONS, settings(NotificationsSettings, "notifications")),
+    ]
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    contexts: dict[str, ServiceContext] = {}
+    clients: dict[str, httpx.AsyncClient] = {}
+    try:
+        for service, cfg in services:
+            ctx = build_context(service, cfg)
+            await ctx.db.create_all(platform_metadata, service.metadata)
+            contexts[service.name] = ctx
+            tasks.append(asyncio.create_task(ctx.relay.run(stop)))
+            assert ctx.consumer is not None
+            await ctx.consumer.start()
+            tasks.append(asyncio.create_task(ctx.consumer.run(stop)))
+            clients[service.name] = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://test"
+            )
+        yield InProcess(AvroCodec(catalogue), contexts, clients)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients.values():
+            await client.aclose()
+        for ctx in contexts.values():
+            await ctx.db.dispose()
