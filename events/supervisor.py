@@ -7,6 +7,7 @@ never imports a service.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,6 +58,9 @@ def _paths(var_dir: Path, name: str) -> tuple[Path, Path]:
     return var_dir / "logs" / f"{name}.log", var_dir / "run" / f"{name}.pid"
 
 
+EXIT_CODES: dict[int, int] = {}  # exit codes of children this process reaped
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -66,10 +70,13 @@ def _alive(pid: int) -> bool:
         return True
     # A zombie child still "exists"; reap it if it is ours.
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return True
+    if done == 0:
+        return True
+    EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+    return False
 
 
 def _pid(var_dir: Path, name: str) -> int | None:
@@ -149,7 +156,10 @@ def wait_ready(specs: Sequence[ProcessSpec], *, var_dir: Path, deadline_s: float
 def stop(
     specs: Sequence[ProcessSpec], *, var_dir: Path, timeout_s: float = 30, kill: bool = False
 ) -> list[str]:
-    """SIGTERM (or SIGKILL) every running service, wait for exit; returns the stopped names."""
+    """SIGTERM (or SIGKILL) every running service, wait for exit; returns the stopped names.
+
+    A service that does not stop within ``timeout_s`` of SIGTERM is killed.
+    """
     stopped = []
     sig = signal.SIGKILL if kill else signal.SIGTERM
     for spec in specs:
@@ -162,7 +172,8 @@ def stop(
         pid = _pid(var_dir, spec.name)
         while pid is not None and _alive(pid):
             if time.monotonic() > end:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)  # poll interval while the process exits
         _paths(var_dir, spec.name)[1].unlink(missing_ok=True)
     return stopped

@@ -8,6 +8,8 @@ import random
 import pytest
 
 from events.publisher import publish
+from events.supervisor import EXIT_CODES
+from events.supervisor import status as supervisor_status
 from services.demo import EXPECTED, drive, outcome
 from services.saga_check import (
     SERVICEABLE,
@@ -24,6 +26,10 @@ from tests.e2e.conftest import Stack
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
+
+
+def stack_status(stack: Stack):
+    return supervisor_status(stack.specs, var_dir=stack.var_dir)
 
 
 async def settle(world: World, stack: Stack, deadline_s: float = 120) -> dict[str, dict]:
@@ -129,3 +135,37 @@ async def test_sigkill_a_service_mid_flow_and_every_saga_still_ends(stack: Stack
     await asyncio.to_thread(stack.start, victim)
     rows = await settle(world, stack)
     assert all(r["status"] in {"COMPLETED", "REJECTED", "CANCELLED"} for r in rows.values())
+
+
+@pytest.mark.parametrize("victim", ["inventory", "payments"])
+async def test_sigterm_mid_load_exits_zero_and_nothing_is_lost_or_applied_twice(
+    stack: Stack, victim: str
+):
+    world = World()
+    await seed(
+        world,
+        stack.codec,
+        stack.bootstrap,
+        stack.api,
+        stock={"widget": 500},
+        deposits={"rich": 10_000_000, "poor": 2_000},
+    )
+    drafts = [
+        placed_draft(world, who, order_body(world, who, [("widget", 1, 900)], SERVICEABLE))
+        for who in ["rich", "poor", "rich"] * 30
+    ]
+    await publish(stack.codec, stack.bootstrap, drafts[:60])
+
+    async def some_ended() -> bool:
+        rows = await statuses(world, stack.api)
+        return sum(r["status"] != "PENDING" for r in rows.values()) >= 5
+
+    await eventually(some_ended, deadline_s=60, what="the saga to be under way")
+    (status,) = [s for s in stack_status(stack) if s.name == victim]
+    assert status.pid is not None
+    await asyncio.to_thread(stack.stop, victim)
+    assert EXIT_CODES.get(status.pid) == 0, f"{victim} exit code {EXIT_CODES.get(status.pid)}"
+    await publish(stack.codec, stack.bootstrap, drafts[60:])
+    await asyncio.to_thread(stack.start, victim)
+    rows = await settle(world, stack)
+    assert len(rows) == 90
