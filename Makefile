@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint unit integration bench clean
+.PHONY: setup postgres demo test test-sqlite test-postgres lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,20 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/choreo schemas check
 
-test: lint
+# PostgreSQL server from Debian's packages, for the suites that run on it too.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: lint test-sqlite test-postgres
+
+test-sqlite: setup
 	$(BIN)/pytest
+
+# The database-backed suites again, every service and test database on PostgreSQL.
+test-postgres: setup postgres
+	CHOREO_TEST_DB=postgres $(BIN)/pytest tests/integration tests/e2e
 
 bench: setup
 	$(BIN)/python -m bench

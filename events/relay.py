@@ -19,7 +19,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.db import Database
 from events.envelope import utcnow
@@ -88,24 +89,84 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish the oldest unsent rows; return how many were acknowledged and marked."""
-        async with self.db.session() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        outbox.c.id,
-                        outbox.c.topic,
-                        outbox.c.key,
-                        outbox.c.event_type,
-                        outbox.c.payload,
-                        outbox.c.headers,
+        if self.db.is_sqlite:
+            # SQLite has one writer at a time: one relay per database, no claiming needed.
+            async with self.db.session() as session:
+                rows = (await session.execute(self._unsent())).all()
+            acked, failure = await self._publish(rows)
+            if acked:
+                await self._mark_sent([r.id for r in rows[:acked]])
+        else:
+            # PostgreSQL: rows stay locked (claimed) until they are marked, so a second
+            # relay skips them instead of publishing them twice.
+            async with self.db.session() as session, session.begin():
+                rows = await self._claim(session)
+                acked, failure = await self._publish(rows)
+                if acked:
+                    await session.execute(
+                        update(outbox)
+                        .where(outbox.c.id.in_([r.id for r in rows[:acked]]))
+                        .values(sent_at=utcnow())
                     )
-                    .where(outbox.c.sent_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self.config.batch_size)
-                )
-            ).all()
+        if acked:
+            self.published += acked
+            for event_type, n in Counter(r.event_type for r in rows[:acked]).items():
+                EVENTS_PRODUCED.labels(event_type).inc(n)
+        if failure is not None:
+            raise failure
+        return acked
+
+    def _unsent(self) -> Select[Any]:
+        return (
+            select(
+                outbox.c.id,
+                outbox.c.topic,
+                outbox.c.key,
+                outbox.c.event_type,
+                outbox.c.payload,
+                outbox.c.headers,
+            )
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(self.config.batch_size)
+        )
+
+    async def _claim(self, session: AsyncSession) -> list[Any]:
+        """Locks unsent rows (skipping rows another relay holds) and keeps, per key, only
+        the run that starts at the key's oldest unsent row and has no foreign row inside:
+        so two relays never reorder one aggregate's events."""
+        rows = (await session.execute(self._unsent().with_for_update(skip_locked=True))).all()
         if not rows:
-            return 0
+            return []
+        mine = {r.id for r in rows}
+        keys = {r.key for r in rows}
+        unsent = (
+            await session.execute(
+                select(outbox.c.key, outbox.c.id)
+                .where(
+                    outbox.c.sent_at.is_(None),
+                    outbox.c.key.in_(keys),
+                    outbox.c.id <= max(mine),
+                )
+                .order_by(outbox.c.id)
+            )
+        ).all()
+        blocked: set[str] = set()
+        allowed: set[int] = set()
+        for key, row_id in unsent:
+            if key in blocked:
+                continue
+            if row_id in mine:
+                allowed.add(row_id)
+            else:
+                blocked.add(key)  # another relay holds an earlier row of this key
+        return [r for r in rows if r.id in allowed]
+
+    async def _publish(self, rows: Sequence[Any]) -> tuple[int, BaseException | None]:
+        """Sends rows in order, waits for every ack; returns the acked prefix's length and
+        the first failure. Only that prefix may be marked: the rest is re-sent in order."""
+        if not rows:
+            return 0, None
         producer = await self._ensure_producer()
         futures = []
         for row in rows:
@@ -114,7 +175,6 @@ class OutboxRelay:
                 await producer.send(row.topic, row.payload, key=row.key.encode(), headers=headers)
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
-        # Mark only the acknowledged prefix: what follows a failure is re-sent in order.
         acked = 0
         for result in results:
             if isinstance(result, BaseException):
@@ -122,16 +182,9 @@ class OutboxRelay:
             acked += 1
         if self._after_publish is not None:
             await self._after_publish(rows[:acked])
-        if acked:
-            await self._mark_sent([r.id for r in rows[:acked]])
-            self.published += acked
-            for event_type, n in Counter(r.event_type for r in rows[:acked]).items():
-                EVENTS_PRODUCED.labels(event_type).inc(n)
-        if acked < len(rows):
-            failure = results[acked]
-            assert isinstance(failure, BaseException)
-            raise failure
-        return acked
+        failure = results[acked] if acked < len(rows) else None
+        assert failure is None or isinstance(failure, BaseException)
+        return acked, failure
 
     async def _mark_sent(self, ids: list[int]) -> None:
         now = utcnow()

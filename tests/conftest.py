@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from events.db import sqlite_url
 from infra.broker import BrokerSpec, down, free_port, up
+from infra.postgres import PgCluster, create_database, start_cluster, stop_cluster
 
 
 def _private_spec(home: Path) -> BrokerSpec:
@@ -50,3 +55,42 @@ def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     yield start
     for spec in started:
         down(spec)
+
+
+@pytest.fixture(scope="session")
+def db_backend() -> str:
+    """``CHOREO_TEST_DB=postgres`` runs the database-backed suites on PostgreSQL."""
+    backend = os.environ.get("CHOREO_TEST_DB", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise pytest.UsageError(f"CHOREO_TEST_DB must be sqlite or postgres, not {backend!r}")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(db_backend: str) -> Iterator[PgCluster | None]:
+    if db_backend != "postgres":
+        yield None
+        return
+    # The postgres user must reach the cluster's directory: a world-traversable temp dir.
+    home = Path(tempfile.mkdtemp(prefix="choreo-pg-"))
+    home.chmod(0o755)
+    cluster = start_cluster(home / "cluster", free_port())
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(
+    db_backend: str, pg_cluster: PgCluster | None, tmp_path: Path
+) -> Callable[[str], str]:
+    """Makes a fresh, empty database per call: a SQLite file or a PostgreSQL database."""
+
+    def make(name: str) -> str:
+        if pg_cluster is None:
+            return sqlite_url(tmp_path / f"{name}-{uuid.uuid4().hex[:8]}.db")
+        return create_database(pg_cluster, prefix=name.replace("-", "_")[:20])
+
+    return make

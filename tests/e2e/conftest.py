@@ -3,7 +3,7 @@ isolated environment (topic prefix, fresh databases, free ports)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +42,16 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    kafka_bootstrap: str, tmp_path: Path, database_url: Callable[[str], str]
+) -> AsyncIterator[Stack]:
     prefix = unique("e2e") + "."
     catalogue = Catalogue.load().prefixed(prefix)
     await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
     specs = [ProcessSpec(s.name, s.module, free_port()) for s in load_manifest()]
     env = {"TOPIC_PREFIX": prefix, "CONSUMER_BATCH": "200"}
+    for s in specs:  # a database per service: SQLite files, or PostgreSQL databases
+        env[f"{s.name.upper()}_DATABASE_URL"] = database_url(s.name)
     api = Api({s.name: s.port for s in specs})
     st = Stack(kafka_bootstrap, prefix, tmp_path / "var", specs, AvroCodec(catalogue), api, env)
     st.start()

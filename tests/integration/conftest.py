@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -31,12 +30,17 @@ def new_topic(kafka_bootstrap: str) -> NewTopic:
 
 
 @pytest.fixture
-def new_db(tmp_path: Path) -> Callable[[str], Awaitable[Database]]:
+async def new_db(
+    database_url: Callable[[str], str],
+) -> AsyncIterator[Callable[[str], Awaitable[Database]]]:
+    """Fresh databases (SQLite or PostgreSQL, see CHOREO_TEST_DB) with the test tables."""
     opened: list[Database] = []
 
     async def make(name: str = "service") -> Database:
-        db = await new_database(tmp_path / f"{name}.db")
+        db = await new_database(database_url(name))
         opened.append(db)
         return db
 
-    return make
+    yield make
+    for db in opened:
+        await db.dispose()

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
-from events.db import Database, sqlite_url
+from events.db import Database
 from events.envelope import Event
 from events.models import EventModel
 from events.outbox import Outbox, UnitOfWork
@@ -56,8 +56,8 @@ def codec_for(ping_topic: str, pong_topic: str | None = None) -> AvroCodec:
     return AvroCodec(Catalogue.load(FIXTURE_SCHEMAS).retarget(routes))
 
 
-async def new_database(path: Path) -> Database:
-    db = Database(sqlite_url(path))
+async def new_database(url: str) -> Database:
+    db = Database(url)
     await db.create_all(platform_metadata, test_metadata)
     return db
 

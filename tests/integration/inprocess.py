@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,9 @@ class InProcess:
 
 
 @contextlib.asynccontextmanager
-async def saga_in_process(bootstrap: str, tmp: Path, prefix: str) -> AsyncIterator[InProcess]:
+async def saga_in_process(
+    bootstrap: str, tmp: Path, prefix: str, database_url: Callable[[str], str]
+) -> AsyncIterator[InProcess]:
     catalogue = Catalogue.load().prefixed(prefix)
     await apply_topics(bootstrap, list(catalogue.topics.values()))
 

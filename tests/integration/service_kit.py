@@ -42,12 +42,13 @@ async def open_service(
     service: ServiceSource,
     settings_type: type[ServiceSettings],
     tmp_path: Path,
+    database_url: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[ServiceContext]:
-    """The service's context over a new SQLite file in ``tmp_path``, tables created,
-    topics unprefixed; ``settings`` override the service's other settings."""
+    """The service's context over a new database (SQLite in ``tmp_path`` unless a URL is
+    given), tables created, topics unprefixed; ``settings`` override other settings."""
     config = settings_type(
-        database_url=sqlite_url(tmp_path / "service.db"),
+        database_url=database_url or sqlite_url(tmp_path / "service.db"),
         var_dir=tmp_path,
         topic_prefix="",
         **settings,
@@ -73,8 +74,11 @@ def service_fixture(
     ``ctx = service_fixture(SERVICE, Settings)`` at a test module's top level."""
 
     @pytest.fixture(name=name)
-    async def context(tmp_path: Path) -> AsyncIterator[ServiceContext]:
-        async with open_service(service, settings_type, tmp_path, **settings) as ctx:
+    async def context(
+        tmp_path: Path, database_url: Callable[[str], str]
+    ) -> AsyncIterator[ServiceContext]:
+        url = database_url("service")
+        async with open_service(service, settings_type, tmp_path, url, **settings) as ctx:
             yield ctx
 
     return context

@@ -87,10 +87,10 @@ def check_one_trace_following_causation(finished, order_id: str) -> int:
 
 
 async def test_one_order_gives_one_connected_trace_across_all_services(
-    kafka_bootstrap, tmp_path, spans
+    kafka_bootstrap, tmp_path, spans, database_url
 ):
     prefix = unique("trace") + "."
-    async with saga_in_process(kafka_bootstrap, tmp_path, prefix) as saga:
+    async with saga_in_process(kafka_bootstrap, tmp_path, prefix, database_url) as saga:
         sku, customer = unique("sku"), unique("cust")
         await seed(kafka_bootstrap, saga.codec, sku, customer)
         await eventually(lambda: _stocked(saga, sku), what="stock seeded")
@@ -159,11 +159,11 @@ def captured_logs():
 
 
 async def test_log_lines_of_a_handled_event_carry_its_ids(
-    kafka_bootstrap, tmp_path, spans, captured_logs
+    kafka_bootstrap, tmp_path, spans, captured_logs, database_url
 ):
     captured = captured_logs
     prefix = unique("logs") + "."
-    async with saga_in_process(kafka_bootstrap, tmp_path, prefix) as saga:
+    async with saga_in_process(kafka_bootstrap, tmp_path, prefix, database_url) as saga:
         sku, customer = unique("sku"), unique("cust")
         await seed(kafka_bootstrap, saga.codec, sku, customer)
         oid = str(uuid.uuid4())
@@ -187,9 +187,9 @@ async def test_log_lines_of_a_handled_event_carry_its_ids(
         assert line["event_type"] == "ShipmentScheduled" and len(line["trace_id"]) == 32
 
 
-async def test_metrics_and_health_move(kafka_bootstrap, tmp_path):
+async def test_metrics_and_health_move(kafka_bootstrap, tmp_path, database_url):
     prefix = unique("metrics") + "."
-    async with saga_in_process(kafka_bootstrap, tmp_path, prefix) as saga:
+    async with saga_in_process(kafka_bootstrap, tmp_path, prefix, database_url) as saga:
         client = saga.clients["inventory"]
         assert (await client.get("/health")).json()["status"] == "ok"
         await eventually(lambda: _ready(client), what="inventory ready")
