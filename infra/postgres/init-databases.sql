@@ -1,0 +1,7 @@
+-- A database per service (the compose stack's PostgreSQL runs this once, on first start).
+CREATE DATABASE orders;
+CREATE DATABASE inventory;
+CREATE DATABASE payments;
+CREATE DATABASE shipping;
+CREATE DATABASE notifications;
+CREATE DATABASE query;

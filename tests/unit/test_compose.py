@@ -1,0 +1,60 @@
+"""The compose stack knows every service in the code, with the settings each one needs."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from events.supervisor import load_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/app.py"))
+
+
+def test_every_service_package_is_in_the_stack_and_the_manifest():
+    assert set(SERVICES) <= set(COMPOSE["services"])
+    manifest = {s.name for s in load_manifest()}
+    assert set(SERVICES) - {"query"} <= manifest
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_entry_has_what_the_service_needs(name):
+    entry = COMPOSE["services"][name]
+    assert entry["command"] == ["python", "-m", f"services.{name}"]
+    env = entry["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert env["DATABASE_URL"].endswith(f"@postgres:5432/{name}")
+    assert env["HTTP_HOST"] == "0.0.0.0"
+    settings_cls = importlib.import_module(f"services.{name}.app").Settings
+    fields = {f.upper() for f in settings_cls.model_fields}
+    unknown = set(env) - fields
+    assert not unknown, f"{name}: compose sets {unknown}, which its settings do not read"
+    port = int(env["HTTP_PORT"])
+    assert entry["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert str(port) in " ".join(entry["healthcheck"]["test"])
+    deps = entry["depends_on"]
+    assert deps["kafka"]["condition"] == "service_healthy"
+    assert deps["postgres"]["condition"] == "service_healthy"
+    assert deps["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_each_service_database_is_created():
+    sql = (ROOT / "infra" / "postgres" / "init-databases.sql").read_text()
+    for name in SERVICES:
+        assert f"CREATE DATABASE {name};" in sql
+
+
+def test_env_example_documents_every_setting():
+    documented = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line
+    }
+    for name in SERVICES:
+        settings_cls = importlib.import_module(f"services.{name}.app").Settings
+        missing = {f.upper() for f in settings_cls.model_fields} - documented
+        assert not missing, f"{name}: .env.example lacks {sorted(missing)}"
