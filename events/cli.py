@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from events import cli_ops
 from events.catalogue import Catalogue, TopicSpec
+from events.cli_ops import OpsError
 from events.settings import PlatformSettings, settings_error
 from events.topics import TopicError, TopicReport, apply_topics
 
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(run=_down)
     ps = sub.add_parser("ps", help="which services run, where, and their logs")
     ps.set_defaults(run=_ps)
+    cli_ops.register(sub)
     return parser
 
 
@@ -222,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.run
     try:
         return command(args, settings)
-    except CliError as exc:
+    except (CliError, OpsError) as exc:
         print(f"choreo: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ DLQ_PARTITION = "dlq-original-partition"
 DLQ_OFFSET = "dlq-original-offset"
 DLQ_ATTEMPTS = "dlq-attempts"
 DLQ_FAILED_AT = "dlq-failed-at"
-_DLQ_HEADERS = {
+DLQ_HEADERS = {
     DLQ_REASON,
     DLQ_ERROR,
     DLQ_CONSUMER,
@@ -32,7 +32,7 @@ _MAX_REASON = 2000
 def dead_letter_headers(
     record: ConsumerRecord, *, consumer: str, error: BaseException, attempts: int
 ) -> list[tuple[str, bytes]]:
-    original = [(k, v) for k, v in (record.headers or ()) if k not in _DLQ_HEADERS]
+    original = [(k, v) for k, v in (record.headers or ()) if k not in DLQ_HEADERS]
     reason = str(error) or type(error).__name__
     return [
         *original,
