@@ -26,7 +26,8 @@ from types import FrameType
 from typing import Any
 
 from bench import consumer, relay
-from bench.common import PARTITIONS, Result
+from bench.common import PARTITIONS, Result, wait_for_group_coordinator
+from bench.machine import CpuUse, CpuWatch
 from bench.profiling import Profiler
 from infra.broker import BrokerSpec, down, free_port, up
 
@@ -104,6 +105,7 @@ async def run_all(
     args: argparse.Namespace, bootstrap: str, workdir: Path, profiler: Profiler | None
 ) -> list[Result]:
     warmup = min(WARMUP_EVENTS, args.events)
+    await wait_for_group_coordinator(bootstrap)
     results = []
     if args.only in (None, "relay"):
         results.append(
@@ -136,10 +138,11 @@ def _rate(x: float) -> str:
     return f"{x:,.0f}/s"
 
 
-def render(results: list[Result], args: argparse.Namespace, elapsed_s: float) -> str:
+def render(results: list[Result], args: argparse.Namespace, elapsed_s: float, cpu: CpuUse) -> str:
     lines = [
         f"choreo benchmarks: {args.events:,} Ping events per run, {PARTITIONS} partitions, "
         f"median of {args.repeat} run(s), whole run {elapsed_s:.0f}s",
+        cpu.describe(),
         "",
     ]
     header = ("benchmark", "project", "raw aiokafka", "ratio", "target", "result")
@@ -162,13 +165,17 @@ def render(results: list[Result], args: argparse.Namespace, elapsed_s: float) ->
         label_w = max(len(s.label) for s in [r.project, r.raw, *r.variants])
         for s in [r.project, r.raw, *r.variants]:
             runs = ", ".join(f"{x:,.0f}" for x in s.rates)
+            loop = s.median_extra("loop thread CPU share") or 0.0
+            threads = s.median_extra("other threads CPU share") or 0.0
             lines.append(
-                f"  {s.label.ljust(label_w)}  {_rate(s.rate):>10}  "
-                f"{s.median_s:6.2f}s  (runs: {runs} ev/s)"
+                f"  {s.label.ljust(label_w)}  {_rate(s.rate):>10}  {s.median_s:6.2f}s  "
+                f"loop {100 * loop:3.0f}% db {100 * threads:3.0f}%  (runs: {runs} ev/s)"
             )
+        paired = ", ".join(f"{100 * x:.0f}%" for x in r.paired_ratios)
+        lines.append(f"  project/raw within each round: {paired}")
         if r.breakdown:
-            lines.append("  where the time goes (seconds for N events, median run):")
-            total = r.project.median_s
+            lines.append("  where the time goes (seconds for N events, median run or medians):")
+            total = r.breakdown_total or r.project.median_s
             what_w = max(len(w) for w, _ in r.breakdown)
             for what, seconds in r.breakdown:
                 lines.append(
@@ -195,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             workdir.mkdir()
             with kafka(root) as (bootstrap, broker_pid):
                 profiler = Profiler(args.profile.absolute(), broker_pid) if args.profile else None
+                watch = CpuWatch(broker_pid)
                 results = asyncio.run(run_all(args, bootstrap, workdir, profiler))
+                cpu = watch.stop()
     except Exception as exc:  # the report names the failure instead of a traceback wall
         logging.getLogger("bench").exception("benchmark failed: %s", exc)
         return 2
@@ -206,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": args.repeat,
             "partitions": PARTITIONS,
             "elapsed_s": round(elapsed, 1),
+            "cpu": cpu.to_json(),
             "benchmarks": [r.to_json() for r in results],
             "passed": all(r.passed for r in results),
         }
@@ -215,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         print(json.dumps(doc, indent=2))
     else:
-        print(render(results, args, elapsed))
+        print(render(results, args, elapsed, cpu))
         if profiler is not None:
             for text in profiler.reports.values():
                 print()

@@ -7,6 +7,7 @@ with a fixed-size note so that every run sends the same number of bytes.
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import time
 import uuid
@@ -17,7 +18,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from aiokafka.errors import KafkaError
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
 from events.catalogue import Catalogue, TopicSpec
 from events.codec import AvroCodec
@@ -88,12 +90,12 @@ def ping_router(*, noop: bool = False) -> Router:
 
     @router.on(Ping)
     async def on_ping(uow: UnitOfWork, event: Event[Ping]) -> None:
-        await uow.session.execute(
-            insert(applied).values(
-                aggregate_id=event.payload.aggregate_id,
-                seq=event.payload.seq,
-                event_id=event.event_id,
-            )
+        # Staged: the batch's rows go in one multi-row INSERT at commit.
+        uow.add(
+            applied,
+            aggregate_id=event.payload.aggregate_id,
+            seq=event.payload.seq,
+            event_id=event.event_id,
         )
 
     return router
@@ -146,6 +148,23 @@ async def wait_for_leaders(bootstrap: str, topic: str, deadline_s: float = 30.0)
                 if len(parts) == PARTITIONS and all(p["leader"] >= 0 for p in parts):
                     return
                 await asyncio.sleep(0.05)  # poll interval; bounded by the timeout above
+    finally:
+        await admin.close()
+
+
+async def wait_for_group_coordinator(bootstrap: str, deadline_s: float = 60.0) -> None:
+    """A fresh broker creates its offsets topic on the first group lookup; wait for that
+    here, untimed, instead of inside whichever run comes first."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        async with asyncio.timeout(deadline_s):
+            while True:
+                try:
+                    await admin.find_coordinator(unique("bench-probe"))
+                    return
+                except KafkaError:
+                    await asyncio.sleep(0.1)  # poll interval; bounded by the timeout above
     finally:
         await admin.close()
 
@@ -210,12 +229,32 @@ def deadline_for(n: int) -> float:
     return 60.0 + n / 200.0
 
 
-class Stopwatch:
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
+@dataclass(frozen=True)
+class Sample:
+    """Wall time and CPU seconds at one instant; take it on the event-loop thread."""
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+    wall: float
+    loop_cpu: float  # this (the event-loop) thread
+    process_cpu: float  # every thread of this process (aiosqlite's included)
+
+    @staticmethod
+    def now() -> Sample:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return Sample(time.perf_counter(), time.thread_time(), usage.ru_utime + usage.ru_stime)
+
+
+@dataclass(frozen=True)
+class Span:
+    seconds: float
+    loop_share: float  # event-loop thread CPU / wall
+    threads_share: float  # other threads of this process (SQLite's) CPU / wall
+
+    @staticmethod
+    def between(start: Sample, end: Sample) -> Span:
+        wall = max(end.wall - start.wall, 1e-9)
+        loop = end.loop_cpu - start.loop_cpu
+        others = max(0.0, end.process_cpu - start.process_cpu - loop)
+        return Span(wall, loop / wall, others / wall)
 
 
 @dataclass
@@ -228,8 +267,14 @@ class Series:
     seconds: list[float] = field(default_factory=list)
     extra: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, seconds: float) -> None:
-        self.seconds.append(seconds)
+    def add(self, span: Span) -> None:
+        self.seconds.append(span.seconds)
+        self.extra.setdefault("loop thread CPU share", []).append(span.loop_share)
+        self.extra.setdefault("other threads CPU share", []).append(span.threads_share)
+
+    def median_extra(self, key: str) -> float | None:
+        values = self.extra.get(key)
+        return statistics.median(values) if values else None
 
     @property
     def median_s(self) -> float:
@@ -266,12 +311,18 @@ class Result:
     project: Series
     raw: Series
     variants: list[Series] = field(default_factory=list)
-    breakdown: list[tuple[str, float]] = field(default_factory=list)  # (what, median seconds)
+    breakdown: list[tuple[str, float]] = field(default_factory=list)  # (what, seconds)
+    breakdown_total: float | None = None  # what the breakdown's percentages refer to
     notes: list[str] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         return self.project.rate / self.raw.rate
+
+    @property
+    def paired_ratios(self) -> list[float]:
+        """project/raw within each round (the two ran back to back, on the same load)."""
+        return [p / r for p, r in zip(self.project.rates, self.raw.rates, strict=True)]
 
     @property
     def passed(self) -> bool:
@@ -285,6 +336,7 @@ class Result:
             "project": self.project.to_json(),
             "raw": self.raw.to_json(),
             "ratio": round(self.ratio, 4),
+            "paired_ratios": [round(x, 4) for x in self.paired_ratios],
             "target": self.target,
             "result": "PASS" if self.passed else "FAIL",
             "variants": [v.to_json() for v in self.variants],

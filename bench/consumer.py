@@ -17,10 +17,11 @@ Timed spans (client start-up and group join are inside every span, equally):
 
 Variants that tell where the difference goes (the same span, each on a fresh group):
 
-- ``decode``: EventConsumer with its database step replaced by a counter: Kafka + decoding +
-  envelope + pydantic validation + the runtime's bookkeeping, no transaction.
+- ``decode``: EventConsumer with ``_apply_batch`` replaced by a counter: Kafka + decoding +
+  envelope + pydantic validation + the runtime's bookkeeping, no transaction, no handler call.
 - ``noop``: EventConsumer with a handler that does nothing: adds the transaction, the inbox
-  dedupe select and the inbox insert.
+  dedupe select and insert, and the runtime's per-event dispatch around each handler call
+  (whatever instrumentation it carries: spans, log context, metrics).
 - ``full`` minus ``noop`` is the handler's own insert.
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from bench.common import (
     SERVICE,
     Result,
+    Sample,
     Series,
+    Span,
     applied,
     check,
     check_committed_to_end,
@@ -73,14 +75,14 @@ class _TimedConsumer(EventConsumer):
         super().__init__(**kwargs)
         self.target = target
         self.skip_db = skip_db
-        self.finished_at: float | None = None
+        self.finished: Sample | None = None
 
     async def process(
         self, batches: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
     ) -> None:
         await super().process(batches, stop)  # applied, db-committed, offsets committed
-        if self.finished_at is None and self.stats.applied >= self.target:
-            self.finished_at = time.perf_counter()
+        if self.finished is None and self.stats.applied >= self.target:
+            self.finished = Sample.now()
             stop.set()
 
     async def _apply_batch(self, items: list[Any]) -> None:
@@ -113,13 +115,13 @@ async def fill(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     return value_size, header_size
 
 
-async def time_raw(bootstrap: str, topic: str, n: int) -> float:
+async def time_raw(bootstrap: str, topic: str, n: int) -> Span:
     group = unique("bench-raw")
     consumer = manual_consumer(bootstrap, group_id=group, client_id=group)
     read = 0
     try:
         async with asyncio.timeout(deadline_for(n)):
-            started = time.perf_counter()
+            start = Sample.now()
             consumer.subscribe([topic])
             await consumer.start()
             while read < n:
@@ -133,15 +135,15 @@ async def time_raw(bootstrap: str, topic: str, n: int) -> float:
                         read += len(records)
                 if offsets:
                     await consumer.commit(offsets)
-            elapsed = time.perf_counter() - started
+            span = Span.between(start, Sample.now())
     finally:
         await consumer.stop()
     check(read == n, f"raw consumer read {read}, wanted {n}")
     await check_committed_to_end(bootstrap, group, topic)
-    return elapsed
+    return span
 
 
-async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str) -> float:
+async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str) -> Span:
     """mode: "full" (handler inserts a row), "noop" (handler does nothing), "decode" (no db)."""
     db = await new_database(path)
     codec = codec_for(topic)
@@ -159,11 +161,11 @@ async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str
     )
     try:
         async with asyncio.timeout(deadline_for(n)):
-            started = time.perf_counter()
+            start = Sample.now()
             await consumer.run(asyncio.Event())  # returns once N are applied and committed
-        check(consumer.finished_at is not None, f"{mode}: consumer stopped before N")
-        assert consumer.finished_at is not None
-        elapsed = consumer.finished_at - started
+        check(consumer.finished is not None, f"{mode}: consumer stopped before N")
+        assert consumer.finished is not None
+        span = Span.between(start, consumer.finished)
         stats = consumer.stats
         check(stats.applied == n, f"{mode}: applied {stats.applied}, wanted {n}")
         check(stats.duplicates == 0 and stats.dead_lettered == 0, f"{mode}: {stats}")
@@ -174,7 +176,7 @@ async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str
     finally:
         await db.dispose()
     await check_committed_to_end(bootstrap, group, topic)
-    return elapsed
+    return span
 
 
 async def run(
@@ -189,8 +191,8 @@ async def run(
 ) -> Result:
     project = Series("full", "EventConsumer, handler inserts a row (the project's figure)", n)
     raw = Series("raw", "raw aiokafka getmany loop, commit per batch", n)
-    decode = Series("decode", "EventConsumer without the database step", n)
-    noop = Series("noop", "EventConsumer, no-op handler (transaction + inbox only)", n)
+    decode = Series("decode", "EventConsumer, _apply_batch skipped (no transaction)", n)
+    noop = Series("noop", "EventConsumer, no-op handler (transaction, inbox, dispatch)", n)
     counter = 0
 
     def path(mode: str) -> Path:
@@ -246,7 +248,7 @@ async def run(
     result.breakdown = [
         ("Kafka fetch + offset commits (raw)", raw.median_s),
         ("+ decode, envelope, validation, runtime", decode.median_s - raw.median_s),
-        ("+ transaction, inbox dedupe select + insert", noop.median_s - decode.median_s),
+        ("+ transaction, inbox, per-event dispatch", noop.median_s - decode.median_s),
         ("+ handler's own insert", project.median_s - noop.median_s),
         ("= idempotent consumer total", project.median_s),
     ]

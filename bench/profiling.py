@@ -13,7 +13,7 @@ import cProfile
 import io
 import os
 import pstats
-import threading
+import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,11 +32,10 @@ def _cpu_of(stat_path: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _thread_cpu() -> dict[int, float]:
-    tasks = Path("/proc/self/task")
-    if not tasks.exists():
-        return {}
-    return {int(t.name): _cpu_of(t / "stat") for t in tasks.iterdir()}
+def _process_cpu() -> float:
+    """This process, every thread included (also threads that ended meanwhile)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -69,9 +68,9 @@ class Profiler:
     @contextlib.contextmanager
     def profile(self, name: str) -> Iterator[None]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        main_tid = threading.get_native_id()
         broker_stat = Path(f"/proc/{self.broker_pid}/stat") if self.broker_pid else None
-        before = _thread_cpu()
+        process_before = _process_cpu()
+        loop_before = time.thread_time()  # this thread runs the event loop
         broker_before = _cpu_of(broker_stat) if broker_stat else 0.0
         started = time.perf_counter()
         prof = cProfile.Profile()
@@ -81,9 +80,8 @@ class Profiler:
         finally:
             prof.disable()
             wall = time.perf_counter() - started
-            after = _thread_cpu()
-            loop = after.get(main_tid, 0.0) - before.get(main_tid, 0.0)
-            others = sum(v - before.get(t, 0.0) for t, v in after.items() if t != main_tid)
+            loop = time.thread_time() - loop_before
+            others = max(0.0, _process_cpu() - process_before - loop)
             broker = _cpu_of(broker_stat) - broker_before if broker_stat else None
             self.cpu[name] = CpuSplit(wall, loop, others, broker)
             path = self.directory / f"{name}.pstats"

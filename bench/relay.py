@@ -30,8 +30,9 @@ from sqlalchemy import select
 from bench.common import (
     SERVICE,
     Result,
+    Sample,
     Series,
-    Stopwatch,
+    Span,
     check,
     codec_for,
     count_unsent,
@@ -52,6 +53,7 @@ from events.tables import outbox
 TX_SIZE = 100
 TARGET = 0.50
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
+PHASES = ("select", "producer start", "send+ack", "mark sent")
 
 
 class _PhasedRelay(OutboxRelay):
@@ -60,7 +62,7 @@ class _PhasedRelay(OutboxRelay):
 
     def __init__(self, db: Database, bootstrap: str) -> None:
         super().__init__(db, bootstrap, after_publish=self._acked)
-        self.phases = {"select": 0.0, "producer start": 0.0, "send+ack": 0.0, "mark sent": 0.0}
+        self.phases = dict.fromkeys(PHASES, 0.0)
         self._t = 0.0
 
     async def publish_batch(self) -> int:
@@ -116,42 +118,42 @@ async def prepare(bootstrap: str, n: int, path: Path) -> tuple[Database, str, li
 
 async def time_relay(
     bootstrap: str, db: Database, topic: str, n: int
-) -> tuple[float, dict[str, float]]:
+) -> tuple[Span, dict[str, float]]:
     relay = _PhasedRelay(db, bootstrap)
     try:
         async with asyncio.timeout(deadline_for(n)):
-            watch = Stopwatch()
+            start = Sample.now()
             published = await relay.drain()
-            elapsed = watch.elapsed()
+            span = Span.between(start, Sample.now())
     finally:
         await relay.close()
     check(published == n, f"relay published {published}, wanted {n}")
     check(await count_unsent(db) == 0, "rows left unsent after drain()")
     check(await topic_size(bootstrap, topic) == n, f"{topic} does not hold {n} records")
-    return elapsed, relay.phases
+    return span, relay.phases
 
 
 async def time_raw(
     bootstrap: str, topic: str, records: list[Record], *, await_every: int | None = None
-) -> float:
+) -> Span:
     n = len(records)
     producer = reliable_producer(bootstrap, client_id="bench-raw")
     try:
         async with asyncio.timeout(deadline_for(n)):
-            watch = Stopwatch()
+            started = Sample.now()
             await producer.start()
             step = await_every or n
-            for start in range(0, n, step):
+            for first in range(0, n, step):
                 futures = [
                     await producer.send(topic, value, key=key, headers=headers)
-                    for key, value, headers in records[start : start + step]
+                    for key, value, headers in records[first : first + step]
                 ]
                 await asyncio.gather(*futures)
-            elapsed = watch.elapsed()
+            span = Span.between(started, Sample.now())
     finally:
         await producer.stop()
     check(await topic_size(bootstrap, topic) == n, f"{topic} does not hold {n} records")
-    return elapsed
+    return span
 
 
 async def run(
@@ -173,30 +175,29 @@ async def run(
     payload_sizes: list[int] = []
     header_sizes: list[int] = []
 
-    async def one_round(size: int, label: str, order: int) -> None:
+    async def one_round(size: int, label: str, order: int, warm: bool) -> None:
         db, relay_topic, records = await prepare(bootstrap, size, workdir / f"relay-{label}.db")
         payload_sizes.extend(len(v) for _, v, _ in records)
         header_sizes.extend(sum(len(k) + len(v) for k, v in h) for _, _, h in records)
         raw_topic = await new_topic(bootstrap, "bench-raw")
         batched_topic = await new_topic(bootstrap, "bench-raw-batched")
-        warm = size != n
 
         async def relay_run() -> None:
-            seconds, phases = await time_relay(bootstrap, db, relay_topic, size)
+            span, phases = await time_relay(bootstrap, db, relay_topic, size)
             if not warm:
-                project.add(seconds)
+                project.add(span)
                 for phase, s in phases.items():
                     project.extra.setdefault(phase, []).append(s)
 
         async def raw_run() -> None:
-            seconds = await time_raw(bootstrap, raw_topic, records)
+            span = await time_raw(bootstrap, raw_topic, records)
             if not warm:
-                raw.add(seconds)
+                raw.add(span)
 
         async def batched_run() -> None:
-            seconds = await time_raw(bootstrap, batched_topic, records, await_every=batch_size)
+            span = await time_raw(bootstrap, batched_topic, records, await_every=batch_size)
             if not warm:
-                raw_batched.add(seconds)
+                raw_batched.add(span)
 
         runs: list[Callable[[], Awaitable[None]]] = [relay_run, raw_run, batched_run]
         try:
@@ -206,10 +207,10 @@ async def run(
             await db.dispose()
 
     progress(f"relay: warm-up ({warmup} events, not counted)")
-    await one_round(warmup, "warmup", 0)
+    await one_round(warmup, "warmup", 0, warm=True)
     for r in range(repeat):
         progress(f"relay: run {r + 1}/{repeat} ({n} events)")
-        await one_round(n, str(r), r)
+        await one_round(n, str(r), r, warm=False)
 
     if profiler is not None:
         progress("relay: profiled run (not counted)")
@@ -230,7 +231,8 @@ async def run(
     )
     # The phases of the run whose total is the median, so that they add up.
     mid = min(range(len(project.seconds)), key=lambda i: abs(project.seconds[i] - project.median_s))
-    phases = {phase: v[mid] for phase, v in project.extra.items()}
+    phases = {phase: project.extra[phase][mid] for phase in PHASES}
+    result.breakdown_total = project.seconds[mid]
     result.breakdown = [
         ("select unsent rows (SELECT ... LIMIT 2000)", phases["select"]),
         ("producer start", phases["producer start"]),

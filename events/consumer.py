@@ -39,7 +39,7 @@ from events.metrics import (
 from events.outbox import Outbox, UnitOfWork
 from events.routing import HandlerSpec, PermanentError, RetryPolicy, Router
 from events.tables import inbox
-from events.telemetry import handling_span, trace_ids
+from events.telemetry import handling_span, trace_ids, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class EventConsumer:
         self.after_db_commit = after_db_commit
         self.stats = ConsumerStats()
         self.lag: dict[TopicPartition, int] = {}
+        self._histograms: dict[str, Any] = {}
         self._consumer_options = consumer_options or {}
         self._listener = _Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -266,6 +267,22 @@ class EventConsumer:
 
     async def _handle(self, uow: UnitOfWork, item: _Item) -> None:
         env = item.event.envelope
+        started = time.perf_counter()
+        if not tracing_enabled():
+            # No tracer installed: keep the log context, skip building a no-op span.
+            bind_event(
+                event_type=env.event_type,
+                event_id=env.event_id,
+                correlation_id=env.correlation_id,
+                trace_id=trace_ids(env.traceparent)[0],
+                span_id="",
+            )
+            try:
+                await item.spec.fn(uow, item.event)
+            finally:
+                unbind_event()
+                self._histogram(env.event_type).observe(time.perf_counter() - started)
+            return
         attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
             "messaging.destination.name": item.record.topic,
@@ -285,14 +302,17 @@ class EventConsumer:
                 trace_id=trace_id,
                 span_id=span_id,
             )
-            started = time.perf_counter()
             try:
                 await item.spec.fn(uow, item.event)
             finally:
-                HANDLER_SECONDS.labels(self.name, env.event_type).observe(
-                    time.perf_counter() - started
-                )
                 unbind_event()
+                self._histogram(env.event_type).observe(time.perf_counter() - started)
+
+    def _histogram(self, event_type: str) -> Any:
+        histogram = self._histograms.get(event_type)
+        if histogram is None:
+            histogram = self._histograms[event_type] = HANDLER_SECONDS.labels(self.name, event_type)
+        return histogram
 
     async def _apply_one(self, item: _Item, stop: asyncio.Event) -> None:
         attempt = 0

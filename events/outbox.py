@@ -8,7 +8,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.codec import AvroCodec
@@ -91,6 +91,7 @@ class UnitOfWork:
         self._outbox = outbox
         self.cause = cause
         self._rows: list[dict[str, Any]] = []
+        self._staged: dict[Table, list[dict[str, Any]]] = {}
         self._emitted = False
         self._session: AsyncSession | None = None
 
@@ -161,6 +162,21 @@ class UnitOfWork:
         self._rows.append(row)
         return env
 
+    def add(self, table: Table, **values: Any) -> None:
+        """Stage a row insert; staged rows go in one multi-row INSERT per table at flush.
+
+        Handlers of a batch that each insert a row pay one statement for the whole batch
+        instead of one per event (a database round trip each). Staged rows are not visible
+        to queries of this unit of work until ``flush()``.
+        """
+        self._staged.setdefault(table, []).append(values)
+
+    async def flush(self) -> None:
+        """Write the staged rows now (before reading them back in the same transaction)."""
+        staged, self._staged = self._staged, {}
+        for table, rows in staged.items():
+            await self.session.execute(insert(table), rows)
+
     @property
     def pending_events(self) -> int:
         return len(self._rows)
@@ -172,6 +188,7 @@ class UnitOfWork:
             self._rows = []
 
     async def commit(self) -> None:
+        await self.flush()
         await self.flush_events()
         await self.session.commit()
         if self._emitted:

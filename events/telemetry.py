@@ -72,6 +72,11 @@ def trace_ids(traceparent: str | None = None) -> tuple[str, str]:
     return (parts[1], parts[2]) if len(parts) == 4 else ("", "")
 
 
+def tracing_enabled() -> bool:
+    """False until a tracer provider is installed: spans would be no-ops worth skipping."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 @contextmanager
 def handling_span(
     name: str, traceparent: str | None, attributes: dict[str, str | int]
