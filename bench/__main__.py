@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench import consumer, relay
-from bench.common import PARTITIONS, Result, wait_for_group_coordinator
+from bench.common import PARTITIONS, Result, kafka, wait_for_group_coordinator
 from bench.machine import CpuUse, CpuWatch
 from bench.profiling import Profiler
-from infra.broker import BrokerSpec, down, free_port, up
 
 DEFAULT_EVENTS = 20_000
 DEFAULT_REPEAT = 3
@@ -77,28 +73,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def kafka(root: Path) -> Iterator[tuple[str, int | None]]:
-    """Bootstrap servers and, for a broker started here, its pid."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        progress(f"using the broker at {external} (KAFKA_BOOTSTRAP_SERVERS)")
-        yield external, None
-        return
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
-    spec = BrokerSpec(home=root / "kafka", port=port, controller_port=controller_port)
-    progress(f"starting a private broker on {spec.bootstrap} in {spec.home}")
-    try:
-        status = up(spec)
-        yield spec.bootstrap, status.pid
-    finally:
-        progress("stopping the private broker")
-        down(spec)
 
 
 async def run_all(
@@ -200,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp)
             workdir = root / "db"
             workdir.mkdir()
-            with kafka(root) as (bootstrap, broker_pid):
+            with kafka(root, progress) as (bootstrap, broker_pid):
                 profiler = Profiler(args.profile.absolute(), broker_pid) if args.profile else None
                 watch = CpuWatch(broker_pid)
                 results = asyncio.run(run_all(args, bootstrap, workdir, profiler))

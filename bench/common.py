@@ -7,11 +7,13 @@ with a fixed-size note so that every run sends the same number of bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import resource
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from events.routing import Router
 from events.tables import inbox, outbox
 from events.tables import metadata as platform_metadata
 from events.topics import apply_topics
+from infra.broker import down, private_spec, up
 
 FIXTURE_SCHEMAS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "schemas"
 PARTITIONS = 3
@@ -349,3 +352,21 @@ def rotate(items: Sequence[Any], k: int) -> list[Any]:
     """The variants in a different order on each repeat, so no one always runs first."""
     k %= len(items)
     return [*items[k:], *items[:k]]
+
+
+@contextlib.contextmanager
+def kafka(root: Path, say: Callable[[str], None]) -> Iterator[tuple[str, int | None]]:
+    """Bootstrap servers and, for a broker started here, its pid; stops it on exit."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        say(f"using the broker at {external} (KAFKA_BOOTSTRAP_SERVERS)")
+        yield external, None
+        return
+    spec = private_spec(root / "kafka")
+    say(f"starting a private broker on {spec.bootstrap} in {spec.home}")
+    try:
+        status = up(spec)
+        yield spec.bootstrap, status.pid
+    finally:
+        say("stopping the private broker")
+        down(spec)

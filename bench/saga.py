@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -60,7 +60,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from bench.common import PARTITIONS, new_topic, partitions, wait_for_group_coordinator
+from bench.common import PARTITIONS, kafka, new_topic, partitions, wait_for_group_coordinator
 from events.catalogue import Catalogue
 from events.codec import AvroCodec, CodecError
 from events.envelope import H_EVENT_TYPE
@@ -69,7 +69,7 @@ from events.publisher import Draft, prepare, publish
 from events.settings import REPO_ROOT
 from events.supervisor import ProcessSpec, load_manifest, start, stop, wait_ready
 from events.topics import apply_topics
-from infra.broker import BrokerSpec, down, free_port, up
+from infra.broker import free_port
 from services.saga_check import SERVICEABLE, Api, World, order_body, placed_draft, seed
 
 DEFAULT_ORDERS = 2000
@@ -1144,28 +1144,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def kafka(root: Path) -> Iterator[tuple[str, int | None]]:
-    """Bootstrap servers and, for a broker started here, its pid; stops it on exit."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        progress(f"using the broker at {external} (KAFKA_BOOTSTRAP_SERVERS)")
-        yield external, None
-        return
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
-    spec = BrokerSpec(home=root / "kafka", port=port, controller_port=controller_port)
-    progress(f"starting a private broker on {spec.bootstrap} in {spec.home}")
-    try:
-        status = up(spec)
-        yield spec.bootstrap, status.pid
-    finally:
-        progress("stopping the private broker")
-        down(spec)
-
-
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finallies that stop everything
 
@@ -1177,7 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="choreo-bench-saga-") as tmp:
             root = Path(tmp)
-            with kafka(root) as (bootstrap, broker_pid):
+            with kafka(root, progress) as (bootstrap, broker_pid):
                 result = asyncio.run(
                     run(
                         bootstrap,

@@ -486,3 +486,12 @@ def _last_error(output: str) -> str:
         if re.search(r"(Exception|Error)\b", line):
             return line
     return lines[-1] if lines else "no output"
+
+
+def private_spec(home: Path) -> BrokerSpec:
+    """A broker of its own (tests, benchmarks): a fresh home and two distinct free ports."""
+    port = free_port()
+    controller_port = free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    return BrokerSpec(home=home, port=port, controller_port=controller_port)

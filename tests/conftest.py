@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 from events.db import sqlite_url
-from infra.broker import BrokerSpec, down, free_port, up
+from infra.broker import BrokerSpec, down, free_port, private_spec, up
 from infra.postgres import PgCluster, create_database, start_cluster, stop_cluster
 
 
 def _private_spec(home: Path) -> BrokerSpec:
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
-    return BrokerSpec(home=home, port=port, controller_port=controller_port)
+    return private_spec(home)
 
 
 @pytest.fixture(scope="session")
