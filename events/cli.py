@@ -126,6 +126,21 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    import os
+    import subprocess
+
+    # The projections belong to the query service: run its replay module as a process so
+    # the platform library imports no service code.
+    env = dict(os.environ)
+    if env.get("QUERY_DATABASE_URL"):
+        env["DATABASE_URL"] = env["QUERY_DATABASE_URL"]
+    cmd = [sys.executable, "-m", "services.query.replay", args.projection]
+    if args.verify:
+        cmd.append("--verify")
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
 def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
     from events.supervisor import SupervisorError, load_manifest, start, wait_ready
     from infra.broker import BrokerError, default_spec, up
@@ -211,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(run=_down)
     ps = sub.add_parser("ps", help="which services run, where, and their logs")
     ps.set_defaults(run=_ps)
+    replay = sub.add_parser("replay", help="rebuild a projection beside the live one, then switch")
+    replay.add_argument("projection", help="projection name (the query service's: query)")
+    replay.add_argument(
+        "--verify",
+        action="store_true",
+        help="rebuild to the side and report differences; do not switch",
+    )
+    replay.set_defaults(run=_replay)
     cli_ops.register(sub)
     cli_publish.register(sub)
     return parser

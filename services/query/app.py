@@ -1,0 +1,194 @@
+"""The query service's entrypoint: the ``query`` projection and its read API in one process.
+
+The query service is a ``Service`` with no event handlers of its own: instead of a consumer
+group it runs a ``ProjectionRunner`` (offsets kept in its database, beside its rows) next to
+uvicorn, in the shape of ``events.service.serve``: settings read once here, SIGTERM stops
+the projection first and then the API, within ``SHUTDOWN_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+from sqlalchemy import MetaData, text
+
+from events.projection import ProjectionRunner
+from events.routing import Router
+from events.service import Service, ServiceContext, ServiceSettings, build_context
+from events.settings import settings_error
+from events.tables import metadata as platform_metadata
+from services.query.api import ReadSide, projection_state, routes
+from services.query.projections import build_projection
+from services.query.reads import NotStarted, Reads
+from services.query.store import Reader, tune_gc, tune_sqlite
+
+log = logging.getLogger(__name__)
+
+
+class Settings(ServiceSettings):
+    http_port: int = Field(default=8106, ge=0, le=65535, description="query HTTP port")
+    projection_batch: int = Field(
+        default=2000, ge=1, le=50_000, description="Max events per projection transaction"
+    )
+
+
+def api(ctx: ServiceContext) -> APIRouter:
+    side: ReadSide = ctx.extras["read_side"]
+    return routes(side)
+
+
+SERVICE = Service(name="query", metadata=MetaData(), router=Router(), topics=[], api=api)
+
+
+def build_side(ctx: ServiceContext, settings: Settings) -> ReadSide:
+    """The runner over this environment's topics and the reads beside it."""
+    projection = build_projection(settings.topic_prefix)
+    runner = ProjectionRunner(
+        projection,
+        ctx.db,
+        ctx.codec,
+        settings.kafka_bootstrap_servers,
+        batch=settings.projection_batch,
+    )
+    side = ReadSide(runner, Reads(runner.store, Reader(ctx.db.url)))
+    ctx.extras["read_side"] = side
+    return side
+
+
+def build_app(ctx: ServiceContext) -> FastAPI:
+    side: ReadSide = ctx.extras["read_side"]
+    app = FastAPI(
+        title="choreo query",
+        version="1",
+        description="Read models of the order saga, kept from its events (CQRS).",
+        # A trailing slash is a 404 like any unknown path, not a redirect without a body.
+        redirect_slashes=False,
+    )
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": "query"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Ready once the projection runs and has caught up with every partition."""
+        checks: dict[str, object] = {"database": False}
+        with contextlib.suppress(Exception):
+            async with side.reads.reader.session() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = True
+        state = await projection_state(side) if checks["database"] else None
+        checks["projection_started"] = side.runner.started.is_set()
+        checks["caught_up"] = bool(state and state["caught_up"])
+        checks["lag"] = state["lag"] if state else None
+        ok = bool(checks["database"] and checks["projection_started"] and checks["caught_up"])
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.exception_handler(NotStarted)
+    async def not_started(_: Request, exc: NotStarted) -> JSONResponse:
+        return JSONResponse({"detail": "the projection is starting; retry shortly"}, 503)
+
+    @app.exception_handler(Exception)
+    async def server_fault(request: Request, exc: Exception) -> JSONResponse:
+        # Client mistakes are 4xx before they get here; this is a fault of the service.
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, 500)
+
+    app.include_router(api(ctx), prefix="/api/v1")
+    return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The service owns SIGTERM/SIGINT: it stops the projection before the API goes away.
+        yield
+
+
+async def _feed(runner: ProjectionRunner, stop: asyncio.Event) -> None:
+    """Starts the runner (the broker or the topics may not be there yet) and runs it."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await runner.start()
+            break
+        except Exception as exc:
+            log.warning("query: cannot start the projection yet (%s); retrying", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            delay = min(delay * 2, 5.0)
+    else:
+        return
+    await runner.run(stop)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Runs until SIGTERM/SIGINT (or until ``stop`` is set, when given)."""
+    ctx = build_context(SERVICE, settings)
+    tune_sqlite(ctx.db)
+    await ctx.db.create_all(platform_metadata)
+    side = build_side(ctx, settings)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    tasks = [asyncio.create_task(_feed(side.runner, stop), name="projection")]
+    server: _Server | None = None
+    if settings.http_port:
+        config = uvicorn.Config(
+            build_app(ctx),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(), name="http"))
+    log.info("query started (http port %s)", settings.http_port or "none")
+
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in done if t is not stopper and t.exception() is not None]
+    stop.set()
+    stopper.cancel()
+    if server is not None:
+        server.should_exit = True
+    try:
+        async with asyncio.timeout(settings.shutdown_timeout_s):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    except TimeoutError:
+        log.error("query: shutdown took longer than %.0fs", settings.shutdown_timeout_s)
+    await side.reads.reader.dispose()
+    await ctx.db.dispose()
+    if failed:
+        raise failed[0].exception()  # type: ignore[misc]
+    log.info("query stopped")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s query %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        settings = Settings()
+    except Exception as exc:
+        print(f"query: bad setting {settings_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    tune_gc()
+    asyncio.run(serve(settings))

@@ -1,0 +1,69 @@
+"""Query parameters the API parses itself: page cursors and read-your-writes positions.
+Pure: a bad value raises ``ValueError`` with a message fit for a 422 answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+from services.query.domain import iso
+
+# A Kafka topic name (its legal characters), a partition and an offset, in ASCII digits.
+_POSITION = re.compile(
+    r"^(?P<topic>[A-Za-z0-9._-]{1,249}):(?P<partition>[0-9]{1,9}):(?P<offset>[0-9]{1,18})$"
+)
+MAX_POSITIONS = 100
+
+
+def encode_cursor(created_at: str, order_id: str) -> str:
+    """An opaque cursor for the page after the row (created_at, order_id)."""
+    raw = json.dumps([created_at, order_id], separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """The (created_at, order_id) a cursor stands for."""
+    if not cursor or len(cursor) > 512:
+        raise ValueError("cursor is empty or too long")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ValueError("cursor is not one this API returned") from None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ValueError("cursor is not one this API returned")
+    created_at, order_id = value
+    try:
+        moment = datetime.fromisoformat(created_at)
+    except ValueError:
+        raise ValueError("cursor is not one this API returned") from None
+    if moment.tzinfo is None or iso(moment) != created_at:
+        raise ValueError("cursor is not one this API returned")
+    return created_at, order_id
+
+
+def parse_positions(values: Iterable[str]) -> dict[tuple[str, int], int]:
+    """``topic:partition:offset`` items (repeated and/or comma-separated) -> the highest
+    offset wanted per partition."""
+    wanted: dict[tuple[str, int], int] = {}
+    items = [item.strip() for value in values for item in value.split(",")]
+    if len(items) > MAX_POSITIONS:
+        raise ValueError(f"at most {MAX_POSITIONS} positions")
+    for item in items:
+        match = _POSITION.fullmatch(item)
+        if match is None:
+            raise ValueError(f"{item!r} is not topic:partition:offset")
+        topic, partition = match["topic"], int(match["partition"])
+        offset = int(match["offset"])
+        key = (topic, partition)
+        wanted[key] = max(wanted.get(key, -1), offset)
+    return wanted

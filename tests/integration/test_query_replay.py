@@ -1,0 +1,238 @@
+"""Rebuilding the query projection: under live traffic, killed midway, and from the command
+line, with the API answering throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from events.db import Database
+from events.projection import ProjectionStore
+from events.replay import Progress, replay
+from events.settings import REPO_ROOT
+from events.tables import metadata as platform_metadata
+from services.query.projections import build_projection
+from tests.integration.test_query_kit import (
+    PATHS,
+    QueryEnv,
+    Saga,
+    min_position,
+    publish_saga,
+    query_env,
+)
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+__all__ = ["query_env"]
+
+
+def busy_saga(orders: int, run: str | None = None) -> Saga:
+    saga = Saga(run=run) if run else Saga()
+    skus = [saga.sku(f"s{i}") for i in range(4)]
+    for sku in skus:
+        saga.restock(sku, 1000)
+    custs = [saga.customer(f"c{i}") for i in range(5)]
+    for cust in custs:
+        saga.deposit(cust, 1_000_000)
+    for i in range(orders):
+        saga.order(PATHS[i % len(PATHS)], custs[i % 5], [(skus[i % 4], 1 + i % 3, 100)])
+    return saga
+
+
+async def dump(
+    db: Database, store: ProjectionStore, generation: int | None = None
+) -> dict[str, Any]:
+    """Every row of every table of the (active) generation, keyed by base table name."""
+    number = generation if generation is not None else (await store.state())[0]
+    gen = store.generation(number)
+    out: dict[str, Any] = {}
+    async with db.session() as s:
+        for base, table in gen.tables.items():
+            rows = (await s.execute(select(table))).all()
+            out[base] = Counter(tuple(r) for r in rows)
+    return out
+
+
+async def rebuild_from_scratch(env: QueryEnv, url: str) -> dict[str, Any]:
+    db = Database(url)
+    await db.create_all(platform_metadata)
+    projection = build_projection(env.prefix)
+    try:
+        report = await replay(projection, db, env.codec, env.bootstrap, drop_grace_s=0)
+        return await dump(db, ProjectionStore(projection, db), report.generation)
+    finally:
+        await db.dispose()
+
+
+class Prober:
+    """Reads every endpoint in a loop and keeps every status it got."""
+
+    def __init__(self, env: QueryEnv, saga: Saga) -> None:
+        self.env, self.saga = env, saga
+        self.statuses: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        order = next(iter(self.saga.orders.values()))
+        paths = [
+            "/orders?limit=20",
+            f"/orders/{order.order_id}",
+            f"/orders/{order.order_id}/timeline",
+            f"/customers/{order.customer_id}",
+            f"/skus/{order.lines[0]['sku']}",
+            "/projections",
+        ]
+        while not self.stop.is_set():
+            for path in paths:
+                r = await self.env.http.get("/api/v1" + path)
+                self.statuses[r.status_code] += 1
+                if r.status_code != 200:
+                    self.failures.append(f"{path}: {r.status_code} {r.text[:200]}")
+            await asyncio.sleep(0.005)  # a client's pace, so the projection gets the loop
+
+
+async def test_replay_under_live_traffic_ends_as_a_rebuild_and_reads_never_fail(
+    query_env: QueryEnv, database_url: Callable[[str], str]
+):
+    env = query_env
+    first = busy_saga(120)
+    await env.caught_up(await publish_saga(env, first))
+    before = await dump(env.ctx.db, env.runner.store)
+    assert sum(before["query_timeline"].values()) == sum(
+        len(o.events) for o in first.orders.values()
+    )
+
+    prober = Prober(env, first)
+    reading = asyncio.create_task(prober.run())
+    second = busy_saga(120)
+    traffic = asyncio.create_task(publish_saga(env, second))
+    report = await replay(
+        env.runner.projection, env.ctx.db, env.codec, env.bootstrap, batch=150, drop_grace_s=0.2
+    )
+    published = await traffic
+    assert report.switched and report.generation == 2
+    await eventually(lambda: env.runner.generation == 2, what="the runner to follow generation 2")
+    await env.caught_up(published)
+    prober.stop.set()
+    await reading
+    assert prober.failures == [], prober.failures[:5]
+    assert prober.statuses[200] > 20
+
+    live = await dump(env.ctx.db, env.runner.store)
+    assert live == await rebuild_from_scratch(env, database_url("scratch"))
+    verify = await replay(env.runner.projection, env.ctx.db, env.codec, env.bootstrap, verify=True)
+    assert verify.differences == [] and not verify.switched
+    r = await env.get("/projections")
+    assert r.json()[0]["active_generation"] == 2 and r.json()[0]["building_generation"] is None
+
+
+async def test_a_killed_replay_changes_nothing_and_the_next_one_completes(query_env: QueryEnv):
+    env = query_env
+    saga = busy_saga(100)
+    published = await publish_saga(env, saga)
+    await env.caught_up(published)
+    order = next(iter(saga.orders))
+    answers = [f"/orders/{order}", f"/orders/{order}/timeline", "/orders?limit=500", "/projections"]
+    before_rows = await dump(env.ctx.db, env.runner.store)
+    before = {p: (await env.get(p)).json() for p in answers}
+
+    def kill(progress: Progress) -> None:
+        if progress.events >= 200:
+            raise KeyboardInterrupt  # stands for the process being killed
+
+    with pytest.raises(KeyboardInterrupt):
+        await replay(
+            env.runner.projection, env.ctx.db, env.codec, env.bootstrap, batch=50, on_progress=kill
+        )
+    assert await env.runner.store.state() == (1, 2)  # a half-built generation, unused
+    assert await dump(env.ctx.db, env.runner.store) == before_rows
+    for path in answers:
+        after = (await env.get(path)).json()
+        if path == "/projections":
+            assert after[0]["active_generation"] == 1 and after[0]["building_generation"] == 2
+        else:
+            assert after == before[path]
+
+    report = await replay(
+        env.runner.projection, env.ctx.db, env.codec, env.bootstrap, drop_grace_s=0.1
+    )
+    assert report.switched and report.generation == 3
+    await eventually(lambda: env.runner.generation == 3, what="the runner to follow generation 3")
+    assert await dump(env.ctx.db, env.runner.store) == before_rows
+    r = await env.get(f"/orders/{order}", min_position=min_position(published))
+    assert r.json() == before[f"/orders/{order}"]
+
+
+def run_cli(env: QueryEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    child = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": env.bootstrap,
+        "TOPIC_PREFIX": env.prefix,
+        "DATABASE_URL": env.settings.database_url,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.query.replay", *args],
+        env=child,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+async def test_the_replay_command(query_env: QueryEnv):
+    env = query_env
+    saga = busy_saga(30)
+    await env.caught_up(await publish_saga(env, saga))
+
+    done = await asyncio.to_thread(run_cli, env, "query")
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt generation 2 from" in done.stdout and "now serving it" in done.stdout
+    assert "events/s" in done.stderr and "ETA" in done.stderr  # the progress line
+    await eventually(lambda: env.runner.generation == 2, what="the runner to follow the switch")
+
+    checked = await asyncio.to_thread(run_cli, env, "query", "--verify")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "matches the live one" in checked.stdout
+
+    unknown = await asyncio.to_thread(run_cli, env, "orders")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "unknown projection 'orders'; known: query"
+
+
+async def test_verify_reports_differences(query_env: QueryEnv):
+    """A live row changed behind the projection's back shows up in --verify (exit 1)."""
+    env = query_env
+    saga = busy_saga(10)
+    await env.caught_up(await publish_saga(env, saga))
+    sku = next(iter(saga.orders.values())).lines[0]["sku"]
+    gen = env.runner.store.generation(env.runner.generation)
+    async with env.ctx.db.session() as s, s.begin():
+        table = gen["query_skus"]
+        await s.execute(table.update().where(table.c.sku == sku).values(received=-1))
+    checked = await asyncio.to_thread(run_cli, env, "query", "--verify")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "1 difference(s)" in checked.stdout and f"query_skus ('{sku}',)" in checked.stdout
+
+
+async def test_reads_served_during_a_replay_started_from_another_process(query_env: QueryEnv):
+    env = query_env
+    saga = busy_saga(60)
+    await env.caught_up(await publish_saga(env, saga))
+    prober = Prober(env, saga)
+    reading = asyncio.create_task(prober.run())
+    done = await asyncio.to_thread(run_cli, env, "query", "--batch", "40")
+    prober.stop.set()
+    await reading
+    assert done.returncode == 0, done.stderr
+    assert prober.failures == [], prober.failures[:5]
+    await eventually(lambda: env.runner.generation == 2, what="the runner to follow the switch")

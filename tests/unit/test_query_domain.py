@@ -1,0 +1,352 @@
+"""The query projection's rules, without I/O: joins, contributions, balances, and the whole
+batch logic run against an in-memory store (the SQL store runs it in the integration tests).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events.envelope import Envelope, Event
+from schemas.models import ALL_EVENTS
+from services.query.batch import Batch
+from services.query.domain import (
+    PENDING,
+    RULES,
+    Created,
+    Customer,
+    Decline,
+    Money,
+    Terminal,
+    apply_money,
+    fold,
+    iso,
+    join,
+    status,
+    stock_of,
+)
+from services.query.projections import collect
+from services.query.rows import (
+    customer_from_row,
+    customer_row,
+    order_row,
+    order_view,
+    sku_from_row,
+    sku_row,
+)
+from services.query.tables import CUSTOMERS, ORDERS, SKUS, define_tables
+from tests.integration.test_query_kit import PATHS, Saga
+
+TOPIC = {
+    "orders": "orders.events",
+    "inventory": "inventory.events",
+    "payments": "payments.events",
+    "shipping": "shipping.events",
+    "notifications": "notifications.events",
+    "warehouse": "inventory.requests",
+    "bank": "payments.requests",
+}
+
+
+# --- the saga as events, and the batch logic over an in-memory store ------------------------
+
+
+def events_of(saga: Saga) -> list[Event[Any]]:
+    out = []
+    for offset, sent in enumerate(saga.sent):
+        d = sent.draft
+        env = Envelope(
+            event_id=sent.event_id,
+            event_type=d.event_type,
+            schema_version=1,
+            occurred_at=d.occurred_at,
+            producer=sent.producer,
+            correlation_id=d.correlation_id or sent.event_id,
+            key=d.key,
+            causation_id=d.causation_id,
+        )
+        payload = ALL_EVENTS[d.event_type].model_validate(d.payload)
+        out.append(Event(env, payload, TOPIC[sent.producer], 0, offset))
+    return out
+
+
+class MemoryStore:
+    """The Store port over dicts of rows (through the same row conversions as the SQL one)."""
+
+    def __init__(self) -> None:
+        self.order_rows: dict[str, tuple] = {}
+        self.timeline: dict[tuple[str, str], tuple] = {}
+        self.deposit_ids: set[str] = set()
+        self.restock_ids: set[str] = set()
+        self.customer_rows: dict[str, tuple] = {}
+        self.sku_rows: dict[str, tuple] = {}
+
+    def orders(self, keys):
+        return {k: order_view(self.order_rows[k]) for k in keys if k in self.order_rows}
+
+    def customers(self, keys):
+        return {
+            k: customer_from_row(self.customer_rows[k]) for k in keys if k in self.customer_rows
+        }
+
+    def skus(self, keys):
+        return {k: sku_from_row(self.sku_rows[k]) for k in keys if k in self.sku_rows}
+
+    def deposits_seen(self, keys):
+        return set(keys) & self.deposit_ids
+
+    def restocks_seen(self, keys):
+        return set(keys) & self.restock_ids
+
+    def save(self, *, orders, timeline, deposits, restocks, customers, skus):
+        self.order_rows.update({k: order_row(k, v) for k, v in orders.items()})
+        for row in timeline:
+            self.timeline.setdefault((row[0], row[1]), row)
+        self.deposit_ids.update(d[0] for d in deposits)
+        self.restock_ids.update(r[0] for r in restocks)
+        self.customer_rows.update({c.customer_id: customer_row(c) for c in customers})
+        self.sku_rows.update({s.sku: sku_row(s) for s in skus})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "orders": self.order_rows,
+            "timeline": {k: v[:8] for k, v in self.timeline.items()},  # not where it was read
+            "customers": self.customer_rows,
+            "skus": self.sku_rows,
+        }
+
+
+def apply(events: list[Event[Any]], batch_sizes: list[int]) -> MemoryStore:
+    store = MemoryStore()
+    i = 0
+    sizes = iter(batch_sizes)
+    while i < len(events):
+        size = max(1, next(sizes, len(events)))
+        batch = Batch(None)  # type: ignore[arg-type]
+        for event in events[i : i + size]:
+            collect(batch, event)
+        batch.write_to(store)
+        i += size
+    return store
+
+
+def saga_with_every_path(seed: int = 1) -> Saga:
+    saga = Saga(run="unit")
+    rng = random.Random(seed)
+    sku_a, sku_b = saga.sku("a"), saga.sku("b")
+    saga.restock(sku_a, 50)
+    saga.restock(sku_b, 50)
+    for name in ("ada", "bo"):
+        saga.deposit(saga.customer(name), 100_000)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    for i, path in enumerate(PATHS * 2):
+        lines = [(sku_a, rng.randint(1, 3), 100)] + ([(sku_b, 1, 250)] if i % 2 else [])
+        saga.order(
+            path, saga.customer("ada" if i % 3 else "bo"), lines, at=t0 + timedelta(seconds=i)
+        )
+    return saga
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_rows_depend_on_the_set_of_events_not_on_order_batches_or_duplicates(data):
+    events = events_of(saga_with_every_path())
+    expected = apply(events, [len(events)]).snapshot()
+    shuffled = data.draw(st.permutations(events))
+    repeats = data.draw(st.lists(st.sampled_from(events), max_size=15))
+    mixed = list(shuffled)
+    for e in repeats:  # re-deliveries (a relay re-publishing after a crash)
+        mixed.insert(data.draw(st.integers(0, len(mixed))), e)
+    sizes = data.draw(st.lists(st.integers(1, 40), min_size=1, max_size=30))
+    assert apply(mixed, sizes).snapshot() == expected
+
+
+def test_the_store_matches_what_the_saga_did():
+    saga = saga_with_every_path()
+    store = apply(events_of(saga), [7])
+    statuses = {k: r[2] for k, r in store.order_rows.items()}
+    for order in saga.orders.values():
+        want = {
+            "success": "COMPLETED",
+            "out of stock": "REJECTED",
+            "insufficient funds": "CANCELLED",
+            "unserviceable address": "CANCELLED",
+            "cancelled": "CANCELLED",
+        }[order.path]
+        assert statuses[order.order_id] == want
+    # Per SKU, inventory's invariant: on hand + reserved == received - shipped, and shipped is
+    # what the completed orders took.
+    shipped: dict[str, int] = {}
+    for order in saga.orders.values():
+        if order.path == "success":
+            for line in order.lines:
+                shipped[line["sku"]] = shipped.get(line["sku"], 0) + line["quantity"]
+    for sku, received, reserved, done, on_hand in store.sku_rows.values():
+        assert received == 50 and reserved == 0 and done == shipped[sku]
+        assert on_hand + reserved == received - done
+    # Per customer, payments' invariant: balance + captured - refunded == deposited.
+    for row in store.customer_rows.values():
+        c = customer_from_row(row)
+        assert c.balance_cents + c.captured_cents - c.refunded_cents == c.deposited_cents
+    assert len(store.timeline) == sum(len(o.events) for o in saga.orders.values())
+
+
+# --- joins ----------------------------------------------------------------------------------------
+
+times = st.datetimes(
+    min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+).map(iso)
+small = st.sampled_from(["a", "b", "c"])
+VALUES: dict[str, Any] = {
+    "updated_at": times,
+    "customer_id": small,
+    "created": st.builds(Created, times, st.integers(0, 9), small),
+    "terminal": st.builds(
+        Terminal,
+        times,
+        small,
+        st.sampled_from(["COMPLETED", "REJECTED", "CANCELLED"]),
+        st.none() | small,
+        st.none() | small,
+    ),
+    "payment_id": small,
+    "payment_status": st.sampled_from(["CAPTURED", "DECLINED", "REFUNDED"]),
+    "captured_cents": st.integers(0, 9),
+    "refunded_cents": st.integers(0, 9),
+    "payment_reason": small,
+    "shipment_id": small,
+    "shipment_status": st.sampled_from(["SCHEDULED", "FAILED", "CANCELLED"]),
+    "carrier": small,
+    "shipment_reason": small,
+    "stock_status": st.sampled_from(["RESERVED", "REJECTED", "SHIPPED", "RELEASED"]),
+    "stock_lines": st.lists(st.tuples(small, st.integers(1, 3)), min_size=1, max_size=2).map(tuple),
+    "stock_reason": small,
+    "notified_at": times,
+}
+assert set(VALUES) == set(RULES)
+patches = st.fixed_dictionaries(
+    {"updated_at": times}, optional={k: v for k, v in VALUES.items() if k != "updated_at"}
+)
+
+
+@given(patches, patches, patches)
+def test_join_is_commutative_associative_and_idempotent(a, b, c):
+    assert join(a, b) == join(b, a)
+    assert join(join(a, b), c) == join(a, join(b, c))
+    assert join(a, a) == a
+    assert join(join(a, b), b) == join(a, b)
+
+
+def test_statuses_only_climb():
+    assert (
+        join({"stock_status": "SHIPPED"}, {"stock_status": "RESERVED"})["stock_status"] == "SHIPPED"
+    )
+    assert (
+        join({"stock_status": "SHIPPED"}, {"stock_status": "RELEASED"})["stock_status"]
+        == "RELEASED"
+    )
+    assert (
+        join({"payment_status": "REFUNDED"}, {"payment_status": "CAPTURED"})["payment_status"]
+        == "REFUNDED"
+    )
+    assert (
+        join({"shipment_status": "CANCELLED"}, {"shipment_status": "SCHEDULED"})["shipment_status"]
+        == "CANCELLED"
+    )
+
+
+def test_the_first_terminal_event_wins_on_every_replay():
+    early = Terminal("2025-01-01T00:00:00.000000+00:00", "b", "CANCELLED", "r", None)
+    late = Terminal("2025-01-02T00:00:00.000000+00:00", "a", "COMPLETED")
+    assert join({"terminal": late}, {"terminal": early})["terminal"] == early
+    assert join({"terminal": early}, {"terminal": late})["terminal"] == early
+
+
+def test_status_is_pending_until_terminal_and_unknown_until_created():
+    created = Created("2025-01-01T00:00:00.000000+00:00", 1, "[]")
+    assert status({}) is None
+    assert status({"terminal": Terminal("t", "e", "COMPLETED")}) is None
+    assert status({"created": created}) == PENDING
+    assert status({"created": created, "terminal": Terminal("t", "e", "REJECTED")}) == "REJECTED"
+
+
+@pytest.mark.parametrize(
+    ("state", "reserved", "shipped"),
+    [("RESERVED", 3, 0), ("SHIPPED", 0, 3), ("RELEASED", 0, 0), ("REJECTED", 0, 0)],
+)
+def test_what_an_order_holds_of_a_sku_mirrors_inventory(state, reserved, shipped):
+    part = stock_of({"stock_status": state, "stock_lines": (("w", 1), ("w", 2))})["w"]
+    assert (part.reserved, part.shipped) == (reserved, shipped)
+    assert stock_of({"stock_status": "SHIPPED"}) == {}  # completed before the reservation is seen
+
+
+def test_fold_reports_only_changes():
+    view = {"updated_at": "t", "customer_id": "c", "captured_cents": 5}
+    folded = fold({"o": view}, {"o": {"updated_at": "t", "captured_cents": 5}})
+    assert folded.changed == {} and folded.money == {} and folded.stock == {}
+    folded = fold({}, {"o": view})
+    assert folded.money["c"] == Money(orders=0, captured=5)
+
+
+# --- the customer balance rule -----------------------------------------------------------------
+
+
+def test_balance_as_last_seen_is_payments_invariant_over_the_money_events_applied():
+    c = Customer("c")
+    c = apply_money(c, Money(deposited=1000), money_at="2025-01-01T00:00:00.000000+00:00")
+    c = apply_money(c, Money(orders=1, captured=300), money_at="2025-01-03T00:00:00.000000+00:00")
+    c = apply_money(c, Money(refunded=100), money_at="2025-01-02T00:00:00.000000+00:00")
+    assert c.balance_cents == 1000 - 300 + 100
+    assert c.balance_as_of == "2025-01-03T00:00:00.000000+00:00"  # the latest, not the last applied
+    assert c.orders_count == 1
+
+
+def test_a_decline_reports_a_snapshot_and_moves_no_money():
+    c = apply_money(Customer("c"), Money(deposited=50))
+    old = Decline("2025-01-01T00:00:00.000000+00:00", "e1", 40)
+    new = Decline("2025-01-02T00:00:00.000000+00:00", "e0", 10)
+    c = apply_money(c, decline=new)
+    c = apply_money(c, decline=old)  # seen later, happened earlier
+    assert c.last_decline == new and c.balance_cents == 50
+
+
+def test_iso_is_fixed_width_utc():
+    from datetime import timezone
+
+    eastern = datetime(2025, 1, 1, 7, 0, tzinfo=timezone(timedelta(hours=-5)))
+    assert iso(eastern) == "2025-01-01T12:00:00.000000+00:00"
+    assert iso(datetime(2025, 1, 1, 12, 0)) == "2025-01-01T12:00:00.000000+00:00"
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+
+@given(patches)
+def test_order_rows_hold_the_whole_view(view):
+    assert order_view(order_row("o", view)) == view
+
+
+def test_row_tuples_are_in_the_tables_column_order():
+    from sqlalchemy import MetaData
+
+    md = MetaData()
+    define_tables(md, "_t")
+    orders = md.tables[ORDERS + "_t"]
+    assert len(order_row("o", {"updated_at": "t"})) == len(orders.columns)
+    assert [c.name for c in orders.columns][:3] == ["order_id", "customer_id", "status"]
+    assert len(customer_row(Customer("c"))) == len(md.tables[CUSTOMERS + "_t"].columns)
+    from services.query.domain import Sku
+
+    assert len(sku_row(Sku("s"))) == len(md.tables[SKUS + "_t"].columns)
+    row = customer_row(apply_money(Customer("c"), Money(1, 2, 3, 4), "t", Decline("t", "e", 5)))
+    assert customer_from_row(row) == apply_money(
+        Customer("c"), Money(1, 2, 3, 4), "t", Decline("t", "e", 5)
+    )
