@@ -12,8 +12,6 @@ import httpx
 import pytest
 
 from events.settings import REPO_ROOT
-from events.supervisor import ProcessSpec, start, stop, wait_ready
-from infra.broker import free_port
 from services.demo import drive
 from services.saga_check import World, statuses
 from tests.e2e.conftest import Stack
@@ -25,19 +23,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 async def query(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """The query service of the stack (started here while the manifest does not list it)."""
-    spec = next((s for s in stack.specs if s.name == "query"), None)
-    own = spec is None
-    if spec is None:
-        spec = ProcessSpec("query", "services.query", free_port())
-        kwargs = {"var_dir": stack.var_dir, "bootstrap": stack.bootstrap, "env": stack.env}
-        await asyncio.to_thread(start, [spec], **kwargs)
-        await asyncio.to_thread(wait_ready, [spec], var_dir=stack.var_dir, deadline_s=90)
-    base = f"http://127.0.0.1:{spec.port}/api/v1"
+    """A client of the stack's query service."""
+    base = f"http://127.0.0.1:{stack.spec('query').port}/api/v1"
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         yield http
-    if own:
-        await asyncio.to_thread(stop, [spec], var_dir=stack.var_dir)
 
 
 async def disagreements(world: World, stack: Stack, query: httpx.AsyncClient) -> list[str]:
@@ -105,7 +94,8 @@ async def test_the_read_side_agrees_with_every_service_and_survives_a_replay(
     assert len({e["correlation_id"] for e in timeline}) == 1
 
     child = {**os.environ, **stack.env, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap}
-    child.update(VAR_DIR=str(stack.var_dir), DATABASE_URL="")
+    # The replay works on the query service's own database.
+    child.update(VAR_DIR=str(stack.var_dir), DATABASE_URL=stack.env.get("QUERY_DATABASE_URL", ""))
     replayed = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
