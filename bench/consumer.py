@@ -80,8 +80,9 @@ class _TimedConsumer(EventConsumer):
     async def process(
         self, batches: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
     ) -> None:
-        await super().process(batches, stop)  # applied, db-committed, offsets committed
+        await super().process(batches, stop)  # applied, db-committed, offset commit sent
         if self.finished is None and self.stats.applied >= self.target:
+            await self.settle_commit()  # the span ends when the offsets are committed
             self.finished = Sample.now()
             stop.set()
 

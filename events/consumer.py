@@ -20,9 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from events.bulk import insert_rows
 from events.codec import AvroCodec, CodecError
 from events.db import Database
 from events.dlq import send_dead_letter
@@ -39,7 +40,7 @@ from events.metrics import (
 from events.outbox import Outbox, UnitOfWork
 from events.routing import HandlerSpec, PermanentError, RetryPolicy, Router
 from events.tables import inbox
-from events.telemetry import handling_span, trace_ids, tracing_enabled
+from events.telemetry import handling_span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,12 @@ class _Lock(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.assigned: set[TopicPartition] = set()
+        self.before_revoke: Hook | None = None
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self.lock:
+            if self.before_revoke is not None:
+                await self.before_revoke()
             self.assigned -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -115,6 +119,8 @@ class EventConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
+        self._commit: asyncio.Future[None] | None = None
+        self._listener.before_revoke = self.settle_commit
 
     @property
     def kafka(self) -> AIOKafkaConsumer:
@@ -140,6 +146,8 @@ class EventConsumer:
 
     async def close(self) -> None:
         if self._consumer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self.settle_commit()
             consumer, self._consumer = self._consumer, None
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
@@ -194,8 +202,18 @@ class EventConsumer:
         if self.after_db_commit is not None:
             await self.after_db_commit()
         self._record_lag(offsets)
+        # The offset commit (a broker round trip) overlaps the next batch's work; it is
+        # awaited before the next commit, a revocation or close, so commits stay in order.
+        await self.settle_commit()
+        self._commit = asyncio.ensure_future(self.kafka.commit(offsets))
+
+    async def settle_commit(self) -> None:
+        """Wait for the offset commit in flight, if any."""
+        pending, self._commit = self._commit, None
+        if pending is None:
+            return
         try:
-            await self.kafka.commit(offsets)
+            await pending
         except CommitFailedError as exc:
             # The partitions moved during a rebalance; the next owner re-reads and the
             # inbox makes that harmless.
@@ -237,6 +255,7 @@ class EventConsumer:
             seen = await self._already_processed(uow, [i.event.event_id for i in items])
             rows = []
             now = utcnow()
+            traced = tracing_enabled()
             for item in items:
                 event_id = item.event.event_id
                 if event_id in seen:
@@ -244,7 +263,7 @@ class EventConsumer:
                     continue
                 seen.add(event_id)
                 uow.cause = item.event.envelope
-                await self._handle(uow, item)
+                await self._handle(uow, item, traced)
                 rows.append(
                     {
                         "consumer": self.name,
@@ -255,7 +274,7 @@ class EventConsumer:
                 )
                 applied[item.spec.event_type] = applied.get(item.spec.event_type, 0) + 1
             if rows:
-                await uow.session.execute(insert(inbox), rows)
+                await insert_rows(uow.session, inbox, rows)
             await uow.commit()
         self.stats.duplicates += duplicates
         if duplicates:
@@ -265,48 +284,34 @@ class EventConsumer:
             self.stats.applied += n
             self.stats.by_type[event_type] = self.stats.by_type.get(event_type, 0) + n
 
-    async def _handle(self, uow: UnitOfWork, item: _Item) -> None:
+    async def _handle(self, uow: UnitOfWork, item: _Item, traced: bool) -> None:
         env = item.event.envelope
         started = time.perf_counter()
-        if not tracing_enabled():
-            # No tracer installed: keep the log context, skip building a no-op span.
-            bind_event(
-                event_type=env.event_type,
-                event_id=env.event_id,
-                correlation_id=env.correlation_id,
-                trace_id=trace_ids(env.traceparent)[0],
-                span_id="",
-            )
-            try:
+        token = bind_event(
+            event_type=env.event_type,
+            event_id=env.event_id,
+            correlation_id=env.correlation_id,
+            traceparent=env.traceparent,
+        )
+        try:
+            if not traced:  # no tracer installed: skip building a no-op span per event
                 await item.spec.fn(uow, item.event)
-            finally:
-                unbind_event()
-                self._histogram(env.event_type).observe(time.perf_counter() - started)
-            return
-        attributes: dict[str, str | int] = {
-            "messaging.system": "kafka",
-            "messaging.destination.name": item.record.topic,
-            "messaging.kafka.partition": item.record.partition,
-            "messaging.kafka.offset": item.record.offset,
-            "choreo.consumer": self.name,
-            "choreo.event_type": env.event_type,
-            "choreo.event_id": env.event_id,
-            "choreo.correlation_id": env.correlation_id,
-        }
-        with handling_span(f"handle {env.event_type}", env.traceparent, attributes):
-            trace_id, span_id = trace_ids()
-            bind_event(
-                event_type=env.event_type,
-                event_id=env.event_id,
-                correlation_id=env.correlation_id,
-                trace_id=trace_id,
-                span_id=span_id,
-            )
-            try:
+                return
+            attributes: dict[str, str | int] = {
+                "messaging.system": "kafka",
+                "messaging.destination.name": item.record.topic,
+                "messaging.kafka.partition": item.record.partition,
+                "messaging.kafka.offset": item.record.offset,
+                "choreo.consumer": self.name,
+                "choreo.event_type": env.event_type,
+                "choreo.event_id": env.event_id,
+                "choreo.correlation_id": env.correlation_id,
+            }
+            with handling_span(f"handle {env.event_type}", env.traceparent, attributes):
                 await item.spec.fn(uow, item.event)
-            finally:
-                unbind_event()
-                self._histogram(env.event_type).observe(time.perf_counter() - started)
+        finally:
+            unbind_event(token)
+            self._histogram(env.event_type).observe(time.perf_counter() - started)
 
     def _histogram(self, event_type: str) -> Any:
         histogram = self._histograms.get(event_type)

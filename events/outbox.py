@@ -8,9 +8,10 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from events.bulk import insert_rows
 from events.codec import AvroCodec
 from events.db import Database
 from events.envelope import Envelope, new_event_id, utcnow
@@ -175,7 +176,7 @@ class UnitOfWork:
         """Write the staged rows now (before reading them back in the same transaction)."""
         staged, self._staged = self._staged, {}
         for table, rows in staged.items():
-            await self.session.execute(insert(table), rows)
+            await insert_rows(self.session, table, rows)
 
     @property
     def pending_events(self) -> int:
@@ -183,7 +184,7 @@ class UnitOfWork:
 
     async def flush_events(self) -> None:
         if self._rows:
-            await self.session.execute(insert(outbox_table), self._rows)
+            await insert_rows(self.session, outbox_table, self._rows)
             self._emitted = True
             self._rows = []
 
