@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+from events.sqlite_inline import connector
 
 
 def sqlite_url(path: Path) -> str:
@@ -24,7 +27,20 @@ def is_sqlite(url: str) -> bool:
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if is_sqlite(url):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        path = make_url(url).database
+        if path and path != ":memory:":
+            # One connection, called on the loop's thread (events.sqlite_inline says why);
+            # a session waits for it asynchronously while another one holds it.
+            engine = create_async_engine(
+                url,
+                echo=echo,
+                async_creator=connector(path, timeout=30),
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=120,
+            )
+        else:
+            engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _tune_sqlite(engine)
         return engine
     return create_async_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
