@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import LOGICAL_READERS
 
 from events.catalogue import Catalogue, SchemaVersion
 from events.contract_check import first_error
@@ -71,10 +72,25 @@ class Decoded:
     payload: dict[str, Any]
 
 
+def _keep_uuid_text(data: str, *_schemas: Any) -> str:
+    return data
+
+
+def _uuids_as_text() -> None:
+    """Decode ``logicalType: uuid`` strings as the text on the wire, not ``uuid.UUID``.
+
+    Payload models hold uuids as canonical strings anyway (``schemas.models.Uuid``), so
+    building a ``UUID`` per id field only to turn it back into text cost two conversions an
+    id on every decode. Invalid text is still refused, by the model's validator.
+    """
+    LOGICAL_READERS["string-uuid"] = _keep_uuid_text  # fastavro's public hook, process-wide
+
+
 class AvroCodec:
     def __init__(self, catalogue: Catalogue, framing: Framing | None = None) -> None:
         self.catalogue = catalogue
         self.framing: Framing = framing or SingleObjectFraming()
+        _uuids_as_text()
 
     def validate(self, event_type: str, payload: Mapping[str, Any]) -> None:
         """Raise ContractViolation naming the field when the payload breaks the contract."""
