@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.db import Database
@@ -29,6 +29,12 @@ from events.metrics import EVENTS_PRODUCED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 from events.tables import outbox
 
 log = logging.getLogger(__name__)
+
+_MARK_SENT = (
+    update(outbox)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .values(sent_at=bindparam("now"))
+)
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
 AfterPublish = Callable[[Sequence[Any]], Awaitable[None]]
@@ -65,6 +71,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.published = 0
         self.failures = 0
+        self._unsent_stmt: Select[Any] | None = None
 
     def notify(self) -> None:
         """A unit of work committed rows: publish without waiting for the poll."""
@@ -117,6 +124,11 @@ class OutboxRelay:
         return acked
 
     def _unsent(self) -> Select[Any]:
+        if self._unsent_stmt is None:  # built once: it runs after every commit
+            self._unsent_stmt = self._build_unsent()
+        return self._unsent_stmt
+
+    def _build_unsent(self) -> Select[Any]:
         return (
             select(
                 outbox.c.id,
@@ -187,9 +199,8 @@ class OutboxRelay:
         return acked, failure
 
     async def _mark_sent(self, ids: list[int]) -> None:
-        now = utcnow()
         async with self.db.session() as session, session.begin():
-            await session.execute(update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now))
+            await session.execute(_MARK_SENT, {"ids": ids, "now": utcnow()})
 
     async def purge(self) -> int:
         cutoff = utcnow() - self.config.retention
