@@ -30,7 +30,8 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         path = make_url(url).database
         if path and path != ":memory:":
             # One connection, called on the loop's thread (events.sqlite_inline says why);
-            # a session waits for it asynchronously while another one holds it.
+            # a session waits for it asynchronously while another one holds it. A locked
+            # database is waited for by sqlite_inline's retries, not by SQLite's busy wait.
             engine = create_async_engine(
                 url,
                 echo=echo,
@@ -39,14 +40,15 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
                 max_overflow=0,
                 pool_timeout=120,
             )
+            _tune_sqlite(engine, busy_timeout_ms=0)
         else:
             engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-        _tune_sqlite(engine)
+            _tune_sqlite(engine, busy_timeout_ms=30_000)
         return engine
     return create_async_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook below decide how transactions start.
@@ -54,7 +56,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

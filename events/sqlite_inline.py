@@ -8,9 +8,12 @@ service's CPU. SQLite on a local file in WAL mode answers these calls in microse
 running them inline costs less than the hand-over.
 
 The one thing a worker thread bought was that a call waiting for SQLite's write lock did
-not block the loop. ``events.db`` therefore gives each engine a single connection: tasks of
-one process queue for it asynchronously (SQLAlchemy's pool) and never meet at the lock;
-only another process holding the lock can make a call wait (``busy_timeout``).
+not block the loop. Here a call that finds the database locked (another connection, in this
+process or another, is writing) gives up at once and is retried after an asynchronous
+pause, until the connection's timeout: the loop keeps running, so the writer it waits for
+can finish even when that writer is a task of the same loop. SQLite allows retrying a
+statement that returned SQLITE_BUSY. ``events.db`` also gives each engine a single
+connection, so the tasks of one engine queue for it in SQLAlchemy's pool instead.
 """
 
 from __future__ import annotations
@@ -21,12 +24,36 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_FIRST_PAUSE_S = 0.001
+_MAX_PAUSE_S = 0.05
+
+
+async def _when_unlocked(timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, retried with growing asynchronous pauses while the database is
+    locked, for up to ``timeout_s``."""
+    pause = _FIRST_PAUSE_S
+    deadline: float | None = None
+    while True:
+        try:
+            return call(*args)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _BUSY:
+                raise
+            now = asyncio.get_running_loop().time()
+            deadline = deadline if deadline is not None else now + timeout_s
+            if now >= deadline:
+                raise
+            await asyncio.sleep(pause)  # let the writer holding the lock run
+            pause = min(pause * 2, _MAX_PAUSE_S)
+
 
 class InlineCursor:
     """aiosqlite's Cursor interface over a sqlite3 cursor."""
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: sqlite3.Cursor, timeout_s: float) -> None:
         self._cursor = cursor
+        self._timeout_s = timeout_s
 
     async def __aenter__(self) -> InlineCursor:
         return self
@@ -55,11 +82,12 @@ class InlineCursor:
         self._cursor.arraysize = value
 
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
-        self._cursor.execute(sql, parameters)
+        await _when_unlocked(self._timeout_s, self._cursor.execute, sql, parameters)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
-        self._cursor.executemany(sql, parameters)
+        rows = parameters if isinstance(parameters, list) else list(parameters)
+        await _when_unlocked(self._timeout_s, self._cursor.executemany, sql, rows)
         return self
 
     async def fetchone(self) -> Any:
@@ -78,8 +106,8 @@ class InlineCursor:
 class _CursorContext:
     """What ``Connection.cursor()`` returns in aiosqlite: awaitable and an async context."""
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = InlineCursor(cursor)
+    def __init__(self, cursor: InlineCursor) -> None:
+        self._cursor = cursor
 
     def __await__(self) -> Any:
         async def done() -> InlineCursor:
@@ -114,9 +142,10 @@ class _Calls:
 class InlineConnection:
     """aiosqlite's Connection interface (as SQLAlchemy's dialect uses it) over sqlite3."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, timeout_s: float) -> None:
         self._conn = conn
         self._connection: sqlite3.Connection | None = conn
+        self._timeout_s = timeout_s
         self._tx = _Calls()
 
     @property
@@ -124,13 +153,13 @@ class InlineConnection:
         return self._conn.isolation_level
 
     def cursor(self) -> _CursorContext:
-        return _CursorContext(self._conn.cursor())
+        return _CursorContext(InlineCursor(self._conn.cursor(), self._timeout_s))
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> InlineCursor:
-        return InlineCursor(self._conn.execute(sql, parameters))
+        return await InlineCursor(self._conn.cursor(), self._timeout_s).execute(sql, parameters)
 
     async def commit(self) -> None:
-        self._conn.commit()
+        await _when_unlocked(self._timeout_s, self._conn.commit)
 
     async def rollback(self) -> None:
         self._conn.rollback()
@@ -154,9 +183,9 @@ def connector(path: str, *, timeout: float) -> Callable[[], Any]:
 
     async def connect() -> InlineConnection:
         # check_same_thread off: SQLAlchemy may close a connection from the garbage
-        # collector's thread; every other call comes from the loop's thread.
-        return InlineConnection(
-            sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
-        )
+        # collector's thread; every other call comes from the loop's thread. timeout=0:
+        # never wait for a lock inside SQLite (that would block the loop); see above.
+        conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
+        return InlineConnection(conn, timeout)
 
     return connect

@@ -1,0 +1,54 @@
+"""SQLite engines run driver calls on the loop: a locked database is waited for without
+blocking the loop, so writers of one process on one file never deadlock."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import text
+
+from events.db import Database, sqlite_url
+
+
+async def test_two_engines_on_one_file_take_turns_while_a_writer_is_suspended(
+    tmp_path: Path,
+) -> None:
+    url = sqlite_url(tmp_path / "shared.db")
+    first, second = Database(url), Database(url)
+    try:
+        async with first.engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (writer TEXT, n INTEGER)")
+        order: list[str] = []
+        holding = asyncio.Event()
+
+        async def slow_writer() -> None:
+            async with first.session() as session, session.begin():
+                await session.execute(text("INSERT INTO t VALUES ('slow', 1)"))
+                holding.set()
+                await asyncio.sleep(0.3)  # suspended while holding SQLite's write lock
+                order.append("slow")
+
+        async def fast_writer() -> None:
+            await holding.wait()
+            async with second.session() as session, session.begin():
+                await session.execute(text("INSERT INTO t VALUES ('fast', 2)"))
+                order.append("fast")
+
+        ticks = 0
+
+        async def ticker() -> None:  # proves the loop keeps running while fast_writer waits
+            nonlocal ticks
+            while not order:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asyncio.gather(slow_writer(), fast_writer(), ticker()), 10)
+        assert order == ["slow", "fast"]  # the second writer waited for the first's commit
+        assert ticks >= 10
+        async with second.session() as session:
+            rows = (await session.execute(text("SELECT writer FROM t ORDER BY n"))).all()
+        assert [r.writer for r in rows] == ["slow", "fast"]
+    finally:
+        await first.dispose()
+        await second.dispose()
