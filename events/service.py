@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
@@ -79,6 +79,11 @@ class ServiceContext:
         return UnitOfWork(self.db, self.outbox)
 
 
+Background = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
+"""A task a service runs beside its consumer and relay (a watchdog, a scheduler): given the
+context and the stop event, it returns soon after the event is set."""
+
+
 @dataclass
 class Service:
     name: str
@@ -86,6 +91,7 @@ class Service:
     router: Router
     topics: list[str]
     api: Callable[[ServiceContext], APIRouter] | None = None
+    background: list[Background] = field(default_factory=list)
 
 
 def build_context(service: Service, settings: ServiceSettings) -> ServiceContext:
@@ -161,6 +167,8 @@ async def serve(service: Service, settings: ServiceSettings) -> None:
     if ctx.consumer is not None:
         await _start_with_retry(ctx.consumer, stop)
         tasks.append(asyncio.create_task(ctx.consumer.run(stop), name="consumer"))
+    for i, job in enumerate(service.background):
+        tasks.append(asyncio.create_task(job(ctx, stop), name=f"background-{i}"))
     server: _Server | None = None
     if settings.http_port:
         app = build_app(service, ctx)

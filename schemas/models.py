@@ -11,13 +11,14 @@ it encodes:
   carries, so ``Model.model_validate(decode(encode(m.to_avro())))`` equals ``m``;
 * ``int`` fields are bounded to Avro ``int`` (32-bit) or ``long`` (64-bit).
 
-Values with a fixed vocabulary (``failed_step``, ``order_status``) are plain strings in the
-contracts and here, so that adding a value later does not break readers; the known values are
-``FAILED_STEPS`` and ``ORDER_STATUSES``.
+Values with a fixed vocabulary (``failed_step``, ``order_status``, ``waiting_on``) are plain
+strings in the contracts and here, so that adding a value later does not break readers; the
+known values are ``FAILED_STEPS``, ``ORDER_STATUSES`` and ``SAGA_STEPS``.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Final
@@ -35,17 +36,21 @@ from pydantic import (
 from events.models import EventModel
 
 FAILED_STEPS: Final = ("inventory", "payments", "shipping")
+SAGA_STEPS: Final = FAILED_STEPS  # what a pending order can wait on (OrderStuck.waiting_on)
 ORDER_STATUSES: Final = ("COMPLETED", "REJECTED", "CANCELLED")
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INT_MAX = 2**31 - 1
 _LONG_MAX = 2**63 - 1
 
 
 def _canonical_uuid(value: object) -> object:
-    if isinstance(value, uuid.UUID):
-        return str(value)
     if isinstance(value, str):
+        if _CANONICAL_UUID.fullmatch(value):  # the common case, without building a UUID
+            return value
         return str(uuid.UUID(value))  # ValueError -> pydantic names the field
+    if isinstance(value, uuid.UUID):
+        return str(value)  # ValueError -> pydantic names the field
     return value  # let pydantic reject other types with its usual message
 
 
@@ -159,6 +164,15 @@ class OrderCancelled(EventModel):
     reason: str
     failed_step: str | None = None
     cancelled_at: Timestamp
+
+
+class OrderStuck(EventModel):
+    order_id: Uuid
+    customer_id: Id
+    waiting_on: str  # one of SAGA_STEPS
+    waiting_since: Timestamp
+    deadline_at: Timestamp
+    detected_at: Timestamp
 
 
 # --- inventory -----------------------------------------------------------------------------
@@ -282,6 +296,7 @@ ALL_EVENTS: dict[str, type[EventModel]] = {
         OrderCompleted,
         OrderRejected,
         OrderCancelled,
+        OrderStuck,
         StockRestocked,
         StockReserved,
         StockRejected,

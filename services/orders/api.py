@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
@@ -44,6 +45,10 @@ class OrderView(BaseModel):
     shipment_id: str | None
     created_at: str
     updated_at: str
+    deadline_at: str = Field(description="When the saga should have ended")
+    waiting_on: str | None = Field(description="The step a pending order waits on")
+    waiting_since: str | None
+    stuck_at: str | None = Field(description="When the watchdog found it stuck at that step")
 
 
 def _view(row: Any) -> OrderView:
@@ -59,10 +64,18 @@ def _view(row: Any) -> OrderView:
         shipment_id=row["shipment_id"],
         created_at=str(row["created_at"]),
         updated_at=str(row["updated_at"]),
+        deadline_at=str(row["deadline_at"]),
+        waiting_on=row["waiting_on"],
+        waiting_since=_maybe_str(row["waiting_since"]),
+        stuck_at=_maybe_str(row["stuck_at"]),
     )
 
 
-def api(ctx: ServiceContext) -> APIRouter:
+def _maybe_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
     router = APIRouter(tags=["orders"])
 
     async def load(order_id: str) -> OrderView:
@@ -89,7 +102,7 @@ def api(ctx: ServiceContext) -> APIRouter:
         # The saga's trace starts here; every event it causes carries this trace.
         with root_span("POST /api/v1/orders", {"choreo.order_id": order_id}):
             async with ctx.uow() as uow:
-                created = await place_order(uow, placed)
+                created = await place_order(uow, placed, saga_deadline)
                 await uow.commit()
         if not created:
             response.status_code = 200  # the same order id again: idempotent

@@ -1,9 +1,11 @@
-"""Order rules: the only place that decides how an order ends. Standard library only."""
+"""Order rules: the only place that decides how an order ends, which step a pending order
+waits on, and when its saga is overdue. Standard library only."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -25,6 +27,7 @@ class Fact(StrEnum):
     SHIPMENT_FAILED = "ShipmentFailed"
     SHIPMENT_SCHEDULED = "ShipmentScheduled"
     CANCEL_REQUESTED = "OrderCancellationRequested"
+    TIMED_OUT = "TimedOut"  # the orders service's own watchdog: the saga passed its deadline
 
 
 @dataclass(frozen=True)
@@ -40,19 +43,95 @@ _RULES: dict[Fact, tuple[Status, str | None]] = {
     Fact.SHIPMENT_FAILED: (Status.CANCELLED, "shipping"),
     Fact.SHIPMENT_SCHEDULED: (Status.COMPLETED, None),
     Fact.CANCEL_REQUESTED: (Status.CANCELLED, None),
+    Fact.TIMED_OUT: (Status.CANCELLED, None),  # the failed step is the one it waited on
 }
 
 
-def decide(current: Status, fact: Fact, reason: str | None = None) -> Transition | None:
+def decide(
+    current: Status, fact: Fact, reason: str | None = None, failed_step: str | None = None
+) -> Transition | None:
     """The next state, or None when the order already ended (the fact arrived too late).
 
     Whatever reaches a pending order first wins; the other services compensate the
-    effects they took when they see the losing side's terminal event.
+    effects they took when they see the losing side's terminal event. ``failed_step``
+    names the step for a fact that does not imply one (a time-out).
     """
     if current in TERMINAL:
         return None
-    status, failed_step = _RULES[fact]
-    return Transition(status, None if status is Status.COMPLETED else reason, failed_step)
+    status, step = _RULES[fact]
+    reason = None if status is Status.COMPLETED else reason
+    return Transition(status, reason, step or failed_step)
+
+
+# --- where a pending order waits, and its deadline --------------------------------------------
+
+
+class Step(StrEnum):
+    """The saga's steps after creation, in order; orders ends the saga after shipping."""
+
+    INVENTORY = "inventory"
+    PAYMENTS = "payments"
+    SHIPPING = "shipping"
+
+
+STEPS: tuple[Step, ...] = tuple(Step)
+
+
+class Progress(StrEnum):
+    """Facts that move a pending order on to the next step without ending it."""
+
+    STOCK_RESERVED = "StockReserved"
+    PAYMENT_CAPTURED = "PaymentCaptured"
+
+
+_NEXT_STEP: dict[Progress, Step] = {
+    Progress.STOCK_RESERVED: Step.PAYMENTS,
+    Progress.PAYMENT_CAPTURED: Step.SHIPPING,
+}
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The step a pending order waits on, and since when."""
+
+    step: Step
+    since: datetime
+
+
+def waiting_when_created(created_at: datetime) -> Waiting:
+    """A new order waits on inventory to reserve its stock."""
+    return Waiting(Step.INVENTORY, created_at)
+
+
+def advance(
+    current: Status, waiting_on: Step | None, progress: Progress, at: datetime
+) -> Waiting | None:
+    """Where the order waits after ``progress`` (which happened ``at``), or None when that
+    changes nothing: the order ended, or it is at that step or beyond already. Facts reach
+    orders on different topics in any order (a capture can come before the reservation
+    that caused it), so a step only ever moves forward."""
+    if current in TERMINAL:
+        return None
+    step = _NEXT_STEP[progress]
+    if waiting_on is not None and STEPS.index(waiting_on) >= STEPS.index(step):
+        return None
+    return Waiting(step, at)
+
+
+def deadline(created_at: datetime, allowed: timedelta) -> datetime:
+    """When the saga of an order created at ``created_at`` should have ended."""
+    return created_at + allowed
+
+
+def is_overdue(
+    current: Status, deadline_at: datetime, stuck_at: datetime | None, now: datetime
+) -> bool:
+    """A pending order past its deadline that is not flagged stuck (at its current step)."""
+    return current is Status.PENDING and stuck_at is None and deadline_at <= now
+
+
+def time_out_reason(step: Step) -> str:
+    return f"timed out waiting on {step.value}"
 
 
 def order_total(lines: Iterable[tuple[int, int]]) -> int:

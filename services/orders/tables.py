@@ -21,6 +21,26 @@ orders = Table(
     Column("late_facts", Text, nullable=False, default="[]"),  # facts after the end, for audit
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The saga's deadline and where it waits (domain.Step); waiting_on is NULL once the order
+    # ended. stuck_at: when the watchdog flagged it overdue at that step (NULL again when the
+    # order moves on, so that it can be flagged at the next step).
+    Column("deadline_at", DateTime(timezone=True), nullable=False),
+    Column("waiting_on", String(32)),
+    Column("waiting_since", DateTime(timezone=True)),
+    Column("stuck_at", DateTime(timezone=True)),
+    # The saga's correlation id and trace, from OrderCreated: what the watchdog's events join.
+    Column("correlation_id", String(255)),
+    Column("traceparent", String(55)),
 )
 Index("ix_orders_orders_status", orders.c.status)
 Index("ix_orders_orders_customer", orders.c.customer_id)
+# The watchdog's scan: pending orders not flagged yet, by deadline. Partial, so it holds only
+# the orders in flight (no constants in the condition: SQLite matches a partial index against
+# a query's terms at prepare time, before parameters are bound).
+_in_flight = orders.c.waiting_on.is_not(None) & orders.c.stuck_at.is_(None)
+Index(
+    "ix_orders_orders_overdue",
+    orders.c.deadline_at,
+    sqlite_where=_in_flight,
+    postgresql_where=_in_flight,
+)

@@ -1,4 +1,5 @@
-"""The read API: orders, timelines, customers, SKUs and the projection's own state.
+"""The read API: orders (stuck ones too), timelines, customers, SKUs, counts and the
+projection's own state.
 
 Every read endpoint takes ``min_position`` (read-your-writes): the caller passes the
 ``topic:partition:offset`` of what it published (or of an event it saw) and the read waits,
@@ -51,6 +52,15 @@ class StockLine(BaseModel):
     quantity: int
 
 
+class StuckAt(BaseModel):
+    """Where a pending order is stuck: orders' report that its saga passed the deadline."""
+
+    waiting_on: str = Field(description="The step it waits on: inventory, payments or shipping")
+    waiting_since: datetime = Field(description="When the order reached that step")
+    deadline_at: datetime = Field(description="When its saga should have ended")
+    detected_at: datetime = Field(description="When orders found it overdue")
+
+
 class Order(BaseModel):
     order_id: str
     customer_id: str | None
@@ -72,11 +82,28 @@ class Order(BaseModel):
     stock_status: str | None
     stock_lines: list[StockLine] | None
     notified_at: datetime | None
+    stuck: StuckAt | None = Field(
+        description="Set while the order is stuck (pending, not past the step it was reported "
+        "stuck at); null otherwise, and once the order ended"
+    )
 
 
 class OrderPage(BaseModel):
     items: list[Order]
     next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+
+
+class ByStatus(BaseModel):
+    PENDING: int
+    COMPLETED: int
+    REJECTED: int
+    CANCELLED: int
+
+
+class Stats(BaseModel):
+    by_status: ByStatus = Field(description="Orders per status (every status, 0 if none)")
+    stuck: int = Field(description="Pending orders stuck now (as ?stuck=true lists them)")
+    total: int = Field(description="Every order created")
 
 
 class TimelineEvent(BaseModel):
@@ -236,15 +263,31 @@ def routes(side: ReadSide) -> APIRouter:
         cursor: Annotated[
             str | None, Query(max_length=512, description="next_cursor of the previous page")
         ] = None,
+        stuck: Annotated[
+            bool | None,
+            Query(description="true: only pending orders stuck now; false: all the others"),
+        ] = None,
+        newest_first: Annotated[
+            bool, Query(description="Page from the newest order back (cursors keep the order)")
+        ] = False,
     ) -> Any:
         try:
-            after = decode_cursor(cursor) if cursor is not None else None
+            after = decode_cursor(cursor, newest_first) if cursor is not None else None
         except ValueError as exc:
             raise _unprocessable("cursor", str(exc)) from None
         items, next_cursor = await reads.orders(
-            status=status, customer_id=customer_id, limit=limit, after=after
+            status=status,
+            customer_id=customer_id,
+            limit=limit,
+            after=after,
+            stuck=stuck,
+            newest_first=newest_first,
         )
         return {"items": items, "next_cursor": next_cursor}
+
+    @router.get("/stats", response_model=Stats, dependencies=consistent)
+    async def get_stats() -> Any:
+        return await reads.stats()
 
     @router.get("/orders/{order_id}/timeline", response_model=Timeline, dependencies=consistent)
     async def get_timeline(order_id: Annotated[uuid.UUID, Path()]) -> Any:

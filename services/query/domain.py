@@ -67,11 +67,34 @@ class Terminal(NamedTuple):
     failed_step: str | None = None
 
 
+class Stuck(NamedTuple):
+    """What orders reported when the saga passed its deadline (OrderStuck)."""
+
+    detected_at: str
+    event_id: str
+    waiting_on: str  # inventory, payments or shipping
+    waiting_since: str
+    deadline_at: str
+
+
+# The order-view field that shows a step answered: once it is known, the order no longer
+# waits on that step (orders reports it again if it is stuck at the next one).
+ANSWERED_BY: Final = {
+    "inventory": "stock_status",
+    "payments": "payment_status",
+    "shipping": "shipment_status",
+}
+
+
 def _smaller(a: Any, b: Any) -> Any:
     return a if a <= b else b
 
 
 def _later(a: str, b: str) -> str:
+    return a if a >= b else b
+
+
+def _latest(a: Any, b: Any) -> Any:
     return a if a >= b else b
 
 
@@ -110,6 +133,9 @@ RULES: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "customer_id": _smaller,
     "created": _smaller,  # Created: one OrderCreated per order
     "terminal": _first_event,
+    # orders reports an order once per step it is stuck at: the latest report (by its own
+    # time, then event id) says where it is stuck now.
+    "stuck": _latest,
     "payment_id": _smaller,
     "payment_status": _climb(PAYMENT_RANKS),
     "captured_cents": _smaller,
@@ -156,6 +182,18 @@ def status(view: Mapping[str, Any]) -> str | None:
         return None
     terminal: Terminal | None = view.get("terminal")
     return terminal.status if terminal is not None else PENDING
+
+
+def stuck_now(view: Mapping[str, Any]) -> Stuck | None:
+    """The stuck report that still holds: the order is pending and has not got past the step
+    it was reported stuck at. A function of the joined view, so of the set of events only."""
+    stuck: Stuck | None = view.get("stuck")
+    if stuck is None or status(view) != PENDING:
+        return None
+    answered = ANSWERED_BY.get(stuck.waiting_on)
+    if answered is not None and view.get(answered) is not None:
+        return None
+    return stuck
 
 
 # --- what an order contributes to its customer and its SKUs --------------------------------

@@ -20,14 +20,21 @@ _POSITION = re.compile(
 MAX_POSITIONS = 100
 
 
-def encode_cursor(created_at: str, order_id: str) -> str:
-    """An opaque cursor for the page after the row (created_at, order_id)."""
-    raw = json.dumps([created_at, order_id], separators=(",", ":"), ensure_ascii=False).encode()
+# Marks a cursor of a newest-first listing: it pages the other way, so it only goes with
+# newest_first=true (and a plain cursor only without it).
+_NEWEST_FIRST = "newest_first"
+
+
+def encode_cursor(created_at: str, order_id: str, newest_first: bool = False) -> str:
+    """An opaque cursor for the page after the row (created_at, order_id), in the listing's
+    direction."""
+    value = [created_at, order_id, _NEWEST_FIRST] if newest_first else [created_at, order_id]
+    raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    """The (created_at, order_id) a cursor stands for."""
+def decode_cursor(cursor: str, newest_first: bool = False) -> tuple[str, str]:
+    """The (created_at, order_id) a cursor of a listing in that direction stands for."""
     if not cursor or len(cursor) > 512:
         raise ValueError("cursor is empty or too long")
     try:
@@ -37,11 +44,15 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         raise ValueError("cursor is not one this API returned") from None
     if (
         not isinstance(value, list)
-        or len(value) != 2
+        or len(value) not in (2, 3)
         or not all(isinstance(v, str) and v for v in value)
+        or (len(value) == 3 and value[2] != _NEWEST_FIRST)
     ):
         raise ValueError("cursor is not one this API returned")
-    created_at, order_id = value
+    if (len(value) == 3) != newest_first:
+        wanted = "with" if len(value) == 3 else "without"
+        raise ValueError(f"cursor is for a listing {wanted} newest_first=true")
+    created_at, order_id = value[:2]
     try:
         moment = datetime.fromisoformat(created_at)
     except ValueError:

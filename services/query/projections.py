@@ -24,6 +24,7 @@ from schemas.models import (
     OrderCompleted,
     OrderCreated,
     OrderRejected,
+    OrderStuck,
     PaymentCaptured,
     PaymentDeclined,
     PaymentRefunded,
@@ -36,7 +37,7 @@ from schemas.models import (
     StockRestocked,
 )
 from services.query.batch import Batch, batch_for
-from services.query.domain import Created, Decline, Terminal, iso
+from services.query.domain import Created, Decline, Stuck, Terminal, iso
 from services.query.tables import define_tables
 
 NAME: Final = "query"
@@ -84,6 +85,13 @@ def order_cancelled(p: OrderCancelled, e: Event[Any], _: Batch) -> Patch:
     at = iso(p.cancelled_at)
     terminal = Terminal(at, e.event_id, "CANCELLED", p.reason, p.failed_step)
     return {"customer_id": p.customer_id, "terminal": terminal}
+
+
+def order_stuck(p: OrderStuck, e: Event[Any], _: Batch) -> Patch:
+    stuck = Stuck(
+        iso(p.detected_at), e.event_id, p.waiting_on, iso(p.waiting_since), iso(p.deadline_at)
+    )
+    return {"customer_id": p.customer_id, "stuck": stuck}
 
 
 def stock_reserved(p: StockReserved, e: Event[Any], _: Batch) -> Patch:
@@ -155,6 +163,7 @@ ORDER_EVENTS: Final[dict[type[EventModel], ToPatch]] = {
     OrderCompleted: order_completed,
     OrderRejected: order_rejected,
     OrderCancelled: order_cancelled,
+    OrderStuck: order_stuck,
     StockReserved: stock_reserved,
     StockRejected: stock_rejected,
     StockReleased: stock_released,

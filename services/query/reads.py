@@ -12,11 +12,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.projection import Generation, ProjectionStore
+from services.query.domain import ORDER_STATUSES
 from services.query.params import encode_cursor
 from services.query.store import Reader
 from services.query.tables import CUSTOMERS, ORDERS, SKUS, TIMELINE
@@ -70,8 +71,11 @@ class Reads:
         customer_id: str | None,
         limit: int,
         after: tuple[str, str] | None,
+        stuck: bool | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[Row], str | None]:
-        """A page of orders by (created_at, order_id), and the cursor of the next page."""
+        """A page of orders by (created_at, order_id), oldest or newest first, and the cursor
+        of the next page. ``stuck``: only the orders stuck now (True), or only the others."""
 
         async def read(s: AsyncSession, gen: Generation) -> tuple[list[Row], str | None]:
             t = gen[ORDERS]
@@ -80,18 +84,53 @@ class Reads:
                 query = query.where(t.c.status == status)
             if customer_id is not None:
                 query = query.where(t.c.customer_id == customer_id)
+            if stuck is not None:
+                stuck_now = t.c.stuck_now_at.is_not(None)  # the partial index's condition
+                query = query.where(stuck_now if stuck else t.c.stuck_now_at.is_(None))
             if after is not None:
                 at, order_id = after
-                query = query.where(
-                    or_(t.c.created_at > at, and_(t.c.created_at == at, t.c.order_id > order_id))
-                )
-            query = query.order_by(t.c.created_at, t.c.order_id).limit(limit + 1)
-            rows = (await s.execute(query)).mappings().all()
+                if newest_first:
+                    beyond = or_(
+                        t.c.created_at < at, and_(t.c.created_at == at, t.c.order_id < order_id)
+                    )
+                else:
+                    beyond = or_(
+                        t.c.created_at > at, and_(t.c.created_at == at, t.c.order_id > order_id)
+                    )
+                query = query.where(beyond)
+            if newest_first:
+                query = query.order_by(t.c.created_at.desc(), t.c.order_id.desc())
+            else:
+                query = query.order_by(t.c.created_at, t.c.order_id)
+            rows = (await s.execute(query.limit(limit + 1))).mappings().all()
             page = [order_json(r) for r in rows[:limit]]
             if len(rows) <= limit:
                 return page, None
             last = rows[limit - 1]
-            return page, encode_cursor(last["created_at"], last["order_id"])
+            return page, encode_cursor(last["created_at"], last["order_id"], newest_first)
+
+        return await self._read(read)
+
+    async def stats(self) -> Row:
+        """Orders per status (every status present), those stuck now, and the total."""
+
+        async def read(s: AsyncSession, gen: Generation) -> Row:
+            t = gen[ORDERS]
+            created = t.c.created_at.is_not(None)
+            counts = await s.execute(
+                select(t.c.status, func.count()).where(created).group_by(t.c.status)
+            )
+            by_status = dict.fromkeys(ORDER_STATUSES, 0)
+            for name, n in counts:
+                by_status[name] = int(n)
+            stuck = await s.execute(
+                select(func.count()).select_from(t).where(t.c.stuck_now_at.is_not(None))
+            )
+            return {
+                "by_status": by_status,
+                "stuck": int(stuck.scalar_one()),
+                "total": sum(by_status.values()),
+            }
 
         return await self._read(read)
 
@@ -151,6 +190,14 @@ def order_json(r: Any) -> Row:
         if stock_lines is None
         else [{"sku": s, "quantity": q} for s, q in stock_lines],
         "notified_at": r["notified_at"],
+        "stuck": None
+        if r["stuck_now_at"] is None
+        else {
+            "waiting_on": r["waiting_on"],
+            "waiting_since": r["waiting_since"],
+            "deadline_at": r["deadline_at"],
+            "detected_at": r["stuck_at"],
+        },
     }
 
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.query.domain import PENDING, Created, Customer, Decline, Sku, Terminal, View
+from services.query.domain import (
+    PENDING,
+    Created,
+    Customer,
+    Decline,
+    Sku,
+    Stuck,
+    Terminal,
+    View,
+    stuck_now,
+)
 
 
 def order_row(order_id: str, v: View) -> tuple[Any, ...]:
     c: Created | None = v.get("created")
     t: Terminal | None = v.get("terminal")
+    k: Stuck | None = v.get("stuck")
+    holds = stuck_now(v)
     lines = v.get("stock_lines")
     return (
         order_id,
@@ -39,6 +51,12 @@ def order_row(order_id: str, v: View) -> tuple[Any, ...]:
         None if lines is None else json.dumps(lines),
         v.get("stock_reason"),
         v.get("notified_at"),
+        k.detected_at if k else None,
+        k.event_id if k else None,
+        k.waiting_on if k else None,
+        k.waiting_since if k else None,
+        k.deadline_at if k else None,
+        holds.detected_at if holds else None,  # derived: what the stuck filters read
     )
 
 
@@ -69,6 +87,8 @@ def order_view(row: Any) -> View:
         v["terminal"] = Terminal(row[7], row[8], row[2], row[9], row[10])
     if row[21] is not None:
         v["stock_lines"] = tuple((sku, int(q)) for sku, q in json.loads(row[21]))
+    if row[24] is not None:
+        v["stuck"] = Stuck(row[24], row[25], row[26], row[27], row[28])
     return v
 
 

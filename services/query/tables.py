@@ -48,9 +48,27 @@ def define_tables(md: MetaData, suffix: str) -> None:
         Column("stock_lines", Text),  # JSON list of [sku, quantity] as inventory reserved
         Column("stock_reason", Text),
         Column("notified_at", _Time),
+        # The latest OrderStuck (domain.Stuck), and stuck_now_at: its detected_at while it
+        # still holds (domain.stuck_now: pending, not past that step), else NULL.
+        Column("stuck_at", _Time),
+        Column("stuck_event_id", String(36)),
+        Column("waiting_on", String(32)),
+        Column("waiting_since", _Time),
+        Column("deadline_at", _Time),
+        Column("stuck_now_at", _Time),
     )
     # The list endpoint pages by (created_at, order_id), optionally per status or customer.
     Index(f"ix_{ORDERS}{suffix}_created", orders.c.created_at, orders.c.order_id)
+    # ... or over the orders stuck now: a partial index, so it costs writes only for those
+    # (and no constant in its condition: SQLite matches it before parameters are bound).
+    stuck_now = orders.c.stuck_now_at.is_not(None)
+    Index(
+        f"ix_{ORDERS}{suffix}_stuck",
+        orders.c.created_at,
+        orders.c.order_id,
+        sqlite_where=stuck_now,
+        postgresql_where=stuck_now,
+    )
     Index(
         f"ix_{ORDERS}{suffix}_status",
         orders.c.status,

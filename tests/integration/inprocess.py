@@ -23,8 +23,8 @@ from services.inventory.app import SERVICE as INVENTORY
 from services.inventory.app import Settings as InventorySettings
 from services.notifications.app import SERVICE as NOTIFICATIONS
 from services.notifications.app import Settings as NotificationsSettings
-from services.orders.app import SERVICE as ORDERS
 from services.orders.app import Settings as OrdersSettings
+from services.orders.app import build_service as orders_service
 from services.payments.app import SERVICE as PAYMENTS
 from services.payments.app import Settings as PaymentsSettings
 from services.shipping.app import Settings as ShippingSettings
@@ -56,8 +56,10 @@ async def saga_in_process(
 
     ship_settings = settings(ShippingSettings, "shipping")
     assert isinstance(ship_settings, ShippingSettings)
+    orders_settings = settings(OrdersSettings, "orders")
+    assert isinstance(orders_settings, OrdersSettings)
     services: list[tuple[Service, ServiceSettings]] = [
-        (ORDERS, settings(OrdersSettings, "orders")),
+        (orders_service(orders_settings), orders_settings),
         (INVENTORY, settings(InventorySettings, "inventory")),
         (PAYMENTS, settings(PaymentsSettings, "payments")),
         (shipping_service(ship_settings), ship_settings),

@@ -11,6 +11,7 @@ projection sees the topics in an order no live run would produce.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -443,6 +444,37 @@ class Saga:
             end,
         )
         return order
+
+    def cut(self, order: Order, keep: int) -> Order:
+        """Keeps the order's first ``keep`` events only: a saga still under way."""
+        dropped = {s.event_id for s in order.events[keep:]}
+        del order.events[keep:]
+        self.sent = [s for s in self.sent if s.event_id not in dropped]
+        return order
+
+    def stuck(
+        self,
+        order: Order,
+        waiting_on: str,
+        at: datetime,
+        since: datetime = T0,
+        deadline_at: datetime | None = None,
+    ) -> Sent:
+        """orders' report that ``order`` is stuck at ``waiting_on``, detected ``at``."""
+        payload = {
+            "order_id": order.order_id,
+            "customer_id": order.customer_id,
+            "waiting_on": waiting_on,
+            "waiting_since": since,
+            "deadline_at": deadline_at or at,
+            "detected_at": at,
+        }
+        first = order.events[0] if order.events else None
+        sent = self.emit("orders", "OrderStuck", payload, order.order_id, at)
+        if first is not None:  # in the saga's correlation, as the watchdog writes it
+            sent.draft = dataclasses.replace(sent.draft, correlation_id=first.draft.correlation_id)
+        order.events.append(sent)
+        return sent
 
     def drafts_by_producer(self, sent: Sequence[Sent] | None = None) -> dict[str, list[Draft]]:
         out: dict[str, list[Draft]] = {}

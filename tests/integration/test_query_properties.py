@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 import urllib.parse
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -34,6 +35,9 @@ SAGA = Saga()
 CUSTOMER = SAGA.customer("p")
 SKU = SAGA.sku("p")
 ORDERS = [SAGA.order(path, CUSTOMER, [(SKU, 1, 10)]).order_id for path in PATHS]
+_HELD = SAGA.cut(SAGA.order("success", CUSTOMER, [(SKU, 1, 10)]), 3)  # still under way
+SAGA.stuck(_HELD, "shipping", datetime(2025, 3, 1, 12, 5, tzinfo=UTC))
+ORDERS.append(_HELD.order_id)
 
 noise = st.text(alphabet=string.printable + "éü€\u2028", max_size=40)
 ids = st.one_of(
@@ -54,15 +58,31 @@ positions = st.one_of(
     noise,
 )
 cursors = st.one_of(
-    st.builds(encode_cursor, st.sampled_from(["2025-03-01T12:00:00.000000+00:00", "x"]), noise),
+    st.builds(
+        encode_cursor,
+        st.sampled_from(["2025-03-01T12:00:00.000000+00:00", "x"]),
+        noise,
+        st.booleans(),
+    ),
     noise,
 )
 params = st.dictionaries(
     st.sampled_from(
-        ["status", "customer_id", "limit", "cursor", "min_position", "wait_ms", "other"]
+        [
+            "status",
+            "customer_id",
+            "limit",
+            "cursor",
+            "min_position",
+            "wait_ms",
+            "stuck",
+            "newest_first",
+            "other",
+        ]
     ),
     st.one_of(
         st.sampled_from(["PENDING", "COMPLETED", "REJECTED", "CANCELLED", "lost"]),
+        st.sampled_from(["true", "false", "1", "0", "yes", "maybe", ""]),
         numbers,
         cursors,
         positions,
@@ -78,6 +98,7 @@ templates = st.sampled_from(
         "/customers/{}",
         "/skus/{}",
         "/projections",
+        "/stats",
         "/{}",
     ]
 )
@@ -129,6 +150,9 @@ async def test_random_requests_never_fail(seeded: QueryEnv, template, segment, q
         assert body["events"] and all("event_id" in e for e in body["events"])
     elif path == "/orders":
         assert set(body) == {"items", "next_cursor"}
+    elif path == "/stats":
+        assert set(body) == {"by_status", "stuck", "total"}
+        assert sum(body["by_status"].values()) == body["total"] == len(ORDERS)
     elif path.startswith("/orders/"):
         assert body["order_id"] in ORDERS and body["status"]
 

@@ -36,6 +36,7 @@ from schemas.models import (
     OrderLine,
     OrderPlaced,
     OrderRejected,
+    OrderStuck,
     PaymentCaptured,
     PaymentDeclined,
     PaymentRefunded,
@@ -287,6 +288,14 @@ SAMPLES: list[EventModel] = [
         reason="no carrier",
         failed_step="shipping",
         cancelled_at=AT,
+    ),
+    OrderStuck(
+        order_id=ORDER,
+        customer_id=CUSTOMER,
+        waiting_on="shipping",
+        waiting_since=AT,
+        deadline_at=AT + timedelta(minutes=5),
+        detected_at=AT + timedelta(minutes=5, seconds=3),
     ),
     StockRestocked(
         restock_id="0b7e9a4c-2f0e-4b8e-9b8a-3c1d2e4f5a6b",

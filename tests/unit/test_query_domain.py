@@ -22,6 +22,7 @@ from services.query.domain import (
     Customer,
     Decline,
     Money,
+    Stuck,
     Terminal,
     apply_money,
     fold,
@@ -29,6 +30,7 @@ from services.query.domain import (
     join,
     status,
     stock_of,
+    stuck_now,
 )
 from services.query.projections import collect
 from services.query.rows import (
@@ -135,7 +137,9 @@ def apply(events: list[Event[Any]], batch_sizes: list[int]) -> MemoryStore:
     return store
 
 
-def saga_with_every_path(seed: int = 1) -> Saga:
+def saga_with_every_path(seed: int = 1, stuck: bool = False) -> Saga:
+    """Orders down every path; with ``stuck``, some reported stuck on the way and two still
+    stuck (pending)."""
     saga = Saga(run="unit")
     rng = random.Random(seed)
     sku_a, sku_b = saga.sku("a"), saga.sku("b")
@@ -146,9 +150,19 @@ def saga_with_every_path(seed: int = 1) -> Saga:
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     for i, path in enumerate(PATHS * 2):
         lines = [(sku_a, rng.randint(1, 3), 100)] + ([(sku_b, 1, 250)] if i % 2 else [])
-        saga.order(
+        order = saga.order(
             path, saga.customer("ada" if i % 3 else "bo"), lines, at=t0 + timedelta(seconds=i)
         )
+        if stuck and i % 3 == 0:  # reported stuck on the way, then it went on and ended
+            saga.stuck(order, "payments", t0 + timedelta(seconds=i, milliseconds=1500))
+    if not stuck:
+        return saga
+    # Still under way: stuck at shipping (reported twice, at two steps), and at inventory.
+    held = saga.cut(saga.order("success", saga.customer("ada"), [(sku_a, 1, 100)], at=t0), 3)
+    saga.stuck(held, "payments", t0 + timedelta(minutes=5))
+    saga.stuck(held, "shipping", t0 + timedelta(minutes=6))
+    waiting = saga.cut(saga.order("success", saga.customer("bo"), [(sku_b, 1, 100)], at=t0), 1)
+    saga.stuck(waiting, "inventory", t0 + timedelta(minutes=5))
     return saga
 
 
@@ -158,7 +172,7 @@ def saga_with_every_path(seed: int = 1) -> Saga:
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_rows_depend_on_the_set_of_events_not_on_order_batches_or_duplicates(data):
-    events = events_of(saga_with_every_path())
+    events = events_of(saga_with_every_path(stuck=True))
     expected = apply(events, [len(events)]).snapshot()
     shuffled = data.draw(st.permutations(events))
     repeats = data.draw(st.lists(st.sampled_from(events), max_size=15))
@@ -230,6 +244,9 @@ VALUES: dict[str, Any] = {
     "stock_lines": st.lists(st.tuples(small, st.integers(1, 3)), min_size=1, max_size=2).map(tuple),
     "stock_reason": small,
     "notified_at": times,
+    "stuck": st.builds(
+        Stuck, times, small, st.sampled_from(["inventory", "payments", "shipping"]), times, times
+    ),
 }
 assert set(VALUES) == set(RULES)
 patches = st.fixed_dictionaries(
@@ -294,6 +311,52 @@ def test_fold_reports_only_changes():
     assert folded.changed == {} and folded.money == {} and folded.stock == {}
     folded = fold({}, {"o": view})
     assert folded.money["c"] == Money(orders=0, captured=5)
+
+
+def test_the_stuck_orders_are_those_still_waiting_where_reported():
+    store = apply(events_of(saga_with_every_path(stuck=True)), [5])
+    stuck = {r[0]: r for r in store.order_rows.values() if r[-1] is not None}
+    assert sorted(r[26] for r in stuck.values()) == ["inventory", "shipping"]  # waiting_on
+    assert all(r[2] == "PENDING" and r[-1] == r[24] for r in stuck.values())
+
+
+def _stuck(step: str, at: str = "2025-01-01T00:05:00.000000+00:00") -> Stuck:
+    return Stuck(at, "e-" + step, step, "2025-01-01T00:00:01.000000+00:00", at)
+
+
+CREATED = Created("2025-01-01T00:00:00.000000+00:00", 1, "[]")
+
+
+@pytest.mark.parametrize(
+    ("view", "shown"),
+    [
+        ({"created": CREATED, "stuck": _stuck("shipping")}, True),
+        ({"stuck": _stuck("shipping")}, False),  # not created yet: not listed at all
+        ({"created": CREATED}, False),
+        (  # ended after the report: no longer stuck
+            {
+                "created": CREATED,
+                "stuck": _stuck("shipping"),
+                "terminal": Terminal("t", "e", "CANCELLED", "timed out", "shipping"),
+            },
+            False,
+        ),
+        # Past the step it was reported at (orders reports the next one if it is overdue).
+        ({"created": CREATED, "stuck": _stuck("inventory"), "stock_status": "RESERVED"}, False),
+        ({"created": CREATED, "stuck": _stuck("payments"), "payment_status": "CAPTURED"}, False),
+        ({"created": CREATED, "stuck": _stuck("shipping"), "shipment_status": "SCHEDULED"}, False),
+        ({"created": CREATED, "stuck": _stuck("shipping"), "payment_status": "CAPTURED"}, True),
+    ],
+)
+def test_a_stuck_report_holds_while_the_order_waits_where_reported(view, shown):
+    assert (stuck_now(view) is not None) == shown
+
+
+def test_the_latest_stuck_report_wins_whatever_the_order_seen():
+    first = _stuck("payments", "2025-01-01T00:05:00.000000+00:00")
+    second = _stuck("shipping", "2025-01-01T00:06:00.000000+00:00")
+    assert join({"stuck": first}, {"stuck": second})["stuck"] == second
+    assert join({"stuck": second}, {"stuck": first})["stuck"] == second
 
 
 # --- the customer balance rule -----------------------------------------------------------------

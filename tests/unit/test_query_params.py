@@ -90,3 +90,14 @@ def test_malformed_positions_are_refused(value):
 def test_too_many_positions_are_refused():
     with pytest.raises(ValueError, match="at most"):
         parse_positions([",".join(f"t:{i}:1" for i in range(MAX_POSITIONS + 1))])
+
+
+def test_a_newest_first_cursor_goes_only_with_newest_first():
+    cursor = encode_cursor(AT, "o-1", newest_first=True)
+    assert decode_cursor(cursor, newest_first=True) == (AT, "o-1")
+    with pytest.raises(ValueError, match="with newest_first"):
+        decode_cursor(cursor)
+    with pytest.raises(ValueError, match="without newest_first"):
+        decode_cursor(encode_cursor(AT, "o-1"), newest_first=True)
+    with pytest.raises(ValueError, match="not one this API returned"):
+        decode_cursor(_b64(f'["{AT}", "o", "oldest_first"]'.encode()), newest_first=True)
