@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup postgres demo test test-sqlite test-postgres lint bench clean
+.PHONY: setup postgres browser demo test test-sqlite test-postgres lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,20 @@ postgres:
 	  echo "installing PostgreSQL from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# Headless Chromium from Debian's packages, for the dashboard's browser test (Playwright
+# drives it by path; its own browser download is not used).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 test: lint test-sqlite test-postgres
 
-test-sqlite: setup
+test-sqlite: setup browser
 	$(BIN)/pytest
 
 # The database-backed suites again, every service and test database on PostgreSQL.
-test-postgres: setup postgres
+test-postgres: setup postgres browser
 	CHOREO_TEST_DB=postgres $(BIN)/pytest tests/integration tests/e2e
 
 bench: setup

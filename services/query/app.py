@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Generator
+from typing import cast
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
@@ -26,6 +27,8 @@ from events.routing import Router
 from events.service import Service, ServiceContext, ServiceSettings, build_context
 from events.settings import settings_error
 from events.tables import metadata as platform_metadata
+from services.query import dashboard
+from services.query.analytics_proxy import AnalyticsClient
 from services.query.api import ReadSide, projection_state, routes
 from services.query.projections import build_projection
 from services.query.reads import NotStarted, Reads
@@ -38,6 +41,16 @@ class Settings(ServiceSettings):
     http_port: int = Field(default=8106, ge=0, le=65535, description="query HTTP port")
     projection_batch: int = Field(
         default=2000, ge=1, le=50_000, description="Max events per projection transaction"
+    )
+    analytics_url: str = Field(
+        default="http://127.0.0.1:8107",
+        pattern=r"^https?://\S+$",
+        description="Analytics service whose windows the dashboard charts (proxied)",
+    )
+    trace_url_template: str = Field(
+        default="http://localhost:16686/trace/{trace_id}",
+        pattern=r"^$|\{trace_id\}",
+        description="The dashboard's link to a trace, {trace_id} filled in; empty: no link",
     )
 
 
@@ -104,6 +117,9 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, 500)
 
     app.include_router(api(ctx), prefix="/api/v1")
+    settings = cast(Settings, ctx.settings)  # build_context was given the query's settings
+    analytics = ctx.extras["analytics"] = AnalyticsClient(settings.analytics_url)
+    app.include_router(dashboard.routes(analytics, trace_url_template=settings.trace_url_template))
     return app
 
 
@@ -172,6 +188,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     except TimeoutError:
         log.error("query: shutdown took longer than %.0fs", settings.shutdown_timeout_s)
     await side.reads.reader.dispose()
+    if "analytics" in ctx.extras:
+        await ctx.extras["analytics"].aclose()
     await ctx.db.dispose()
     if failed:
         raise failed[0].exception()  # type: ignore[misc]
