@@ -40,6 +40,13 @@ async def settle(world: World, stack: Stack, deadline_s: float = 120) -> dict[st
         )
 
     await eventually(ended, deadline_s=deadline_s, poll_s=0.25, what="every order to end")
+    await invariants_hold(world, stack, deadline_s=30)
+    return await statuses(world, stack.api)
+
+
+async def invariants_hold(world: World, stack: Stack, deadline_s: float) -> None:
+    """Waits (compensations may still be settling) until the invariants hold, or fails
+    listing the violations."""
     problems: list[str] = []
 
     async def consistent() -> bool:
@@ -47,10 +54,9 @@ async def settle(world: World, stack: Stack, deadline_s: float = 120) -> dict[st
         return not problems
 
     try:
-        await eventually(consistent, deadline_s=30, poll_s=0.5, what="compensations to settle")
+        await eventually(consistent, deadline_s=deadline_s, poll_s=0.5, what="the invariants")
     except AssertionError:
         pytest.fail("invariants violated:\n" + "\n".join(problems))
-    return await statuses(world, stack.api)
 
 
 async def test_every_path_ends_as_expected_and_invariants_hold(stack: Stack):

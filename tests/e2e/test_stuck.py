@@ -15,14 +15,13 @@ import pytest
 from services.saga_check import (
     SERVICEABLE,
     World,
-    check_invariants,
     order_body,
     place_http,
     seed,
     statuses,
 )
 from tests.e2e.conftest import Stack
-from tests.e2e.test_saga import settle
+from tests.e2e.test_saga import invariants_hold, settle
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
@@ -64,19 +63,6 @@ async def place_orders(world: World, stack: Stack) -> list[str]:
         )
         for _ in range(ORDERS)
     ]
-
-
-async def invariants_hold(world: World, stack: Stack) -> None:
-    problems: list[str] = []
-
-    async def consistent() -> bool:
-        problems[:] = await check_invariants(world, stack.api)
-        return not problems
-
-    try:
-        await eventually(consistent, deadline_s=60, poll_s=0.5, what="the invariants")
-    except AssertionError:
-        pytest.fail("invariants violated:\n" + "\n".join(problems))
 
 
 def at(text: str) -> datetime:
@@ -207,6 +193,6 @@ async def test_with_time_outs_stuck_orders_are_cancelled_and_compensated(
         return True
 
     await eventually(shipping_refused, deadline_s=60, poll_s=0.25, what="shipping to refuse")
-    await invariants_hold(world, stack)  # asks shipping too, so only once it is back
+    await invariants_hold(world, stack, deadline_s=60)  # asks shipping too, so only once it is back
     rows = await statuses(world, stack.api)
     assert {r["status"] for r in rows.values()} == {"CANCELLED"}
