@@ -1,0 +1,1 @@
+"""Analytics: live windowed business figures of the saga, computed with faust-streaming."""

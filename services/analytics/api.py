@@ -1,0 +1,57 @@
+"""Analytics over HTTP, on faust's own web server: the windows as JSON, health, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import cast
+
+from faust.tables.manager import TableManager
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.analytics.pipeline import Analytics, window_parts
+from services.analytics.windows import BadQuery, analytics_json, parse_query
+
+SERVICE = "analytics"
+
+
+def register(analytics: Analytics) -> None:
+    app = analytics.app
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok", "service": SERVICE})
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            # Ready once the tables are recovered and the agent has partitions to read:
+            # before that, the figures served would be missing what is still to replay.
+            checks = {"recovered": False, "assigned": False}
+            with contextlib.suppress(Exception):
+                tables = cast(TableManager, analytics.app.tables)
+                checks["recovered"] = (
+                    tables.recovery.completed.is_set() and not analytics.app.rebalancing
+                )
+                checks["assigned"] = bool(analytics.app.consumer.assignment())
+            ok = all(checks.values())
+            return self.json({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            # As a header: aiohttp refuses a charset inside its content_type argument.
+            return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/api/v1/analytics")
+    class Windows(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                spec, limit = parse_query(request.query)
+            except BadQuery as exc:
+                return self.json({"detail": str(exc)}, status=422)
+            _, windowed = analytics.windows[spec.name]
+            body = analytics_json(window_parts(windowed), spec, now=time.time(), limit=limit)
+            return self.json(body)
