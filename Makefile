@@ -45,7 +45,7 @@ test-sqlite: setup browser
 
 # The database-backed suites again, every service and test database on PostgreSQL.
 test-postgres: setup postgres browser
-	CHOREO_TEST_DB=postgres $(BIN)/pytest tests/integration tests/e2e
+	CHOREO_TEST_DB=postgres $(BIN)/pytest -m "not no_database" tests/integration tests/e2e
 
 bench: setup
 	$(BIN)/python -m bench

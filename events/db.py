@@ -25,10 +25,12 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def make_engine(url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> AsyncEngine:
+    """``sqlite_on_loop=False`` keeps aiosqlite's worker thread: for a writer of few, large
+    statements (a projection's batches), during which the loop should keep serving."""
     if is_sqlite(url):
         path = make_url(url).database
-        if path and path != ":memory:":
+        if sqlite_on_loop and path and path != ":memory:":
             # One connection, called on the loop's thread (events.sqlite_inline says why);
             # a session waits for it asynchronously while another one holds it. A locked
             # database is waited for by sqlite_inline's retries, not by SQLite's busy wait.
@@ -70,9 +72,9 @@ def _tune_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
 class Database:
     """An engine and its session factory; created at a service's entrypoint."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url, echo=echo)
+        self.engine = make_engine(url, echo=echo, sqlite_on_loop=sqlite_on_loop)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

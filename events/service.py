@@ -92,11 +92,12 @@ class Service:
     topics: list[str]
     api: Callable[[ServiceContext], APIRouter] | None = None
     background: list[Background] = field(default_factory=list)
+    sqlite_on_loop: bool = True  # see events.db.make_engine
 
 
 def build_context(service: Service, settings: ServiceSettings) -> ServiceContext:
     codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
-    db = Database(settings.database_url_for(service.name))
+    db = Database(settings.database_url_for(service.name), sqlite_on_loop=service.sqlite_on_loop)
     outbox = Outbox(codec, service.name)
     relay = OutboxRelay(
         db,

@@ -59,7 +59,11 @@ def api(ctx: ServiceContext) -> APIRouter:
     return routes(side)
 
 
-SERVICE = Service(name="query", metadata=MetaData(), router=Router(), topics=[], api=api)
+# The projection writes batches of thousands of rows in a few statements: SQLite works in
+# aiosqlite's thread meanwhile, so the API keeps answering reads on the loop.
+SERVICE = Service(
+    name="query", metadata=MetaData(), router=Router(), topics=[], api=api, sqlite_on_loop=False
+)
 
 
 def build_side(ctx: ServiceContext, settings: Settings) -> ReadSide:

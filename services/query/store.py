@@ -26,7 +26,7 @@ SQLITE_CACHE_KIB = 65536
 
 def open_database(url: str) -> Database:
     """The projection's (writing) database, with a page cache sized for replays."""
-    db = Database(url)
+    db = Database(url, sqlite_on_loop=False)  # large batches: the API keeps answering
     tune_sqlite(db)
     return db
 

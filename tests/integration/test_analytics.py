@@ -28,7 +28,7 @@ from events.topics import apply_topics, partitions_of
 from infra.broker import free_port
 from tests.support import eventually, unique
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
 ADDRESS = {
     "name": "Ada",
