@@ -22,6 +22,11 @@ _EVENT: ContextVar[tuple[str, str, str, str | None] | None] = ContextVar(
 )
 
 
+def json_logs_wanted(log_format: str) -> bool:
+    """``auto``: JSON unless stderr is a terminal (a person is reading)."""
+    return log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+
+
 def configure_logging(
     service: str, *, json: bool, level: str = "INFO", stream: IO[str] | None = None
 ) -> None:

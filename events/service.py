@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,11 +23,11 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
-from events.logs import configure_logging
+from events.logs import configure_logging, json_logs_wanted
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.routing import Router
-from events.settings import PlatformSettings, settings_error
+from events.settings import PlatformSettings, load_settings
 from events.tables import metadata as platform_metadata
 from events.telemetry import setup_tracing
 
@@ -230,15 +229,8 @@ def run(service: Service | Callable[[S], Service], settings_cls: type[S]) -> Non
     whose handlers need configuration).
     """
     name = service.name if isinstance(service, Service) else settings_cls.__module__.split(".")[1]
-    try:
-        settings = settings_cls()
-    except Exception as exc:
-        print(f"{name}: bad setting {settings_error(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    json_logs = settings.log_format == "json" or (
-        settings.log_format == "auto" and not sys.stderr.isatty()
-    )
-    configure_logging(name, json=json_logs, level=settings.log_level)
+    settings = load_settings(name, settings_cls)
+    configure_logging(name, json=json_logs_wanted(settings.log_format), level=settings.log_level)
     provider = setup_tracing(name, settings.trace_exporter, settings.otlp_endpoint or None)
     built = service if isinstance(service, Service) else service(settings)
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,3 +45,16 @@ def settings_error(exc: Exception) -> str:
         shown = f"={value!r}" if isinstance(value, str | int | float) else ""
         parts.append(f"{name}{shown}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(name: str, settings_cls: type[SettingsT]) -> SettingsT:
+    """A process's settings from its environment, read once at its entrypoint; a bad value
+    exits with status 2 and one line naming it."""
+    try:
+        return settings_cls()
+    except Exception as exc:
+        print(f"{name}: bad setting {settings_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None

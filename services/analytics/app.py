@@ -8,15 +8,14 @@ memory, backed by changelog topics it creates, and a faust worker runs the whole
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Literal
 
 import faust
 from pydantic import Field
 
-from events.logs import configure_logging
-from events.settings import PlatformSettings, settings_error
+from events.logs import configure_logging, json_logs_wanted
+from events.settings import PlatformSettings, load_settings
 from services.analytics.api import register
 from services.analytics.pipeline import AnalyticsConfig, build
 
@@ -50,15 +49,10 @@ class Settings(PlatformSettings):
 
 
 def main() -> None:
-    try:
-        settings = Settings()
-    except Exception as exc:
-        print(f"analytics: bad setting {settings_error(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    json_logs = settings.log_format == "json" or (
-        settings.log_format == "auto" and not sys.stderr.isatty()
+    settings = load_settings("analytics", Settings)
+    configure_logging(
+        "analytics", json=json_logs_wanted(settings.log_format), level=settings.log_level
     )
-    configure_logging("analytics", json=json_logs, level=settings.log_level)
     if settings.log_level != "DEBUG":
         # faust logs every step of every rebalance at INFO; keep its warnings and errors.
         for name in ("faust", "mode"):

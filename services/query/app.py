@@ -25,7 +25,7 @@ from sqlalchemy import MetaData, text
 from events.projection import ProjectionRunner
 from events.routing import Router
 from events.service import Service, ServiceContext, ServiceSettings, build_context
-from events.settings import settings_error
+from events.settings import load_settings
 from events.tables import metadata as platform_metadata
 from services.query import dashboard
 from services.query.analytics_proxy import AnalyticsClient
@@ -207,10 +207,6 @@ def main() -> None:
         format="%(asctime)s query %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    try:
-        settings = Settings()
-    except Exception as exc:
-        print(f"query: bad setting {settings_error(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = load_settings("query", Settings)
     tune_gc()
     asyncio.run(serve(settings))
