@@ -103,6 +103,7 @@ class EventConsumer:
         retry: RetryPolicy | None = None,
         max_batch: int = 500,
         fetch_timeout_ms: int = 200,
+        commit_interval_ms: int = 100,
         after_db_commit: Hook | None = None,
         consumer_options: dict[str, Any] | None = None,
     ) -> None:
@@ -116,6 +117,7 @@ class EventConsumer:
         self.retry = retry or RetryPolicy()
         self.max_batch = max_batch
         self.fetch_timeout_ms = fetch_timeout_ms
+        self.commit_interval_s = commit_interval_ms / 1000
         self.after_db_commit = after_db_commit
         self.stats = ConsumerStats()
         self.lag: dict[TopicPartition, int] = {}
@@ -126,7 +128,9 @@ class EventConsumer:
         self._dlq: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
         self._commit: asyncio.Future[None] | None = None
-        self._listener.before_revoke = self.settle_commit
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._next_commit = 0.0
+        self._listener.before_revoke = self.flush_offsets
 
     @property
     def kafka(self) -> AIOKafkaConsumer:
@@ -153,7 +157,7 @@ class EventConsumer:
     async def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(KafkaError, OSError):
-                await self.settle_commit()
+                await self.flush_offsets()
             consumer, self._consumer = self._consumer, None
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
@@ -172,6 +176,9 @@ class EventConsumer:
                     timeout_ms=self.fetch_timeout_ms, max_records=self.max_batch
                 )
                 if not batches:
+                    if self._uncommitted:  # quiet now: commit what is applied
+                        async with self._listener.lock:
+                            await self._send_commit()
                     continue
                 async with self._listener.lock:
                     await self.process(batches, stop)
@@ -208,10 +215,26 @@ class EventConsumer:
         if self.after_db_commit is not None:
             await self.after_db_commit()
         self._record_lag(offsets)
+        # Offsets are committed at most every commit_interval (each commit is a broker
+        # request and a write to its offsets log), always after the database commit; a
+        # crash re-reads the uncommitted tail, which the inbox skips.
+        self._uncommitted.update(offsets)
+        if asyncio.get_running_loop().time() >= self._next_commit:
+            await self._send_commit()
+
+    async def _send_commit(self) -> None:
         # The offset commit (a broker round trip) overlaps the next batch's work; it is
         # awaited before the next commit, a revocation or close, so commits stay in order.
         await self.settle_commit()
-        self._commit = asyncio.ensure_future(self.kafka.commit(offsets))
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._next_commit = asyncio.get_running_loop().time() + self.commit_interval_s
+        if offsets:
+            self._commit = asyncio.ensure_future(self.kafka.commit(offsets))
+
+    async def flush_offsets(self) -> None:
+        """Commit every applied offset now and wait for the broker (revocation, close)."""
+        await self._send_commit()
+        await self.settle_commit()
 
     async def settle_commit(self) -> None:
         """Wait for the offset commit in flight, if any."""
