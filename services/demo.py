@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         start(specs, var_dir=var_dir, bootstrap=bootstrap)
         wait_ready(specs, var_dir=var_dir, deadline_s=90)
         print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
+        query = next((s for s in specs if s.name == "query"), None)
+        if query is not None:
+            print(f"dashboard: http://127.0.0.1:{query.port}/dashboard (--keep to leave it up)")
         return asyncio.run(
             run(AvroCodec(catalogue), bootstrap, args.orders_per_path, args.deadline)
         )
