@@ -148,11 +148,24 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
+class HttpServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # The service owns SIGTERM/SIGINT: it stops consuming before the API goes away.
         yield
+
+
+def http_server(app: FastAPI, settings: ServiceSettings) -> HttpServer:
+    """uvicorn for a service's API; the service runs ``serve()`` as one of its tasks."""
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    return HttpServer(config)
 
 
 async def serve(service: Service, settings: ServiceSettings) -> None:
@@ -169,18 +182,9 @@ async def serve(service: Service, settings: ServiceSettings) -> None:
         tasks.append(asyncio.create_task(ctx.consumer.run(stop), name="consumer"))
     for i, job in enumerate(service.background):
         tasks.append(asyncio.create_task(job(ctx, stop), name=f"background-{i}"))
-    server: _Server | None = None
+    server: HttpServer | None = None
     if settings.http_port:
-        app = build_app(service, ctx)
-        config = uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-        server = _Server(config)
+        server = http_server(build_app(service, ctx), settings)
         tasks.append(asyncio.create_task(server.serve(), name="http"))
     log.info("%s started (http port %s)", service.name, settings.http_port or "none")
 

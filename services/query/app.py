@@ -13,10 +13,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Generator
 from typing import cast
 
-import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -24,7 +22,14 @@ from sqlalchemy import MetaData, text
 
 from events.projection import ProjectionRunner
 from events.routing import Router
-from events.service import Service, ServiceContext, ServiceSettings, build_context
+from events.service import (
+    HttpServer,
+    Service,
+    ServiceContext,
+    ServiceSettings,
+    build_context,
+    http_server,
+)
 from events.settings import load_settings
 from events.tables import metadata as platform_metadata
 from services.query import dashboard
@@ -127,13 +132,6 @@ def build_app(ctx: ServiceContext) -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The service owns SIGTERM/SIGINT: it stops the projection before the API goes away.
-        yield
-
-
 async def _feed(runner: ProjectionRunner, stop: asyncio.Event) -> None:
     """Starts the runner (the broker or the topics may not be there yet) and runs it."""
     delay = 0.2
@@ -165,17 +163,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             loop.add_signal_handler(sig, stop.set)
 
     tasks = [asyncio.create_task(_feed(side.runner, stop), name="projection")]
-    server: _Server | None = None
+    server: HttpServer | None = None
     if settings.http_port:
-        config = uvicorn.Config(
-            build_app(ctx),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-        server = _Server(config)
+        server = http_server(build_app(ctx), settings)
         tasks.append(asyncio.create_task(server.serve(), name="http"))
     log.info("query started (http port %s)", settings.http_port or "none")
 
