@@ -14,11 +14,13 @@ Timed spans, alternated on each repeat (the median counts):
   ``codec.decode`` of every message, until the end offsets are reached (client start inside).
 - replay: ``events.replay.replay()`` of the ``query`` projection into a fresh SQLite database
   opened as the replay command opens it (platform tables created untimed), with the
-  command's batch size, from the call until it returns with the rebuilt generation switched
-  in.
+  command's batch size and its default reader processes (one per core, at most 4: they
+  read, decode and collect while the replay's process writes; starting them is timed),
+  from the call until it returns with the rebuilt generation switched in. The raw side is
+  one process, as a plain consumer is; ``--readers 0`` times the replay in one process too.
 
 Both run with the garbage-collector settings the query service and replay command use
-(``services.query.store.tune_gc``).
+(``events.projection.tune_gc``).
 
 Targets: replay >= 50% of raw and >= 30,000 events/s. ``--profile DIR`` adds one untimed
 replay under cProfile. Exit status: 0 when both targets are met, 1 when one is missed, 2 on an
@@ -54,14 +56,15 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.db import sqlite_url
 from events.envelope import Envelope
-from events.projection import ProjectionStore, reader, seek_to
+from events.projection import ProjectionStore, reader, seek_to, tune_gc
 from events.replay import replay
+from events.replay_readers import default_readers
 from events.tables import metadata as platform_metadata
 from events.topics import apply_topics, partitions_of
 from infra.broker import BrokerSpec, down, free_port, up
 from services.query.projections import build_projection
 from services.query.replay import BATCH as REPLAY_BATCH
-from services.query.store import open_database, tune_gc
+from services.query.store import open_database
 from services.query.tables import ORDERS
 
 DEFAULT_EVENTS = 200_000
@@ -371,7 +374,7 @@ async def time_raw(bootstrap: str, topics: list[str], codec: AvroCodec, total: i
 
 
 async def time_replay(
-    bootstrap: str, prefix: str, codec: AvroCodec, history: History, path: Path
+    bootstrap: str, prefix: str, codec: AvroCodec, history: History, path: Path, readers: int
 ) -> float:
     """Seconds for ``replay()`` of the query projection into a fresh SQLite file, opened as
     the replay command opens it; the platform tables are created before the clock starts."""
@@ -380,7 +383,9 @@ async def time_replay(
     try:
         projection = build_projection(prefix)
         started = time.perf_counter()
-        report = await replay(projection, db, codec, bootstrap, batch=BATCH, drop_grace_s=0)
+        report = await replay(
+            projection, db, codec, bootstrap, batch=BATCH, readers=readers, drop_grace_s=0
+        )
         elapsed = time.perf_counter() - started
         if report.events != history.events:
             raise RuntimeError(f"replay read {report.events} events, expected {history.events}")
@@ -415,12 +420,14 @@ async def run(
     n: int = DEFAULT_EVENTS,
     *,
     repeat: int = DEFAULT_REPEAT,
+    readers: int | None = None,
     workdir: Path | None = None,
     profiler: Profiler | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Publishes >= n saga events, times raw consume+decode and replay(); returns figures."""
     say = progress or (lambda _msg: None)
+    readers = default_readers() if readers is None else readers
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
@@ -440,13 +447,17 @@ async def run(
                     raw_s.append(await time_raw(bootstrap, topics, codec, total))
                 else:
                     db_path = workdir / f"replay-{i}.db"
-                    replay_s.append(await time_replay(bootstrap, prefix, codec, history, db_path))
+                    replay_s.append(
+                        await time_replay(bootstrap, prefix, codec, history, db_path, readers)
+                    )
             raw_rate, replay_rate = total / raw_s[-1], total / replay_s[-1]
             say(f"round {i + 1}/{repeat}: raw {raw_rate:,.0f}/s, replay {replay_rate:,.0f}/s")
         if profiler is not None:
             say("profiling one more replay (untimed)")
             with profiler.profile("replay"):
-                await time_replay(bootstrap, prefix, codec, history, workdir / "profiled.db")
+                await time_replay(
+                    bootstrap, prefix, codec, history, workdir / "profiled.db", readers
+                )
     raw_rate = total / statistics.median(raw_s)
     replay_rate = total / statistics.median(replay_s)
     ratio = replay_rate / raw_rate
@@ -454,6 +465,7 @@ async def run(
         "events": total,
         "orders": history.orders,
         "repeat": repeat,
+        "readers": readers,
         "raw_rate": raw_rate,
         "replay_rate": replay_rate,
         "ratio": ratio,
@@ -474,7 +486,8 @@ def render(result: dict[str, Any]) -> str:
             f"  raw aiokafka consume + decode  {result['raw_rate']:>10,.0f} events/s  "
             f"(runs: {', '.join(f'{x:,.0f}' for x in result['raw_runs'])})",
             f"  replay() into fresh SQLite     {result['replay_rate']:>10,.0f} events/s  "
-            f"(runs: {', '.join(f'{x:,.0f}' for x in result['replay_runs'])})",
+            f"({result['readers']} reader processes; "
+            f"runs: {', '.join(f'{x:,.0f}' for x in result['replay_runs'])})",
             f"  ratio {100 * result['ratio']:.1f}% (target >= {100 * TARGET_RATIO:.0f}%), "
             f"replay >= {TARGET_RATE:,.0f}/s: {ok}",
         ]
@@ -510,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, metavar="N")
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, metavar="R")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="profile one untimed replay")
+    parser.add_argument(
+        "--readers",
+        type=int,
+        metavar="N",
+        help=f"reader processes for the replay (default: the command's, {default_readers()})",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -523,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                         bootstrap,
                         args.events,
                         repeat=args.repeat,
+                        readers=args.readers,
                         workdir=root,
                         profiler=profiler,
                         progress=_progress,

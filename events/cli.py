@@ -138,6 +138,8 @@ def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
     cmd = [sys.executable, "-m", "services.query.replay", args.projection]
     if args.verify:
         cmd.append("--verify")
+    if args.readers is not None:
+        cmd += ["--readers", str(args.readers)]
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
@@ -232,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify",
         action="store_true",
         help="rebuild to the side and report differences; do not switch",
+    )
+    replay.add_argument(
+        "--readers",
+        type=int,
+        metavar="N",
+        help="reader processes that decode while the replay writes (0: none; "
+        "default: one per core, at most 4)",
     )
     replay.set_defaults(run=_replay)
     cli_ops.register(sub)

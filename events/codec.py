@@ -92,6 +92,10 @@ class AvroCodec:
         self.framing: Framing = framing or SingleObjectFraming()
         _uuids_as_text()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Through __init__ again: a process the codec is sent to needs the uuid hook too.
+        return (AvroCodec, (self.catalogue, self.framing))
+
     def validate(self, event_type: str, payload: Mapping[str, Any]) -> None:
         """Raise ContractViolation naming the field when the payload breaks the contract."""
         schema = self.catalogue.latest(event_type)

@@ -27,11 +27,12 @@ from events.projection import (
     Positions,
     Projection,
     ProjectionStore,
-    apply_items,
+    apply_events,
     decode_records,
     reader,
     seek_to,
 )
+from events.replay_readers import ReaderError, ReaderSpec, below, run_readers, split
 from events.tables import projections
 from events.topics import partitions_of
 
@@ -95,26 +96,65 @@ class _Builder:
         projection = self.store.projection
         while not self.reached(target):
             batches = await self.consumer.getmany(timeout_ms=500, max_records=self.batch)
-            records = [
-                r for tp, recs in batches.items() for r in recs if r.offset < target.get(tp, 0)
-            ]
-            for tp in batches:
-                if self.positions[tp] >= target.get(tp, 0):
-                    self.consumer.pause(tp)
+            records = below(self.consumer, batches, target)
             if not records:
                 continue
-            items, bad = decode_records(projection, self.codec, records)
+            decoded = decode_records(projection, self.codec, records)
             async with self.store.db.session() as session, session.begin():
-                moved = await apply_items(projection, session, self.gen, items)
-                await self.store.save_offsets(session, self.gen.number, moved)
-            self.positions.update(moved)
-            self.events += len(records)
-            self.undecodable += bad
-            self._report(phase, total)
+                await apply_events(projection, session, self.gen, decoded.events)
+                await self.store.save_offsets(session, self.gen.number, decoded.positions)
+            self._done(decoded.positions, len(records), decoded.undecodable, phase, total)
+        await self.flush()
         # Fetched records past the target were dropped above: read them again next phase.
         for tp in self.tps:
             self.consumer.seek(tp, self.positions[tp])
         self.consumer.resume(*self.tps)
+
+    async def fill_with_readers(
+        self, target: Positions, phase: str, total: int, readers: int, bootstrap: str, name: str
+    ) -> None:
+        """``fill_to`` with reading, decoding and collecting done by reader processes."""
+        projection = self.store.projection
+        assert projection.write is not None
+        specs = [
+            ReaderSpec(
+                bootstrap,
+                f"{name}-r{i}",
+                projection,
+                self.codec,
+                tps,
+                {tp: self.positions[tp] for tp in tps},
+                target,
+                self.batch,
+            )
+            for i, tps in enumerate(split(self.tps, readers))
+        ]
+        self.consumer.pause(*self.tps)  # its prefetching would only compete with the readers
+        async with run_readers(specs) as received:
+            while (chunk := await received.get()) is not None:
+                if isinstance(chunk, ReaderError):
+                    raise chunk
+                async with self.store.db.session() as session, session.begin():
+                    await projection.write(session, self.gen, chunk.value)
+                    await self.store.save_offsets(session, self.gen.number, chunk.positions)
+                self._done(chunk.positions, chunk.records, chunk.undecodable, phase, total)
+        await self.flush()
+        for tp in self.tps:
+            self.consumer.seek(tp, self.positions[tp])
+        self.consumer.resume(*self.tps)
+
+    def _done(self, positions: Positions, records: int, bad: int, phase: str, total: int) -> None:
+        self.positions.update(positions)
+        self.events += records
+        self.undecodable += bad
+        self._report(phase, total)
+
+    async def flush(self) -> None:
+        """Writes what the projection kept in memory, so the tables hold every event read."""
+        flush = self.store.projection.flush_building
+        if flush is not None and self.gen.building:
+            async with self.store.db.session() as session, session.begin():
+                await flush(session, self.gen)
 
     def _report(self, phase: str, total: int) -> None:
         if self.on_progress is None:
@@ -136,9 +176,14 @@ async def replay(
     verify: bool = False,
     on_progress: OnProgress | None = None,
     batch: int = 5000,
+    readers: int = 0,
     deadline_s: float = 120.0,
     drop_grace_s: float = 1.0,
 ) -> ReplayReport:
+    """Rebuilds ``projection`` into a new generation and switches to it (or, with ``verify``,
+    compares it with the live one and drops it). ``readers`` > 0: that many reader processes
+    read, decode and collect the rebuild from offset 0 (``events.replay_readers``), for a
+    projection that takes batches; the catch-up after it is read in this process."""
     store = ProjectionStore(projection, db)
     active = await store.ensure()
     _, leftover = await store.state()
@@ -148,7 +193,8 @@ async def replay(
     await _set_building(db, projection.name, number)
     await store.create_tables(number)
     started = time.monotonic()
-    consumer = reader(bootstrap, f"replay-{projection.name}-{number}")
+    name = f"replay-{projection.name}-{number}"
+    consumer = reader(bootstrap, name)
     await consumer.start()
     try:
         tps = await partitions_of(bootstrap, projection.topics)
@@ -156,10 +202,13 @@ async def replay(
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         total = sum(end[tp] - begin[tp] for tp in tps)
-        builder = _Builder(
-            store, codec, store.generation(number), consumer, tps, begin, batch, on_progress
-        )
-        await builder.fill_to(end, "rebuild", total)
+        gen = store.generation(number)
+        gen.building = True
+        builder = _Builder(store, codec, gen, consumer, tps, begin, batch, on_progress)
+        if readers > 0 and projection.collect is not None:
+            await builder.fill_with_readers(end, "rebuild", total, readers, bootstrap, name)
+        else:
+            await builder.fill_to(end, "rebuild", total)
         report = ReplayReport(projection.name, number, 0, 0.0, switched=False)
         if verify:
             report.differences = await _verify(store, builder, active, begin, deadline_s)

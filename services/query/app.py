@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import MetaData, text
 
-from events.projection import ProjectionRunner
+from events.projection import ProjectionRunner, tune_gc
 from events.routing import Router
 from events.service import (
     HttpServer,
@@ -37,7 +37,7 @@ from services.query.analytics_proxy import AnalyticsClient
 from services.query.api import ReadSide, projection_state, routes
 from services.query.projections import build_projection
 from services.query.reads import NotStarted, Reads
-from services.query.store import Reader, tune_gc, tune_sqlite
+from services.query.store import Reader, tune_sqlite
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ tests, which run the very same batch logic).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -50,10 +51,9 @@ _KEY = "choreo.query.batch"
 
 
 class Batch:
-    """What one transaction's events change, collected by the handlers."""
+    """What one transaction's events change, collected by the handlers (pure, pickles)."""
 
-    def __init__(self, gen: Generation) -> None:
-        self.gen = gen
+    def __init__(self) -> None:
         self.orders: dict[str, View] = {}
         self.timeline: dict[str, tuple[Any, ...]] = {}  # event id -> row
         self.deposits: dict[str, tuple[str, int]] = {}  # deposit id -> (customer, cents)
@@ -193,15 +193,16 @@ class SqlStore:
         sql.upsert(s, gen[CUSTOMERS], [customer_row(c) for c in customers])
         sql.upsert(s, gen[SKUS], [sku_row(k) for k in skus])
 
-    def _save_orders(self, views: dict[str, View]) -> None:
+    def _save_orders(self, views: dict[str, View]) -> dict[str, tuple[Any, ...]]:
         """New orders inserted; stored ones updated in the columns that changed only, one
-        executemany per set of changed columns (a handful of shapes: payment, stock, ...)."""
+        executemany per set of changed columns (a handful of shapes: payment, stock, ...).
+        Returns the rows as now stored."""
         table = self.gen[ORDERS]
         names = [c.name for c in table.columns]
+        rows = {order_id: order_row(order_id, view) for order_id, view in views.items()}
         fresh: list[tuple[Any, ...]] = []
         changes: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
-        for order_id, view in views.items():
-            row = order_row(order_id, view)
+        for order_id, row in rows.items():
             old = self.stored.get(order_id)
             if old is None:
                 fresh.append(row)
@@ -209,24 +210,98 @@ class SqlStore:
             changed = tuple([i for i, (a, b) in enumerate(zip(row, old, strict=True)) if a != b])
             if changed:
                 changes.setdefault(changed, []).append((*(row[i] for i in changed), order_id))
+        # In creation order: the list indexes lead with created_at, so their inserts append
+        # near each other instead of all over the index (a replay's flush is all inserts).
+        fresh.sort(key=_created_then_id)
         sql.upsert(self.session, table, fresh)
-        for changed, rows in changes.items():
+        for changed, changed_rows in changes.items():
             columns = tuple(names[i] for i in changed)
-            sql.update_columns(self.session, table, columns, rows)
+            sql.update_columns(self.session, table, columns, changed_rows)
+        return rows
 
 
-def batch_for(session: AsyncSession, gen: Generation) -> Batch:
-    """The transaction's batch, created on first use with its flush hooked on the commit."""
-    batch: Batch | None = session.info.get(_KEY)
-    if batch is not None:
-        if batch.gen is not gen:
-            raise RuntimeError("one transaction fed two generations of the query projection")
-        return batch
-    new = session.info[_KEY] = Batch(gen)
+def _created_then_id(row: tuple[Any, ...]) -> tuple[str, str]:
+    return (row[5] or "", row[0])  # created_at (NULL until OrderCreated is seen), order_id
+
+
+class BuildingStore(SqlStore):
+    """The store of a generation a replay is filling: order views stay in memory across
+    transactions (``OrderCache``), each written once when the replay flushes instead of
+    reloaded and rewritten by every batch that touches the order again. Everything else is
+    written per transaction as usual."""
+
+    def __init__(self, session: Session, gen: Generation, cache: OrderCache) -> None:
+        super().__init__(session, gen)
+        self.cache = cache
+
+    def orders(self, keys: Iterable[str]) -> dict[str, View]:
+        views = self.cache.views
+        missing = [k for k in keys if k not in views]
+        if missing:
+            for k, row in (
+                (r[0], tuple(r)) for r in sql.load(self.session, self.gen[ORDERS], missing)
+            ):
+                self.cache.rows[k] = row
+                views[k] = order_view(row)
+        return views
+
+    def save(self, *, orders: dict[str, View], **rest: Any) -> None:
+        self.cache.views.update(orders)
+        self.cache.dirty.update(orders)
+        super().save(orders={}, **rest)
+        if len(self.cache.views) > self.cache.limit:
+            self.flush()
+            self.cache.clear()  # bounded memory: later batches load what they touch again
+
+    def flush(self) -> None:
+        cache = self.cache
+        self.stored = cache.rows
+        cache.rows.update(self._save_orders({k: cache.views[k] for k in cache.dirty}))
+        cache.dirty.clear()
+
+
+class OrderCache:
+    """Order views (and the rows stored for them) of one generation being built."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit  # orders held before they are written and forgotten
+        self.views: dict[str, View] = {}
+        self.rows: dict[str, tuple[Any, ...]] = {}  # what the table holds for an order
+        self.dirty: set[str] = set()
+
+    def clear(self) -> None:
+        self.views.clear()
+        self.rows.clear()
+        self.dirty.clear()
+
+
+_caches: weakref.WeakKeyDictionary[Generation, OrderCache] = weakref.WeakKeyDictionary()
+
+
+def _store(session: Session, gen: Generation) -> SqlStore:
+    if not gen.building:
+        return SqlStore(session, gen)
+    cache = _caches.get(gen)
+    if cache is None:
+        cache = _caches[gen] = OrderCache()
+    return BuildingStore(session, gen, cache)
+
+
+async def flush_building(session: AsyncSession, gen: Generation) -> None:
+    """Writes the order views a replay kept in memory for the generation it fills."""
+    cache = _caches.get(gen)
+    if cache is not None:
+        await session.run_sync(lambda s: BuildingStore(s, gen, cache).flush())
+
+
+async def write_batch(session: AsyncSession, gen: Generation, batch: Batch) -> None:
+    """Hooks the batch's write on the transaction's commit (the projection's ``write``)."""
+    if _KEY in session.info:
+        raise RuntimeError("one transaction took two batches of the query projection")
+    session.info[_KEY] = batch
 
     def flush(sync_session: Session) -> None:
         sync_session.info.pop(_KEY, None)
-        new.write_to(SqlStore(sync_session, gen))
+        batch.write_to(_store(sync_session, gen))
 
     event.listen(session.sync_session, "before_commit", flush, once=True)
-    return new

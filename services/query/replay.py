@@ -24,13 +24,15 @@ from aiokafka.errors import KafkaError
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.projection import tune_gc
 from events.replay import Progress, ReplayReport, replay
+from events.replay_readers import ReaderError, default_readers
 from events.settings import settings_error
 from events.tables import metadata as platform_metadata
 from events.topics import TopicError
 from services.query.app import Settings
 from services.query.projections import PROJECTIONS
-from services.query.store import open_database, tune_gc
+from services.query.store import open_database
 
 # Events per transaction. Larger than the live runner's batches: one order's events lie on
 # five topics, so a batch rewrites most of its orders' rows; bigger batches rewrite fewer
@@ -89,7 +91,9 @@ def summary(report: ReplayReport) -> list[str]:
     return lines + [f"  {d}" for d in report.differences]
 
 
-async def rebuild(name: str, settings: Settings, *, verify: bool, batch: int) -> ReplayReport:
+async def rebuild(
+    name: str, settings: Settings, *, verify: bool, batch: int, readers: int
+) -> ReplayReport:
     projection = PROJECTIONS[name](settings.topic_prefix)
     catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
     db = open_database(settings.database_url_for("query"))
@@ -104,6 +108,7 @@ async def rebuild(name: str, settings: Settings, *, verify: bool, batch: int) ->
             verify=verify,
             on_progress=progress,
             batch=batch,
+            readers=readers,
         )
     finally:
         progress.end()
@@ -124,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch", type=int, default=BATCH, help=f"events per transaction (default {BATCH:,})"
     )
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=default_readers(),
+        metavar="N",
+        help="reader processes that read, decode and collect the rebuild while this one "
+        f"writes; 0 for none (default here: {default_readers()})",
+    )
     args = parser.parse_args(argv)
     if args.projection not in PROJECTIONS:
         known = ", ".join(sorted(PROJECTIONS))
@@ -131,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.batch < 1:
         print("--batch must be at least 1", file=sys.stderr)
+        return 2
+    if args.readers < 0:
+        print("--readers must be 0 or more", file=sys.stderr)
         return 2
     try:
         settings = Settings()
@@ -140,12 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     tune_gc()
     try:
         report = asyncio.run(
-            rebuild(args.projection, settings, verify=args.verify, batch=args.batch)
+            rebuild(
+                args.projection,
+                settings,
+                verify=args.verify,
+                batch=args.batch,
+                readers=args.readers,
+            )
         )
     except TimeoutError as exc:
         print(f"{args.projection}: {exc} (is the query service running?)", file=sys.stderr)
         return 2
-    except (TopicError, KafkaError, OSError) as exc:
+    except (TopicError, KafkaError, OSError, ReaderError) as exc:
         print(f"{args.projection}: cannot replay: {exc}", file=sys.stderr)
         return 2
     for line in summary(report):

@@ -4,7 +4,6 @@ process settings that keep a projection fast.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from sqlalchemy import event, select
@@ -84,17 +83,3 @@ class Reader:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-def tune_gc() -> None:
-    """Fewer garbage collections for a process that applies events in batches.
-
-    A batch makes tens of thousands of short-lived containers (decoded payloads, models,
-    envelopes) that all die when it is written. With the default thresholds the collector
-    runs every 700 allocations and walks the batch's live objects each time, which costs
-    about as much CPU as decoding the events. Objects alive at start-up (modules, schemas)
-    are frozen out of the collector's walks for good.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 10)

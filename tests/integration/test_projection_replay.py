@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import os
+import signal
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -14,23 +18,25 @@ from events.outbox import Outbox
 from events.projection import Generation, Projection, ProjectionRunner, ProjectionStore
 from events.relay import OutboxRelay
 from events.replay import replay
+from events.replay_readers import ReaderError
 from tests.integration.harness import Ping, codec_for, write_pings
 from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
 
 
-def counts_projection(topic: str) -> Projection:
-    def define(md: MetaData, suffix: str) -> None:
-        Table(
-            f"ping_counts{suffix}",
-            md,
-            Column("aggregate_id", String, primary_key=True),
-            Column("pings", Integer, nullable=False),
-            Column("last_seq", Integer, nullable=False),
-        )
+def define_counts(md: MetaData, suffix: str) -> None:
+    Table(
+        f"ping_counts{suffix}",
+        md,
+        Column("aggregate_id", String, primary_key=True),
+        Column("pings", Integer, nullable=False),
+        Column("last_seq", Integer, nullable=False),
+    )
 
-    projection = Projection(f"counts-{unique('p')}", [topic], define)
+
+def counts_projection(topic: str) -> Projection:
+    projection = Projection(f"counts-{unique('p')}", [topic], define_counts)
 
     @projection.on(Ping)
     async def count(session, gen: Generation, event: Event[Ping]) -> None:
@@ -48,6 +54,43 @@ def counts_projection(topic: str) -> Projection:
                 .values(pings=t.c.pings + 1, last_seq=p.seq)
             )
 
+    return projection
+
+
+# The same counts through whole batches (module level: reader processes unpickle them).
+
+
+def collect_counts(events: list[Event[Any]]) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for event in events:
+        p = event.payload  # the decoded dict: batch functions take no model
+        n, last = out.get(p["aggregate_id"], (0, -1))
+        out[p["aggregate_id"]] = (n + 1, max(last, p["seq"]))
+    return out
+
+
+async def write_counts(session, gen: Generation, counts: dict[str, tuple[int, int]]) -> None:
+    t = gen["ping_counts"]
+    for agg, (n, last) in sorted(counts.items()):
+        row = (await session.execute(select(t).where(t.c.aggregate_id == agg))).first()
+        if row is None:
+            await session.execute(t.insert().values(aggregate_id=agg, pings=n, last_seq=last))
+        else:
+            await session.execute(
+                update(t)
+                .where(t.c.aggregate_id == agg)
+                .values(pings=row.pings + n, last_seq=max(row.last_seq, last))
+            )
+
+
+def collect_unpicklable(events: list[Event[Any]]) -> Any:
+    counts = collect_counts(events)
+    return lambda: counts  # a projection bug: a reader cannot send this
+
+
+def batch_counts(topic: str, name: str | None = None, collect=collect_counts) -> Projection:
+    projection = Projection(name or f"batch-{unique('p')}", [topic], define_counts)
+    projection.on_batch([Ping], collect, write_counts)
     return projection
 
 
@@ -194,3 +237,74 @@ async def test_killed_replay_changes_nothing_and_can_run_again(kafka_bootstrap, 
         assert report.switched and report.generation == 3
         await eventually(lambda: runner.generation == 3, what="live follows generation 3")
         assert await rows(read_db, runner.store) == expected(written)
+
+
+async def test_reader_processes_rebuild_what_one_process_does(kafka_bootstrap, new_topic, new_db):
+    topic = await new_topic(partitions=3)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    projection = batch_counts(topic)
+    written = await produce(
+        kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(7)], 60
+    )
+    store = ProjectionStore(projection, read_db)
+    report = await replay(projection, read_db, codec, kafka_bootstrap, batch=25, readers=2)
+    assert report.switched and report.events == len(written)
+    assert await rows(read_db, store) == expected(written)
+    alone = await replay(projection, read_db, codec, kafka_bootstrap, batch=25, readers=0)
+    assert alone.generation == report.generation + 1
+    assert await rows(read_db, store) == expected(written)
+
+
+async def test_a_failing_reader_stops_the_replay_and_changes_nothing(
+    kafka_bootstrap, new_topic, new_db
+):
+    topic = await new_topic(partitions=2)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    good = batch_counts(topic)
+    bad = batch_counts(topic, good.name, collect_unpicklable)
+    written = await produce(
+        kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(3)], 40
+    )
+    runner = ProjectionRunner(good, read_db, codec, kafka_bootstrap)
+    async with live(runner):
+        await eventually(lambda: runner.applied >= len(written), what="live caught up")
+        with pytest.raises(ReaderError, match=r"(?i)pickl"):
+            await replay(bad, read_db, codec, kafka_bootstrap, batch=30, readers=2)
+        assert await ProjectionStore(good, read_db).state() == (1, 2)
+        assert await rows(read_db, runner.store) == expected(written)
+        report = await replay(good, read_db, codec, kafka_bootstrap, readers=2, drop_grace_s=0.1)
+        assert report.switched and report.generation == 3
+        await eventually(lambda: runner.generation == 3, what="live follows generation 3")
+        assert await rows(read_db, runner.store) == expected(written)
+
+
+async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(
+    kafka_bootstrap, new_topic, new_db
+):
+    topic = await new_topic(partitions=2)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    projection = batch_counts(topic)
+    written = await produce(
+        kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(4)], 100
+    )
+    task = asyncio.create_task(
+        replay(projection, read_db, codec, kafka_bootstrap, batch=10, readers=1)
+    )
+
+    def a_reader() -> int | None:
+        for child in multiprocessing.active_children():
+            if child.name.startswith("replay-reader") and child.pid is not None:
+                return child.pid
+        return None
+
+    pid = await eventually(a_reader, what="a reader process to start")
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ReaderError, match="died"):
+        await asyncio.wait_for(task, 60)
+    assert await ProjectionStore(projection, read_db).state() == (1, 2)
+    report = await replay(projection, read_db, codec, kafka_bootstrap, readers=1)
+    assert report.switched and report.generation == 3
+    assert await rows(read_db, ProjectionStore(projection, read_db)) == expected(written)

@@ -115,8 +115,16 @@ async def test_replay_under_live_traffic_ends_as_a_rebuild_and_reads_never_fail(
     reading = asyncio.create_task(prober.run())
     second = busy_saga(120)
     traffic = asyncio.create_task(publish_saga(env, second))
+    # Rebuilt by reader processes (the command's default on a multi-core machine); the
+    # from-scratch rebuild it is compared with below runs in this process.
     report = await replay(
-        env.runner.projection, env.ctx.db, env.codec, env.bootstrap, batch=150, drop_grace_s=0.2
+        env.runner.projection,
+        env.ctx.db,
+        env.codec,
+        env.bootstrap,
+        batch=150,
+        readers=2,
+        drop_grace_s=0.2,
     )
     published = await traffic
     assert report.switched and report.generation == 2
