@@ -318,12 +318,17 @@ class ProjectionRunner:
         bootstrap: str,
         *,
         batch: int = 2000,
+        linger_s: float = 0.0,
     ) -> None:
         self.projection = projection
         self.store = ProjectionStore(projection, db)
         self.codec = codec
         self.bootstrap = bootstrap
         self.batch = batch
+        # At low rates a batch holds an event or two and each costs a transaction; after a
+        # batch smaller than ``batch`` the runner waits this long before reading again, so
+        # the next one gathers what arrived meanwhile. Never when behind (full batches).
+        self.linger_s = linger_s
         self.generation = 0
         self.positions: Positions = {}
         self.applied = 0
@@ -369,6 +374,9 @@ class ProjectionRunner:
                 records = [r for recs in batches.values() for r in recs]
                 if records:
                     await self._apply(records)
+                    if len(records) < self.batch and self.linger_s > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), self.linger_s)
                 elif loop.time() >= next_check:
                     # Idle: notice a replay's switch without waiting for the next event.
                     next_check = loop.time() + 1.0

@@ -47,6 +47,13 @@ class Settings(ServiceSettings):
     projection_batch: int = Field(
         default=2000, ge=1, le=50_000, description="Max events per projection transaction"
     )
+    projection_linger_ms: int = Field(
+        default=50,
+        ge=0,
+        le=5_000,
+        description="After a small batch, how long the projection waits for more events "
+        "before its next transaction (fewer, larger transactions at low rates)",
+    )
     analytics_url: str = Field(
         default="http://127.0.0.1:8107",
         pattern=r"^https?://\S+$",
@@ -80,6 +87,7 @@ def build_side(ctx: ServiceContext, settings: Settings) -> ReadSide:
         ctx.codec,
         settings.kafka_bootstrap_servers,
         batch=settings.projection_batch,
+        linger_s=settings.projection_linger_ms / 1000,
     )
     side = ReadSide(runner, Reads(runner.store, Reader(ctx.db.url)))
     ctx.extras["read_side"] = side
