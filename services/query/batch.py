@@ -10,6 +10,11 @@ The flush runs as a ``before_commit`` listener of the session, so inside the run
 transaction and in SQLAlchemy's greenlet: it uses the synchronous Session API. What it
 reads and writes goes through ``Store`` (the SQL tables here; a dict-backed fake in the unit
 tests, which run the very same batch logic).
+
+While a replay fills a generation nobody reads yet (``Generation.building``), the store keeps
+order views in memory across its transactions (``BuildingStore``): an order's events lie on
+five topics and so in several batches, and each order row is then written once, when the
+replay flushes, instead of loaded and rewritten by every batch that touches it.
 """
 
 from __future__ import annotations
@@ -260,10 +265,14 @@ class BuildingStore(SqlStore):
         cache.dirty.clear()
 
 
+# Order views a replay keeps in memory (about 1 KB each) before it writes and forgets them.
+ORDER_CACHE_LIMIT = 200_000
+
+
 class OrderCache:
     """Order views (and the rows stored for them) of one generation being built."""
 
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = ORDER_CACHE_LIMIT) -> None:
         self.limit = limit  # orders held before they are written and forgotten
         self.views: dict[str, View] = {}
         self.rows: dict[str, tuple[Any, ...]] = {}  # what the table holds for an order
@@ -283,7 +292,7 @@ def _store(session: Session, gen: Generation) -> SqlStore:
         return SqlStore(session, gen)
     cache = _caches.get(gen)
     if cache is None:
-        cache = _caches[gen] = OrderCache()
+        cache = _caches[gen] = OrderCache(ORDER_CACHE_LIMIT)
     return BuildingStore(session, gen, cache)
 
 
