@@ -28,6 +28,7 @@ from events.codec import AvroCodec
 from events.projection import Positions, Projection, decode_records, reader, seek_to, tune_gc
 
 _DONE = b""
+FIRST_BATCH = 2000
 
 
 class ReaderError(RuntimeError):
@@ -92,8 +93,11 @@ async def _read(conn: Connection, spec: ReaderSpec) -> None:
     try:
         await seek_to(consumer, spec.tps, spec.begin)
         positions = dict(spec.begin)
+        # A small first batch: the writer starts while this reader reads on.
+        size = min(spec.batch, FIRST_BATCH)
         while any(positions[tp] < spec.target.get(tp, 0) for tp in spec.tps):
-            batches = await consumer.getmany(timeout_ms=500, max_records=spec.batch)
+            batches = await consumer.getmany(timeout_ms=500, max_records=size)
+            size = spec.batch
             records = below(consumer, batches, spec.target)
             if not records:
                 continue
