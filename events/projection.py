@@ -222,7 +222,7 @@ class ProjectionStore:
 
 
 @dataclass
-class Decoded:
+class DecodedBatch:
     """A batch of records as a projection applies them."""
 
     events: list[Event[Any]]  # those the projection handles, decoded, in the order read
@@ -232,7 +232,7 @@ class Decoded:
 
 def decode_records(
     projection: Projection, codec: AvroCodec, records: Iterable[ConsumerRecord]
-) -> Decoded:
+) -> DecodedBatch:
     """Decodes what the projection handles, skipping (and counting) what it cannot decode.
 
     The services' consumers dead-letter malformed events on these topics; a projection
@@ -266,7 +266,7 @@ def decode_records(
             continue
         events.append(Event(envelope, payload, record.topic, record.partition, record.offset))
     positions = {TopicPartition(t, p): offset for (t, p), offset in ends.items()}
-    return Decoded(events, positions, bad)
+    return DecodedBatch(events, positions, bad)
 
 
 async def apply_events(
