@@ -233,6 +233,10 @@ async def test_the_replay_command(query_env: QueryEnv):
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == "unknown projection 'orders'; known: query"
 
+    negative = await asyncio.to_thread(run_cli, env, "query", "--readers", "-1")
+    assert negative.returncode == 2
+    assert negative.stderr.strip() == "--readers must be 0 or more"
+
 
 async def test_verify_reports_differences(query_env: QueryEnv):
     """A live row changed behind the projection's back shows up in --verify (exit 1)."""
