@@ -113,7 +113,8 @@ class _Builder:
     async def fill_with_readers(
         self, target: Positions, phase: str, total: int, readers: int, bootstrap: str, name: str
     ) -> None:
-        """``fill_to`` with reading, decoding and collecting done by reader processes."""
+        """``fill_to`` with reading, decoding and collecting done by reader processes (the
+        replay's own consumer stays paused meanwhile; it reads the catch-up)."""
         projection = self.store.projection
         assert projection.write is not None
         specs = [
@@ -129,7 +130,6 @@ class _Builder:
             )
             for i, tps in enumerate(split(self.tps, readers))
         ]
-        self.consumer.pause(*self.tps)  # its prefetching would only compete with the readers
         async with run_readers(specs) as received:
             while (chunk := await received.get()) is not None:
                 if isinstance(chunk, ReaderError):
@@ -199,13 +199,16 @@ async def replay(
     try:
         tps = await partitions_of(bootstrap, projection.topics)
         await seek_to(consumer, tps, {})
+        parallel = readers > 0 and projection.collect is not None
+        if parallel:
+            consumer.pause(*tps)  # the readers fetch the rebuild: no prefetching meanwhile
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         total = sum(end[tp] - begin[tp] for tp in tps)
         gen = store.generation(number)
         gen.building = True
         builder = _Builder(store, codec, gen, consumer, tps, begin, batch, on_progress)
-        if readers > 0 and projection.collect is not None:
+        if parallel:
             await builder.fill_with_readers(end, "rebuild", total, readers, bootstrap, name)
         else:
             await builder.fill_to(end, "rebuild", total)
