@@ -104,11 +104,7 @@ class _Builder:
                 await apply_events(projection, session, self.gen, decoded.events)
                 await self.store.save_offsets(session, self.gen.number, decoded.positions)
             self._done(decoded.positions, len(records), decoded.undecodable, phase, total)
-        await self.flush()
-        # Fetched records past the target were dropped above: read them again next phase.
-        for tp in self.tps:
-            self.consumer.seek(tp, self.positions[tp])
-        self.consumer.resume(*self.tps)
+        await self._end_phase()
 
     async def fill_with_readers(
         self, target: Positions, phase: str, total: int, readers: int, bootstrap: str, name: str
@@ -138,7 +134,11 @@ class _Builder:
                     await projection.write(session, self.gen, chunk.value)
                     await self.store.save_offsets(session, self.gen.number, chunk.positions)
                 self._done(chunk.positions, chunk.records, chunk.undecodable, phase, total)
+        await self._end_phase()
+
+    async def _end_phase(self) -> None:
         await self.flush()
+        # Records fetched past the target were dropped: the next phase reads them again.
         for tp in self.tps:
             self.consumer.seek(tp, self.positions[tp])
         self.consumer.resume(*self.tps)

@@ -1,10 +1,11 @@
 """Applying a whole batch of events at once: load what it touches, join, write back.
 
-The projection runtime calls a handler per event; the handlers here only collect partial
-views in a ``Batch`` kept on the session. Just before the transaction commits (the very
-transaction that saves the projection's offsets) the batch is written: one SELECT for the
-orders it touches, the joins in memory, then one executemany per table. A batch of thousands
-of events costs a handful of statements instead of several per event.
+The projection's ``collect`` (``projections.collect_events``) folds a batch's events into a
+``Batch`` of partial views, with no I/O (so a replay's reader processes can do it); its
+``write`` (``write_batch``) hooks that batch on the session. Just before the transaction
+commits (the very transaction that saves the projection's offsets) the batch is written:
+one SELECT for the orders it touches, the joins in memory, then one executemany per table.
+A batch of thousands of events costs a handful of statements instead of several per event.
 
 The flush runs as a ``before_commit`` listener of the session, so inside the runtime's own
 transaction and in SQLAlchemy's greenlet: it uses the synchronous Session API. What it

@@ -1,9 +1,10 @@
 """The ``query`` projection: one runner over every saga topic the read side needs.
 
 Each handler turns its event into a partial order view (see ``domain``) plus a timeline
-row, or into a deposit or restock, and leaves them in the transaction's ``Batch``; the batch
-writes everything just before the commit. Every value comes from the events (their own
-times, never the clock), so a replay rebuilds the very same rows.
+row, or into a deposit or restock, and leaves them in the batch's ``Batch``
+(``collect_events``); the batch writes everything just before its transaction commits.
+Every value comes from the events (their own times, never the clock), so a replay rebuilds
+the very same rows.
 """
 
 from __future__ import annotations
