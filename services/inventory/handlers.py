@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
+from events.prepared import Prepared
 from events.routing import Router
 from schemas.models import (
     OrderCancelled,
@@ -50,20 +51,19 @@ router = Router()
 _INT_MAX = 2**31 - 1
 
 
-_RESTOCK_SEEN = select(restocks.c.restock_id).where(
-    restocks.c.restock_id == bindparam("restock_id")
+_RESTOCK_SEEN = Prepared(
+    select(restocks.c.restock_id).where(restocks.c.restock_id == bindparam("restock_id"))
 )
-_INSERT_RESTOCK = insert(restocks)
+_INSERT_RESTOCK = Prepared(insert(restocks))
 
 
 @router.on(StockRestocked)
 async def on_stock_restocked(uow: UnitOfWork, event: Event[StockRestocked]) -> None:
     p = event.payload
-    seen = await uow.session.execute(_RESTOCK_SEEN, {"restock_id": p.restock_id})
-    if seen.first() is not None:
+    if await _RESTOCK_SEEN.first(uow.session, {"restock_id": p.restock_id}) is not None:
         return  # this restock was counted already, under another event id
-    await uow.session.execute(
-        _INSERT_RESTOCK,
+    await _INSERT_RESTOCK.run(
+        uow.session,
         {
             "restock_id": p.restock_id,
             "sku": p.sku,
@@ -148,7 +148,7 @@ async def _release(uow: UnitOfWork, order_id: str, reason: str, failed_step: str
     uow.emit(released, key=order_id)
 
 
-_LOCK_STOCK = (
+_LOCK_STOCK = Prepared(
     select(stock)
     .where(stock.c.sku.in_(bindparam("skus", expanding=True)))
     .order_by(stock.c.sku)
@@ -159,15 +159,15 @@ _LOCK_STOCK = (
 async def _lock_stock(uow: UnitOfWork, skus: Iterable[str]) -> dict[str, StockLevel]:
     # Sorted, so that two transactions lock shared SKUs in the same order (no deadlock).
     params = {"skus": sorted(set(skus))}
-    rows = (await uow.session.execute(_LOCK_STOCK, params)).mappings()
+    rows = await _LOCK_STOCK.rows(uow.session, params)
     return {
         r["sku"]: StockLevel(r["sku"], r["on_hand"], r["reserved"], r["shipped"], r["received"])
         for r in rows
     }
 
 
-_INSERT_STOCK = insert(stock)
-_UPDATE_STOCK = (
+_INSERT_STOCK = Prepared(insert(stock))
+_UPDATE_STOCK = Prepared(
     update(stock)
     .where(stock.c.sku == bindparam("b_sku"))
     .values(
@@ -190,13 +190,14 @@ async def _save_stock(uow: UnitOfWork, levels: Iterable[StockLevel], *, new: boo
             "updated_at": utcnow(),
         }
         if new:
-            await uow.session.execute(_INSERT_STOCK, {"sku": level.sku, **values})
+            await _INSERT_STOCK.run(uow.session, {"sku": level.sku, **values})
         else:
-            await uow.session.execute(_UPDATE_STOCK, {"b_sku": level.sku, **values})
+            await _UPDATE_STOCK.run(uow.session, {"b_sku": level.sku, **values})
 
 
-_RESERVATION = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
-_RESERVATION_FOR_UPDATE = _RESERVATION.with_for_update()
+_BY_ORDER = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
+_RESERVATION = Prepared(_BY_ORDER)
+_RESERVATION_FOR_UPDATE = Prepared(_BY_ORDER.with_for_update())
 
 
 async def _reservation(
@@ -204,14 +205,14 @@ async def _reservation(
 ) -> tuple[str, Reservation] | None:
     """The order's customer and reservation, if inventory has seen the order."""
     query = _RESERVATION_FOR_UPDATE if lock else _RESERVATION
-    found = (await uow.session.execute(query, {"order_id": order_id})).mappings().first()
+    found = await query.first(uow.session, {"order_id": order_id})
     if found is None:
         return None
     lines = tuple(Line(line["sku"], line["quantity"]) for line in json.loads(found["lines"]))
     return found["customer_id"], Reservation(lines, ReservationStatus(found["status"]))
 
 
-_INSERT_RESERVATION = insert(reservations)
+_INSERT_RESERVATION = Prepared(insert(reservations))
 
 
 async def _insert_reservation(
@@ -219,8 +220,8 @@ async def _insert_reservation(
 ) -> None:
     now = utcnow()
     lines = json.dumps([{"sku": x.sku, "quantity": x.quantity} for x in reservation.lines])
-    await uow.session.execute(
-        _INSERT_RESERVATION,
+    await _INSERT_RESERVATION.run(
+        uow.session,
         {
             "order_id": order.order_id,
             "customer_id": order.customer_id,
@@ -233,7 +234,7 @@ async def _insert_reservation(
     )
 
 
-_SET_RESERVATION_STATUS = (
+_SET_RESERVATION_STATUS = Prepared(
     update(reservations)
     .where(reservations.c.order_id == bindparam("b_order_id"))
     .values(
@@ -251,7 +252,7 @@ async def _set_status(
         "reason": reason,
         "updated_at": utcnow(),
     }
-    await uow.session.execute(_SET_RESERVATION_STATUS, params)
+    await _SET_RESERVATION_STATUS.run(uow.session, params)
 
 
 def _stock_lines(lines: Iterable[Line]) -> list[StockLine]:

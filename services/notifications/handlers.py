@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, insert, select
 
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
+from events.prepared import Prepared
 from events.routing import Router
 from schemas.models import CustomerNotified, OrderCancelled, OrderCompleted, OrderRejected
 from services.notifications import domain
@@ -41,19 +42,18 @@ async def on_order_cancelled(uow: UnitOfWork, event: Event[OrderCancelled]) -> N
     await _notify(uow, event, Outcome(p.order_id, p.customer_id, OrderStatus.CANCELLED, p.reason))
 
 
-_ALREADY_SENT = select(sent.c.order_id).where(sent.c.order_id == bindparam("order_id"))
-_INSERT_SENT = insert(sent)
+_ALREADY_SENT = Prepared(select(sent.c.order_id).where(sent.c.order_id == bindparam("order_id")))
+_INSERT_SENT = Prepared(insert(sent))
 
 
 async def _notify(uow: UnitOfWork, event: Event[Any], outcome: Outcome) -> None:
-    found = await uow.session.execute(_ALREADY_SENT, {"order_id": outcome.order_id})
-    already = found.first() is not None
+    already = await _ALREADY_SENT.first(uow.session, {"order_id": outcome.order_id}) is not None
     note = domain.notify(outcome, already, notification_id=str(uuid.uuid4()))
     if note is None:
         return
     now = utcnow()
-    await uow.session.execute(
-        _INSERT_SENT,
+    await _INSERT_SENT.run(
+        uow.session,
         {
             "order_id": note.order_id,
             "notification_id": note.notification_id,

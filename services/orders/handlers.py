@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, insert, select, update
 from events.envelope import Event, utcnow
 from events.models import EventModel
 from events.outbox import UnitOfWork
+from events.prepared import Prepared
 from events.routing import HandlerFn, PermanentError, Router
 from schemas.models import (
     OrderCancellationRequested,
@@ -48,11 +49,13 @@ from services.orders.tables import orders
 
 log = structlog.get_logger(__name__)
 
-_EXISTS = select(orders.c.order_id).where(orders.c.order_id == bindparam("order_id"))
-_INSERT = insert(orders)
-_LOCKED = select(orders).where(orders.c.order_id == bindparam("order_id")).with_for_update()
+_EXISTS = Prepared(select(orders.c.order_id).where(orders.c.order_id == bindparam("order_id")))
+_INSERT = Prepared(insert(orders))
+_LOCKED = Prepared(
+    select(orders).where(orders.c.order_id == bindparam("order_id")).with_for_update()
+)
 _THIS_ORDER = orders.c.order_id == bindparam("b_order_id")
-_SET_WAITING = (
+_SET_WAITING = Prepared(
     update(orders)
     .where(_THIS_ORDER)
     .values(
@@ -62,8 +65,8 @@ _SET_WAITING = (
         updated_at=bindparam("b_updated_at"),
     )
 )
-_SET_LATE = update(orders).where(_THIS_ORDER).values(late_facts=bindparam("b_late_facts"))
-_SET_ENDED = (
+_SET_LATE = Prepared(update(orders).where(_THIS_ORDER).values(late_facts=bindparam("b_late_facts")))
+_SET_ENDED = Prepared(
     update(orders)
     .where(_THIS_ORDER)
     .values(
@@ -82,8 +85,7 @@ async def place_order(uow: UnitOfWork, placed: OrderPlaced, saga_deadline: timed
 
     The order's saga must end within ``saga_deadline`` (the watchdog reports it otherwise).
     """
-    existing = await uow.session.execute(_EXISTS, {"order_id": placed.order_id})
-    if existing.first() is not None:
+    if await _EXISTS.first(uow.session, {"order_id": placed.order_id}) is not None:
         return False
     lines = [line.model_dump() for line in placed.lines]
     total = order_total((ln.quantity, ln.unit_price_cents) for ln in placed.lines)
@@ -100,8 +102,8 @@ async def place_order(uow: UnitOfWork, placed: OrderPlaced, saga_deadline: timed
         key=placed.order_id,
     )
     waiting = waiting_when_created(now)
-    await uow.session.execute(
-        _INSERT,
+    await _INSERT.run(
+        uow.session,
         {
             "order_id": placed.order_id,
             "customer_id": placed.customer_id,
@@ -117,13 +119,14 @@ async def place_order(uow: UnitOfWork, placed: OrderPlaced, saga_deadline: timed
             # Events orders emits later on its own (the watchdog's) join the saga's trace.
             "correlation_id": created.correlation_id,
             "traceparent": created.traceparent,
+            "late_facts": "[]",
         },
     )
     return True
 
 
 async def _locked(uow: UnitOfWork, order_id: str) -> Any:
-    row = (await uow.session.execute(_LOCKED, {"order_id": order_id})).mappings().first()
+    row = await _LOCKED.first(uow.session, {"order_id": order_id})
     if row is None:
         raise PermanentError(f"unknown order {order_id}")
     return row
@@ -138,8 +141,8 @@ async def apply_progress(uow: UnitOfWork, order_id: str, progress: Progress, at:
         return  # ended already, or past that step (the facts came in another order)
     # stuck_at was about the step it left: cleared (by _SET_WAITING), so the watchdog can
     # flag it again at the new step if the saga is still overdue.
-    await uow.session.execute(
-        _SET_WAITING,
+    await _SET_WAITING.run(
+        uow.session,
         {
             "b_order_id": order_id,
             "b_waiting_on": waiting.step.value,
@@ -164,9 +167,7 @@ async def apply_fact(
             "fact after the order ended", order_id=order_id, fact=fact.value, status=row["status"]
         )
         late = [*json.loads(row["late_facts"]), fact.value]
-        await uow.session.execute(
-            _SET_LATE, {"b_order_id": order_id, "b_late_facts": json.dumps(late)}
-        )
+        await _SET_LATE.run(uow.session, {"b_order_id": order_id, "b_late_facts": json.dumps(late)})
         return dict(row)
     now = utcnow()
     values = {
@@ -177,8 +178,8 @@ async def apply_fact(
         "waiting_on": None,  # an ended order waits on nothing (and leaves the watchdog's index)
     }
     values["shipment_id"] = shipment_id or row["shipment_id"]
-    await uow.session.execute(
-        _SET_ENDED,
+    await _SET_ENDED.run(
+        uow.session,
         {
             "b_order_id": order_id,
             "b_status": values["status"],

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
+from events.prepared import Prepared
 from events.routing import Router
 from schemas.models import (
     FundsDeposited,
@@ -41,20 +42,19 @@ from services.payments.tables import accounts, deposits, payments, tombstones
 router = Router()
 
 
-_DEPOSIT_SEEN = select(deposits.c.deposit_id).where(
-    deposits.c.deposit_id == bindparam("deposit_id")
+_DEPOSIT_SEEN = Prepared(
+    select(deposits.c.deposit_id).where(deposits.c.deposit_id == bindparam("deposit_id"))
 )
-_INSERT_DEPOSIT = insert(deposits)
+_INSERT_DEPOSIT = Prepared(insert(deposits))
 
 
 @router.on(FundsDeposited)
 async def on_funds_deposited(uow: UnitOfWork, event: Event[FundsDeposited]) -> None:
     p = event.payload
-    seen = await uow.session.execute(_DEPOSIT_SEEN, {"deposit_id": p.deposit_id})
-    if seen.first() is not None:
+    if await _DEPOSIT_SEEN.first(uow.session, {"deposit_id": p.deposit_id}) is not None:
         return  # this deposit was credited already, under another event id
-    await uow.session.execute(
-        _INSERT_DEPOSIT,
+    await _INSERT_DEPOSIT.run(
+        uow.session,
         {
             "deposit_id": p.deposit_id,
             "customer_id": p.customer_id,
@@ -93,7 +93,7 @@ async def on_shipment_failed(uow: UnitOfWork, event: Event[ShipmentFailed]) -> N
         await _refund(uow, payment, p.reason, "shipping")
 
 
-_INSERT_TOMBSTONE = insert(tombstones)
+_INSERT_TOMBSTONE = Prepared(insert(tombstones))
 
 
 @router.on(OrderCancelled)
@@ -107,7 +107,7 @@ async def on_order_cancelled(uow: UnitOfWork, event: Event[OrderCancelled]) -> N
         await _refund(uow, payment, p.reason, p.failed_step)
     elif not await _tombstoned(uow, p.order_id):
         tombstone = {"order_id": p.order_id, "reason": p.reason, "cancelled_at": p.cancelled_at}
-        await uow.session.execute(_INSERT_TOMBSTONE, tombstone)
+        await _INSERT_TOMBSTONE.run(uow.session, tombstone)
 
 
 # --- the steps the handlers share ----------------------------------------------------------
@@ -132,14 +132,14 @@ async def _refund(uow: UnitOfWork, payment: Payment, reason: str, failed_step: s
     uow.emit(refunded, key=payment.order_id)
 
 
-_LOCK_ACCOUNT = (
+_LOCK_ACCOUNT = Prepared(
     select(accounts).where(accounts.c.customer_id == bindparam("customer_id")).with_for_update()
 )
 
 
 async def _lock_account(uow: UnitOfWork, customer_id: str) -> Account | None:
     params = {"customer_id": customer_id}
-    row = (await uow.session.execute(_LOCK_ACCOUNT, params)).mappings().first()
+    row = await _LOCK_ACCOUNT.first(uow.session, params)
     if row is None:
         return None
     return Account(
@@ -151,8 +151,8 @@ async def _lock_account(uow: UnitOfWork, customer_id: str) -> Account | None:
     )
 
 
-_INSERT_ACCOUNT = insert(accounts)
-_UPDATE_ACCOUNT = (
+_INSERT_ACCOUNT = Prepared(insert(accounts))
+_UPDATE_ACCOUNT = Prepared(
     update(accounts)
     .where(accounts.c.customer_id == bindparam("b_customer_id"))
     .values(
@@ -176,18 +176,19 @@ async def _save_account(uow: UnitOfWork, account: Account, *, new: bool = False)
     }
     if new:
         values |= {"customer_id": account.customer_id, "created_at": now}
-        await uow.session.execute(_INSERT_ACCOUNT, values)
+        await _INSERT_ACCOUNT.run(uow.session, values)
     else:
-        await uow.session.execute(_UPDATE_ACCOUNT, {"b_customer_id": account.customer_id, **values})
+        await _UPDATE_ACCOUNT.run(uow.session, {"b_customer_id": account.customer_id, **values})
 
 
-_PAYMENT = select(payments).where(payments.c.order_id == bindparam("order_id"))
-_PAYMENT_FOR_UPDATE = _PAYMENT.with_for_update()
+_BY_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
+_PAYMENT = Prepared(_BY_ORDER)
+_PAYMENT_FOR_UPDATE = Prepared(_BY_ORDER.with_for_update())
 
 
 async def _payment(uow: UnitOfWork, order_id: str, *, lock: bool = False) -> Payment | None:
     query = _PAYMENT_FOR_UPDATE if lock else _PAYMENT
-    found = (await uow.session.execute(query, {"order_id": order_id})).mappings().first()
+    found = await query.first(uow.session, {"order_id": order_id})
     if found is None:
         return None
     return Payment(
@@ -199,22 +200,23 @@ async def _payment(uow: UnitOfWork, order_id: str, *, lock: bool = False) -> Pay
     )
 
 
-_TOMBSTONED = select(tombstones.c.order_id).where(tombstones.c.order_id == bindparam("order_id"))
+_TOMBSTONED = Prepared(
+    select(tombstones.c.order_id).where(tombstones.c.order_id == bindparam("order_id"))
+)
 
 
 async def _tombstoned(uow: UnitOfWork, order_id: str) -> bool:
-    found = await uow.session.execute(_TOMBSTONED, {"order_id": order_id})
-    return found.first() is not None
+    return await _TOMBSTONED.first(uow.session, {"order_id": order_id}) is not None
 
 
-_INSERT_PAYMENT = insert(payments)
+_INSERT_PAYMENT = Prepared(insert(payments))
 
 
 async def _insert_payment(uow: UnitOfWork, payment: Payment) -> None:
     now = utcnow()
     declined = payment.status is PaymentStatus.DECLINED
-    await uow.session.execute(
-        _INSERT_PAYMENT,
+    await _INSERT_PAYMENT.run(
+        uow.session,
         {
             "order_id": payment.order_id,
             "payment_id": payment.payment_id,
@@ -228,7 +230,7 @@ async def _insert_payment(uow: UnitOfWork, payment: Payment) -> None:
     )
 
 
-_SET_PAYMENT_STATUS = (
+_SET_PAYMENT_STATUS = Prepared(
     update(payments)
     .where(payments.c.order_id == bindparam("b_order_id"))
     .values(
@@ -244,7 +246,7 @@ async def _set_status(uow: UnitOfWork, payment: Payment, reason: str | None) -> 
         "reason": reason,
         "updated_at": utcnow(),
     }
-    await uow.session.execute(_SET_PAYMENT_STATUS, params)
+    await _SET_PAYMENT_STATUS.run(uow.session, params)
 
 
 def _captured(reserved: StockReserved, payment: Payment) -> PaymentCaptured:

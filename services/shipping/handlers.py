@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
+from events.prepared import Prepared
 from events.routing import PermanentError, Router
 from schemas.models import (
     OrderCancelled,
@@ -105,18 +106,22 @@ def _announce(uow: UnitOfWork, shipment: Shipment, paid: PaymentCaptured, now: d
 
 # FOR UPDATE (a no-op on SQLite, which locks the whole file) serialises a capture and a
 # cancellation of one order handled by two consumers on PostgreSQL.
-_LOAD = select(shipments).where(shipments.c.order_id == bindparam("order_id")).with_for_update()
+_LOAD = Prepared(
+    select(shipments).where(shipments.c.order_id == bindparam("order_id")).with_for_update()
+)
 
 
 async def _load(uow: UnitOfWork, order_id: str) -> Shipment | None:
-    row = (await uow.session.execute(_LOAD, {"order_id": order_id})).first()
+    row = await _LOAD.first(uow.session, {"order_id": order_id})
     if row is None:
         return None
-    return Shipment(row.order_id, Status(row.status), row.shipment_id, row.carrier, row.reason)
+    return Shipment(
+        row["order_id"], Status(row["status"]), row["shipment_id"], row["carrier"], row["reason"]
+    )
 
 
-_INSERT = insert(shipments)
-_UPDATE = (
+_INSERT = Prepared(insert(shipments))
+_UPDATE = Prepared(
     update(shipments)
     .where(shipments.c.order_id == bindparam("b_order_id"))
     .values(
@@ -134,8 +139,8 @@ async def _save(
     address: str | None = None,
 ) -> None:
     if before is not None:
-        await uow.session.execute(
-            _UPDATE,
+        await _UPDATE.run(
+            uow.session,
             {
                 "b_order_id": shipment.order_id,
                 "status": shipment.status.value,
@@ -144,8 +149,8 @@ async def _save(
             },
         )
         return
-    await uow.session.execute(
-        _INSERT,
+    await _INSERT.run(
+        uow.session,
         {
             "order_id": shipment.order_id,
             "customer_id": customer_id,
