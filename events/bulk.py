@@ -20,6 +20,8 @@ from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from events.prepared import execute_many, sqlite_driver
+
 Row = dict[str, Any]
 Processor = Callable[[Any], Any] | None
 
@@ -60,13 +62,17 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) 
         groups.setdefault(tuple(row), []).append(row)
     if not groups:
         return
-    conn = await session.connection()
+    driver, dialect = await sqlite_driver(session)
     for keys, group in groups.items():
-        plan = _plan(table, keys, conn.dialect)
+        plan = _plan(table, keys, dialect)
         if plan is None:
             await session.execute(insert(table), group)
+            continue
+        params = [_params(plan, row) for row in group]
+        if driver is not None:  # SQLite on the loop: straight to the driver
+            await execute_many(driver, plan.sql, params)
         else:
-            await conn.exec_driver_sql(plan.sql, [_params(plan, row) for row in group])
+            await (await session.connection()).exec_driver_sql(plan.sql, params)
 
 
 def _params(plan: _Plan, row: Row) -> Any:

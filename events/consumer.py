@@ -38,6 +38,7 @@ from events.metrics import (
     RETRIES,
 )
 from events.outbox import Outbox, UnitOfWork
+from events.prepared import Prepared
 from events.routing import HandlerSpec, PermanentError, RetryPolicy, Router
 from events.tables import inbox
 from events.telemetry import handling_span, tracing_enabled
@@ -45,9 +46,11 @@ from events.telemetry import handling_span, tracing_enabled
 log = logging.getLogger(__name__)
 
 # Built once: constructing a statement per batch costs more CPU than running it.
-_PROCESSED = select(inbox.c.event_id).where(
-    inbox.c.consumer == bindparam("consumer"),
-    inbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
+_PROCESSED = Prepared(
+    select(inbox.c.event_id).where(
+        inbox.c.consumer == bindparam("consumer"),
+        inbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
+    )
 )
 
 Hook = Callable[[], Awaitable[None]]
@@ -380,10 +383,8 @@ class EventConsumer:
                 await asyncio.sleep(self.retry.delay(attempt))  # backoff between retries
 
     async def _already_processed(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
-        result = await uow.session.execute(
-            _PROCESSED, {"consumer": self.name, "event_ids": event_ids}
-        )
-        return set(result.scalars())
+        params = {"consumer": self.name, "event_ids": event_ids}
+        return {row["event_id"] for row in await _PROCESSED.rows(uow.session, params)}
 
     async def _dead_letter(
         self, record: ConsumerRecord, error: BaseException, attempts: int

@@ -20,7 +20,7 @@ column default, an empty IN list) takes ``session.execute`` unchanged.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -91,8 +91,8 @@ class Prepared:
     async def _driver_plan(
         self, session: AsyncSession, params: Mapping[str, Any]
     ) -> tuple[InlineConnection | None, _Plan | None]:
-        driver, dialect = await _driver(session)
-        if driver is None or dialect is None:
+        driver, dialect = await sqlite_driver(session)
+        if driver is None:
             return None, None
         key = (f"{dialect.name}.{dialect.driver}", tuple(sorted(params)))
         plan = self._plans.get(key, _MISSING)
@@ -117,15 +117,28 @@ class Prepared:
                 values.extend(items if proc is None else [proc(v) for v in items])
             else:
                 values.append(value if proc is None or value is None else proc(value))
-        try:
-            return await driver.execute(sql, values)
-        except sqlite3.Error as exc:
-            # As session.execute raises it: the consumer retries an OperationalError (a
-            # locked or unavailable database) instead of dead-lettering the event.
-            raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+        return await execute(driver, sql, values)
 
 
-async def _driver(session: AsyncSession) -> tuple[InlineConnection | None, Dialect | None]:
+async def execute(driver: InlineConnection, sql: str, values: Sequence[Any]) -> Any:
+    """One statement on the driver connection; errors as ``session.execute`` raises them."""
+    try:
+        return await driver.execute(sql, values)
+    except sqlite3.Error as exc:
+        # The consumer retries an OperationalError (a locked or unavailable database)
+        # instead of dead-lettering the event: it must not see sqlite3's own.
+        raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+
+
+async def execute_many(driver: InlineConnection, sql: str, rows: list[Any]) -> None:
+    """``executemany`` on the driver connection; errors as ``session.execute`` raises them."""
+    try:
+        await driver.executemany(sql, rows)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, rows, exc, sqlite3.Error) from exc
+
+
+async def sqlite_driver(session: AsyncSession) -> tuple[InlineConnection | None, Dialect]:
     """The session's SQLite driver connection (inside its transaction) and dialect; None
     when the engine is not SQLite on the loop."""
     sync = session.sync_session

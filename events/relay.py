@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -26,15 +26,28 @@ from events.db import Database
 from events.envelope import utcnow
 from events.kafka import reliable_producer
 from events.metrics import EVENTS_PRODUCED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from events.prepared import Prepared
 from events.tables import outbox
 
 log = logging.getLogger(__name__)
 
-_MARK_SENT = (
+_MARK_SENT = Prepared(
     update(outbox)
     .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
     .values(sent_at=bindparam("now"))
 )
+
+
+class _Unsent(NamedTuple):
+    """An outbox row to publish, as read on SQLite (PostgreSQL's rows have these fields)."""
+
+    id: int
+    topic: str
+    key: str
+    event_type: str
+    payload: bytes
+    headers: str
+
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
 AfterPublish = Callable[[Sequence[Any]], Awaitable[None]]
@@ -71,7 +84,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.published = 0
         self.failures = 0
-        self._unsent_stmt: Select[Any] | None = None
+        self._unsent_stmt: Prepared | None = None
 
     def notify(self) -> None:
         """A unit of work committed rows: publish without waiting for the poll."""
@@ -99,7 +112,7 @@ class OutboxRelay:
         if self.db.is_sqlite:
             # SQLite has one writer at a time: one relay per database, no claiming needed.
             async with self.db.session() as session:
-                rows = (await session.execute(self._unsent())).all()
+                rows = [_Unsent(**r) for r in await self._unsent().rows(session, {})]
             acked, failure = await self._publish(rows)
             if acked:
                 await self._mark_sent([r.id for r in rows[:acked]])
@@ -123,9 +136,9 @@ class OutboxRelay:
             raise failure
         return acked
 
-    def _unsent(self) -> Select[Any]:
+    def _unsent(self) -> Prepared:
         if self._unsent_stmt is None:  # built once: it runs after every commit
-            self._unsent_stmt = self._build_unsent()
+            self._unsent_stmt = Prepared(self._build_unsent())
         return self._unsent_stmt
 
     def _build_unsent(self) -> Select[Any]:
@@ -147,7 +160,8 @@ class OutboxRelay:
         """Locks unsent rows (skipping rows another relay holds) and keeps, per key, only
         the run that starts at the key's oldest unsent row and has no foreign row inside:
         so two relays never reorder one aggregate's events."""
-        rows = (await session.execute(self._unsent().with_for_update(skip_locked=True))).all()
+        claim = self._build_unsent().with_for_update(skip_locked=True)
+        rows = (await session.execute(claim)).all()
         if not rows:
             return []
         mine = {r.id for r in rows}
@@ -200,7 +214,7 @@ class OutboxRelay:
 
     async def _mark_sent(self, ids: list[int]) -> None:
         async with self.db.session() as session, session.begin():
-            await session.execute(_MARK_SENT, {"ids": ids, "now": utcnow()})
+            await _MARK_SENT.run(session, {"ids": ids, "now": utcnow()})
 
     async def purge(self) -> int:
         cutoff = utcnow() - self.config.retention

@@ -158,6 +158,10 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> InlineCursor:
         return await InlineCursor(self._conn.cursor(), self._timeout_s).execute(sql, parameters)
 
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
+        cursor = InlineCursor(self._conn.cursor(), self._timeout_s)
+        return await cursor.executemany(sql, parameters)
+
     async def commit(self) -> None:
         await _when_unlocked(self._timeout_s, self._conn.commit)
 
