@@ -45,8 +45,10 @@ class _Plan:
     sql: str
     # (param key, literal value, processor, expanding: an IN list)
     binds: tuple[tuple[str, Any, Processor, bool], ...]
+    lists: tuple[str, ...]  # the param keys of IN lists
     columns: tuple[str, ...]  # result keys (a SELECT's), empty for DML
     results: tuple[Processor, ...]
+    processed: bool  # some result column has a processor
 
 
 class Prepared:
@@ -65,7 +67,7 @@ class Prepared:
         cursor = await self._run(driver, plan, session, params)
         fetched = await cursor.fetchall()
         keys, procs = plan.columns, plan.results
-        if any(p is not None for p in procs):
+        if plan.processed:
             fetched = [
                 [v if p is None or v is None else p(v) for v, p in zip(r, procs, strict=True)]
                 for r in fetched
@@ -176,12 +178,14 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
         results = tuple(_result_processor(c.type, dialect) for c in selected)
     elif getattr(compiled, "returning", None):
         return None  # rows of a DML RETURNING: SQLAlchemy's path keeps it simple
-    return _Plan(str(compiled), tuple(binds), columns, results)
+    lists = tuple(name for name, _, _, expanding in binds if expanding)
+    processed = any(p is not None for p in results)
+    return _Plan(str(compiled), tuple(binds), lists, columns, results, processed)
 
 
 def _empty_in(plan: _Plan, params: Mapping[str, Any]) -> bool:
     """An empty IN list: SQLAlchemy renders it as an always-false expression."""
-    return any(expanding and not params.get(name) for name, _, _, expanding in plan.binds)
+    return any(not params.get(name) for name in plan.lists)
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Processor:
