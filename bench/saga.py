@@ -6,6 +6,10 @@ Starts a private Kafka broker on free ports in a temporary directory (or uses
 ``TOPIC_PREFIX``, fresh ``VAR_DIR`` and SQLite databases, free HTTP ports), seeds ample stock
 and balances, and measures:
 
+- warm-up (untimed, before each side's figures): ``--warmup`` orders (default 1,000) through
+  the whole saga, so that the broker's JIT, the services' statement plans and SQLite's page
+  cache are warm; with 200 the broker still spent half again as much CPU per saga in the
+  timed run, and the figure moved by 20% between runs.
 - throughput: N ``OrderPlaced`` events (success path) published at once with
   ``events.publisher.publish``; completed sagas/s = N / (publish start -> the bench has seen N
   ``OrderCompleted`` on the prefixed ``orders.events`` topic). The relay publishes a row only
@@ -75,7 +79,7 @@ from services.saga_check import SERVICEABLE, Api, World, order_body, placed_draf
 DEFAULT_ORDERS = 2000
 DEFAULT_RATE = 100.0
 DEFAULT_SECONDS = 15.0
-WARMUP = 200
+DEFAULT_WARMUP = 1000
 DEFAULT_TRY_BATCH = "100,2000"
 TARGET_SAGAS_S = 1000.0
 TARGET_P99_MS = 250.0
@@ -855,6 +859,7 @@ async def run(
     seconds: float = DEFAULT_SECONDS,
     consumer_batch: int | None = None,
     try_batches: Sequence[int] = (),
+    warmup: int = DEFAULT_WARMUP,
     broker_pid: int | None = None,
     progress: Progress = lambda _: None,
 ) -> dict[str, Any]:
@@ -864,6 +869,7 @@ async def run(
     jvm = {"broker (JVM)": broker_pid} if broker_pid is not None else {}
     result: dict[str, Any] = {
         "orders": orders,
+        "warmup": warmup,
         "rate": rate,
         "seconds": seconds,
         "consumer_batch": consumer_batch,
@@ -877,10 +883,10 @@ async def run(
     try:
         target = await saga_target(stack)
         probe = CpuProbe(target.pids, jvm)
-        progress(f"saga: warm-up, {WARMUP} orders")
-        await warm_up(bootstrap, target, WARMUP)
+        progress(f"saga: warm-up, {warmup} orders")
+        await warm_up(bootstrap, target, warmup)
         saga_tp = await throughput(bootstrap, target, orders, probe, progress)
-        expected = WARMUP + orders
+        expected = warmup + orders
         completed = await completed_count(stack)
         if completed != expected:
             raise SagaBenchError(f"orders-summary: {completed} COMPLETED, expected {expected}")
@@ -906,7 +912,7 @@ async def run(
     try:
         raw = await raw_target(bootstrap, pipe)
         probe = CpuProbe(raw.pids, jvm)
-        await warm_up(bootstrap, raw, WARMUP)
+        await warm_up(bootstrap, raw, warmup)
         raw_tp = await throughput(bootstrap, raw, orders, probe, progress)
         raw_rate = await fixed_rate(bootstrap, raw, rate, seconds, probe, progress)
     finally:
@@ -924,7 +930,7 @@ async def run(
         try:
             vtarget = await saga_target(vstack)
             probe = CpuProbe(vtarget.pids, jvm)
-            await warm_up(bootstrap, vtarget, WARMUP)
+            await warm_up(bootstrap, vtarget, warmup)
             vtp = await throughput(bootstrap, vtarget, orders, probe, progress)
         finally:
             if vtarget is not None:
@@ -979,7 +985,8 @@ def render(res: dict[str, Any]) -> str:
     r_tp, r_rate = res["raw"]["throughput"], res["raw"]["fixed_rate"]
     cores = s_tp["cpu_timed"]["cores_available"]
     lines = [
-        f"choreo saga benchmark: 5 services + broker on {cores} cores; {res['orders']:,} orders "
+        f"choreo saga benchmark: 5 services + broker on {cores} cores; after a "
+        f"{res['warmup']:,}-order warm-up, {res['orders']:,} orders "
         f"at once, then {res['rate']:g} orders/s for {res['seconds']:g}s; "
         f"CONSUMER_BATCH={res['consumer_batch'] or 'default'}; whole run {res['elapsed_s']:.0f}s",
         "",
@@ -1140,6 +1147,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="after the main run, the throughput run again with CONSUMER_BATCH=B on a fresh "
         f"stack, for each B (default {DEFAULT_TRY_BATCH or 'none'}; '' for none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=int, default=DEFAULT_WARMUP, metavar="N",
+        help=f"orders through the saga before the timed runs (default {DEFAULT_WARMUP})",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
     try:
@@ -1148,6 +1159,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--try-batch: comma-separated integers, got {args.try_batch!r}")
     if args.orders < 10:
         parser.error("--orders must be at least 10")
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1")
     if args.rate <= 0 or args.seconds <= 0:
         parser.error("--rate and --seconds must be positive")
     return args
@@ -1174,6 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
                         seconds=args.seconds,
                         consumer_batch=args.consumer_batch,
                         try_batches=args.try_batch,
+                        warmup=args.warmup,
                         broker_pid=broker_pid,
                         progress=progress,
                     )
