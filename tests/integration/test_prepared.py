@@ -1,6 +1,7 @@
 """events.prepared.Prepared runs a statement as session.execute would: same rows, same
 row counts, inside the session's transaction, with SQLAlchemy's exceptions (on each
-backend: SQLite through the driver connection, PostgreSQL through session.execute)."""
+backend: SQLite on the loop through the driver connection; SQLite through aiosqlite's
+thread and PostgreSQL through session.execute)."""
 
 from __future__ import annotations
 
@@ -56,9 +57,11 @@ def _row(item_id: str, count: int, at: datetime | None) -> dict[str, object]:
     return {"item_id": item_id, "count": count, "flag": count % 2 == 0, "seen_at": at}
 
 
-@pytest.fixture
-async def db(database_url: Callable[[str], str]) -> Database:
-    database = Database(database_url("prepared"))
+@pytest.fixture(params=["on_loop", "thread"])
+async def db(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> Database:
+    # "thread": SQLite through aiosqlite's worker thread (the query service's engine), where
+    # Prepared takes session.execute; on PostgreSQL both are the same engine.
+    database = Database(database_url("prepared"), sqlite_on_loop=request.param == "on_loop")
     await database.create_all(md)
     yield database  # type: ignore[misc]
     await database.dispose()
