@@ -64,7 +64,7 @@ class Prepared:
         if driver is None or plan is None or _empty_in(plan, params):
             result = await session.execute(self.statement, dict(params))
             return [dict(r) for r in result.mappings()]
-        cursor = await self._run(driver, plan, session, params)
+        cursor = await self._run(driver, plan, params)
         fetched = await cursor.fetchall()
         keys, procs = plan.columns, plan.results
         if plan.processed:
@@ -85,7 +85,7 @@ class Prepared:
         if driver is None or plan is None or _empty_in(plan, params):
             result: Any = await session.execute(self.statement, dict(params))
             return int(result.rowcount)
-        cursor = await self._run(driver, plan, session, params)
+        cursor = await self._run(driver, plan, params)
         return int(cursor.rowcount)
 
     # --- the SQLite path --------------------------------------------------------------------
@@ -102,13 +102,7 @@ class Prepared:
             plan = self._plans[key] = _compile(self.statement, dialect, key[1])
         return driver, plan  # type: ignore[return-value]
 
-    async def _run(
-        self,
-        driver: InlineConnection,
-        plan: _Plan,
-        session: AsyncSession,
-        params: Mapping[str, Any],
-    ) -> Any:
+    async def _run(self, driver: InlineConnection, plan: _Plan, params: Mapping[str, Any]) -> Any:
         sql = plan.sql
         values: list[Any] = []
         for name, literal, proc, expanding in plan.binds:
