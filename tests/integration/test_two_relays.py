@@ -25,15 +25,33 @@ async def test_two_relays_publish_each_row_once_in_key_order(
     db = await new_db("service")
     outbox = Outbox(codec, "service")
     aggregates = [unique("agg") for _ in range(12)]
-    config = RelayConfig(batch_size=64, idle_poll_s=0.05)
+    # A batch smaller than the number of aggregates: a claim holds some keys' oldest rows,
+    # and the other relay can claim the next keys' meanwhile.
+    config = RelayConfig(batch_size=8, idle_poll_s=0.05)
+    holding = asyncio.Event()
+
+    async def first_waits_for_second(_rows: object) -> None:
+        # The first relay holds its first claim (its rows stay locked) until the second
+        # relay has published rows of other keys: both take part, whatever the timing.
+        if not holding.is_set():
+            holding.set()
+            await eventually(lambda: relays[1].published > 0, what="the second relay publishes")
+
     relays = [
-        OutboxRelay(db, kafka_bootstrap, config=config, client_id=f"relay-{i}") for i in range(2)
+        OutboxRelay(
+            db,
+            kafka_bootstrap,
+            config=config,
+            client_id="relay-0",
+            after_publish=first_waits_for_second,
+        ),
+        OutboxRelay(db, kafka_bootstrap, config=config, client_id="relay-1"),
     ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
     written = []
     for wave in range(4):  # rows keep arriving while both relays run
-        written += await write_pings(db, outbox, aggregates, 40, per_tx=9, start=wave * 40)
+        written += await write_pings(db, outbox, aggregates, 20, per_tx=9, start=wave * 20)
     await eventually(
         lambda: sum(r.published for r in relays) >= len(written),
         deadline_s=60,
@@ -41,6 +59,7 @@ async def test_two_relays_publish_each_row_once_in_key_order(
     )
     stop.set()
     await asyncio.gather(*tasks)
+    assert holding.is_set(), "the first relay claimed rows"
     assert all(r.published > 0 for r in relays), "both relays took part"
     assert sum(r.published for r in relays) == len(written)
 
