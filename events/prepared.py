@@ -13,8 +13,9 @@ are looked up once. On a SQLite engine that runs on the event loop
 session's transaction (the session begins it first, so ``BEGIN IMMEDIATE`` has run). Errors
 come out as SQLAlchemy's exceptions (``OperationalError`` for a locked database), as from
 ``session.execute``. An IN list (an expanding bind) gets one placeholder per item. Anything
-else (PostgreSQL, a statement needing SQLAlchemy's execution context such as a Python-side
-column default, an empty IN list) takes ``session.execute`` unchanged.
+else (PostgreSQL, a statement needing SQLAlchemy's execution context such as a column
+default computed in Python, an empty IN list) takes ``session.execute`` unchanged; constant
+column defaults are bound as they are.
 """
 
 from __future__ import annotations
@@ -153,17 +154,28 @@ async def sqlite_driver(session: AsyncSession) -> tuple[InlineConnection | None,
 
 def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Plan | None:
     compiled: Any = cast(ClauseElement, statement).compile(dialect=dialect, column_keys=list(keys))
-    if not compiled.positional or compiled.insert_prefetch or compiled.update_prefetch:
-        return None  # needs SQLAlchemy's execution context (Python-side column defaults)
+    if not compiled.positional:
+        return None
+    # Python-side column defaults of the columns not given: a constant is bound as it is;
+    # anything else (a function, a SQL expression) needs SQLAlchemy's execution context.
+    defaults: dict[str, Any] = {}
+    for column, attr in [(c, "default") for c in compiled.insert_prefetch] + [
+        (c, "onupdate") for c in compiled.update_prefetch
+    ]:
+        default = getattr(column, attr)
+        if default is None or not default.is_scalar:
+            return None
+        defaults[column.key] = default.arg
     binds = []
     for name in compiled.positiontup or ():
         bind = compiled.binds[name]
         if bind.callable is not None:
             return None
-        if name not in keys and bind.required:
+        literal = defaults.get(name, bind.value)
+        if name not in keys and name not in defaults and bind.required:
             return None  # session.execute would raise for the missing value: let it
         proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        binds.append((name, bind.value, proc, bool(bind.expanding)))
+        binds.append((name, literal, proc, bool(bind.expanding)))
     columns: tuple[str, ...] = ()
     results: tuple[Processor, ...] = ()
     if isinstance(statement, Select):

@@ -119,7 +119,6 @@ async def place_order(uow: UnitOfWork, placed: OrderPlaced, saga_deadline: timed
             # Events orders emits later on its own (the watchdog's) join the saga's trace.
             "correlation_id": created.correlation_id,
             "traceparent": created.traceparent,
-            "late_facts": "[]",
         },
     )
     return True

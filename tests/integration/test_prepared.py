@@ -36,7 +36,13 @@ items = Table(
     Column("count", Integer, nullable=False),
     Column("flag", Boolean, nullable=False),
     Column("seen_at", DateTime(timezone=True)),
-    Column("note", String(32), nullable=True, default="defaulted"),  # Python-side default
+    Column("note", String(32), nullable=True, default="defaulted"),  # a constant default
+)
+stamped = Table(
+    "prepared_stamped",
+    md,
+    Column("item_id", String(36), primary_key=True),
+    Column("stamp", String(32), nullable=False, default=lambda: "computed"),  # a function
 )
 
 _INSERT = Prepared(insert(items))
@@ -84,13 +90,17 @@ async def test_rows_and_counts_match_session_execute(db: Database) -> None:
         assert await _SOME.rows(s, {"ids": []}) == []  # an empty IN list
         assert await _BUMP.run(s, {"b_item_id": ids[2], "by": 40}) == 1
         assert await _BUMP.run(s, {"b_item_id": "missing", "by": 1}) == 0
-        # A missing column takes its Python-side default, as with session.execute.
+        # A missing column takes its Python-side default, as with session.execute: a
+        # constant bound as it is, a function's value through SQLAlchemy.
         await _INSERT.run(s, _row("defaulted", 7, None))
+        await Prepared(insert(stamped)).run(s, {"item_id": "stamped"})
     async with db.session() as s:
         bumped = await _ONE.first(s, {"item_id": ids[2]})
         defaulted = await _ONE.first(s, {"item_id": "defaulted"})
+        stamp = await Prepared(select(stamped.c.stamp)).rows(s, {})
     assert bumped is not None and bumped["count"] == 42 and bumped["seen_at"] is None
     assert defaulted is not None and defaulted["note"] == "defaulted"
+    assert stamp == [{"stamp": "computed"}]
 
 
 async def test_writes_belong_to_the_sessions_transaction(db: Database) -> None:
