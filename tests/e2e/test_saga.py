@@ -39,9 +39,39 @@ async def settle(world: World, stack: Stack, deadline_s: float = 120) -> dict[st
             r["status"] != "PENDING" for r in rows.values()
         )
 
-    await eventually(ended, deadline_s=deadline_s, poll_s=0.25, what="every order to end")
+    failure = None
+    try:
+        await eventually(ended, deadline_s=deadline_s, poll_s=0.25, what="every order to end")
+    except AssertionError as exc:
+        failure = str(exc)
+    if failure is not None:
+        pytest.fail(f"{failure}\n{await explain_pending(world, stack)}")
     await invariants_hold(world, stack, deadline_s=30)
     return await statuses(world, stack.api)
+
+
+async def explain_pending(world: World, stack: Stack, shown: int = 5) -> str:
+    """What a failed settle needs to be diagnosed from CI's output alone: where the pending
+    orders wait, the events the query service saw for them, and the services' warnings."""
+    rows = await statuses(world, stack.api)
+    pending = [o for o in world.orders if rows.get(o, {}).get("status", "PENDING") == "PENDING"]
+    out = [f"{len(pending)} of {len(world.orders)} orders pending"]
+    for oid in pending[:shown]:
+        row = rows.get(oid)
+        where = "unknown to orders" if row is None else f"waiting on {row['waiting_on']}"
+        try:
+            timeline = await stack.api.get("query", f"/orders/{oid}/timeline") or {"events": []}
+            seen = ", ".join(f"{e['service']}:{e['event_type']}" for e in timeline["events"])
+        except Exception as exc:  # a diagnosis must not hide the failure it explains
+            seen = f"(timeline unavailable: {exc})"
+        out.append(f"  {oid} ({world.orders[oid]}): {where}; events: {seen}")
+    for spec in stack.specs:
+        log_file = stack.var_dir / "logs" / f"{spec.name}.log"
+        lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+        notable = [ln for ln in lines if '"warning"' in ln or '"error"' in ln or "Traceback" in ln]
+        out.append(f"{spec.name}: {len(lines)} log lines, {len(notable)} warnings/errors")
+        out.extend(f"    {ln[:400]}" for ln in (notable[-8:] + lines[-3:]))
+    return "\n".join(out)
 
 
 async def invariants_hold(world: World, stack: Stack, deadline_s: float) -> None:
