@@ -20,7 +20,7 @@ Timed spans, alternated on each repeat (the median counts):
   one process, as a plain consumer is; ``--readers 0`` times the replay in one process too.
 
 Both run with the garbage-collector settings the query service and replay command use
-(``events.projection.tune_gc``).
+(``events.reading.tune_gc``).
 
 Targets: replay >= 50% of raw and >= 30,000 events/s. ``--profile DIR`` adds one untimed
 replay under cProfile. Exit status: 0 when both targets are met, 1 when one is missed, 2 on an
@@ -56,7 +56,8 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.db import sqlite_url
 from events.envelope import Envelope
-from events.projection import ProjectionStore, reader, seek_to, tune_gc
+from events.projection import ProjectionStore
+from events.reading import reader, seek_to, tune_gc
 from events.replay import replay
 from events.replay_readers import default_readers
 from events.tables import metadata as platform_metadata

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
 from sqlalchemy import MetaData, Table, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events.codec import AvroCodec, CodecError
+from events.codec import AvroCodec
 from events.db import Database
-from events.envelope import Envelope, EnvelopeError, Event, utcnow
+from events.envelope import Event, utcnow
 from events.models import EventModel
+from events.reading import Models, Positions, decode_records, reader, seek_to
 from events.tables import projection_offsets, projections
 from events.topics import partitions_of
 
@@ -40,7 +39,6 @@ CollectFn = Callable[[list[Event[Any]]], Any]
 WriteFn = Callable[[AsyncSession, "Generation", Any], Awaitable[None]]
 FlushFn = Callable[[AsyncSession, "Generation"], Awaitable[None]]
 DefineTables = Callable[[MetaData, str], None]
-Positions = dict[TopicPartition, int]
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,11 @@ class Projection:
         for model in models:
             self._add(model.event_type, _Handler(None, None))
         self.collect, self.write = collect, write
+
+    @property
+    def models(self) -> Models:
+        """The event types handled, each to the model its payload is validated into."""
+        return {event_type: h.model for event_type, h in self.handlers.items()}
 
     def _add(self, event_type: str, handler: _Handler) -> None:
         if event_type in self.handlers:
@@ -221,54 +224,6 @@ class ProjectionStore:
         await session.execute(stmt)
 
 
-@dataclass
-class DecodedBatch:
-    """A batch of records as a projection applies them."""
-
-    events: list[Event[Any]]  # those the projection handles, decoded, in the order read
-    positions: Positions  # the next offset per partition the records cover
-    undecodable: int
-
-
-def decode_records(
-    projection: Projection, codec: AvroCodec, records: Iterable[ConsumerRecord]
-) -> DecodedBatch:
-    """Decodes what the projection handles, skipping (and counting) what it cannot decode.
-
-    The services' consumers dead-letter malformed events on these topics; a projection
-    only skips them so the read side never stalls on one.
-    """
-    events: list[Event[Any]] = []
-    ends: dict[tuple[str, int], int] = {}
-    bad = 0
-    handlers = projection.handlers
-    for record in records:
-        ends[record.topic, record.partition] = record.offset + 1
-        try:
-            decoded = codec.decode(record.value or b"")
-            handler = handlers.get(decoded.event_type)
-            if handler is None:
-                continue
-            envelope = Envelope.from_headers(record.headers or (), record.key)
-            payload: Any = decoded.payload
-            if handler.model is not None:
-                payload = handler.model.model_validate(payload)
-        except (CodecError, EnvelopeError, ValidationError) as exc:
-            log.warning(
-                "%s: skipping undecodable %s[%d]@%d: %s",
-                projection.name,
-                record.topic,
-                record.partition,
-                record.offset,
-                exc,
-            )
-            bad += 1
-            continue
-        events.append(Event(envelope, payload, record.topic, record.partition, record.offset))
-    positions = {TopicPartition(t, p): offset for (t, p), offset in ends.items()}
-    return DecodedBatch(events, positions, bad)
-
-
 async def apply_events(
     projection: Projection, session: AsyncSession, gen: Generation, events: list[Event[Any]]
 ) -> None:
@@ -280,31 +235,6 @@ async def apply_events(
         fn = projection.handlers[event.event_type].fn
         assert fn is not None  # only a batch function leaves it unset
         await fn(session, gen, event)
-
-
-def reader(bootstrap: str, client_id: str) -> AIOKafkaConsumer:
-    # A group id without subscribe(): offsets live in the projection's database, not in
-    # Kafka; the id only avoids aiokafka's group-less coordinator shutdown quirk.
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=f"{client_id}-reader",
-        client_id=client_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
-    )
-
-
-async def seek_to(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], at: Positions) -> None:
-    consumer.assign(list(tps))
-    fresh = [tp for tp in tps if tp not in at]
-    if fresh:
-        await consumer.seek_to_beginning(*fresh)
-    for tp in tps:
-        if tp in at:
-            consumer.seek(tp, at[tp])
 
 
 class ProjectionRunner:
@@ -387,7 +317,8 @@ class ProjectionRunner:
             await self.close()
 
     async def _apply(self, records: list[ConsumerRecord]) -> None:
-        batch = decode_records(self.projection, self.codec, records)
+        projection = self.projection
+        batch = decode_records(projection.name, projection.models, self.codec, records)
         async with self.store.db.session() as session, session.begin():
             active = await self.store.active_for_update(session)
             if active != self.generation:
@@ -426,17 +357,3 @@ class ProjectionRunner:
             async with asyncio.timeout(timeout_s), self._moved:
                 await self._moved.wait_for(lambda: self.reached(wanted))
         return self.reached(wanted)
-
-
-def tune_gc() -> None:
-    """Fewer garbage collections for a process that applies events in batches.
-
-    A batch makes tens of thousands of short-lived containers (decoded payloads, models,
-    envelopes) that all die when it is written. With the default thresholds the collector
-    runs every 700 allocations and walks the batch's live objects each time, which costs
-    about as much CPU as decoding the events. Objects alive at start-up (modules, schemas)
-    are frozen out of the collector's walks for good.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 10)

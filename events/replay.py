@@ -22,16 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from events.codec import AvroCodec
 from events.db import Database
 from events.envelope import utcnow
-from events.projection import (
-    Generation,
-    Positions,
-    Projection,
-    ProjectionStore,
-    apply_events,
-    decode_records,
-    reader,
-    seek_to,
-)
+from events.projection import Generation, Projection, ProjectionStore, apply_events
+from events.reading import Positions, decode_records, reader, seek_to
 from events.replay_readers import ReaderError, ReaderSpec, below, run_readers, split
 from events.tables import projections
 from events.topics import partitions_of
@@ -99,7 +91,7 @@ class _Builder:
             records = below(self.consumer, batches, target)
             if not records:
                 continue
-            decoded = decode_records(projection, self.codec, records)
+            decoded = decode_records(projection.name, projection.models, self.codec, records)
             async with self.store.db.session() as session, session.begin():
                 await apply_events(projection, session, self.gen, decoded.events)
                 await self.store.save_offsets(session, self.gen.number, decoded.positions)
@@ -112,12 +104,14 @@ class _Builder:
         """``fill_to`` with reading, decoding and collecting done by reader processes (the
         replay's own consumer stays paused meanwhile; it reads the catch-up)."""
         projection = self.store.projection
-        assert projection.write is not None
+        assert projection.collect is not None and projection.write is not None
         specs = [
             ReaderSpec(
                 bootstrap,
                 f"{name}-r{i}",
-                projection,
+                projection.name,
+                projection.models,
+                projection.collect,
                 self.codec,
                 tps,
                 {tp: self.positions[tp] for tp in tps},

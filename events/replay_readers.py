@@ -7,28 +7,36 @@ of the partitions up to the target offsets and sends the collected value of ever
 pickled, through a pipe; the replay's own process only writes what arrives, in the order it
 arrives (a projection that takes batches must not depend on the interleaving of partitions).
 A pipe holds little, so a reader runs at most about one batch ahead of the writer.
+
+A reader is a fresh interpreter that imports this module, the codec and the projection's
+collect function, and nothing else: not the program that started the replay (as
+multiprocessing's spawn would, costing more CPU than a reader's share of a 100,000-event
+rebuild takes to decode), nor the database layer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import pickle
-from collections.abc import AsyncIterator, Sequence
+import struct
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from events.codec import AvroCodec
-from events.projection import Positions, Projection, decode_records, reader, seek_to, tune_gc
+from events.envelope import Event
+from events.reading import Models, Positions, decode_records, reader, seek_to, tune_gc
 
-_DONE = b""
 FIRST_BATCH = 2000
+# The command line of a reader process; its last argument is the reader's name.
+READER_ENTRY = "from events.replay_readers import main; main()"
+_FRAME = struct.Struct("!Q")  # each message: its length, then the pickle (0: done)
 
 
 class ReaderError(RuntimeError):
@@ -39,7 +47,9 @@ class ReaderError(RuntimeError):
 class ReaderSpec:
     bootstrap: str
     client_id: str
-    projection: Projection
+    projection: str  # its name, for log lines
+    models: Models
+    collect: Callable[[list[Event[Any]]], Any]
     codec: AvroCodec
     tps: list[TopicPartition]
     begin: Positions
@@ -72,22 +82,32 @@ def below(
     return records
 
 
-def read(conn: Connection, spec: ReaderSpec) -> None:
-    """A reader process: chunks to ``conn`` until every partition reaches the target."""
+def main() -> None:
+    """A reader process: its spec pickled on stdin, chunks out on the file descriptor given
+    as the next-to-last argument."""
+    out = int(sys.argv[-2])
+    spec: ReaderSpec = pickle.loads(sys.stdin.buffer.read())
     tune_gc()
     try:
-        asyncio.run(_read(conn, spec))
-        conn.send_bytes(_DONE)
-    except (BrokenPipeError, ConnectionResetError):
+        asyncio.run(_read(out, spec))
+        _send(out, b"")
+    except BrokenPipeError:
         return  # the replay went away: nothing to report to
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            conn.send_bytes(pickle.dumps(ReaderError(f"{type(exc).__name__}: {exc}")))
+            _send(out, pickle.dumps(ReaderError(f"{type(exc).__name__}: {exc}")))
     finally:
-        conn.close()
+        os.close(out)
 
 
-async def _read(conn: Connection, spec: ReaderSpec) -> None:
+def _send(fd: int, data: bytes) -> None:
+    """Blocks while the pipe is full: the writer sets the pace."""
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+async def _read(out: int, spec: ReaderSpec) -> None:
     consumer = reader(spec.bootstrap, spec.client_id)
     await consumer.start()
     try:
@@ -101,13 +121,11 @@ async def _read(conn: Connection, spec: ReaderSpec) -> None:
             records = below(consumer, batches, spec.target)
             if not records:
                 continue
-            decoded = decode_records(spec.projection, spec.codec, records)
-            assert spec.projection.collect is not None
-            value = spec.projection.collect(decoded.events)
+            decoded = decode_records(spec.projection, spec.models, spec.codec, records)
+            value = spec.collect(decoded.events)
             positions.update(decoded.positions)
             chunk = Chunk(value, decoded.positions, len(records), decoded.undecodable)
-            # Blocks while the pipe is full: the writer sets the pace.
-            conn.send_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+            _send(out, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
         await consumer.stop()
 
@@ -133,46 +151,75 @@ async def run_readers(specs: Sequence[ReaderSpec]) -> AsyncIterator[asyncio.Queu
     """Reader processes for the specs; the queue yields their chunks as they arrive, then
     None once all are done, or a ReaderError as soon as one fails. Leaving the context stops
     whatever still runs."""
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop
     queue: asyncio.Queue[Received] = asyncio.Queue(maxsize=len(specs))
-    procs: list[multiprocessing.process.BaseProcess] = []
-    conns: list[Connection] = []
+    procs: list[asyncio.subprocess.Process] = []
     pumps: list[asyncio.Task[None]] = []
     finisher: asyncio.Task[None] | None = None
+    # The readers import what the spec names from this interpreter's path.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
         for i, spec in enumerate(specs):
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=read, args=(send, spec), name=f"replay-reader-{i}")
-            proc.daemon = True  # never outlives the replay
-            proc.start()
-            send.close()
+            read_fd, write_fd = os.pipe()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    READER_ENTRY,
+                    str(write_fd),
+                    f"replay-reader-{i}",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    pass_fds=(write_fd,),
+                    env=env,
+                )
+            except BaseException:
+                os.close(read_fd)
+                raise
+            finally:
+                os.close(write_fd)
             procs.append(proc)
-            conns.append(recv)
-            pumps.append(asyncio.create_task(_pump(recv, queue)))
+            pumps.append(asyncio.create_task(_pump(read_fd, queue)))
+            assert proc.stdin is not None
+            proc.stdin.write(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+            with contextlib.suppress(ConnectionError):  # a reader that died: its pump says so
+                await proc.stdin.drain()
+            proc.stdin.close()
         finisher = asyncio.create_task(_finish(pumps, queue))
         yield queue
     finally:
         for task in (*pumps, *([finisher] if finisher else [])):
             task.cancel()
-        for each in procs:
-            if each.is_alive():
-                each.terminate()
-        for each in procs:
-            await asyncio.to_thread(each.join, 10)
-        for conn in conns:
-            conn.close()  # after the readers exit, so no pump thread is left reading it
+        for proc in procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
-async def _pump(conn: Connection, queue: asyncio.Queue[Received]) -> None:
-    while True:
-        try:
-            data = await asyncio.to_thread(conn.recv_bytes)
-        except EOFError:
-            await queue.put(ReaderError("a reader process died before it finished"))
-            return
-        if data == _DONE:
-            return
-        await queue.put(pickle.loads(data))  # a Chunk, or the reader's ReaderError
+async def _pump(fd: int, queue: asyncio.Queue[Received]) -> None:
+    loop = asyncio.get_running_loop()
+    stream = asyncio.StreamReader(limit=8 * 1024 * 1024, loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream, loop=loop), os.fdopen(fd, "rb", 0)
+    )
+    try:
+        while True:
+            try:
+                (size,) = _FRAME.unpack(await stream.readexactly(_FRAME.size))
+                data = await stream.readexactly(size)
+            except asyncio.IncompleteReadError:
+                await queue.put(ReaderError("a reader process died before it finished"))
+                return
+            if not data:
+                return
+            await queue.put(pickle.loads(data))  # a Chunk, or the reader's ReaderError
+    finally:
+        transport.close()
 
 
 async def _finish(pumps: list[asyncio.Task[None]], queue: asyncio.Queue[Received]) -> None:

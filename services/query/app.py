@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import MetaData, text
 
-from events.projection import ProjectionRunner, tune_gc
+from events.projection import ProjectionRunner
+from events.reading import tune_gc
 from events.routing import Router
 from events.service import (
     HttpServer,

@@ -1,6 +1,6 @@
 """Applying a whole batch of events at once: load what it touches, join, write back.
 
-The projection's ``collect`` (``projections.collect_events``) folds a batch's events into a
+The projection's ``collect`` (``collect.collect_events``) folds a batch's events into a
 ``Batch`` of partial views, with no I/O (so a replay's reader processes can do it); its
 ``write`` (``write_batch``) hooks that batch on the session. Just before the transaction
 commits (the very transaction that saves the projection's offsets) the batch is written:
@@ -9,8 +9,8 @@ A batch of thousands of events costs a handful of statements instead of several 
 
 The flush runs as a ``before_commit`` listener of the session, so inside the runtime's own
 transaction and in SQLAlchemy's greenlet: it uses the synchronous Session API. What it
-reads and writes goes through ``Store`` (the SQL tables here; a dict-backed fake in the unit
-tests, which run the very same batch logic).
+reads and writes goes through ``collect.Store`` (the SQL tables here; a dict-backed fake in
+the unit tests, which run the very same batch logic).
 
 While a replay fills a generation nobody reads yet (``Generation.building``), the store keeps
 order views in memory across its transactions (``BuildingStore``): an order's events lie on
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,19 +30,8 @@ from sqlalchemy.orm import Session
 
 from events.projection import Generation
 from services.query import sql
-from services.query.domain import (
-    Customer,
-    Decline,
-    Money,
-    Sku,
-    Stock,
-    View,
-    apply_money,
-    apply_stock,
-    fold,
-    join_into,
-    later_decline,
-)
+from services.query.collect import Batch
+from services.query.domain import Customer, Sku, View
 from services.query.rows import (
     customer_from_row,
     customer_row,
@@ -54,106 +43,6 @@ from services.query.rows import (
 from services.query.tables import CUSTOMERS, DEPOSITS, ORDERS, RESTOCKS, SKUS, TIMELINE
 
 _KEY = "choreo.query.batch"
-
-
-class Batch:
-    """What one transaction's events change, collected by the handlers (pure, pickles)."""
-
-    def __init__(self) -> None:
-        self.orders: dict[str, View] = {}
-        self.timeline: dict[str, tuple[Any, ...]] = {}  # event id -> row
-        self.deposits: dict[str, tuple[str, int]] = {}  # deposit id -> (customer, cents)
-        self.restocks: dict[str, tuple[str, int]] = {}  # restock id -> (sku, quantity)
-        self.money_at: dict[str, str] = {}  # customer -> latest time of a money event
-        self.declines: dict[str, Decline] = {}  # customer -> latest decline
-
-    # --- collecting (called by the handlers) ------------------------------------------------
-
-    def order(self, order_id: str, patch: dict[str, Any], timeline_row: tuple[Any, ...]) -> None:
-        join_into(self.orders, order_id, patch)
-        self.timeline.setdefault(timeline_row[1], timeline_row)
-
-    def money(self, customer_id: str, at: str) -> None:
-        last = self.money_at.get(customer_id)
-        if last is None or at > last:
-            self.money_at[customer_id] = at
-
-    def decline(self, customer_id: str, decline: Decline) -> None:
-        last = self.declines.get(customer_id)
-        self.declines[customer_id] = (
-            decline if last is None else later_decline(last, decline) or last
-        )
-
-    def deposit(self, deposit_id: str, customer_id: str, cents: int, at: str) -> None:
-        self.deposits.setdefault(deposit_id, (customer_id, cents))
-        self.money(customer_id, at)
-
-    def restock(self, restock_id: str, sku: str, quantity: int) -> None:
-        self.restocks.setdefault(restock_id, (sku, quantity))
-
-    # --- writing (just before the commit) ----------------------------------------------------
-
-    def write_to(self, store: Store) -> None:
-        """Loads what the batch touches, joins, and saves what changed."""
-        folded = fold(store.orders(self.orders), self.orders)
-        money, stock = folded.money, folded.stock
-        seen = store.deposits_seen(self.deposits)
-        deposits = [(k, c, n) for k, (c, n) in self.deposits.items() if k not in seen]
-        for _, customer_id, cents in deposits:
-            money.setdefault(customer_id, Money()).deposited += cents
-        seen = store.restocks_seen(self.restocks)
-        restocks = [(k, s, q) for k, (s, q) in self.restocks.items() if k not in seen]
-        for _, sku, quantity in restocks:
-            stock.setdefault(sku, Stock()).received += quantity
-        store.save(
-            orders=folded.changed,
-            timeline=list(self.timeline.values()),
-            deposits=deposits,
-            restocks=restocks,
-            customers=self._customers(store, money),
-            skus=self._skus(store, stock),
-        )
-
-    def _customers(self, store: Store, money: dict[str, Money]) -> list[Customer]:
-        keys = set(money) | set(self.money_at) | set(self.declines)
-        stored = store.customers(keys)
-        out = []
-        for customer_id in keys:
-            old = stored.get(customer_id)
-            new = apply_money(
-                old or Customer(customer_id),
-                money.get(customer_id),
-                self.money_at.get(customer_id),
-                self.declines.get(customer_id),
-            )
-            if new != old:
-                out.append(new)
-        return out
-
-    def _skus(self, store: Store, stock: dict[str, Stock]) -> list[Sku]:
-        stored = store.skus(stock)
-        return [apply_stock(stored.get(k) or Sku(k), d) for k, d in stock.items()]
-
-
-class Store(Protocol):
-    """Where a batch reads the rows it touches and saves what changed."""
-
-    def orders(self, keys: Iterable[str]) -> dict[str, View]: ...
-    def customers(self, keys: Iterable[str]) -> dict[str, Customer]: ...
-    def skus(self, keys: Iterable[str]) -> dict[str, Sku]: ...
-    def deposits_seen(self, keys: Iterable[str]) -> set[str]: ...
-    def restocks_seen(self, keys: Iterable[str]) -> set[str]: ...
-
-    def save(
-        self,
-        *,
-        orders: dict[str, View],
-        timeline: list[tuple[Any, ...]],
-        deposits: list[tuple[str, str, int]],
-        restocks: list[tuple[str, str, int]],
-        customers: list[Customer],
-        skus: list[Sku],
-    ) -> None: ...
 
 
 class SqlStore:

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
-from events.projection import tune_gc
+from events.reading import tune_gc
 from events.replay import Progress, ReplayReport, replay
 from events.replay_readers import ReaderError, default_readers
 from events.settings import settings_error

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from events.outbox import Outbox
 from events.projection import Generation, Projection, ProjectionRunner, ProjectionStore
 from events.relay import OutboxRelay
 from events.replay import replay
-from events.replay_readers import ReaderError
+from events.replay_readers import READER_ENTRY, ReaderError
 from tests.integration.harness import Ping, codec_for, write_pings
 from tests.support import eventually, unique
 
@@ -295,9 +295,16 @@ async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(
     )
 
     def a_reader() -> int | None:
-        for child in multiprocessing.active_children():
-            if child.name.startswith("replay-reader") and child.pid is not None:
-                return child.pid
+        # Reader processes are this process's children running READER_ENTRY.
+        for proc in Path("/proc").iterdir():
+            try:
+                stat = (proc / "stat").read_text()
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == os.getpid() and READER_ENTRY.encode() in cmdline:
+                return int(proc.name)
         return None
 
     pid = await eventually(a_reader, what="a reader process to start")

@@ -16,7 +16,7 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.envelope import Envelope, Event
 from schemas.models import ALL_EVENTS
-from services.query.batch import Batch
+from services.query.collect import Batch, collect
 from services.query.domain import (
     PENDING,
     RULES,
@@ -34,7 +34,6 @@ from services.query.domain import (
     stock_of,
     stuck_now,
 )
-from services.query.projections import collect
 from services.query.rows import (
     customer_from_row,
     customer_row,
