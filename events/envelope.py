@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -66,10 +67,12 @@ class Envelope(NamedTuple):
                 uuid.UUID(event_id)  # other spellings uuid accepts; raises ValueError if bad
             return cls(
                 event_id=event_id,
-                event_type=h[H_EVENT_TYPE],
+                # Interned: a few distinct values, repeated on every event (cheaper to
+                # compare, and pickled once per batch instead of once per event).
+                event_type=sys.intern(h[H_EVENT_TYPE]),
                 schema_version=int(h[H_SCHEMA_VERSION]),
                 occurred_at=datetime.fromisoformat(h[H_OCCURRED_AT]),
-                producer=h.get(H_PRODUCER, ""),
+                producer=sys.intern(h.get(H_PRODUCER, "")),
                 correlation_id=h.get(H_CORRELATION_ID) or event_id,
                 key=key.decode() if key else "",
                 causation_id=h.get(H_CAUSATION_ID),
