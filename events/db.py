@@ -25,12 +25,18 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL; None for an in-memory database."""
+    path = make_url(url).database
+    return path if path and path != ":memory:" else None
+
+
 def make_engine(url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> AsyncEngine:
     """``sqlite_on_loop=False`` keeps aiosqlite's worker thread: for a writer of few, large
     statements (a projection's batches), during which the loop should keep serving."""
     if is_sqlite(url):
-        path = make_url(url).database
-        if sqlite_on_loop and path and path != ":memory:":
+        path = sqlite_file(url)
+        if sqlite_on_loop and path is not None:
             # One connection, called on the loop's thread (events.sqlite_inline says why);
             # a session waits for it asynchronously while another one holds it. A locked
             # database is waited for by sqlite_inline's retries, not by SQLite's busy wait.
@@ -74,6 +80,8 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> None:
         self.url = url
+        # SQLite on the loop's thread, through one connection (see make_engine)
+        self.inline = is_sqlite(url) and sqlite_on_loop and sqlite_file(url) is not None
         self.engine = make_engine(url, echo=echo, sqlite_on_loop=sqlite_on_loop)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 

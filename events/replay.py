@@ -25,6 +25,7 @@ from events.envelope import utcnow
 from events.projection import Generation, Projection, ProjectionStore, apply_events
 from events.reading import Positions, decode_records, reader, seek_to
 from events.replay_readers import ReaderError, ReaderSpec, below, run_readers, split
+from events.sqlite_wal import Sessions, checkpoints_aside
 from events.tables import projections
 from events.topics import partitions_of
 
@@ -72,8 +73,10 @@ class _Builder:
         start: Positions,
         batch: int,
         on_progress: OnProgress | None,
+        sessions: Sessions,
     ) -> None:
         self.store, self.codec, self.gen = store, codec, gen
+        self.sessions = sessions  # for the generation's writes
         self.consumer, self.tps, self.batch = consumer, tps, batch
         self.positions: Positions = dict(start)
         self.events = 0
@@ -92,7 +95,7 @@ class _Builder:
             if not records:
                 continue
             decoded = decode_records(projection.name, projection.models, self.codec, records)
-            async with self.store.db.session() as session, session.begin():
+            async with self.sessions() as session, session.begin():
                 await apply_events(projection, session, self.gen, decoded.events)
                 await self.store.save_offsets(session, self.gen.number, decoded.positions)
             self._done(decoded.positions, len(records), decoded.undecodable, phase, total)
@@ -124,7 +127,7 @@ class _Builder:
             while (chunk := await received.get()) is not None:
                 if isinstance(chunk, ReaderError):
                     raise chunk
-                async with self.store.db.session() as session, session.begin():
+                async with self.sessions() as session, session.begin():
                     await projection.write(session, self.gen, chunk.value)
                     await self.store.save_offsets(session, self.gen.number, chunk.positions)
                 self._done(chunk.positions, chunk.records, chunk.undecodable, phase, total)
@@ -147,7 +150,7 @@ class _Builder:
         """Writes what the projection kept in memory, so the tables hold every event read."""
         flush = self.store.projection.flush_building
         if flush is not None and self.gen.building:
-            async with self.store.db.session() as session, session.begin():
+            async with self.sessions() as session, session.begin():
                 await flush(session, self.gen)
 
     def _report(self, phase: str, total: int) -> None:
@@ -201,19 +204,23 @@ async def replay(
         total = sum(end[tp] - begin[tp] for tp in tps)
         gen = store.generation(number)
         gen.building = True
-        builder = _Builder(store, codec, gen, consumer, tps, begin, batch, on_progress)
-        if parallel:
-            await builder.fill_with_readers(end, "rebuild", total, readers, bootstrap, name)
-        else:
-            await builder.fill_to(end, "rebuild", total)
         report = ReplayReport(projection.name, number, 0, 0.0, switched=False)
-        if verify:
-            report.differences = await _verify(store, builder, active, begin, deadline_s)
-        else:
-            latest = await consumer.end_offsets(tps)
-            await builder.fill_to(
-                latest, "catch-up", total + sum(latest[tp] - end[tp] for tp in tps)
+        async with checkpoints_aside(db) as sessions:
+            builder = _Builder(
+                store, codec, gen, consumer, tps, begin, batch, on_progress, sessions
             )
+            if parallel:
+                await builder.fill_with_readers(end, "rebuild", total, readers, bootstrap, name)
+            else:
+                await builder.fill_to(end, "rebuild", total)
+            if verify:
+                report.differences = await _verify(store, builder, active, begin, deadline_s)
+            else:
+                latest = await consumer.end_offsets(tps)
+                await builder.fill_to(
+                    latest, "catch-up", total + sum(latest[tp] - end[tp] for tp in tps)
+                )
+        if not verify:
             await _switch(db, projection.name, number)
             report.switched = True
         report.events = builder.events
