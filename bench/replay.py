@@ -479,7 +479,11 @@ async def run(
 
 
 def render(result: dict[str, Any]) -> str:
-    ok = "PASS" if result["passed"] else "FAIL"
+    def verdict(met: bool) -> str:
+        return "PASS" if met else "FAIL"
+
+    ratio_ok = result["ratio"] >= TARGET_RATIO
+    rate_ok = result["replay_rate"] >= TARGET_RATE
     return "\n".join(
         [
             f"query projection replay: {result['events']:,} saga events "
@@ -489,8 +493,9 @@ def render(result: dict[str, Any]) -> str:
             f"  replay() into fresh SQLite     {result['replay_rate']:>10,.0f} events/s  "
             f"({result['readers']} reader processes; "
             f"runs: {', '.join(f'{x:,.0f}' for x in result['replay_runs'])})",
-            f"  ratio {100 * result['ratio']:.1f}% (target >= {100 * TARGET_RATIO:.0f}%), "
-            f"replay >= {TARGET_RATE:,.0f}/s: {ok}",
+            f"  ratio {100 * result['ratio']:.1f}% (target >= {100 * TARGET_RATIO:.0f}%: "
+            f"{verdict(ratio_ok)}); replay >= {TARGET_RATE:,.0f}/s: {verdict(rate_ok)}; "
+            f"overall: {verdict(result['passed'])}",
         ]
     )
 
