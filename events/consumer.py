@@ -21,11 +21,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from pydantic import ValidationError
 from sqlalchemy import bindparam, select
-from sqlalchemy.exc import OperationalError
 
 from events.bulk import insert_rows
 from events.codec import AvroCodec, CodecError
-from events.db import Database
+from events.db import Database, is_transient
 from events.dlq import send_dead_letter
 from events.envelope import Envelope, EnvelopeError, Event, utcnow
 from events.kafka import manual_consumer, reliable_producer
@@ -406,4 +405,4 @@ class EventConsumer:
 
 
 def _is_infrastructure(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError | OSError)
+    return isinstance(exc, OSError) or is_transient(exc)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +16,14 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from events.sqlite_inline import connector
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error worth retrying: the server or the connection failed (a restart, a
+    cut connection, a lock), not the statement."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def sqlite_url(path: Path) -> str:

@@ -20,9 +20,10 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import Select, bindparam, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events.db import Database
+from events.db import Database, is_transient
 from events.envelope import utcnow
 from events.kafka import reliable_producer
 from events.metrics import EVENTS_PRODUCED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
@@ -259,23 +260,29 @@ class OutboxRelay:
                 try:
                     n = await self.publish_batch()
                     backoff = self.config.backoff_initial_s
-                except (TimeoutError, KafkaError, OSError) as exc:
+                    if loop.time() >= next_purge:
+                        await self.purge()
+                        next_purge = loop.time() + self.config.purge_every_s
+                    if loop.time() >= next_gauge:
+                        count, age = await self.backlog()
+                        OUTBOX_BACKLOG.set(count)
+                        OUTBOX_OLDEST_AGE.set(age or 0.0)
+                        next_gauge = loop.time() + 2.0
+                except (TimeoutError, KafkaError, OSError, DBAPIError) as exc:
+                    if isinstance(exc, DBAPIError):
+                        if not is_transient(exc):
+                            raise
+                    else:
+                        await self.close()  # a fresh producer after a Kafka failure
+                    # Rows published but not marked sent are published again; the
+                    # consumers' inbox skips them.
                     self.failures += 1
                     log.warning(
                         "outbox relay: publish failed (%s), retrying in %.1fs", exc, backoff
                     )
-                    await self.close()
                     await _wait_any(stop, None, backoff * random.uniform(0.8, 1.2))
                     backoff = min(backoff * 2, self.config.backoff_max_s)
                     continue
-                if loop.time() >= next_purge:
-                    await self.purge()
-                    next_purge = loop.time() + self.config.purge_every_s
-                if loop.time() >= next_gauge:
-                    count, age = await self.backlog()
-                    OUTBOX_BACKLOG.set(count)
-                    OUTBOX_OLDEST_AGE.set(age or 0.0)
-                    next_gauge = loop.time() + 2.0
                 if n < self.config.batch_size:
                     await _wait_any(stop, self._wake, self.config.idle_poll_s)
             with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
