@@ -6,7 +6,8 @@ without I/O (``Projection.on_batch``), reader processes take that half: each rea
 of the partitions up to the target offsets and sends the collected value of every batch,
 pickled, through a pipe; the replay's own process only writes what arrives, in the order it
 arrives (a projection that takes batches must not depend on the interleaving of partitions).
-A pipe holds little, so a reader runs at most about one batch ahead of the writer.
+A reader runs at most a batch or two ahead of the writer: what the queue holds, and what
+the pipe and its reading stream buffer (about a megabyte) before the reader blocks.
 
 A reader is a fresh interpreter that imports this module, the codec and the projection's
 collect function, and nothing else: not the program that started the replay (as
@@ -219,7 +220,8 @@ async def run_readers(specs: Sequence[ReaderSpec]) -> AsyncIterator[asyncio.Queu
 
 async def _pump(fd: int, queue: asyncio.Queue[Received]) -> None:
     loop = asyncio.get_running_loop()
-    stream = asyncio.StreamReader(limit=8 * 1024 * 1024, loop=loop)
+    # Reading pauses past twice the limit; a larger chunk is still read whole.
+    stream = asyncio.StreamReader(limit=512 * 1024, loop=loop)
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(stream, loop=loop), os.fdopen(fd, "rb", 0)
     )
