@@ -88,13 +88,15 @@ def main() -> None:
     """A reader process: its spec pickled on stdin, chunks out on the file descriptor given
     as the next-to-last argument."""
     out = int(sys.argv[-2])
-    spec: ReaderSpec = pickle.loads(sys.stdin.buffer.read())
-    tune_gc()
-    # No automatic collections: they would walk the batch being collected (its events,
-    # views and rows survive the young generation), about a sixth of a reader's CPU. The
-    # reader collects between batches instead, when the last one is garbage already.
-    gc.disable()
     try:
+        # Inside the try: a spec naming what this interpreter cannot import is reported
+        # to the replay as the reason, not lost on stderr.
+        spec: ReaderSpec = pickle.loads(sys.stdin.buffer.read())
+        tune_gc()
+        # No automatic collections: they would walk the batch being collected (its events,
+        # views and rows survive the young generation), about a sixth of a reader's CPU.
+        # The reader collects between batches instead, when the last one is garbage.
+        gc.disable()
         asyncio.run(_read(out, spec))
         _send(out, b"")
     except BrokenPipeError:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +317,23 @@ async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(
     report = await replay(projection, read_db, codec, kafka_bootstrap, readers=1)
     assert report.switched and report.generation == 3
     assert await rows(read_db, ProjectionStore(projection, read_db)) == expected(written)
+
+
+async def test_a_reader_that_cannot_import_the_collect_function_says_so(
+    kafka_bootstrap, new_topic, new_db
+):
+    topic = await new_topic(partitions=2)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    await produce(kafka_bootstrap, producer_db, codec, [unique("a")], 10)
+    # A module only this process has: the reader cannot import it to unpickle its spec.
+    only_here = types.ModuleType(unique("only_here").replace("-", "_"))
+    exec("def collect(events):\n    return []\n", only_here.__dict__)
+    only_here.collect.__module__ = only_here.__name__
+    sys.modules[only_here.__name__] = only_here
+    try:
+        projection = batch_counts(topic, collect=only_here.collect)
+        with pytest.raises(ReaderError, match=f"No module named '{only_here.__name__}'"):
+            await replay(projection, read_db, codec, kafka_bootstrap, readers=1)
+    finally:
+        del sys.modules[only_here.__name__]
