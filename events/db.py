@@ -40,12 +40,17 @@ def sqlite_file(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
+def runs_inline(url: str, sqlite_on_loop: bool) -> bool:
+    """SQLite on the loop's thread, through one connection (see make_engine)."""
+    return sqlite_on_loop and is_sqlite(url) and sqlite_file(url) is not None
+
+
 def make_engine(url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> AsyncEngine:
     """``sqlite_on_loop=False`` keeps aiosqlite's worker thread: for a writer of few, large
     statements (a projection's batches), during which the loop should keep serving."""
     if is_sqlite(url):
         path = sqlite_file(url)
-        if sqlite_on_loop and path is not None:
+        if path is not None and runs_inline(url, sqlite_on_loop):
             # One connection, called on the loop's thread (events.sqlite_inline says why);
             # a session waits for it asynchronously while another one holds it. A locked
             # database is waited for by sqlite_inline's retries, not by SQLite's busy wait.
@@ -89,8 +94,7 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> None:
         self.url = url
-        # SQLite on the loop's thread, through one connection (see make_engine)
-        self.inline = is_sqlite(url) and sqlite_on_loop and sqlite_file(url) is not None
+        self.inline = runs_inline(url, sqlite_on_loop)
         self.engine = make_engine(url, echo=echo, sqlite_on_loop=sqlite_on_loop)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
