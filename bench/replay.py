@@ -62,7 +62,7 @@ from events.replay import replay
 from events.replay_readers import default_readers
 from events.tables import metadata as platform_metadata
 from events.topics import apply_topics, partitions_of
-from infra.broker import BrokerSpec, down, free_port, up
+from infra.broker import BrokerSpec, down, free_ports, up
 from services.query.projections import build_projection
 from services.query.replay import BATCH as REPLAY_BATCH
 from services.query.store import open_database
@@ -506,10 +506,7 @@ def _kafka(root: Path) -> Iterator[tuple[str, int | None]]:
     if external:
         yield external, None
         return
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
+    port, controller_port = free_ports(2)
     spec = BrokerSpec(home=root / "kafka", port=port, controller_port=controller_port)
     try:
         status = up(spec)

@@ -88,10 +88,16 @@ def _pid(var_dir: Path, name: str) -> int | None:
     return pid if _alive(pid) else None
 
 
-def _ready(port: int) -> bool:
+def _ready(spec: ProcessSpec) -> bool:
+    """The service answers on its port as itself (not another process holding the port)
+    and says it is ready."""
+    base = f"http://127.0.0.1:{spec.port}"
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
+        health = httpx.get(f"{base}/health", timeout=1.0)
+        if health.status_code != 200 or health.json().get("service") != spec.name:
+            return False
+        return httpx.get(f"{base}/ready", timeout=1.0).status_code == 200
+    except (httpx.HTTPError, ValueError, AttributeError):
         return False
 
 
@@ -144,7 +150,7 @@ def wait_ready(specs: Sequence[ProcessSpec], *, var_dir: Path, deadline_s: float
                 raise SupervisorError(
                     f"{spec.name} exited during start-up: {_last_line(var_dir, spec.name)}"
                 )
-            if _ready(spec.port):
+            if _ready(spec):
                 pending.remove(spec)
         if pending and time.monotonic() > end:
             names = ", ".join(s.name for s in pending)
@@ -188,7 +194,7 @@ def status(specs: Sequence[ProcessSpec], *, var_dir: Path) -> list[ProcessStatus
                 spec.name,
                 pid,
                 pid is not None,
-                pid is not None and _ready(spec.port),
+                pid is not None and _ready(spec),
                 f"http://127.0.0.1:{spec.port}",
                 _paths(var_dir, spec.name)[0],
             )

@@ -40,6 +40,7 @@ __all__ = [
     "down",
     "ensure_jars",
     "free_port",
+    "free_ports",
     "repo_root",
     "status",
     "up",
@@ -132,10 +133,21 @@ def default_spec() -> BrokerSpec:
 
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct such ports. Asked for one at a time, the kernel may hand out a port
+    it just handed out (nothing holds it yet): here every socket stays bound until all
+    ports are chosen."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((_HOST, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 # --------------------------------------------------------------------------- jars
@@ -494,8 +506,5 @@ def _last_error(output: str) -> str:
 
 def private_spec(home: Path) -> BrokerSpec:
     """A broker of its own (tests, benchmarks): a fresh home and two distinct free ports."""
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
+    port, controller_port = free_ports(2)
     return BrokerSpec(home=home, port=port, controller_port=controller_port)

@@ -13,7 +13,7 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.supervisor import ProcessSpec, load_manifest, start, stop, wait_ready
 from events.topics import apply_topics
-from infra.broker import free_port
+from infra.broker import free_ports
 from services.saga_check import Api
 from tests.support import unique
 
@@ -51,7 +51,12 @@ async def stack(
     prefix = unique("e2e") + "."
     catalogue = Catalogue.load().prefixed(prefix)
     await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
-    specs = [ProcessSpec(s.name, s.module, free_port()) for s in load_manifest()]
+    manifest = load_manifest()
+    # Distinct ports: two services on one port would each answer the other's /ready.
+    specs = [
+        ProcessSpec(s.name, s.module, port)
+        for s, port in zip(manifest, free_ports(len(manifest)), strict=True)
+    ]
     env = {"TOPIC_PREFIX": prefix, "CONSUMER_BATCH": "200"}
     for s in specs:  # a database per service: SQLite files, or PostgreSQL databases
         env[f"{s.name.upper()}_DATABASE_URL"] = database_url(s.name)
