@@ -30,8 +30,17 @@ from sqlalchemy.orm import Session
 
 from events.projection import Generation
 from services.query import sql
-from services.query.collect import Batch
-from services.query.domain import Customer, Sku, View
+from services.query.collect import Batch, customers_after, skus_after
+from services.query.domain import (
+    Customer,
+    Folded,
+    Sku,
+    View,
+    fold,
+    join_into,
+    money_changes,
+    stock_changes,
+)
 from services.query.rows import (
     customer_from_row,
     customer_row,
@@ -51,6 +60,9 @@ class SqlStore:
     def __init__(self, session: Session, gen: Generation) -> None:
         self.session, self.gen = session, gen
         self.stored: dict[str, tuple[Any, ...]] = {}  # order rows as loaded
+
+    def join_orders(self, patches: dict[str, View]) -> Folded:
+        return fold(self.orders(patches), patches)
 
     def orders(self, keys: Iterable[str]) -> dict[str, View]:
         rows = sql.load(self.session, self.gen[ORDERS], keys)
@@ -122,37 +134,47 @@ def _created_then_id(row: tuple[Any, ...]) -> tuple[str, str]:
 class BuildingStore(SqlStore):
     """The store of a generation a replay is filling: order views stay in memory across
     transactions (``OrderCache``), each written once when the replay flushes instead of
-    reloaded and rewritten by every batch that touches the order again. Everything else is
-    written per transaction as usual."""
+    reloaded and rewritten by every batch that touches the order again; and what the orders
+    add to their customers and SKUs is counted then too, once per order instead of once per
+    batch that changes it (the figures are functions of the views, so the sum of the
+    changes is the change of the sum). Everything else is written per transaction as usual:
+    nobody reads the generation before the flush."""
 
     def __init__(self, session: Session, gen: Generation, cache: OrderCache) -> None:
         super().__init__(session, gen)
         self.cache = cache
 
-    def orders(self, keys: Iterable[str]) -> dict[str, View]:
+    def join_orders(self, patches: dict[str, View]) -> Folded:
         views = self.cache.views
-        missing = [k for k in keys if k not in views]
+        missing = [k for k in patches if k not in views]
         if missing:
             for k, row in (
                 (r[0], tuple(r)) for r in sql.load(self.session, self.gen[ORDERS], missing)
             ):
                 self.cache.rows[k] = row
                 views[k] = order_view(row)
-        return views
+        for order_id, patch in patches.items():
+            join_into(views, order_id, patch)  # the cache's own views: no copies
+        self.cache.dirty.update(patches)
+        return Folded({}, {}, {})
 
-    def save(self, *, orders: dict[str, View], **rest: Any) -> None:
-        self.cache.views.update(orders)
-        self.cache.dirty.update(orders)
-        super().save(orders={}, **rest)
+    def save(self, **rest: Any) -> None:
+        super().save(**rest)
         if len(self.cache.views) > self.cache.limit:
             self.flush()
             self.cache.clear()  # bounded memory: later batches load what they touch again
 
     def flush(self) -> None:
         cache = self.cache
+        after = {k: cache.views[k] for k in cache.dirty}
+        before = {k: order_view(cache.rows[k]) for k in cache.dirty if k in cache.rows}
         self.stored = cache.rows
-        cache.rows.update(self._save_orders({k: cache.views[k] for k in cache.dirty}))
+        cache.rows.update(self._save_orders(after))
         cache.dirty.clear()
+        money, stock = money_changes(before, after), stock_changes(before, after)
+        s, gen = self.session, self.gen
+        sql.upsert(s, gen[CUSTOMERS], [customer_row(c) for c in customers_after(self, money)])
+        sql.upsert(s, gen[SKUS], [sku_row(k) for k in skus_after(self, stock)])
 
 
 # Order views a replay keeps in memory (about 1 KB each) before it writes and forgets them.

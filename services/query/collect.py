@@ -41,6 +41,7 @@ from services.query.domain import (
     Created,
     Customer,
     Decline,
+    Folded,
     Money,
     Sku,
     Stock,
@@ -49,7 +50,6 @@ from services.query.domain import (
     View,
     apply_money,
     apply_stock,
-    fold,
     iso,
     join_into,
     later_decline,
@@ -95,7 +95,7 @@ class Batch:
 
     def write_to(self, store: Store) -> None:
         """Loads what the batch touches, joins, and saves what changed."""
-        folded = fold(store.orders(self.orders), self.orders)
+        folded = store.join_orders(self.orders)
         money, stock = folded.money, folded.stock
         seen = store.deposits_seen(self.deposits)
         deposits = [(k, c, n) for k, (c, n) in self.deposits.items() if k not in seen]
@@ -110,35 +110,48 @@ class Batch:
             timeline=list(self.timeline.values()),
             deposits=deposits,
             restocks=restocks,
-            customers=self._customers(store, money),
-            skus=self._skus(store, stock),
+            customers=customers_after(store, money, self.money_at, self.declines),
+            skus=skus_after(store, stock),
         )
 
-    def _customers(self, store: Store, money: dict[str, Money]) -> list[Customer]:
-        keys = set(money) | set(self.money_at) | set(self.declines)
-        stored = store.customers(keys)
-        out = []
-        for customer_id in keys:
-            old = stored.get(customer_id)
-            new = apply_money(
-                old or Customer(customer_id),
-                money.get(customer_id),
-                self.money_at.get(customer_id),
-                self.declines.get(customer_id),
-            )
-            if new != old:
-                out.append(new)
-        return out
 
-    def _skus(self, store: Store, stock: dict[str, Stock]) -> list[Sku]:
-        stored = store.skus(stock)
-        return [apply_stock(stored.get(k) or Sku(k), d) for k, d in stock.items()]
+def customers_after(
+    store: Store,
+    money: dict[str, Money],
+    money_at: dict[str, str] | None = None,
+    declines: dict[str, Decline] | None = None,
+) -> list[Customer]:
+    """The customers that money changes, money times or declines change, as changed."""
+    money_at, declines = money_at or {}, declines or {}
+    keys = set(money) | set(money_at) | set(declines)
+    stored = store.customers(keys)
+    out = []
+    for customer_id in keys:
+        old = stored.get(customer_id)
+        new = apply_money(
+            old or Customer(customer_id),
+            money.get(customer_id),
+            money_at.get(customer_id),
+            declines.get(customer_id),
+        )
+        if new != old:
+            out.append(new)
+    return out
+
+
+def skus_after(store: Store, stock: dict[str, Stock]) -> list[Sku]:
+    stored = store.skus(stock)
+    return [apply_stock(stored.get(k) or Sku(k), d) for k, d in stock.items()]
 
 
 class Store(Protocol):
     """Where a batch reads the rows it touches and saves what changed."""
 
-    def orders(self, keys: Iterable[str]) -> dict[str, View]: ...
+    def join_orders(self, patches: dict[str, View]) -> Folded:
+        """Joins a batch's patches into the stored views: what changed, and what the changes
+        add per customer and SKU (``domain.fold``; a store may defer the figures)."""
+        ...
+
     def customers(self, keys: Iterable[str]) -> dict[str, Customer]: ...
     def skus(self, keys: Iterable[str]) -> dict[str, Sku]: ...
     def deposits_seen(self, keys: Iterable[str]) -> set[str]: ...

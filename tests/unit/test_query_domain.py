@@ -92,8 +92,10 @@ class MemoryStore:
         self.customer_rows: dict[str, tuple] = {}
         self.sku_rows: dict[str, tuple] = {}
 
-    def orders(self, keys):
-        return {k: order_view(self.order_rows[k]) for k in keys if k in self.order_rows}
+    def join_orders(self, patches):
+        return fold(
+            {k: order_view(self.order_rows[k]) for k in patches if k in self.order_rows}, patches
+        )
 
     def customers(self, keys):
         return {
