@@ -44,6 +44,11 @@ View = dict[str, Any]  # field -> value; a field not present is not known yet
 
 def iso(moment: datetime) -> str:
     """A time as the read models keep it: UTC, microseconds, fixed width."""
+    if moment.tzinfo is UTC:
+        # Every event time arrives in UTC; isoformat() without a timespec costs two thirds
+        # of one with it, and omits only a zero fraction.
+        text = moment.isoformat()
+        return text if moment.microsecond else f"{text[:19]}.000000{text[19:]}"
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # the envelope's times are UTC when naive
     elif moment.utcoffset():
