@@ -220,16 +220,18 @@ async def replay(
                 await builder.fill_to(
                     latest, "catch-up", total + sum(latest[tp] - end[tp] for tp in tps)
                 )
-        if not verify:
-            await _switch(db, projection.name, number)
-            report.switched = True
-        report.events = builder.events
-        report.undecodable = builder.undecodable
-        report.seconds = time.monotonic() - started
+            # All read: the consumer closes while the switch and the last checkpoint run.
+            stopping = asyncio.ensure_future(consumer.stop())
+            if not verify:
+                await _switch(db, projection.name, number)
+                report.switched = True
+            report.events = builder.events
+            report.undecodable = builder.undecodable
+            report.seconds = time.monotonic() - started
     except BaseException:
         await consumer.stop()
         raise
-    await consumer.stop()
+    await stopping
     if report.switched:
         # Let reads that resolved the old generation just before the switch finish.
         await asyncio.sleep(drop_grace_s)
