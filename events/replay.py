@@ -121,7 +121,7 @@ class _Builder:
                 target,
                 self.batch,
             )
-            for i, tps in enumerate(split(self.tps, readers))
+            for i, tps in enumerate(split(self.tps, readers, self._left(target)))
         ]
         async with run_readers(specs) as received:
             while (chunk := await received.get()) is not None:
@@ -132,6 +132,9 @@ class _Builder:
                     await self.store.save_offsets(session, self.gen.number, chunk.positions)
                 self._done(chunk.positions, chunk.records, chunk.undecodable, phase, total)
         await self._end_phase()
+
+    def _left(self, target: Positions) -> dict[TopicPartition, int]:
+        return {tp: max(target.get(tp, 0) - self.positions[tp], 0) for tp in self.tps}
 
     async def _end_phase(self) -> None:
         await self.flush()

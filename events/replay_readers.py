@@ -24,7 +24,7 @@ import os
 import pickle
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +156,19 @@ def default_readers() -> int:
     return 0 if cores < 2 else min(cores, 4)
 
 
-def split(tps: Sequence[TopicPartition], readers: int) -> list[list[TopicPartition]]:
-    """Partitions dealt round-robin, so each reader gets a share of every topic."""
-    groups = [list(tps[i::readers]) for i in range(readers)]
+def split(
+    tps: Sequence[TopicPartition], readers: int, sizes: Mapping[TopicPartition, int]
+) -> list[list[TopicPartition]]:
+    """Partitions dealt to readers so that each gets about as many records (``sizes``):
+    the largest first, each to the reader with the fewest so far. Topics differ in volume
+    (every order has a few order events, one notification), so dealing them round-robin
+    left one reader reading on alone at the end."""
+    loads = [0] * readers
+    groups: list[list[TopicPartition]] = [[] for _ in range(readers)]
+    for tp in sorted(tps, key=lambda tp: (-sizes.get(tp, 0), tp.topic, tp.partition)):
+        least = loads.index(min(loads))
+        groups[least].append(tp)
+        loads[least] += sizes.get(tp, 0)
     return [g for g in groups if g]
 
 
