@@ -24,7 +24,14 @@ from events.db import Database
 from events.envelope import utcnow
 from events.projection import Generation, Projection, ProjectionStore, apply_events
 from events.reading import Positions, decode_records, reader, seek_to
-from events.replay_readers import ReaderError, ReaderSpec, below, run_readers, split
+from events.replay_readers import (
+    ReaderError,
+    Readers,
+    ReaderSpec,
+    below,
+    reader_processes,
+    split,
+)
 from events.sqlite_wal import Sessions, checkpoints_aside
 from events.tables import projections
 from events.topics import partitions_of
@@ -102,7 +109,7 @@ class _Builder:
         await self._end_phase()
 
     async def fill_with_readers(
-        self, target: Positions, phase: str, total: int, readers: int, bootstrap: str, name: str
+        self, target: Positions, phase: str, total: int, pool: Readers, bootstrap: str, name: str
     ) -> None:
         """``fill_to`` with reading, decoding and collecting done by reader processes (the
         replay's own consumer stays paused meanwhile; it reads the catch-up)."""
@@ -121,16 +128,16 @@ class _Builder:
                 target,
                 self.batch,
             )
-            for i, tps in enumerate(split(self.tps, readers, self._left(target)))
+            for i, tps in enumerate(split(self.tps, len(pool.procs), self._left(target)))
         ]
-        async with run_readers(specs) as received:
-            while (chunk := await received.get()) is not None:
-                if isinstance(chunk, ReaderError):
-                    raise chunk
-                async with self.sessions() as session, session.begin():
-                    await projection.write(session, self.gen, chunk.value)
-                    await self.store.save_offsets(session, self.gen.number, chunk.positions)
-                self._done(chunk.positions, chunk.records, chunk.undecodable, phase, total)
+        received = await pool.start(specs)
+        while (chunk := await received.get()) is not None:
+            if isinstance(chunk, ReaderError):
+                raise chunk
+            async with self.sessions() as session, session.begin():
+                await projection.write(session, self.gen, chunk.value)
+                await self.store.save_offsets(session, self.gen.number, chunk.positions)
+            self._done(chunk.positions, chunk.records, chunk.undecodable, phase, total)
         await self._end_phase()
 
     def _left(self, target: Positions) -> dict[TopicPartition, int]:
@@ -184,6 +191,26 @@ async def replay(
     compares it with the live one and drops it). ``readers`` > 0: that many reader processes
     read, decode and collect the rebuild from offset 0 (``events.replay_readers``), for a
     projection that takes batches; the catch-up after it is read in this process."""
+    args = (projection, db, codec, bootstrap, verify, on_progress, batch, deadline_s)
+    if readers <= 0 or projection.collect is None:
+        return await _replay(*args, drop_grace_s, None)
+    # Started first: they import what they need while the replay sets up.
+    async with reader_processes(readers) as pool:
+        return await _replay(*args, drop_grace_s, pool)
+
+
+async def _replay(
+    projection: Projection,
+    db: Database,
+    codec: AvroCodec,
+    bootstrap: str,
+    verify: bool,
+    on_progress: OnProgress | None,
+    batch: int,
+    deadline_s: float,
+    drop_grace_s: float,
+    pool: Readers | None,
+) -> ReplayReport:
     store = ProjectionStore(projection, db)
     active = await store.ensure()
     _, leftover = await store.state()
@@ -199,8 +226,7 @@ async def replay(
     try:
         tps = await partitions_of(bootstrap, projection.topics)
         await seek_to(consumer, tps, {})
-        parallel = readers > 0 and projection.collect is not None
-        if parallel:
+        if pool is not None:
             consumer.pause(*tps)  # the readers fetch the rebuild: no prefetching meanwhile
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
@@ -212,8 +238,8 @@ async def replay(
             builder = _Builder(
                 store, codec, gen, consumer, tps, begin, batch, on_progress, sessions
             )
-            if parallel:
-                await builder.fill_with_readers(end, "rebuild", total, readers, bootstrap, name)
+            if pool is not None:
+                await builder.fill_with_readers(end, "rebuild", total, pool, bootstrap, name)
             else:
                 await builder.fill_to(end, "rebuild", total)
             if verify:

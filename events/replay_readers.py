@@ -91,7 +91,10 @@ def main() -> None:
     try:
         # Inside the try: a spec naming what this interpreter cannot import is reported
         # to the replay as the reason, not lost on stderr.
-        spec: ReaderSpec = pickle.loads(sys.stdin.buffer.read())
+        data = sys.stdin.buffer.read()
+        if not data:
+            return  # a spare: the replay had fewer shares than reader processes
+        spec: ReaderSpec = pickle.loads(data)
         tune_gc()
         # No automatic collections: they would walk the batch being collected (its events,
         # views and rows survive the young generation), about a sixth of a reader's CPU.
@@ -175,19 +178,19 @@ def split(
 Received = Chunk | ReaderError | None  # None: every reader is done
 
 
-@contextlib.asynccontextmanager
-async def run_readers(specs: Sequence[ReaderSpec]) -> AsyncIterator[asyncio.Queue[Received]]:
-    """Reader processes for the specs; the queue yields their chunks as they arrive, then
-    None once all are done, or a ReaderError as soon as one fails. Leaving the context stops
-    whatever still runs."""
-    queue: asyncio.Queue[Received] = asyncio.Queue(maxsize=len(specs))
-    procs: list[asyncio.subprocess.Process] = []
-    pumps: list[asyncio.Task[None]] = []
-    finisher: asyncio.Task[None] | None = None
-    # The readers import what the spec names from this interpreter's path.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    try:
-        for i, spec in enumerate(specs):
+class Readers:
+    """Reader processes started ahead of their specs: they import what a reader needs
+    while the replay sets up, then read once ``start`` sends them their specs."""
+
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.pipes: list[int] = []  # the read end of each process's chunk pipe
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def spawn(self, count: int) -> None:
+        # The readers import what the spec names from this interpreter's path.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        for i in range(count):
             read_fd, write_fd = os.pipe()
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -206,28 +209,59 @@ async def run_readers(specs: Sequence[ReaderSpec]) -> AsyncIterator[asyncio.Queu
                 raise
             finally:
                 os.close(write_fd)
-            procs.append(proc)
-            pumps.append(asyncio.create_task(_pump(read_fd, queue)))
+            self.procs.append(proc)
+            self.pipes.append(read_fd)
+
+    async def start(self, specs: Sequence[ReaderSpec]) -> asyncio.Queue[Received]:
+        """Sends each process its spec (processes beyond the specs are told there is nothing
+        to read); the queue yields their chunks as they arrive, then None once all are
+        done, or a ReaderError as soon as one fails."""
+        if len(specs) > len(self.procs):
+            raise ValueError(f"{len(specs)} specs for {len(self.procs)} reader processes")
+        queue: asyncio.Queue[Received] = asyncio.Queue(maxsize=max(len(specs), 1))
+        pumps = []
+        for i, (proc, read_fd) in enumerate(zip(self.procs, self.pipes, strict=True)):
             assert proc.stdin is not None
-            proc.stdin.write(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
-            with contextlib.suppress(ConnectionError):  # a reader that died: its pump says so
-                await proc.stdin.drain()
+            if i < len(specs):
+                pumps.append(asyncio.create_task(_pump(read_fd, queue)))
+                proc.stdin.write(pickle.dumps(specs[i], protocol=pickle.HIGHEST_PROTOCOL))
+                with contextlib.suppress(ConnectionError):  # one that died: its pump says so
+                    await proc.stdin.drain()
+            else:
+                os.close(read_fd)
             proc.stdin.close()
-        finisher = asyncio.create_task(_finish(pumps, queue))
-        yield queue
-    finally:
-        for task in (*pumps, *([finisher] if finisher else [])):
+        self.pipes = []
+        self.tasks = [*pumps, asyncio.create_task(_finish(pumps, queue))]
+        return queue
+
+    async def stop(self) -> None:
+        """Stops whatever still runs."""
+        for task in self.tasks:
             task.cancel()
-        for proc in procs:
+        for fd in self.pipes:
+            os.close(fd)
+        self.pipes = []
+        for proc in self.procs:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
-        for proc in procs:
+        for proc in self.procs:
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def reader_processes(count: int) -> AsyncIterator[Readers]:
+    """``count`` reader processes, started now; leaving the context stops what still runs."""
+    readers = Readers()
+    try:
+        await readers.spawn(count)
+        yield readers
+    finally:
+        await readers.stop()
 
 
 async def _pump(fd: int, queue: asyncio.Queue[Received]) -> None:

@@ -258,6 +258,24 @@ async def test_reader_processes_rebuild_what_one_process_does(kafka_bootstrap, n
     assert await rows(read_db, store) == expected(written)
 
 
+async def test_reader_processes_beyond_the_partitions_are_let_go(
+    kafka_bootstrap, new_topic, new_db
+):
+    # Reader processes start before the replay knows how many partitions there are.
+    topic = await new_topic(partitions=1)
+    codec = codec_for(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    projection = batch_counts(topic)
+    written = await produce(
+        kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(3)], 40
+    )
+    report = await asyncio.wait_for(
+        replay(projection, read_db, codec, kafka_bootstrap, batch=25, readers=3), 60
+    )
+    assert report.switched and report.events == len(written)
+    assert await rows(read_db, ProjectionStore(projection, read_db)) == expected(written)
+
+
 async def test_a_failing_reader_stops_the_replay_and_changes_nothing(
     kafka_bootstrap, new_topic, new_db
 ):
