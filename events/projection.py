@@ -27,7 +27,14 @@ from events.codec import AvroCodec
 from events.db import Database
 from events.envelope import Event, utcnow
 from events.models import EventModel
-from events.reading import Models, Positions, decode_records, reader, seek_to
+from events.reading import (
+    CollectorFactory,
+    Models,
+    Positions,
+    decode_records,
+    reader,
+    seek_to,
+)
 from events.tables import projection_offsets, projections
 from events.topics import partitions_of
 
@@ -64,6 +71,13 @@ class Projection:
     # Writes what the projection keeps in memory for a generation a replay is filling
     # (``Generation.building``); the replay calls it before it compares or switches.
     flush_building: FlushFn | None = None
+    # What each replay reader process collects with instead of ``collect`` when every event
+    # of a key lies in one reader: the replay then deals partition p of every topic to
+    # reader p mod n (events keyed alike on topics with as many partitions land on the
+    # same partition number), and a reader may keep what it collected for a key until it
+    # has read its share. ``write`` must raise ``NotCoPartitioned`` on a key seen from two
+    # readers; the replay then rebuilds with ``collect``.
+    reader_collector: CollectorFactory | None = None
 
     def on(self, model: type[M]) -> Callable[[ApplyFn], ApplyFn]:
         def register(fn: ApplyFn) -> ApplyFn:

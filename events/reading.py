@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -24,6 +24,44 @@ Positions = dict[TopicPartition, int]
 Models = Mapping[str, type[EventModel] | None]
 """The event types a projection handles; each to the model its payload is validated into,
 or None to keep the decoded dict."""
+
+
+class Collector(Protocol):
+    """A replay reader's collect, one per reader process: called with each batch's events
+    in the order read, it returns the value to write for the batch, and may keep part of
+    it (what later batches would change again) to return from ``rest()`` once the reader
+    has read its share."""
+
+    def __call__(self, events: list[Event[Any]]) -> Any: ...
+
+    def rest(self) -> Any | None:
+        """What it kept, to write after its last batch (None: nothing)."""
+        ...
+
+
+CollectorFactory = Callable[[int], Collector]
+"""Makes the collector of the reader with that number (it must pickle: a module-level
+class or function)."""
+
+
+class EachBatch:
+    """A projection's ``collect`` as a Collector that keeps nothing."""
+
+    def __init__(self, collect: Callable[[list[Event[Any]]], Any], reader: int = 0) -> None:
+        self.collect = collect
+
+    def __call__(self, events: list[Event[Any]]) -> Any:
+        return self.collect(events)
+
+    def rest(self) -> Any | None:
+        return None
+
+
+class NotCoPartitioned(RuntimeError):
+    """Raised by a projection's write when readers that should each hold every event of
+    their keys did not (a key's events on partitions of different numbers: another key
+    or partitioner, or topics with different partition counts). The replay then rebuilds
+    with readers that keep nothing across batches."""
 
 
 @dataclass

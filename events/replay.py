@@ -10,9 +10,11 @@ generation behind, which the next replay drops before starting again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,18 +25,30 @@ from events.codec import AvroCodec
 from events.db import Database
 from events.envelope import utcnow
 from events.projection import Generation, Projection, ProjectionStore, apply_events
-from events.reading import Positions, decode_records, reader, seek_to
+from events.reading import (
+    CollectorFactory,
+    EachBatch,
+    NotCoPartitioned,
+    Positions,
+    decode_records,
+    reader,
+    seek_to,
+)
 from events.replay_readers import (
     ReaderError,
     Readers,
     ReaderSpec,
     below,
+    co_partitioned,
     reader_processes,
     split,
+    split_by_number,
 )
 from events.sqlite_wal import Sessions, checkpoints_aside
 from events.tables import projections
 from events.topics import partitions_of
+
+log = logging.getLogger(__name__)
 
 MAX_DIFFERENCES = 50
 
@@ -109,26 +123,40 @@ class _Builder:
         await self._end_phase()
 
     async def fill_with_readers(
-        self, target: Positions, phase: str, total: int, pool: Readers, bootstrap: str, name: str
+        self,
+        target: Positions,
+        phase: str,
+        total: int,
+        pool: Readers,
+        bootstrap: str,
+        name: str,
+        keep_keys: bool,
     ) -> None:
         """``fill_to`` with reading, decoding and collecting done by reader processes (the
-        replay's own consumer stays paused meanwhile; it reads the catch-up)."""
+        replay's own consumer stays paused meanwhile; it reads the catch-up). ``keep_keys``:
+        with the projection's reader collector, on co-partitioned topics."""
         projection = self.store.projection
         assert projection.collect is not None and projection.write is not None
+        collector: CollectorFactory = partial(EachBatch, projection.collect)
+        shares = split(self.tps, len(pool.procs), self._left(target))
+        if keep_keys and projection.reader_collector is not None and co_partitioned(self.tps):
+            collector = projection.reader_collector
+            shares = split_by_number(self.tps, len(pool.procs))
         specs = [
             ReaderSpec(
                 bootstrap,
                 f"{name}-r{i}",
                 projection.name,
                 projection.models,
-                projection.collect,
+                collector,
+                i,
                 self.codec,
                 tps,
                 {tp: self.positions[tp] for tp in tps},
                 target,
                 self.batch,
             )
-            for i, tps in enumerate(split(self.tps, len(pool.procs), self._left(target)))
+            for i, tps in enumerate(shares)
         ]
         received = await pool.start(specs)
         while (chunk := await received.get()) is not None:
@@ -193,10 +221,16 @@ async def replay(
     projection that takes batches; the catch-up after it is read in this process."""
     args = (projection, db, codec, bootstrap, verify, on_progress, batch, deadline_s)
     if readers <= 0 or projection.collect is None:
-        return await _replay(*args, drop_grace_s, None)
-    # Started first: they import what they need while the replay sets up.
+        return await _replay(*args, drop_grace_s, None, False)
+    try:
+        # Started first: they import what they need while the replay sets up.
+        async with reader_processes(readers) as pool:
+            return await _replay(*args, drop_grace_s, pool, True)
+    except NotCoPartitioned as exc:
+        # The building generation is left behind, as by a killed replay: dropped below.
+        log.warning("%s: rebuilding with readers that keep nothing: %s", projection.name, exc)
     async with reader_processes(readers) as pool:
-        return await _replay(*args, drop_grace_s, pool)
+        return await _replay(*args, drop_grace_s, pool, False)
 
 
 async def _replay(
@@ -210,6 +244,7 @@ async def _replay(
     deadline_s: float,
     drop_grace_s: float,
     pool: Readers | None,
+    keep_keys: bool,
 ) -> ReplayReport:
     store = ProjectionStore(projection, db)
     active = await store.ensure()
@@ -239,7 +274,9 @@ async def _replay(
                 store, codec, gen, consumer, tps, begin, batch, on_progress, sessions
             )
             if pool is not None:
-                await builder.fill_with_readers(end, "rebuild", total, pool, bootstrap, name)
+                await builder.fill_with_readers(
+                    end, "rebuild", total, pool, bootstrap, name, keep_keys
+                )
             else:
                 await builder.fill_to(end, "rebuild", total)
             if verify:

@@ -24,7 +24,7 @@ import os
 import pickle
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +32,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from events.codec import AvroCodec
-from events.envelope import Event
-from events.reading import Models, Positions, decode_records, reader, seek_to, tune_gc
+from events.reading import (
+    Collector,
+    CollectorFactory,
+    Models,
+    Positions,
+    decode_records,
+    reader,
+    seek_to,
+    tune_gc,
+)
 
 FIRST_BATCH = 2000
 # The command line of a reader process; its last argument is the reader's name.
@@ -51,7 +59,8 @@ class ReaderSpec:
     client_id: str
     projection: str  # its name, for log lines
     models: Models
-    collect: Callable[[list[Event[Any]]], Any]
+    collector: CollectorFactory  # called with ``number`` in the reader process
+    number: int
     codec: AvroCodec
     tps: list[TopicPartition]
     begin: Positions
@@ -63,7 +72,7 @@ class ReaderSpec:
 class Chunk:
     """One batch as a reader sends it."""
 
-    value: Any  # the projection's collect() of the batch's events
+    value: Any  # what the reader's collector returned for the batch (or kept till the end)
     positions: Positions  # next offset per partition the batch covers
     records: int  # records read, handled or not
     undecodable: int
@@ -124,6 +133,7 @@ async def _read(out: int, spec: ReaderSpec) -> None:
     try:
         await seek_to(consumer, spec.tps, spec.begin)
         positions = dict(spec.begin)
+        collector = spec.collector(spec.number)
         # A small first batch: the writer starts while this reader reads on.
         size = min(spec.batch, FIRST_BATCH)
         while any(positions[tp] < spec.target.get(tp, 0) for tp in spec.tps):
@@ -133,7 +143,7 @@ async def _read(out: int, spec: ReaderSpec) -> None:
             del batches
             if not records:
                 continue
-            data, covered = _chunk(spec, records)
+            data, covered = _chunk(spec, collector, records)
             del records
             positions.update(covered)
             _send(out, data)
@@ -141,14 +151,17 @@ async def _read(out: int, spec: ReaderSpec) -> None:
             gc.collect(1)  # the cycles the batch left; no live batch to walk (see main)
     finally:
         await consumer.stop()
+    rest = collector.rest()
+    if rest is not None:
+        _send(out, pickle.dumps(Chunk(rest, {}, 0, 0), protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _chunk(spec: ReaderSpec, records: list[ConsumerRecord]) -> tuple[bytes, Positions]:
+def _chunk(
+    spec: ReaderSpec, collector: Collector, records: list[ConsumerRecord]
+) -> tuple[bytes, Positions]:
     """A batch of records, decoded, collected and pickled; and the positions it covers."""
     decoded = decode_records(spec.projection, spec.models, spec.codec, records)
-    chunk = Chunk(
-        spec.collect(decoded.events), decoded.positions, len(records), decoded.undecodable
-    )
+    chunk = Chunk(collector(decoded.events), decoded.positions, len(records), decoded.undecodable)
     return pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL), decoded.positions
 
 
@@ -173,6 +186,22 @@ def split(
         groups[least].append(tp)
         loads[least] += sizes.get(tp, 0)
     return [g for g in groups if g]
+
+
+def split_by_number(tps: Sequence[TopicPartition], readers: int) -> list[list[TopicPartition]]:
+    """Partition p of every topic to reader p mod ``readers``: events keyed alike on topics
+    with as many partitions land on one reader."""
+    groups = [[tp for tp in tps if tp.partition % readers == i] for i in range(readers)]
+    return [g for g in groups if g]
+
+
+def co_partitioned(tps: Sequence[TopicPartition]) -> bool:
+    """Whether every topic has as many partitions (the default partitioner then puts a
+    key's events on the same partition number of each)."""
+    counts: dict[str, int] = {}
+    for tp in tps:
+        counts[tp.topic] = counts.get(tp.topic, 0) + 1
+    return len(set(counts.values())) <= 1
 
 
 Received = Chunk | ReaderError | None  # None: every reader is done

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from events.projection import Generation
+from events.reading import NotCoPartitioned
 from services.query import sql
 from services.query.collect import Batch, customers_after, skus_after
 from services.query.domain import (
@@ -42,6 +43,7 @@ from services.query.domain import (
     stock_changes,
 )
 from services.query.rows import (
+    created_then_id,
     customer_from_row,
     customer_row,
     order_row,
@@ -69,6 +71,9 @@ class SqlStore:
         self.stored = {r[0]: tuple(r) for r in rows}
         return {k: order_view(r) for k, r in self.stored.items()}
 
+    def claim(self, reader: int, order_ids: Iterable[str]) -> None:
+        pass  # only a generation being built takes readers' batches (``BuildingStore``)
+
     def customers(self, keys: Iterable[str]) -> dict[str, Customer]:
         rows = sql.load(self.session, self.gen[CUSTOMERS], keys)
         return {r[0]: customer_from_row(r) for r in rows}
@@ -86,6 +91,7 @@ class SqlStore:
         self,
         *,
         orders: dict[str, View],
+        rows: list[tuple[Any, ...]],
         timeline: list[tuple[Any, ...]],
         deposits: list[tuple[str, str, int]],
         restocks: list[tuple[str, str, int]],
@@ -94,6 +100,7 @@ class SqlStore:
     ) -> None:
         s, gen = self.session, self.gen
         self._save_orders(orders)
+        sql.upsert(s, gen[ORDERS], rows)  # made whole by a replay reader: new orders
         sql.insert_new(s, gen[TIMELINE], timeline)
         sql.insert_new(s, gen[DEPOSITS], deposits)
         sql.insert_new(s, gen[RESTOCKS], restocks)
@@ -117,18 +124,13 @@ class SqlStore:
             changed = tuple([i for i, (a, b) in enumerate(zip(row, old, strict=True)) if a != b])
             if changed:
                 changes.setdefault(changed, []).append((*(row[i] for i in changed), order_id))
-        # In creation order: the list indexes lead with created_at, so their inserts append
-        # near each other instead of all over the index (a replay's flush is all inserts).
-        fresh.sort(key=_created_then_id)
+        # In creation order: a replay's flush is all inserts (see ``created_then_id``).
+        fresh.sort(key=created_then_id)
         sql.upsert(self.session, table, fresh)
         for changed, changed_rows in changes.items():
             columns = tuple(names[i] for i in changed)
             sql.update_columns(self.session, table, columns, changed_rows)
         return rows
-
-
-def _created_then_id(row: tuple[Any, ...]) -> tuple[str, str]:
-    return (row[5] or "", row[0])  # created_at (NULL until OrderCreated is seen), order_id
 
 
 class BuildingStore(SqlStore):
@@ -143,6 +145,15 @@ class BuildingStore(SqlStore):
     def __init__(self, session: Session, gen: Generation, cache: OrderCache) -> None:
         super().__init__(session, gen)
         self.cache = cache
+
+    def claim(self, reader: int, order_ids: Iterable[str]) -> None:
+        owners = self.cache.owners
+        for order_id in order_ids:
+            if owners.setdefault(order_id, reader) != reader:
+                raise NotCoPartitioned(
+                    f"order {order_id} has events in the shares of readers "
+                    f"{owners[order_id]} and {reader}"
+                )
 
     def join_orders(self, patches: dict[str, View]) -> Folded:
         views = self.cache.views
@@ -189,6 +200,8 @@ class OrderCache:
         self.views: dict[str, View] = {}
         self.rows: dict[str, tuple[Any, ...]] = {}  # what the table holds for an order
         self.dirty: set[str] = set()
+        # Order id -> the replay reader its events came from (readers that keep orders).
+        self.owners: dict[str, int] = {}
 
     def clear(self) -> None:
         self.views.clear()

@@ -53,7 +53,10 @@ from services.query.domain import (
     iso,
     join_into,
     later_decline,
+    money_changes,
+    stock_changes,
 )
+from services.query.rows import created_then_id, order_row
 
 
 class Batch:
@@ -66,6 +69,12 @@ class Batch:
         self.restocks: dict[str, tuple[str, int]] = {}  # restock id -> (sku, quantity)
         self.money_at: dict[str, str] = {}  # customer -> latest time of a money event
         self.declines: dict[str, Decline] = {}  # customer -> latest decline
+        # From a replay reader that keeps its orders (``KeptOrders``): its number, and at
+        # its end the rows of the orders it kept and what they add per customer and SKU.
+        self.reader: int | None = None
+        self.rows: list[tuple[Any, ...]] = []
+        self.rows_money: dict[str, Money] = {}
+        self.rows_stock: dict[str, Stock] = {}
 
     # --- collecting (called by the handlers) ------------------------------------------------
 
@@ -95,8 +104,14 @@ class Batch:
 
     def write_to(self, store: Store) -> None:
         """Loads what the batch touches, joins, and saves what changed."""
+        if self.reader is not None:
+            store.claim(self.reader, {row[0] for row in self.timeline.values()})
         folded = store.join_orders(self.orders)
         money, stock = folded.money, folded.stock
+        for customer_id, part in self.rows_money.items():
+            money.setdefault(customer_id, Money()).add(part)
+        for sku, held in self.rows_stock.items():
+            stock.setdefault(sku, Stock()).add(held)
         seen = store.deposits_seen(self.deposits)
         deposits = [(k, c, n) for k, (c, n) in self.deposits.items() if k not in seen]
         for _, customer_id, cents in deposits:
@@ -107,6 +122,7 @@ class Batch:
             stock.setdefault(sku, Stock()).received += quantity
         store.save(
             orders=folded.changed,
+            rows=self.rows,
             timeline=list(self.timeline.values()),
             deposits=deposits,
             restocks=restocks,
@@ -152,6 +168,11 @@ class Store(Protocol):
         add per customer and SKU (``domain.fold``; a store may defer the figures)."""
         ...
 
+    def claim(self, reader: int, order_ids: Iterable[str]) -> None:
+        """Notes that these orders' events came from that replay reader; raises
+        ``NotCoPartitioned`` if another reader had some of them."""
+        ...
+
     def customers(self, keys: Iterable[str]) -> dict[str, Customer]: ...
     def skus(self, keys: Iterable[str]) -> dict[str, Sku]: ...
     def deposits_seen(self, keys: Iterable[str]) -> set[str]: ...
@@ -161,6 +182,7 @@ class Store(Protocol):
         self,
         *,
         orders: dict[str, View],
+        rows: list[tuple[Any, ...]],
         timeline: list[tuple[Any, ...]],
         deposits: list[tuple[str, str, int]],
         restocks: list[tuple[str, str, int]],
@@ -372,3 +394,52 @@ def collect_events(events: list[Event[Payload]]) -> Batch:
     for event in events:
         collectors[event.envelope.event_type](batch, event)
     return batch
+
+
+# Orders a replay reader keeps in memory (about 1 KB each); past that it hands on what it
+# holds as partial views, as ``collect_events`` does for every batch.
+KEPT_ORDERS_LIMIT: Final = 200_000
+
+
+class KeptOrders:
+    """A replay reader's collect (``events.reading.Collector``) when each reader holds every
+    event of its orders: it keeps each order's view across batches, and once it has read
+    its share makes the orders' rows and what they add per customer and SKU itself, in
+    parallel with the other readers, so the replay's writer neither joins an order per
+    batch that touches it nor builds its row in the flush everyone waits for. Each batch
+    carries the reader's number: the writer checks that no order comes from two readers."""
+
+    def __init__(self, reader: int) -> None:
+        self.reader = reader
+        self.views: dict[str, View] = {}
+        self.handed_on: set[str] = set()  # orders past the limit: sent as partial views
+
+    def __call__(self, events: list[Event[Payload]]) -> Batch:
+        batch = collect_events(events)
+        batch.reader = self.reader
+        views, handed_on, partial = self.views, self.handed_on, batch.orders
+        batch.orders = {}
+        for order_id, patch in partial.items():
+            if order_id in handed_on:
+                batch.orders[order_id] = patch
+            elif order_id in views:
+                join_into(views, order_id, patch)
+            else:
+                views[order_id] = patch  # the batch's own dict, already without None
+        if len(views) > KEPT_ORDERS_LIMIT:
+            batch.orders.update(views)
+            handed_on.update(views)
+            self.views = {}
+        return batch
+
+    def rest(self) -> Batch | None:
+        if not self.views:
+            return None
+        batch = Batch()
+        batch.reader = self.reader
+        views = self.views
+        # In creation order: see ``batch.SqlStore._save_orders``.
+        batch.rows = sorted((order_row(k, v) for k, v in views.items()), key=created_then_id)
+        batch.rows_money = money_changes({}, views)
+        batch.rows_stock = stock_changes({}, views)
+        return batch

@@ -13,7 +13,7 @@ from events.models import EventModel
 from events.projection import Projection
 from schemas.models import FundsDeposited, StockRestocked
 from services.query.batch import flush_building, write_batch
-from services.query.collect import ORDER_EVENTS, collect_events
+from services.query.collect import ORDER_EVENTS, KeptOrders, collect_events
 from services.query.tables import define_tables
 
 NAME: Final = "query"
@@ -31,7 +31,11 @@ TOPICS: Final = (
 def build_projection(prefix: str = "") -> Projection:
     """The projection over the topics of one environment (``TOPIC_PREFIX``)."""
     projection = Projection(
-        NAME, [prefix + t for t in TOPICS], define_tables, flush_building=flush_building
+        NAME,
+        [prefix + t for t in TOPICS],
+        define_tables,
+        flush_building=flush_building,
+        reader_collector=KeptOrders,  # every order event is keyed by its order id
     )
     models: list[type[EventModel]] = [*ORDER_EVENTS, FundsDeposited, StockRestocked]
     projection.on_batch(models, collect_events, write_batch)

@@ -128,3 +128,9 @@ def sku_row(s: Sku) -> tuple[Any, ...]:
 
 def sku_from_row(r: Any) -> Sku:
     return Sku(r[0], r[1], r[2], r[3])
+
+
+def created_then_id(row: tuple[Any, ...]) -> tuple[str, str]:
+    """An order row's place in creation order: the list indexes lead with created_at, so
+    rows inserted in this order append near each other instead of all over the indexes."""
+    return (row[5] or "", row[0])  # created_at (NULL until OrderCreated is seen), order_id

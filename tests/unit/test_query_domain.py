@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.envelope import Envelope, Event
+from events.reading import NotCoPartitioned
 from schemas.models import ALL_EVENTS
-from services.query.collect import Batch, collect
+from services.query.collect import Batch, KeptOrders, collect
 from services.query.domain import (
     PENDING,
     RULES,
@@ -93,6 +94,7 @@ class MemoryStore:
         self.restock_ids: set[str] = set()
         self.customer_rows: dict[str, tuple] = {}
         self.sku_rows: dict[str, tuple] = {}
+        self.owners: dict[str, int] = {}
 
     def join_orders(self, patches):
         return fold(
@@ -113,8 +115,14 @@ class MemoryStore:
     def restocks_seen(self, keys):
         return set(keys) & self.restock_ids
 
-    def save(self, *, orders, timeline, deposits, restocks, customers, skus):
+    def claim(self, reader, order_ids):
+        for order_id in order_ids:
+            if self.owners.setdefault(order_id, reader) != reader:
+                raise NotCoPartitioned(order_id)
+
+    def save(self, *, orders, rows, timeline, deposits, restocks, customers, skus):
         self.order_rows.update({k: order_row(k, v) for k, v in orders.items()})
+        self.order_rows.update({row[0]: row for row in rows})
         for row in timeline:
             self.timeline.setdefault((row[0], row[1]), row)
         self.deposit_ids.update(d[0] for d in deposits)
@@ -189,6 +197,54 @@ def test_rows_depend_on_the_set_of_events_not_on_order_batches_or_duplicates(dat
         mixed.insert(data.draw(st.integers(0, len(mixed))), e)
     sizes = data.draw(st.lists(st.integers(1, 40), min_size=1, max_size=30))
     assert apply(mixed, sizes).snapshot() == expected
+
+
+def apply_in_readers(events: list[Event[Any]], readers: int, owner, sizes) -> MemoryStore:
+    """As a replay whose readers keep their orders writes: every reader's batches
+    interleaved, then what each kept."""
+    shares: list[list[Event[Any]]] = [[] for _ in range(readers)]
+    for event in events:
+        shares[owner(event) % readers].append(event)
+    collectors = [KeptOrders(i) for i in range(readers)]
+    queues = []
+    for collector, share in zip(collectors, shares, strict=True):
+        batches, i = [], 0
+        while i < len(share):
+            size = max(1, next(sizes, len(share)))
+            batches.append(collector(share[i : i + size]))
+            i += size
+        queues.append(batches)
+    store = MemoryStore()
+    while any(queues):
+        for batches in queues:
+            if batches:
+                batches.pop(0).write_to(store)
+    for collector in collectors:
+        if (rest := collector.rest()) is not None:
+            rest.write_to(store)
+    return store
+
+
+def _by_order(event: Event[Any]) -> int:
+    p = event.payload
+    return sum(map(ord, p.get("order_id") or p.get("deposit_id") or p["restock_id"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_readers_that_keep_their_orders_write_the_rows_one_process_does(data):
+    events = events_of(saga_with_every_path(stuck=True))
+    expected = apply(events, [len(events)]).snapshot()
+    readers = data.draw(st.integers(1, 3))
+    sizes = iter(data.draw(st.lists(st.integers(1, 40), min_size=1, max_size=30)))
+    assert apply_in_readers(events, readers, _by_order, sizes).snapshot() == expected
+
+
+def test_an_order_read_by_two_readers_that_keep_orders_is_refused():
+    events = events_of(saga_with_every_path())
+    alternate = iter(range(len(events)))
+    with pytest.raises(NotCoPartitioned):
+        apply_in_readers(events, 2, lambda _: next(alternate), iter([5]))
 
 
 def test_the_store_matches_what_the_saga_did():
