@@ -41,6 +41,7 @@ from events.replay_readers import (
     below,
     co_partitioned,
     reader_processes,
+    readers_by_number,
     split,
     split_by_number,
 )
@@ -112,7 +113,7 @@ class _Builder:
         projection = self.store.projection
         while not self.reached(target):
             batches = await self.consumer.getmany(timeout_ms=500, max_records=self.batch)
-            records = below(self.consumer, batches, target)
+            records, _ = below(self.consumer, batches, target)
             if not records:
                 continue
             decoded = decode_records(projection.name, projection.models, self.codec, records)
@@ -137,11 +138,18 @@ class _Builder:
         with the projection's reader collector, on co-partitioned topics."""
         projection = self.store.projection
         assert projection.collect is not None and projection.write is not None
+        readers = len(pool.procs)
         collector: CollectorFactory = partial(EachBatch, projection.collect)
-        shares = split(self.tps, len(pool.procs), self._left(target))
+        shares = [
+            (tps, frozenset[TopicPartition]())
+            for tps in split(self.tps, readers, self._left(target))
+        ]
         if keep_keys and projection.reader_collector is not None and co_partitioned(self.tps):
             collector = projection.reader_collector
-            shares = split_by_number(self.tps, len(pool.procs))
+            readers = readers_by_number(len({tp.partition for tp in self.tps}), readers)
+            if readers > len(pool.procs):
+                await pool.spawn(readers - len(pool.procs))
+            shares = split_by_number(self.tps, readers)
         specs = [
             ReaderSpec(
                 bootstrap,
@@ -155,17 +163,21 @@ class _Builder:
                 {tp: self.positions[tp] for tp in tps},
                 target,
                 self.batch,
+                shared,
+                readers,
             )
-            for i, tps in enumerate(shares)
+            for i, (tps, shared) in enumerate(shares)
         ]
         received = await pool.start(specs)
         while (chunk := await received.get()) is not None:
             if isinstance(chunk, ReaderError):
                 raise chunk
+            # Readers sharing a partition report it each: the furthest counts.
+            positions = {tp: max(n, self.positions[tp]) for tp, n in chunk.positions.items()}
             async with self.sessions() as session, session.begin():
                 await projection.write(session, self.gen, chunk.value)
-                await self.store.save_offsets(session, self.gen.number, chunk.positions)
-            self._done(chunk.positions, chunk.records, chunk.undecodable, phase, total)
+                await self.store.save_offsets(session, self.gen.number, positions)
+            self._done(positions, chunk.records, chunk.undecodable, phase, total)
         await self._end_phase()
 
     def _left(self, target: Positions) -> dict[TopicPartition, int]:

@@ -24,6 +24,7 @@ import os
 import pickle
 import struct
 import sys
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,10 @@ class ReaderSpec:
     begin: Positions
     target: Positions
     batch: int
+    # Partitions of ``tps`` this reader shares with the others: of their records it takes
+    # those whose key hashes to ``number`` modulo ``readers`` (see ``split_by_number``).
+    shared: frozenset[TopicPartition] = frozenset()
+    readers: int = 1
 
 
 @dataclass
@@ -82,15 +87,34 @@ def below(
     consumer: AIOKafkaConsumer,
     batches: dict[TopicPartition, list[ConsumerRecord]],
     target: Positions,
-) -> list[ConsumerRecord]:
-    """The fetched records before the target; partitions that reach it are paused."""
+    shared: frozenset[TopicPartition] = frozenset(),
+    share: tuple[int, int] = (1, 0),
+) -> tuple[list[ConsumerRecord], Positions]:
+    """The fetched records before the target, and the next offset of each partition they
+    cover; partitions that reach the target are paused. Of a ``shared`` partition only the
+    records whose key falls to ``share`` (readers, number; see ``key_share``) are kept, but
+    the positions count them all."""
     records: list[ConsumerRecord] = []
+    covered: Positions = {}
+    readers, number = share
     for tp, recs in batches.items():
         end = target.get(tp, 0)
-        records.extend(r for r in recs if r.offset < end)
         if recs and recs[-1].offset + 1 >= end:
             consumer.pause(tp)
-    return records
+            recs = [r for r in recs if r.offset < end]
+        if not recs:
+            continue
+        covered[tp] = recs[-1].offset + 1
+        if tp in shared:
+            recs = [r for r in recs if key_share(r.key, readers) == number]
+        records.extend(recs)
+    return records, covered
+
+
+def key_share(key: bytes | None, readers: int) -> int:
+    """The reader that takes a record of a shared partition: the same in every process
+    (unlike ``hash``), and the same for every record with that key."""
+    return zlib.crc32(key or b"") % readers
 
 
 def main() -> None:
@@ -139,11 +163,13 @@ async def _read(out: int, spec: ReaderSpec) -> None:
         while any(positions[tp] < spec.target.get(tp, 0) for tp in spec.tps):
             batches = await consumer.getmany(timeout_ms=500, max_records=size)
             size = spec.batch
-            records = below(consumer, batches, spec.target)
+            records, covered = below(
+                consumer, batches, spec.target, spec.shared, (spec.readers, spec.number)
+            )
             del batches
-            if not records:
+            if not covered:
                 continue
-            data, covered = _chunk(spec, collector, records)
+            data = _chunk(spec, collector, records, covered)
             del records
             positions.update(covered)
             _send(out, data)
@@ -157,12 +183,12 @@ async def _read(out: int, spec: ReaderSpec) -> None:
 
 
 def _chunk(
-    spec: ReaderSpec, collector: Collector, records: list[ConsumerRecord]
-) -> tuple[bytes, Positions]:
-    """A batch of records, decoded, collected and pickled; and the positions it covers."""
+    spec: ReaderSpec, collector: Collector, records: list[ConsumerRecord], covered: Positions
+) -> bytes:
+    """A batch of records, decoded, collected and pickled with the positions it covers."""
     decoded = decode_records(spec.projection, spec.models, spec.codec, records)
-    chunk = Chunk(collector(decoded.events), decoded.positions, len(records), decoded.undecodable)
-    return pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL), decoded.positions
+    chunk = Chunk(collector(decoded.events), covered, len(records), decoded.undecodable)
+    return pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def default_readers() -> int:
@@ -188,11 +214,38 @@ def split(
     return [g for g in groups if g]
 
 
-def split_by_number(tps: Sequence[TopicPartition], readers: int) -> list[list[TopicPartition]]:
-    """Partition p of every topic to reader p mod ``readers``: events keyed alike on topics
-    with as many partitions land on one reader."""
-    groups = [[tp for tp in tps if tp.partition % readers == i] for i in range(readers)]
-    return [g for g in groups if g]
+def split_by_number(
+    tps: Sequence[TopicPartition], readers: int
+) -> list[tuple[list[TopicPartition], frozenset[TopicPartition]]]:
+    """Shares that keep every key's events in one reader, on topics with as many partitions
+    each (events keyed alike land on the same partition number of each): partition p of
+    every topic to reader p mod ``readers``, for as many numbers as divide evenly; the
+    numbers left over (3 partitions, 2 readers: number 2) are read by every reader, which
+    takes the records whose key hashes to it (``key_share``). Each share: its partitions,
+    and those of them it shares."""
+    numbers = sorted({tp.partition for tp in tps})
+    whole = numbers[: len(numbers) - len(numbers) % readers]
+    left = frozenset(tp for tp in tps if tp.partition not in whole)
+    shares = []
+    for i in range(readers):
+        own = [
+            tp for tp in tps if tp.partition in whole and whole.index(tp.partition) % readers == i
+        ]
+        mine = own + [tp for tp in tps if tp in left]
+        if mine:
+            shares.append((mine, left))
+    return shares
+
+
+def readers_by_number(numbers: int, readers: int) -> int:
+    """How many readers take partitions by number: the fewest from ``readers`` up to twice
+    as many that divide the partition numbers evenly (3 partitions, 2 cores: 3 readers; a
+    reader more costs less than sharing a partition: both fetch and parse all of it), else
+    ``readers``, sharing the numbers left over."""
+    for n in range(readers, 2 * readers + 1):
+        if numbers % n == 0:
+            return n
+    return readers
 
 
 def co_partitioned(tps: Sequence[TopicPartition]) -> bool:

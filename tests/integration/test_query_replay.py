@@ -162,6 +162,30 @@ async def test_a_rebuild_that_outgrows_its_order_cache_writes_the_same_rows(
     assert await dump(env.ctx.db, env.runner.store, report.generation) == live
 
 
+async def test_readers_that_share_partitions_by_key_rebuild_the_same_rows(
+    query_env: QueryEnv, caplog: pytest.LogCaptureFixture
+):
+    env = query_env
+    published = await publish_saga(env, busy_saga(60))
+    await env.caught_up(published)
+    live = await dump(env.ctx.db, env.runner.store)
+    # Four readers, three partition numbers: every reader reads every partition and takes
+    # the orders whose key hashes to it.
+    with caplog.at_level(logging.WARNING, logger="events.replay"):
+        report = await replay(
+            env.runner.projection,
+            env.ctx.db,
+            env.codec,
+            env.bootstrap,
+            batch=40,
+            readers=4,
+            drop_grace_s=0,
+        )
+    assert "keep nothing" not in caplog.text  # no order was taken by two readers
+    assert report.switched and report.events == len(published)  # each record taken once
+    assert await dump(env.ctx.db, env.runner.store, report.generation) == live
+
+
 async def test_orders_whose_events_span_partition_numbers_are_rebuilt_by_readers_that_keep_nothing(
     query_env: QueryEnv, caplog: pytest.LogCaptureFixture
 ):
