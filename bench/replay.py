@@ -14,8 +14,9 @@ Timed spans, alternated on each repeat (the median counts):
   ``codec.decode`` of every message, until the end offsets are reached (client start inside).
 - replay: ``events.replay.replay()`` of the ``query`` projection into a fresh SQLite database
   opened as the replay command opens it (platform tables created untimed), with the
-  command's batch size and its default reader processes (one per core, at most 4: they
-  read, decode and collect while the replay's process writes; starting them is timed),
+  command's batch size and its default reader processes (one per core, at most 4, or up
+  to twice that to take the partitions by number evenly: 3 for 3 partitions on 2 cores;
+  they read, decode and collect while the replay's process writes; starting them is timed),
   from the call until it returns with the rebuilt generation switched in. The raw side is
   one process, as a plain consumer is; ``--readers 0`` times the replay in one process too.
 
@@ -376,9 +377,10 @@ async def time_raw(bootstrap: str, topics: list[str], codec: AvroCodec, total: i
 
 async def time_replay(
     bootstrap: str, prefix: str, codec: AvroCodec, history: History, path: Path, readers: int
-) -> float:
+) -> tuple[float, int]:
     """Seconds for ``replay()`` of the query projection into a fresh SQLite file, opened as
-    the replay command opens it; the platform tables are created before the clock starts."""
+    the replay command opens it (the platform tables are created before the clock starts),
+    and the reader processes it used."""
     db = open_database(sqlite_url(path))
     await db.create_all(platform_metadata)
     try:
@@ -398,7 +400,7 @@ async def time_replay(
             raise RuntimeError(f"replayed statuses {got} != published {history.statuses}")
     finally:
         await db.dispose()
-    return elapsed
+    return elapsed, report.readers
 
 
 # --------------------------------------------------------------------------- runs
@@ -441,6 +443,7 @@ async def run(
         await time_raw(bootstrap, topics, codec, total)
         raw_s: list[float] = []
         replay_s: list[float] = []
+        used = readers
         for i in range(repeat):
             order = ("raw", "replay") if i % 2 == 0 else ("replay", "raw")
             for what in order:
@@ -448,9 +451,10 @@ async def run(
                     raw_s.append(await time_raw(bootstrap, topics, codec, total))
                 else:
                     db_path = workdir / f"replay-{i}.db"
-                    replay_s.append(
-                        await time_replay(bootstrap, prefix, codec, history, db_path, readers)
+                    took, used = await time_replay(
+                        bootstrap, prefix, codec, history, db_path, readers
                     )
+                    replay_s.append(took)
             raw_rate, replay_rate = total / raw_s[-1], total / replay_s[-1]
             say(f"round {i + 1}/{repeat}: raw {raw_rate:,.0f}/s, replay {replay_rate:,.0f}/s")
         if profiler is not None:
@@ -466,7 +470,7 @@ async def run(
         "events": total,
         "orders": history.orders,
         "repeat": repeat,
-        "readers": readers,
+        "readers": used,
         "raw_rate": raw_rate,
         "replay_rate": replay_rate,
         "ratio": ratio,

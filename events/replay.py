@@ -72,6 +72,7 @@ class ReplayReport:
     switched: bool
     differences: list[str] | None = None
     undecodable: int = 0
+    readers: int = 0  # reader processes that read the rebuild (0: this process did)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,6 +104,7 @@ class _Builder:
         self.positions: Positions = dict(start)
         self.events = 0
         self.undecodable = 0
+        self.readers = 0
         self.on_progress = on_progress
         self.started = time.monotonic()
 
@@ -150,6 +152,7 @@ class _Builder:
             if readers > len(pool.procs):
                 await pool.spawn(readers - len(pool.procs))
             shares = split_by_number(self.tps, readers)
+        self.readers = len(shares)
         specs = [
             ReaderSpec(
                 bootstrap,
@@ -305,6 +308,7 @@ async def _replay(
                 report.switched = True
             report.events = builder.events
             report.undecodable = builder.undecodable
+            report.readers = builder.readers
             report.seconds = time.monotonic() - started
     except BaseException:
         await consumer.stop()

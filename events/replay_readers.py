@@ -9,6 +9,11 @@ arrives (a projection that takes batches must not depend on the interleaving of 
 A reader runs at most a batch or two ahead of the writer: what the queue holds, and what
 the pipe and its reading stream buffer (about a megabyte) before the reader blocks.
 
+A projection with a reader collector (``Projection.reader_collector``) on co-partitioned
+topics gets shares by partition number instead (``split_by_number``): every event of a key
+then lies in one reader, which may keep what it collected for a key until it has read its
+share and send it once, finished (the query projection sends its orders' rows).
+
 A reader is a fresh interpreter that imports this module, the codec and the projection's
 collect function, and nothing else: not the program that started the replay (as
 multiprocessing's spawn would, costing more CPU than a reader's share of a 100,000-event
