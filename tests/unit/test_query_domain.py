@@ -18,6 +18,7 @@ from events.codec import AvroCodec
 from events.envelope import Envelope, Event
 from events.reading import NotCoPartitioned
 from schemas.models import ALL_EVENTS
+from services.query import collect as query_collect
 from services.query.collect import Batch, KeptOrders, collect
 from services.query.domain import (
     PENDING,
@@ -238,6 +239,16 @@ def test_readers_that_keep_their_orders_write_the_rows_one_process_does(data):
     readers = data.draw(st.integers(1, 3))
     sizes = iter(data.draw(st.lists(st.integers(1, 40), min_size=1, max_size=30)))
     assert apply_in_readers(events, readers, _by_order, sizes).snapshot() == expected
+
+
+def test_a_reader_past_its_limit_of_kept_orders_hands_them_on_as_partial_views(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    events = events_of(saga_with_every_path(stuck=True))
+    expected = apply(events, [len(events)]).snapshot()
+    monkeypatch.setattr(query_collect, "KEPT_ORDERS_LIMIT", 3)
+    store = apply_in_readers(events, 2, _by_order, iter([4, 9, 2, 7] * 50))
+    assert store.snapshot() == expected
 
 
 def test_an_order_read_by_two_readers_that_keep_orders_is_refused():
