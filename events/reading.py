@@ -8,20 +8,21 @@ import gc
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
 
 from events.codec import AvroCodec, CodecError
 from events.envelope import Envelope, EnvelopeError, Event
-from events.models import EventModel
+
+if TYPE_CHECKING:
+    from events.models import EventModel
 
 log = logging.getLogger(__name__)
 
 Positions = dict[TopicPartition, int]
-Models = Mapping[str, type[EventModel] | None]
+Models = Mapping[str, "type[EventModel] | None"]
 """The event types a projection handles; each to the model its payload is validated into,
 or None to keep the decoded dict."""
 
@@ -96,7 +97,7 @@ def decode_records(
             model = models[decoded.event_type]
             if model is not None:
                 payload = model.model_validate(payload)
-        except (CodecError, EnvelopeError, ValidationError) as exc:
+        except (CodecError, EnvelopeError, ValueError) as exc:  # pydantic's ValidationError too
             log.warning(
                 "%s: skipping undecodable %s[%d]@%d: %s",
                 name,

@@ -11,9 +11,9 @@ from typing import Final
 
 from events.models import EventModel
 from events.projection import Projection
-from schemas.models import FundsDeposited, StockRestocked
+from schemas.models import ALL_EVENTS
 from services.query.batch import flush_building, write_batch
-from services.query.collect import ORDER_EVENTS, KeptOrders, collect_events
+from services.query.collect import COLLECT, KeptOrders, collect_events
 from services.query.tables import define_tables
 
 NAME: Final = "query"
@@ -37,7 +37,7 @@ def build_projection(prefix: str = "") -> Projection:
         flush_building=flush_building,
         reader_collector=KeptOrders,  # every order event is keyed by its order id
     )
-    models: list[type[EventModel]] = [*ORDER_EVENTS, FundsDeposited, StockRestocked]
+    models: list[type[EventModel]] = [ALL_EVENTS[name] for name in COLLECT]
     projection.on_batch(models, collect_events, write_batch)
     return projection
 
