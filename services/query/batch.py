@@ -24,7 +24,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -100,7 +101,9 @@ class SqlStore:
     ) -> None:
         s, gen = self.session, self.gen
         self._save_orders(orders)
-        sql.upsert(s, gen[ORDERS], rows)  # made whole by a replay reader: new orders
+        # Rows a replay reader made whole: no other reader had these orders (``claim``), and
+        # the table must not have them either.
+        self._insert_fresh(gen[ORDERS], rows)
         sql.insert_new(s, gen[TIMELINE], timeline)
         sql.insert_new(s, gen[DEPOSITS], deposits)
         sql.insert_new(s, gen[RESTOCKS], restocks)
@@ -126,11 +129,15 @@ class SqlStore:
                 changes.setdefault(changed, []).append((*(row[i] for i in changed), order_id))
         # In creation order: a replay's flush is all inserts (see ``created_then_id``).
         fresh.sort(key=created_then_id)
-        sql.upsert(self.session, table, fresh)
+        self._insert_fresh(table, fresh)
         for changed, changed_rows in changes.items():
             columns = tuple(names[i] for i in changed)
             sql.update_columns(self.session, table, columns, changed_rows)
         return rows
+
+    def _insert_fresh(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
+        """Orders not loaded, so new to the table as far as this store knows."""
+        sql.upsert(self.session, table, rows)
 
 
 class BuildingStore(SqlStore):
@@ -147,13 +154,26 @@ class BuildingStore(SqlStore):
         self.cache = cache
 
     def claim(self, reader: int, order_ids: Iterable[str]) -> None:
+        # Early, for the first OWNERS_LIMIT orders (bounded memory); past them two readers'
+        # rows of one order still collide in the table (``_insert_fresh``), at their end.
         owners = self.cache.owners
         for order_id in order_ids:
-            if owners.setdefault(order_id, reader) != reader:
+            owner = owners.get(order_id)
+            if owner is None:
+                if len(owners) < OWNERS_LIMIT:
+                    owners[order_id] = reader
+            elif owner != reader:
                 raise NotCoPartitioned(
-                    f"order {order_id} has events in the shares of readers "
-                    f"{owners[order_id]} and {reader}"
+                    f"order {order_id} has events in the shares of readers {owner} and {reader}"
                 )
+
+    def _insert_fresh(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
+        # In a generation being built, an order the cache did not load is in the table only
+        # if another replay reader wrote it: its events were split between readers.
+        try:
+            sql.insert(self.session, table, rows)
+        except IntegrityError as exc:
+            raise NotCoPartitioned(f"an order's rows came from two readers: {exc.orig}") from None
 
     def join_orders(self, patches: dict[str, View]) -> Folded:
         views = self.cache.views
@@ -188,6 +208,8 @@ class BuildingStore(SqlStore):
         sql.upsert(s, gen[SKUS], [sku_row(k) for k in skus_after(self, stock)])
 
 
+# Orders whose reader a replay remembers, to refuse a second reader early (~100 B each).
+OWNERS_LIMIT = 1_000_000
 # Order views a replay keeps in memory (about 1 KB each) before it writes and forgets them.
 ORDER_CACHE_LIMIT = 200_000
 

@@ -36,7 +36,7 @@ def _compile(dialect: Dialect, table: Table, kind: str) -> str:
                 index_elements=keys,
                 set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
             )
-        else:
+        elif kind == "ignore":
             stmt = stmt.on_conflict_do_nothing()
         compiled = stmt.compile(dialect=dialect)
         order = [c.name for c in table.columns]
@@ -81,6 +81,11 @@ def update_columns(
 def upsert(session: Session, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
     """Inserts rows (tuples in column order), replacing those whose primary key exists."""
     _execute(session, table, "upsert", rows)
+
+
+def insert(session: Session, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Inserts rows; a known primary key fails the statement (IntegrityError)."""
+    _execute(session, table, "insert", rows)
 
 
 def insert_new(session: Session, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
