@@ -49,7 +49,7 @@ class EachBatch:
     """A projection's ``collect`` as a Collector that keeps nothing."""
 
     def __init__(self, collect: Callable[[list[Event[Any]]], Any], reader: int = 0) -> None:
-        self.collect = collect
+        self.collect = collect  # ``reader``: a factory's argument, of no use to it
 
     def __call__(self, events: list[Event[Any]]) -> Any:
         return self.collect(events)

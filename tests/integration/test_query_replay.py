@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from events.db import Database
 from events.projection import ProjectionStore
-from events.replay import Progress, replay
+from events.replay import Progress, ReplayReport, replay
 from events.settings import REPO_ROOT
 from events.tables import metadata as platform_metadata
 from services.query import batch as query_batch
@@ -162,6 +162,25 @@ async def test_a_rebuild_that_outgrows_its_order_cache_writes_the_same_rows(
     assert await dump(env.ctx.db, env.runner.store, report.generation) == live
 
 
+FALLBACK = "rebuilding with readers that keep nothing"  # the replay's warning
+
+
+async def replay_logged(
+    env: QueryEnv, caplog: pytest.LogCaptureFixture, *, readers: int, batch: int
+) -> ReplayReport:
+    """A replay of the live projection, with the replay's warnings captured."""
+    with caplog.at_level(logging.WARNING, logger="events.replay"):
+        return await replay(
+            env.runner.projection,
+            env.ctx.db,
+            env.codec,
+            env.bootstrap,
+            batch=batch,
+            readers=readers,
+            drop_grace_s=0,
+        )
+
+
 async def test_readers_that_share_partitions_by_key_rebuild_the_same_rows(
     query_env: QueryEnv, caplog: pytest.LogCaptureFixture
 ):
@@ -171,17 +190,8 @@ async def test_readers_that_share_partitions_by_key_rebuild_the_same_rows(
     live = await dump(env.ctx.db, env.runner.store)
     # Four readers, three partition numbers: every reader reads every partition and takes
     # the orders whose key hashes to it.
-    with caplog.at_level(logging.WARNING, logger="events.replay"):
-        report = await replay(
-            env.runner.projection,
-            env.ctx.db,
-            env.codec,
-            env.bootstrap,
-            batch=40,
-            readers=4,
-            drop_grace_s=0,
-        )
-    assert "keep nothing" not in caplog.text  # no order was taken by two readers
+    report = await replay_logged(env, caplog, readers=4, batch=40)
+    assert FALLBACK not in caplog.text  # no order was taken by two readers
     assert report.switched and report.events == len(published)  # each record taken once
     assert await dump(env.ctx.db, env.runner.store, report.generation) == live
 
@@ -209,17 +219,8 @@ async def test_orders_whose_events_span_partition_numbers_are_rebuilt_by_readers
     ]
     await env.caught_up(await publish_saga(env, saga, rekeyed))
     live = await dump(env.ctx.db, env.runner.store)
-    with caplog.at_level(logging.WARNING, logger="events.replay"):
-        report = await replay(
-            env.runner.projection,
-            env.ctx.db,
-            env.codec,
-            env.bootstrap,
-            batch=50,
-            readers=2,
-            drop_grace_s=0,
-        )
-    assert "readers that keep nothing" in caplog.text
+    report = await replay_logged(env, caplog, readers=2, batch=50)
+    assert FALLBACK in caplog.text
     assert report.switched
     assert await dump(env.ctx.db, env.runner.store, report.generation) == live
 
