@@ -72,7 +72,7 @@ class SqlStore:
         self.stored = {r[0]: tuple(r) for r in rows}
         return {k: order_view(r) for k, r in self.stored.items()}
 
-    def claim(self, reader: int, order_ids: Iterable[str]) -> None:
+    def claim(self, reader: int, order_ids: set[str]) -> None:
         pass  # only a generation being built takes readers' batches (``BuildingStore``)
 
     def customers(self, keys: Iterable[str]) -> dict[str, Customer]:
@@ -153,19 +153,19 @@ class BuildingStore(SqlStore):
         super().__init__(session, gen)
         self.cache = cache
 
-    def claim(self, reader: int, order_ids: Iterable[str]) -> None:
-        # Early, for the first OWNERS_LIMIT orders (bounded memory); past them two readers'
-        # rows of one order still collide in the table (``_insert_fresh``), at their end.
-        owners = self.cache.owners
-        for order_id in order_ids:
-            owner = owners.get(order_id)
-            if owner is None:
-                if len(owners) < OWNERS_LIMIT:
-                    owners[order_id] = reader
-            elif owner != reader:
+    def claim(self, reader: int, order_ids: set[str]) -> None:
+        # Set operations, in C: a replay claims every order of every batch. Early, for the
+        # first OWNERS_LIMIT orders (bounded memory); past them two readers' rows of one
+        # order still collide in the table (``_insert_fresh``), at their end.
+        owned = self.cache.owned
+        for other, theirs in owned.items():
+            if other != reader and not theirs.isdisjoint(order_ids):
+                order_id = min(theirs & order_ids)
                 raise NotCoPartitioned(
-                    f"order {order_id} has events in the shares of readers {owner} and {reader}"
+                    f"order {order_id} has events in the shares of readers {other} and {reader}"
                 )
+        if sum(map(len, owned.values())) < OWNERS_LIMIT:
+            owned.setdefault(reader, set()).update(order_ids)
 
     def _insert_fresh(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
         # In a generation being built, an order the cache did not load is in the table only
@@ -222,8 +222,8 @@ class OrderCache:
         self.views: dict[str, View] = {}
         self.rows: dict[str, tuple[Any, ...]] = {}  # what the table holds for an order
         self.dirty: set[str] = set()
-        # Order id -> the replay reader its events came from (readers that keep orders).
-        self.owners: dict[str, int] = {}
+        # Replay reader -> the orders whose events came from it (readers that keep orders).
+        self.owned: dict[int, set[str]] = {}
 
     def clear(self) -> None:
         self.views.clear()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any, Final, Protocol
 
 from events.envelope import Event
@@ -85,7 +86,7 @@ class Batch:
     def write_to(self, store: Store) -> None:
         """Loads what the batch touches, joins, and saves what changed."""
         if self.reader is not None:
-            store.claim(self.reader, {row[0] for row in self.timeline.values()})
+            store.claim(self.reader, set(map(itemgetter(0), self.timeline.values())))
         folded = store.join_orders(self.orders)
         money, stock = folded.money, folded.stock
         for customer_id, part in self.rows_money.items():
@@ -148,7 +149,7 @@ class Store(Protocol):
         add per customer and SKU (``domain.fold``; a store may defer the figures)."""
         ...
 
-    def claim(self, reader: int, order_ids: Iterable[str]) -> None:
+    def claim(self, reader: int, order_ids: set[str]) -> None:
         """Notes that these orders' events came from that replay reader; raises
         ``NotCoPartitioned`` if another reader had some of them."""
         ...
@@ -368,9 +369,12 @@ def collect(batch: Batch, event: Event[Payload]) -> None:
     COLLECT[event.event_type](batch, event)
 
 
-def collect_events(events: list[Event[Payload]]) -> Batch:
-    """A batch of events folded in memory (the projection's ``collect``: no I/O, pickles)."""
+def collect_events(events: list[Event[Payload]], orders: dict[str, View] | None = None) -> Batch:
+    """A batch of events folded in memory (the projection's ``collect``: no I/O, pickles);
+    its order views joined into ``orders`` when given."""
     batch = Batch()
+    if orders is not None:
+        batch.orders = orders
     collectors = COLLECT
     for event in events:
         collectors[event.envelope.event_type](batch, event)
@@ -396,17 +400,13 @@ class KeptOrders:
         self.handed_on: set[str] = set()  # orders past the limit: sent as partial views
 
     def __call__(self, events: list[Event[Payload]]) -> Batch:
-        batch = collect_events(events)
+        batch = collect_events(events, self.views)  # folded straight into the kept views
         batch.reader = self.reader
-        views, handed_on, partial = self.views, self.handed_on, batch.orders
+        views, handed_on = self.views, self.handed_on
         batch.orders = {}
-        for order_id, patch in partial.items():
-            if order_id in handed_on:
-                batch.orders[order_id] = patch
-            elif order_id in views:
-                join_into(views, order_id, patch)
-            else:
-                views[order_id] = patch  # the batch's own dict, already without None
+        if handed_on:
+            for order_id in handed_on.intersection(views):
+                batch.orders[order_id] = views.pop(order_id)
         if len(views) > KEPT_ORDERS_LIMIT:
             batch.orders.update(views)
             handed_on.update(views)
