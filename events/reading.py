@@ -40,16 +40,23 @@ class Collector(Protocol):
         ...
 
 
-CollectorFactory = Callable[[int], Collector]
+CollectorFactory = Callable[[int, "str | None"], Collector]
 """Makes the collector of the reader with that number (it must pickle: a module-level
-class or function)."""
+class or function). The second argument is a scratch directory (or None) where a reader may
+leave SQLite files for the writer: given when the replay writes into a SQLite file on a
+connection of its own, which can attach them (``events.sqlite_wal.writes_aside``)."""
 
 
 class EachBatch:
     """A projection's ``collect`` as a Collector that keeps nothing."""
 
-    def __init__(self, collect: Callable[[list[Event[Any]]], Any], reader: int = 0) -> None:
-        self.collect = collect  # ``reader``: a factory's argument, of no use to it
+    def __init__(
+        self,
+        collect: Callable[[list[Event[Any]]], Any],
+        reader: int = 0,
+        scratch: str | None = None,
+    ) -> None:
+        self.collect = collect  # ``reader``, ``scratch``: a factory's arguments, of no use here
 
     def __call__(self, events: list[Event[Any]]) -> Any:
         return self.collect(events)

@@ -10,7 +10,9 @@ generation behind, which the next replay drops before starting again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from events.replay_readers import (
     split,
     split_by_number,
 )
-from events.sqlite_wal import Sessions, checkpoints_aside
+from events.sqlite_wal import Sessions, checkpoints_aside, writes_aside
 from events.tables import projections
 from events.topics import partitions_of
 
@@ -134,10 +136,12 @@ class _Builder:
         bootstrap: str,
         name: str,
         keep_keys: bool,
+        scratch: str | None,
     ) -> None:
         """``fill_to`` with reading, decoding and collecting done by reader processes (the
         replay's own consumer stays paused meanwhile; it reads the catch-up). ``keep_keys``:
-        with the projection's reader collector, on co-partitioned topics."""
+        with the projection's reader collector, on co-partitioned topics. ``scratch``: a
+        directory for files the readers hand to the writer (``CollectorFactory``)."""
         projection = self.store.projection
         assert projection.collect is not None and projection.write is not None
         readers = len(pool.procs)
@@ -168,6 +172,7 @@ class _Builder:
                 self.batch,
                 shared,
                 readers,
+                scratch,
             )
             for i, (tps, shared) in enumerate(shares)
         ]
@@ -284,13 +289,22 @@ async def _replay(
         gen = store.generation(number)
         gen.building = True
         report = ReplayReport(projection.name, number, 0, 0.0, switched=False)
-        async with checkpoints_aside(db) as sessions:
+        # A SQLite file written on a connection of its own can attach what readers hand
+        # over in files; removed once that connection has detached them.
+        scratch = (
+            tempfile.TemporaryDirectory(prefix=f"choreo-{name}-", ignore_cleanup_errors=True)
+            if pool is not None and writes_aside(db)
+            else contextlib.nullcontext(None)
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            scratch_dir = stack.enter_context(scratch)
+            sessions = await stack.enter_async_context(checkpoints_aside(db))
             builder = _Builder(
                 store, codec, gen, consumer, tps, begin, batch, on_progress, sessions
             )
             if pool is not None:
                 await builder.fill_with_readers(
-                    end, "rebuild", total, pool, bootstrap, name, keep_keys
+                    end, "rebuild", total, pool, bootstrap, name, keep_keys, scratch_dir
                 )
             else:
                 await builder.fill_to(end, "rebuild", total)

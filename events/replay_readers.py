@@ -65,7 +65,7 @@ class ReaderSpec:
     client_id: str
     projection: str  # its name, for log lines
     models: Models
-    collector: CollectorFactory  # called with ``number`` in the reader process
+    collector: CollectorFactory  # called with ``number`` and ``scratch`` in the reader
     number: int
     codec: AvroCodec
     tps: list[TopicPartition]
@@ -76,6 +76,7 @@ class ReaderSpec:
     # those whose key hashes to ``number`` modulo ``readers`` (see ``split_by_number``).
     shared: frozenset[TopicPartition] = frozenset()
     readers: int = 1
+    scratch: str | None = None  # a directory for files to the writer (``CollectorFactory``)
 
 
 @dataclass
@@ -162,7 +163,7 @@ async def _read(out: int, spec: ReaderSpec) -> None:
     try:
         await seek_to(consumer, spec.tps, spec.begin)
         positions = dict(spec.begin)
-        collector = spec.collector(spec.number)
+        collector = spec.collector(spec.number, spec.scratch)
         # A small first batch: the writer starts while this reader reads on.
         size = min(spec.batch, FIRST_BATCH)
         while any(positions[tp] < spec.target.get(tp, 0) for tp in spec.tps):

@@ -27,13 +27,21 @@ DEFAULT_AUTOCHECKPOINT = 1000
 Sessions = Callable[[], AsyncSession]
 
 
+def writes_aside(db: Database) -> bool:
+    """Whether ``checkpoints_aside`` gives the write a connection of its own: a SQLite file
+    with a pool of connections."""
+    return db.is_sqlite and sqlite_file(db.url) is not None and not db.inline
+
+
 @contextlib.asynccontextmanager
 async def checkpoints_aside(db: Database, every_s: float = 0.2) -> AsyncIterator[Sessions]:
     """Sessions for a long write. On a SQLite file with a pool of connections, they share
     one connection that does not checkpoint, and a thread checkpoints meanwhile; elsewhere
-    (PostgreSQL, SQLite on the loop's one connection) they are the database's own."""
-    path = sqlite_file(db.url) if db.is_sqlite else None
-    if path is None or db.inline:
+    (PostgreSQL, SQLite on the loop's one connection) they are the database's own.
+    Databases the write attached to that connection (a replay's hand-over files) are
+    detached before it goes back to the pool."""
+    path = sqlite_file(db.url)
+    if path is None or not writes_aside(db):
         yield db.session
         return
     async with db.engine.connect() as conn:
@@ -48,6 +56,11 @@ async def checkpoints_aside(db: Database, every_s: float = 0.2) -> AsyncIterator
             stop.set()
             with contextlib.suppress(sqlite3.Error):
                 await raw.execute(f"PRAGMA wal_autocheckpoint={DEFAULT_AUTOCHECKPOINT}")
+                async with raw.execute("PRAGMA database_list") as cursor:
+                    attached = [row[1] for row in await cursor.fetchall()]
+                for name in attached:
+                    if name not in ("main", "temp"):
+                        await raw.execute(f'DETACH DATABASE "{name}"')
             await checkpointer
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from events.projection import Generation
 from events.reading import NotCoPartitioned
 from services.query import sql
-from services.query.collect import Batch, customers_after, skus_after
+from services.query.collect import Batch, Rows, customers_after, skus_after
 from services.query.domain import (
     Customer,
     Folded,
@@ -43,6 +43,7 @@ from services.query.domain import (
     money_changes,
     stock_changes,
 )
+from services.query.handover import RowsFile, read_rows
 from services.query.rows import (
     created_then_id,
     customer_from_row,
@@ -92,7 +93,7 @@ class SqlStore:
         self,
         *,
         orders: dict[str, View],
-        rows: list[tuple[Any, ...]],
+        rows: Rows,
         timeline: list[tuple[Any, ...]],
         deposits: list[tuple[str, str, int]],
         restocks: list[tuple[str, str, int]],
@@ -135,9 +136,9 @@ class SqlStore:
             sql.update_columns(self.session, table, columns, changed_rows)
         return rows
 
-    def _insert_fresh(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_fresh(self, table: Table, rows: Rows) -> None:
         """Orders not loaded, so new to the table as far as this store knows."""
-        sql.upsert(self.session, table, rows)
+        sql.upsert(self.session, table, read_rows(rows) if isinstance(rows, RowsFile) else rows)
 
 
 class BuildingStore(SqlStore):
@@ -167,11 +168,14 @@ class BuildingStore(SqlStore):
         if sum(map(len, owned.values())) < OWNERS_LIMIT:
             owned.setdefault(reader, set()).update(order_ids)
 
-    def _insert_fresh(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_fresh(self, table: Table, rows: Rows) -> None:
         # In a generation being built, an order the cache did not load is in the table only
         # if another replay reader wrote it: its events were split between readers.
         try:
-            sql.insert(self.session, table, rows)
+            if isinstance(rows, RowsFile):
+                sql.insert_file(self.session, table, rows)
+            else:
+                sql.insert(self.session, table, rows)
         except IntegrityError as exc:
             raise NotCoPartitioned(f"an order's rows came from two readers: {exc.orig}") from None
 

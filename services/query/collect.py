@@ -37,7 +37,11 @@ from services.query.domain import (
     money_changes,
     stock_changes,
 )
+from services.query.handover import RowsFile, write_rows
 from services.query.rows import created_then_id, order_row
+
+# Order rows made whole by a replay reader: in memory, or in a file it handed over.
+Rows = list[tuple[Any, ...]] | RowsFile
 
 
 class Batch:
@@ -53,7 +57,7 @@ class Batch:
         # From a replay reader that keeps its orders (``KeptOrders``): its number, and at
         # its end the rows of the orders it kept and what they add per customer and SKU.
         self.reader: int | None = None
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: Rows = []
         self.rows_money: dict[str, Money] = {}
         self.rows_stock: dict[str, Stock] = {}
 
@@ -163,7 +167,7 @@ class Store(Protocol):
         self,
         *,
         orders: dict[str, View],
-        rows: list[tuple[Any, ...]],
+        rows: Rows,
         timeline: list[tuple[Any, ...]],
         deposits: list[tuple[str, str, int]],
         restocks: list[tuple[str, str, int]],
@@ -394,8 +398,9 @@ class KeptOrders:
     batch that touches it nor builds its row in the flush everyone waits for. Each batch
     carries the reader's number: the writer checks that no order comes from two readers."""
 
-    def __init__(self, reader: int) -> None:
+    def __init__(self, reader: int, scratch: str | None = None) -> None:
         self.reader = reader
+        self.scratch = scratch  # where to hand the rows over in a file (``handover``)
         self.views: dict[str, View] = {}
         self.handed_on: set[str] = set()  # orders past the limit: sent as partial views
 
@@ -420,7 +425,11 @@ class KeptOrders:
         batch.reader = self.reader
         views = self.views
         # In creation order: see ``batch.SqlStore._save_orders``.
-        batch.rows = sorted((order_row(k, v) for k, v in views.items()), key=created_then_id)
+        rows = sorted((order_row(k, v) for k, v in views.items()), key=created_then_id)
+        if self.scratch is None:
+            batch.rows = rows
+        else:
+            batch.rows = write_rows(self.scratch, f"orders-{self.reader}", rows)
         batch.rows_money = money_changes({}, views)
         batch.rows_stock = stock_changes({}, views)
         return batch

@@ -19,6 +19,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from services.query.handover import TABLE, RowsFile, read_rows
+
 CHUNK = 500  # keys per IN (...): well under every backend's bound-parameter limit
 
 _compiled: dict[tuple[str, str, Any], str] = {}
@@ -86,6 +88,26 @@ def upsert(session: Session, table: Table, rows: Sequence[tuple[Any, ...]]) -> N
 def insert(session: Session, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
     """Inserts rows; a known primary key fails the statement (IntegrityError)."""
     _execute(session, table, "insert", rows)
+
+
+def insert_file(session: Session, table: Table, rows: RowsFile) -> None:
+    """``insert`` of the rows a replay reader handed over in a file: on SQLite the file is
+    attached (until the connection is handed back: ``events.sqlite_wal.checkpoints_aside``)
+    and copied in one statement; elsewhere its rows are read and inserted."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        insert(session, table, read_rows(rows))
+        return
+    # ATTACH works inside a transaction (DETACH does not); each file is attached once.
+    attached = {r[2]: r[1] for r in connection.exec_driver_sql("PRAGMA database_list")}
+    alias = attached.get(rows.path)
+    if alias is None:
+        alias = f"handover_{len(attached)}"
+        connection.exec_driver_sql(f"ATTACH DATABASE ? AS {alias}", (rows.path,))
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    connection.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM {alias}.{TABLE} ORDER BY rowid'
+    )
 
 
 def insert_new(session: Session, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -123,6 +123,7 @@ class MemoryStore:
 
     def save(self, *, orders, rows, timeline, deposits, restocks, customers, skus):
         self.order_rows.update({k: order_row(k, v) for k, v in orders.items()})
+        assert isinstance(rows, list), "no hand-over files without a scratch directory"
         self.order_rows.update({row[0]: row for row in rows})
         for row in timeline:
             self.timeline.setdefault((row[0], row[1]), row)
