@@ -94,7 +94,7 @@ class SqlStore:
         *,
         orders: dict[str, View],
         rows: Rows,
-        timeline: list[tuple[Any, ...]],
+        timeline: Rows,
         deposits: list[tuple[str, str, int]],
         restocks: list[tuple[str, str, int]],
         customers: list[Customer],
@@ -105,7 +105,10 @@ class SqlStore:
         # Rows a replay reader made whole: no other reader had these orders (``claim``), and
         # the table must not have them either.
         self._insert_fresh(gen[ORDERS], rows)
-        sql.insert_new(s, gen[TIMELINE], timeline)
+        if isinstance(timeline, RowsFile):
+            sql.insert_file(s, gen[TIMELINE], timeline, new_only=True)
+        else:
+            sql.insert_new(s, gen[TIMELINE], timeline)
         sql.insert_new(s, gen[DEPOSITS], deposits)
         sql.insert_new(s, gen[RESTOCKS], restocks)
         sql.upsert(s, gen[CUSTOMERS], [customer_row(c) for c in customers])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from events.envelope import Event
@@ -37,7 +38,7 @@ from services.query.domain import (
     money_changes,
     stock_changes,
 )
-from services.query.handover import RowsFile, write_rows
+from services.query.handover import Handover, RowsFile
 from services.query.rows import created_then_id, order_row
 
 # Order rows made whole by a replay reader: in memory, or in a file it handed over.
@@ -58,6 +59,10 @@ class Batch:
         # its end the rows of the orders it kept and what they add per customer and SKU.
         self.reader: int | None = None
         self.rows: Rows = []
+        # A reader that hands its rows over in a file (``handover``): the batch's timeline
+        # rows there, and the orders they belong to (for the writer's ``claim``).
+        self.timeline_file: RowsFile | None = None
+        self.order_ids: set[str] = set()
         self.rows_money: dict[str, Money] = {}
         self.rows_stock: dict[str, Stock] = {}
 
@@ -89,8 +94,13 @@ class Batch:
 
     def write_to(self, store: Store) -> None:
         """Loads what the batch touches, joins, and saves what changed."""
+        timeline: Rows = list(self.timeline.values())
+        if self.timeline_file is not None:
+            timeline = self.timeline_file
         if self.reader is not None:
-            store.claim(self.reader, set(map(itemgetter(0), self.timeline.values())))
+            store.claim(
+                self.reader, self.order_ids or set(map(itemgetter(0), self.timeline.values()))
+            )
         folded = store.join_orders(self.orders)
         money, stock = folded.money, folded.stock
         for customer_id, part in self.rows_money.items():
@@ -108,7 +118,7 @@ class Batch:
         store.save(
             orders=folded.changed,
             rows=self.rows,
-            timeline=list(self.timeline.values()),
+            timeline=timeline,
             deposits=deposits,
             restocks=restocks,
             customers=customers_after(store, money, self.money_at, self.declines),
@@ -168,7 +178,7 @@ class Store(Protocol):
         *,
         orders: dict[str, View],
         rows: Rows,
-        timeline: list[tuple[Any, ...]],
+        timeline: Rows,
         deposits: list[tuple[str, str, int]],
         restocks: list[tuple[str, str, int]],
         customers: list[Customer],
@@ -400,13 +410,19 @@ class KeptOrders:
 
     def __init__(self, reader: int, scratch: str | None = None) -> None:
         self.reader = reader
-        self.scratch = scratch  # where to hand the rows over in a file (``handover``)
+        # Given a scratch directory, the rows go to the writer in a file (``handover``).
+        self.handover = None if scratch is None else Handover(Path(scratch, f"reader-{reader}.db"))
         self.views: dict[str, View] = {}
         self.handed_on: set[str] = set()  # orders past the limit: sent as partial views
 
     def __call__(self, events: list[Event[Payload]]) -> Batch:
         batch = collect_events(events, self.views)  # folded straight into the kept views
         batch.reader = self.reader
+        if self.handover is not None:
+            rows = list(batch.timeline.values())
+            batch.timeline = {}
+            batch.timeline_file = self.handover.append("timeline", rows)
+            batch.order_ids = set(map(itemgetter(0), rows))
         views, handed_on = self.views, self.handed_on
         batch.orders = {}
         if handed_on:
@@ -420,16 +436,19 @@ class KeptOrders:
 
     def rest(self) -> Batch | None:
         if not self.views:
+            if self.handover is not None:
+                self.handover.close()
             return None
         batch = Batch()
         batch.reader = self.reader
         views = self.views
         # In creation order: see ``batch.SqlStore._save_orders``.
         rows = sorted((order_row(k, v) for k, v in views.items()), key=created_then_id)
-        if self.scratch is None:
+        if self.handover is None:
             batch.rows = rows
         else:
-            batch.rows = write_rows(self.scratch, f"orders-{self.reader}", rows)
+            batch.rows = self.handover.append("orders", rows)
+            self.handover.close()
         batch.rows_money = money_changes({}, views)
         batch.rows_stock = stock_changes({}, views)
         return batch

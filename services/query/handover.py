@@ -1,58 +1,88 @@
-"""Order rows handed from a replay reader to the replay's writer in a SQLite file.
+"""Rows handed from a replay reader to the replay's writer in a SQLite file.
 
-A reader that keeps its orders makes their rows once it has read its share: tens of
-thousands of rows of thirty columns, which the one writer then inserted through executemany
-after the readers had finished, binding every value in Python: the longest serial part of a
-replay. When the replay writes a SQLite file on a connection of its own, a reader writes
-its rows into a file of its own instead (in parallel with the other readers, and in place of
-pickling them), and the writer attaches it and copies the rows with one INSERT ... SELECT,
-in SQLite's C code, in about a third of the time (``sql.insert_file``).
+The one writer of a replay inserted every timeline row and every order row through
+executemany, binding each value in Python, after unpickling them from the readers: most of
+its work, and the order rows all at the end, after the readers had finished. When the replay
+writes a SQLite file on a connection of its own, a reader that keeps its orders writes its
+rows into a file of its own instead (in parallel with the other readers, and in place of
+pickling them), and the writer attaches that file and copies each batch's rows with one
+INSERT ... SELECT, in SQLite's C code (``sql.insert_file``).
 
-Standard library only: the reader processes import this.
+The file is in WAL mode: the writer reads the batches the reader has committed while the
+reader appends the next ones, neither waiting for the other. Standard library only: the
+reader processes import this.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-
-TABLE = "rows"
 
 
 @dataclass(frozen=True)
 class RowsFile:
-    """Rows in a table's column order, in the order written (``TABLE`` of ``path``)."""
+    """``count`` rows of ``table`` in ``path`` from rowid ``first`` on, in a target table's
+    column order and in the order written."""
 
     path: str
+    table: str
+    first: int
     count: int
 
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
 
-def write_rows(directory: str, name: str, rows: list[tuple[Any, ...]]) -> RowsFile:
-    """Writes ``rows`` (all of one width) into a new file ``name``.db of ``directory``."""
-    path = os.path.join(directory, f"{name}.db")
-    width = len(rows[0]) if rows else 1
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        # A scratch file read once: no journal, no syncing.
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        # Columns without a type store each value as given (text, integer, NULL); the
-        # target table's own types apply when the writer copies them.
-        conn.execute(f"CREATE TABLE {TABLE} ({', '.join(f'c{i}' for i in range(width))})")
+
+class Handover:
+    """A reader's file: each table appended batch by batch, each batch committed before the
+    reader tells the writer about it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.conn: sqlite3.Connection | None = None
+        self.written: dict[str, int] = {}  # table -> rows so far (rowids 1..n)
+
+    def append(self, table: str, rows: list[tuple[Any, ...]]) -> RowsFile:
+        first = self.written.get(table, 0) + 1
+        if not rows:
+            return RowsFile(self.path, table, first, 0)
+        conn = self._connection()
+        width = len(rows[0])
+        if table not in self.written:
+            # Columns without a type store each value as given (text, integer, NULL); the
+            # target table's own types apply when the writer copies them.
+            conn.execute(f"CREATE TABLE {table} ({', '.join(f'c{i}' for i in range(width))})")
+            self.written[table] = 0
         conn.execute("BEGIN")
-        conn.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * width)})", rows)
+        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * width)})", rows)
         conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return RowsFile(path, len(rows))
+        self.written[table] += len(rows)
+        return RowsFile(self.path, table, first, len(rows))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self.conn is None:
+            self.conn = sqlite3.connect(self.path, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # A scratch file read once, deleted after the replay: never synced.
+            self.conn.execute("PRAGMA synchronous=OFF")
+        return self.conn
 
 
 def read_rows(rows: RowsFile) -> list[tuple[Any, ...]]:
     """The rows as written (for a writer that cannot attach the file)."""
+    if not rows.count:
+        return []
     conn = sqlite3.connect(rows.path)
     try:
-        return list(conn.execute(f"SELECT * FROM {TABLE} ORDER BY rowid"))
+        query = f"SELECT * FROM {rows.table} WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
+        return list(conn.execute(query, (rows.first, rows.last)))
     finally:
         conn.close()

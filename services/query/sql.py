@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from services.query.handover import TABLE, RowsFile, read_rows
+from services.query.handover import RowsFile, read_rows
 
 CHUNK = 500  # keys per IN (...): well under every backend's bound-parameter limit
 
@@ -90,13 +90,16 @@ def insert(session: Session, table: Table, rows: Sequence[tuple[Any, ...]]) -> N
     _execute(session, table, "insert", rows)
 
 
-def insert_file(session: Session, table: Table, rows: RowsFile) -> None:
-    """``insert`` of the rows a replay reader handed over in a file: on SQLite the file is
-    attached (until the connection is handed back: ``events.sqlite_wal.checkpoints_aside``)
-    and copied in one statement; elsewhere its rows are read and inserted."""
+def insert_file(session: Session, table: Table, rows: RowsFile, *, new_only: bool = False) -> None:
+    """``insert`` (or with ``new_only``, ``insert_new``) of rows a replay reader handed over
+    in a file: on SQLite the file is attached (until the connection is handed back:
+    ``events.sqlite_wal.checkpoints_aside``) and copied in one statement; elsewhere its rows
+    are read and inserted."""
+    if not rows.count:
+        return
     connection = session.connection()
     if connection.dialect.name != "sqlite":
-        insert(session, table, read_rows(rows))
+        (insert_new if new_only else insert)(session, table, read_rows(rows))
         return
     # ATTACH works inside a transaction (DETACH does not); each file is attached once.
     attached = {r[2]: r[1] for r in connection.exec_driver_sql("PRAGMA database_list")}
@@ -106,7 +109,9 @@ def insert_file(session: Session, table: Table, rows: RowsFile) -> None:
         connection.exec_driver_sql(f"ATTACH DATABASE ? AS {alias}", (rows.path,))
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
     connection.exec_driver_sql(
-        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM {alias}.{TABLE} ORDER BY rowid'
+        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM {alias}.{rows.table} '
+        f"WHERE rowid BETWEEN ? AND ?{' ON CONFLICT DO NOTHING' if new_only else ''}",
+        (rows.first, rows.last),
     )
 
 

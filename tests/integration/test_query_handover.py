@@ -1,6 +1,6 @@
-"""Order rows a replay reader hands to the writer in a SQLite file (``services.query.handover``):
-they arrive as written, a second copy of an order fails as the executemany path does, and the
-file is detached when the write's connection goes back to the pool."""
+"""Rows a replay reader hands to the writer in a SQLite file (``services.query.handover``):
+each batch arrives as written, a known key fails (or is skipped) as on the executemany path,
+and the file is detached when the write's connection goes back to the pool."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, select, text
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from events.db import Database, sqlite_url
 from events.sqlite_wal import checkpoints_aside
 from services.query import sql
-from services.query.handover import read_rows, write_rows
+from services.query.handover import Handover, read_rows
 
 pytestmark = pytest.mark.no_database  # SQLite files attached to SQLite: nothing on PostgreSQL
 
@@ -36,33 +36,48 @@ def some_rows(n: int) -> list[tuple[str, str | None, int | None]]:
     ]
 
 
-def test_rows_read_back_as_written_in_their_order(tmp_path: Path):
+def test_batches_read_back_as_written_in_their_order(tmp_path: Path):
     rows = some_rows(50)
-    handed = write_rows(str(tmp_path), "orders-0", rows)
-    assert handed.count == 50
-    assert read_rows(handed) == rows
+    handover = Handover(tmp_path / "reader-0.db")
+    try:
+        first, second = handover.append("t", rows[:20]), handover.append("t", rows[20:])
+        assert handover.append("t", []).count == 0
+    finally:
+        handover.close()
+    assert (first.first, first.count, second.first, second.count) == (1, 20, 21, 30)
+    assert read_rows(first) == rows[:20]
+    assert read_rows(second) == rows[20:]
 
 
-async def test_the_writer_copies_the_rows_and_detaches_the_file_when_done(tmp_path: Path):
+async def test_the_writer_copies_each_batch_and_detaches_the_file_when_done(tmp_path: Path):
     db = Database(sqlite_url(tmp_path / "writer.db"), sqlite_on_loop=False)
     await db.create_all(md)
     rows = some_rows(300)
-    handed = write_rows(str(tmp_path), "orders-1", rows)
+    handover = Handover(tmp_path / "reader-1.db")
     try:
         async with checkpoints_aside(db) as sessions:
-            async with sessions() as s, s.begin():
-                await s.run_sync(lambda sync: sql.insert_file(sync, orders, handed))
+            for part in (rows[:100], rows[100:]):
+                # Appended while the writer holds the file attached (WAL: no waiting).
+                handed = handover.append("orders", part)
+                async with sessions() as s, s.begin():
+                    await s.run_sync(lambda sync, h=handed: sql.insert_file(sync, orders, h))
             async with sessions() as s:
                 stored = (await s.execute(select(orders))).all()
                 listed = (await s.execute(text("PRAGMA database_list"))).all()
             assert sorted(map(tuple, stored)) == sorted(rows)
-            assert str(tmp_path / "orders-1.db") in {r[2] for r in listed}
-            # The same orders again: refused, as a plain insert of known keys is.
+            assert handover.path in {r[2] for r in listed}
+            # A known key: refused by a plain insert, skipped by an insert of new rows only.
             with pytest.raises(IntegrityError):
                 async with sessions() as s, s.begin():
                     await s.run_sync(lambda sync: sql.insert_file(sync, orders, handed))
-        async with db.session() as s:  # every pooled connection: only its own databases
+            again = handover.append("orders", [*rows[:5], *some_rows(2)])
+            async with sessions() as s, s.begin():
+                await s.run_sync(lambda sync: sql.insert_file(sync, orders, again, new_only=True))
+            async with sessions() as s:
+                assert (await s.execute(select(func.count()).select_from(orders))).scalar() == 302
+        async with db.session() as s:  # the pooled connection: only its own databases
             listed = (await s.execute(text("PRAGMA database_list"))).all()
         assert {r[1] for r in listed} <= {"main", "temp"}
     finally:
+        handover.close()
         await db.dispose()
