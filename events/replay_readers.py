@@ -12,7 +12,9 @@ the pipe and its reading stream buffer (about a megabyte) before the reader bloc
 A projection with a reader collector (``Projection.reader_collector``) on co-partitioned
 topics gets shares by partition number instead (``split_by_number``): every event of a key
 then lies in one reader, which may keep what it collected for a key until it has read its
-share and send it once, finished (the query projection sends its orders' rows).
+share and send it once, finished (the query projection sends its orders' rows). When the
+replay writes a SQLite file on a connection of its own, the readers get a scratch directory
+(``ReaderSpec.scratch``) where they may leave SQLite files for the writer to attach.
 
 A reader is a fresh interpreter that imports this module, the codec and the projection's
 collect function, and nothing else: not the program that started the replay (as
