@@ -150,11 +150,10 @@ class _Builder:
             (tps, frozenset[TopicPartition]())
             for tps in split(self.tps, readers, self._left(target))
         ]
-        if keep_keys and projection.reader_collector is not None and co_partitioned(self.tps):
+        if _keeps_keys(projection, self.tps, keep_keys):
+            assert projection.reader_collector is not None
             collector = projection.reader_collector
-            readers = readers_by_number(len({tp.partition for tp in self.tps}), readers)
-            if readers > len(pool.procs):
-                await pool.spawn(readers - len(pool.procs))
+            readers = await _by_number(pool, self.tps)
             shares = split_by_number(self.tps, readers)
         self.readers = len(shares)
         specs = [
@@ -283,6 +282,8 @@ async def _replay(
         await seek_to(consumer, tps, {})
         if pool is not None:
             consumer.pause(*tps)  # the readers fetch the rebuild: no prefetching meanwhile
+            if _keeps_keys(projection, tps, keep_keys):
+                await _by_number(pool, tps)  # any more readers import while offsets are read
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         total = sum(end[tp] - begin[tp] for tp in tps)
@@ -336,6 +337,21 @@ async def _replay(
         await store.drop_generation(number)
         await _set_building(db, projection.name, None)
     return report
+
+
+def _keeps_keys(projection: Projection, tps: list[TopicPartition], keep_keys: bool) -> bool:
+    """Whether readers take ``tps`` by partition number with the projection's reader
+    collector (which keeps what it collects per key)."""
+    return keep_keys and projection.reader_collector is not None and co_partitioned(tps)
+
+
+async def _by_number(pool: Readers, tps: list[TopicPartition]) -> int:
+    """How many readers take ``tps`` by partition number (``readers_by_number`` of the
+    pool's size), with the processes that takes started."""
+    readers = readers_by_number(len({tp.partition for tp in tps}), len(pool.procs))
+    if readers > len(pool.procs):
+        await pool.spawn(readers - len(pool.procs))
+    return readers
 
 
 async def _set_building(db: Database, name: str, number: int | None) -> None:
