@@ -45,9 +45,13 @@ def runs_inline(url: str, sqlite_on_loop: bool) -> bool:
     return sqlite_on_loop and is_sqlite(url) and sqlite_file(url) is not None
 
 
-def make_engine(url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> AsyncEngine:
+def make_engine(
+    url: str, *, echo: bool = False, sqlite_on_loop: bool = True, page_size: int | None = None
+) -> AsyncEngine:
     """``sqlite_on_loop=False`` keeps aiosqlite's worker thread: for a writer of few, large
-    statements (a projection's batches), during which the loop should keep serving."""
+    statements (a projection's batches), during which the loop should keep serving.
+    ``page_size``: SQLite's page size for a database file created from now on (an existing
+    file keeps its own)."""
     if is_sqlite(url):
         path = sqlite_file(url)
         if path is not None and runs_inline(url, sqlite_on_loop):
@@ -62,20 +66,23 @@ def make_engine(url: str, *, echo: bool = False, sqlite_on_loop: bool = True) ->
                 max_overflow=0,
                 pool_timeout=120,
             )
-            _tune_sqlite(engine, busy_timeout_ms=0)
+            _tune_sqlite(engine, busy_timeout_ms=0, page_size=page_size)
         else:
             engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-            _tune_sqlite(engine, busy_timeout_ms=30_000)
+            _tune_sqlite(engine, busy_timeout_ms=30_000, page_size=page_size)
         return engine
     return create_async_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
 
-def _tune_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+def _tune_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int, page_size: int | None) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook below decide how transactions start.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        if page_size is not None:
+            # Before WAL mode, which writes a new file's header: the size is fixed then.
+            cur.execute(f"PRAGMA page_size={int(page_size)}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
@@ -92,10 +99,19 @@ def _tune_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
 class Database:
     """An engine and its session factory; created at a service's entrypoint."""
 
-    def __init__(self, url: str, *, echo: bool = False, sqlite_on_loop: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        sqlite_on_loop: bool = True,
+        page_size: int | None = None,
+    ) -> None:
         self.url = url
         self.inline = runs_inline(url, sqlite_on_loop)
-        self.engine = make_engine(url, echo=echo, sqlite_on_loop=sqlite_on_loop)
+        self.engine = make_engine(
+            url, echo=echo, sqlite_on_loop=sqlite_on_loop, page_size=page_size
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property

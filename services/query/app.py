@@ -38,7 +38,7 @@ from services.query.analytics_proxy import AnalyticsClient
 from services.query.api import ReadSide, projection_state, routes
 from services.query.projections import build_projection
 from services.query.reads import NotStarted, Reads
-from services.query.store import Reader, tune_sqlite
+from services.query.store import SQLITE_PAGE_SIZE, Reader, tune_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,16 @@ def api(ctx: ServiceContext) -> APIRouter:
 
 
 # The projection writes batches of thousands of rows in a few statements: SQLite works in
-# aiosqlite's thread meanwhile, so the API keeps answering reads on the loop.
+# aiosqlite's thread meanwhile, so the API keeps answering reads on the loop. Its pages are
+# sized as the replay command's (``store.SQLITE_PAGE_SIZE``).
 SERVICE = Service(
-    name="query", metadata=MetaData(), router=Router(), topics=[], api=api, sqlite_on_loop=False
+    name="query",
+    metadata=MetaData(),
+    router=Router(),
+    topics=[],
+    api=api,
+    sqlite_on_loop=False,
+    sqlite_page_size=SQLITE_PAGE_SIZE,
 )
 
 

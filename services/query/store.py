@@ -21,11 +21,17 @@ from events.tables import projections
 # index pages spread by random order ids; re-reading them from the OS per batch costs more
 # than the memory.
 SQLITE_CACHE_KIB = 65536
+# 16 KB pages (SQLite's default is 4 KB) for a new query database: a replay inserts its
+# timeline through a key index spread by random order ids, and with pages four times as
+# large it touches fewer of them; its writer spent a quarter less CPU (1.45 -> 1.1 s per
+# 200,000 events) and the live projection measured the same or slightly faster.
+SQLITE_PAGE_SIZE = 16384
 
 
 def open_database(url: str) -> Database:
-    """The projection's (writing) database, with a page cache sized for replays."""
-    db = Database(url, sqlite_on_loop=False)  # large batches: the API keeps answering
+    """The projection's (writing) database, with a page cache and pages sized for replays."""
+    # sqlite_on_loop=False: large batches, and the API keeps answering meanwhile.
+    db = Database(url, sqlite_on_loop=False, page_size=SQLITE_PAGE_SIZE)
     tune_sqlite(db)
     return db
 
