@@ -6,8 +6,9 @@ or restock, folded into a ``Batch`` (``collect_events``, the projection's ``coll
 (``services.query.batch`` has the SQL store and the transaction hook). Every value comes
 from the events (their own times, never the clock), so a replay rebuilds the very same rows.
 
-No database code here: a replay's reader processes import this module to collect, and
-start faster for not importing the rest of the service.
+No SQLAlchemy and no service code here: a replay's reader processes import this module to
+collect, and start faster for not importing the rest of the service (a reader that hands
+its rows over in a file uses the standard library's sqlite3, see ``handover``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from services.query.domain import (
 from services.query.handover import Handover, RowsFile
 from services.query.rows import created_then_id, order_row
 
-# Order rows made whole by a replay reader: in memory, or in a file it handed over.
+# A table's rows in its column order: in memory, or in a file a replay reader handed over.
 Rows = list[tuple[Any, ...]] | RowsFile
 
 
@@ -406,7 +407,9 @@ class KeptOrders:
     its share makes the orders' rows and what they add per customer and SKU itself, in
     parallel with the other readers, so the replay's writer neither joins an order per
     batch that touches it nor builds its row in the flush everyone waits for. Each batch
-    carries the reader's number: the writer checks that no order comes from two readers."""
+    carries the reader's number: the writer checks that no order comes from two readers.
+    Given a scratch directory (a replay into SQLite), it writes each batch's timeline rows
+    and at the end its orders' rows into a file of its own instead of sending them."""
 
     def __init__(self, reader: int, scratch: str | None = None) -> None:
         self.reader = reader
