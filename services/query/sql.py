@@ -10,6 +10,7 @@ processing happens on this path.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -101,11 +102,11 @@ def insert_file(session: Session, table: Table, rows: RowsFile, *, new_only: boo
     if connection.dialect.name != "sqlite":
         (insert_new if new_only else insert)(session, table, read_rows(rows))
         return
-    # ATTACH works inside a transaction (DETACH does not); each file is attached once.
-    attached = {r[2]: r[1] for r in connection.exec_driver_sql("PRAGMA database_list")}
-    alias = attached.get(rows.path)
-    if alias is None:
-        alias = f"handover_{len(attached)}"
+    # ATTACH works inside a transaction (DETACH does not); each file is attached once, under
+    # a name made from its path (SQLite lists files by their resolved path, not as given).
+    alias = f"handover_{zlib.crc32(rows.path.encode()):08x}"
+    attached = {r[1] for r in connection.exec_driver_sql("PRAGMA database_list")}
+    if alias not in attached:
         connection.exec_driver_sql(f"ATTACH DATABASE ? AS {alias}", (rows.path,))
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
     connection.exec_driver_sql(
