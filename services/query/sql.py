@@ -10,7 +10,7 @@ processing happens on this path.
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -104,7 +104,7 @@ def insert_file(session: Session, table: Table, rows: RowsFile, *, new_only: boo
         return
     # ATTACH works inside a transaction (DETACH does not); each file is attached once, under
     # a name made from its path (SQLite lists files by their resolved path, not as given).
-    alias = f"handover_{zlib.crc32(rows.path.encode()):08x}"
+    alias = f"handover_{hashlib.blake2b(rows.path.encode(), digest_size=8).hexdigest()}"
     attached = {r[1] for r in connection.exec_driver_sql("PRAGMA database_list")}
     if alias not in attached:
         connection.exec_driver_sql(f"ATTACH DATABASE ? AS {alias}", (rows.path,))
