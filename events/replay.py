@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.codec import AvroCodec
-from events.db import Database
+from events.db import Database, sqlite_file
 from events.envelope import utcnow
 from events.projection import Generation, Projection, ProjectionStore, apply_events
 from events.reading import (
@@ -290,13 +291,7 @@ async def _replay(
         gen = store.generation(number)
         gen.building = True
         report = ReplayReport(projection.name, number, 0, 0.0, switched=False)
-        # A SQLite file written on a connection of its own can attach what readers hand
-        # over in files; removed once that connection has detached them.
-        scratch = (
-            tempfile.TemporaryDirectory(prefix=f"choreo-{name}-", ignore_cleanup_errors=True)
-            if pool is not None and writes_aside(db)
-            else contextlib.nullcontext(None)
-        )
+        scratch = _scratch(db, name) if pool is not None else contextlib.nullcontext(None)
         async with contextlib.AsyncExitStack() as stack:
             scratch_dir = stack.enter_context(scratch)
             sessions = await stack.enter_async_context(checkpoints_aside(db))
@@ -337,6 +332,19 @@ async def _replay(
         await store.drop_generation(number)
         await _set_building(db, projection.name, None)
     return report
+
+
+def _scratch(db: Database, name: str) -> contextlib.AbstractContextManager[str | None]:
+    """A directory for files readers hand to the writer: when the replay writes a SQLite file
+    on a connection of its own, which can attach them (removed once that connection has
+    detached them). Beside the database file: on the disk that is about to hold the same
+    rows, rather than in a temp directory that may be small, or in memory."""
+    path = sqlite_file(db.url)
+    if path is None or not writes_aside(db):
+        return contextlib.nullcontext(None)
+    return tempfile.TemporaryDirectory(
+        prefix=f".{name}-", dir=os.path.dirname(os.path.abspath(path)), ignore_cleanup_errors=True
+    )
 
 
 def _keeps_keys(projection: Projection, tps: list[TopicPartition], keep_keys: bool) -> bool:

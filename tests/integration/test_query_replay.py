@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from events.db import Database
+from events.db import Database, sqlite_file
 from events.projection import ProjectionStore
 from events.replay import Progress, ReplayReport, replay
 from events.settings import REPO_ROOT
+from events.sqlite_wal import writes_aside
 from events.tables import metadata as platform_metadata
 from services.query import batch as query_batch
+from services.query import sql as query_sql
 from services.query.projections import build_projection
 from tests.integration.test_query_kit import (
     PATHS,
@@ -194,6 +196,38 @@ async def test_readers_that_share_partitions_by_key_rebuild_the_same_rows(
     assert FALLBACK not in caplog.text  # no order was taken by two readers
     assert report.switched and report.events == len(published)  # each record taken once
     assert await dump(env.ctx.db, env.runner.store, report.generation) == live
+
+
+async def test_readers_hand_their_rows_over_in_files_beside_a_sqlite_database(
+    query_env: QueryEnv, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    env = query_env
+    await env.caught_up(await publish_saga(env, busy_saga(60)))
+    live = await dump(env.ctx.db, env.runner.store)
+    handed: list[tuple[str, int]] = []
+    copy = query_sql.insert_file
+
+    def counted(session: Any, table: Any, rows: Any, **options: Any) -> None:
+        handed.append((table.name, rows.count))
+        copy(session, table, rows, **options)
+
+    monkeypatch.setattr(query_sql, "insert_file", counted)
+    report = await replay_logged(env, caplog, readers=2, batch=40)
+    assert FALLBACK not in caplog.text
+    assert await dump(env.ctx.db, env.runner.store, report.generation) == live
+    path = sqlite_file(env.ctx.db.url)
+    if path is None or not writes_aside(env.ctx.db):
+        assert handed == []  # PostgreSQL: the rows travel pickled
+        return
+    handed_rows = Counter[str]()
+    for table, count in handed:
+        handed_rows[table.rsplit("_", 1)[0]] += count  # without the generation suffix
+    assert handed_rows == {
+        "query_timeline": sum(live["query_timeline"].values()),
+        "query_orders": len(live["query_orders"]),
+    }
+    leftovers = [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".")]
+    assert leftovers == []
 
 
 @pytest.mark.parametrize("owners_remembered", [True, False], ids=["early", "by-the-table"])
