@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -291,7 +293,11 @@ async def _replay(
         gen = store.generation(number)
         gen.building = True
         report = ReplayReport(projection.name, number, 0, 0.0, switched=False)
-        scratch = _scratch(db, name) if pool is not None else contextlib.nullcontext(None)
+        scratch = (
+            _scratch(db, projection.name, number)
+            if pool is not None
+            else contextlib.nullcontext(None)
+        )
         async with contextlib.AsyncExitStack() as stack:
             scratch_dir = stack.enter_context(scratch)
             sessions = await stack.enter_async_context(checkpoints_aside(db))
@@ -334,16 +340,24 @@ async def _replay(
     return report
 
 
-def _scratch(db: Database, name: str) -> contextlib.AbstractContextManager[str | None]:
+def _scratch(
+    db: Database, projection: str, number: int
+) -> contextlib.AbstractContextManager[str | None]:
     """A directory for files readers hand to the writer: when the replay writes a SQLite file
     on a connection of its own, which can attach them (removed once that connection has
     detached them). Beside the database file: on the disk that is about to hold the same
-    rows, rather than in a temp directory that may be small, or in memory."""
+    rows, rather than in a temp directory that may be small, or in memory. Those a killed
+    replay of the projection left behind are removed first, as its generation is."""
     path = sqlite_file(db.url)
     if path is None or not writes_aside(db):
         return contextlib.nullcontext(None)
+    directory = os.path.dirname(os.path.abspath(path))
+    stale = re.compile(rf"\.replay-{re.escape(projection)}-\d+-")
+    for entry in os.scandir(directory):
+        if entry.is_dir(follow_symlinks=False) and stale.match(entry.name):
+            shutil.rmtree(entry.path, ignore_errors=True)
     return tempfile.TemporaryDirectory(
-        prefix=f".{name}-", dir=os.path.dirname(os.path.abspath(path)), ignore_cleanup_errors=True
+        prefix=f".replay-{projection}-{number}-", dir=directory, ignore_cleanup_errors=True
     )
 
 
