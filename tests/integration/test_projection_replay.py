@@ -15,6 +15,8 @@ import pytest
 from aiokafka import TopicPartition
 from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
 
+from events.codec import AvroCodec
+from events.db import Database
 from events.envelope import Event
 from events.outbox import Outbox
 from events.projection import Generation, Projection, ProjectionRunner, ProjectionStore
@@ -132,10 +134,20 @@ def expected(written):
     return out
 
 
-async def test_restart_neither_loses_nor_reapplies(kafka_bootstrap, new_topic, new_db):
-    topic = await new_topic(partitions=3)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+@pytest.fixture
+def scene(new_topic, new_db):
+    """Makes a fresh topic of that many partitions, its codec, and two databases: one whose
+    outbox publishes the events, one the projection reads into."""
+
+    async def make(partitions: int) -> tuple[str, AvroCodec, Database, Database]:
+        topic = await new_topic(partitions=partitions)
+        return topic, codec_for(topic), await new_db("producer"), await new_db("read")
+
+    return make
+
+
+async def test_restart_neither_loses_nor_reapplies(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(3)
     projection = counts_projection(topic)
     aggs = [unique("a") for _ in range(5)]
     written = await produce(kafka_bootstrap, producer_db, codec, aggs, 20)
@@ -150,10 +162,8 @@ async def test_restart_neither_loses_nor_reapplies(kafka_bootstrap, new_topic, n
     assert again.applied == 50  # only the new events
 
 
-async def test_read_your_writes_waits_for_the_position(kafka_bootstrap, new_topic, new_db):
-    topic = await new_topic(partitions=1)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+async def test_read_your_writes_waits_for_the_position(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(1)
     runner = ProjectionRunner(counts_projection(topic), read_db, codec, kafka_bootstrap)
     async with live(runner):
         assert not await runner.wait_for({TopicPartition(topic, 0): 0}, timeout_s=0.3)
@@ -162,10 +172,8 @@ async def test_read_your_writes_waits_for_the_position(kafka_bootstrap, new_topi
         assert not runner.reached({TopicPartition(topic, 0): 3})
 
 
-async def test_replay_under_live_traffic_matches_a_rebuild(kafka_bootstrap, new_topic, new_db):
-    topic = await new_topic(partitions=3)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+async def test_replay_under_live_traffic_matches_a_rebuild(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(3)
     projection = counts_projection(topic)
     aggs = [unique("a") for _ in range(10)]
     written = await produce(kafka_bootstrap, producer_db, codec, aggs, 100)
@@ -210,10 +218,8 @@ async def _equal(db, store, want) -> bool:
     return await rows(db, store) == want
 
 
-async def test_killed_replay_changes_nothing_and_can_run_again(kafka_bootstrap, new_topic, new_db):
-    topic = await new_topic(partitions=2)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+async def test_killed_replay_changes_nothing_and_can_run_again(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(2)
     projection = counts_projection(topic)
     written = await produce(
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(4)], 250
@@ -241,10 +247,8 @@ async def test_killed_replay_changes_nothing_and_can_run_again(kafka_bootstrap, 
         assert await rows(read_db, runner.store) == expected(written)
 
 
-async def test_reader_processes_rebuild_what_one_process_does(kafka_bootstrap, new_topic, new_db):
-    topic = await new_topic(partitions=3)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+async def test_reader_processes_rebuild_what_one_process_does(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(3)
     projection = batch_counts(topic)
     written = await produce(
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(7)], 60
@@ -258,13 +262,9 @@ async def test_reader_processes_rebuild_what_one_process_does(kafka_bootstrap, n
     assert await rows(read_db, store) == expected(written)
 
 
-async def test_reader_processes_beyond_the_partitions_are_let_go(
-    kafka_bootstrap, new_topic, new_db
-):
+async def test_reader_processes_beyond_the_partitions_are_let_go(kafka_bootstrap, scene):
     # Reader processes start before the replay knows how many partitions there are.
-    topic = await new_topic(partitions=1)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+    topic, codec, producer_db, read_db = await scene(1)
     projection = batch_counts(topic)
     written = await produce(
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(3)], 40
@@ -276,12 +276,8 @@ async def test_reader_processes_beyond_the_partitions_are_let_go(
     assert await rows(read_db, ProjectionStore(projection, read_db)) == expected(written)
 
 
-async def test_a_failing_reader_stops_the_replay_and_changes_nothing(
-    kafka_bootstrap, new_topic, new_db
-):
-    topic = await new_topic(partitions=2)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+async def test_a_failing_reader_stops_the_replay_and_changes_nothing(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(2)
     good = batch_counts(topic)
     bad = batch_counts(topic, good.name, collect_unpicklable)
     written = await produce(
@@ -300,12 +296,8 @@ async def test_a_failing_reader_stops_the_replay_and_changes_nothing(
         assert await rows(read_db, runner.store) == expected(written)
 
 
-async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(
-    kafka_bootstrap, new_topic, new_db
-):
-    topic = await new_topic(partitions=2)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(2)
     projection = batch_counts(topic)
     written = await produce(
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(4)], 100
@@ -337,12 +329,8 @@ async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(
     assert await rows(read_db, ProjectionStore(projection, read_db)) == expected(written)
 
 
-async def test_a_reader_that_cannot_import_the_collect_function_says_so(
-    kafka_bootstrap, new_topic, new_db
-):
-    topic = await new_topic(partitions=2)
-    codec = codec_for(topic)
-    producer_db, read_db = await new_db("producer"), await new_db("read")
+async def test_a_reader_that_cannot_import_the_collect_function_says_so(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(2)
     await produce(kafka_bootstrap, producer_db, codec, [unique("a")], 10)
     # A module only this process has: the reader cannot import it to unpickle its spec.
     only_here = types.ModuleType(unique("only_here").replace("-", "_"))
