@@ -34,6 +34,15 @@ _TERMINAL = {
 _MONEY = {"PaymentCaptured": Kind.CAPTURED, "PaymentRefunded": Kind.REFUNDED}
 COUNTED = frozenset({START, *_TERMINAL, *_MONEY})
 
+# A window's sums stay within a 64-bit integer (what dashboards and JSON readers of other
+# languages hold): an event that would pass it is refused (``WindowOverflow``) and skipped.
+INT64_MAX = 2**63 - 1
+
+
+class WindowOverflow(ValueError):
+    """An amount that would push a window's sum past ``INT64_MAX``."""
+
+
 MAX_REASONS = 32  # distinct failure reasons kept per window; the rest count as OTHER
 OTHER = "other"
 UNSPECIFIED = "unspecified"
@@ -107,9 +116,9 @@ class WindowStats:
             case Kind.CANCELLED:
                 self.cancelled += 1
             case Kind.CAPTURED:
-                self.captured_cents += fact.amount_cents
+                self.captured_cents = _checked_sum(self.captured_cents, fact.amount_cents)
             case Kind.REFUNDED:
-                self.refunded_cents += fact.amount_cents
+                self.refunded_cents = _checked_sum(self.refunded_cents, fact.amount_cents)
         if fact.reason is not None:
             self._count_reason(fact.reason, 1)
         if fact.duration_ms is not None:
@@ -120,8 +129,10 @@ class WindowStats:
         self.completed += other.completed
         self.rejected += other.rejected
         self.cancelled += other.cancelled
-        self.captured_cents += other.captured_cents
-        self.refunded_cents += other.refunded_cents
+        # Parts of one window (one per partition) each fit; their sum is shown saturated
+        # rather than failing the read.
+        self.captured_cents = min(self.captured_cents + other.captured_cents, INT64_MAX)
+        self.refunded_cents = min(self.refunded_cents + other.refunded_cents, INT64_MAX)
         for reason, n in sorted(other.failure_reasons.items()):
             self._count_reason(reason, n)
         self.durations.merge(other.durations)
@@ -159,3 +170,9 @@ class WindowStats:
             failure_reasons={str(k): int(v) for k, v in doc.get("failure_reasons", {}).items()},
             durations=DurationHistogram.from_json(doc.get("durations", {})),
         )
+
+
+def _checked_sum(total: int, amount: int) -> int:
+    if amount < 0 or total + amount > INT64_MAX:
+        raise WindowOverflow(f"amount {amount} would take a window's sum {total} past {INT64_MAX}")
+    return total + amount

@@ -38,7 +38,14 @@ from events.codec import AvroCodec, Decoded
 from events.envelope import Envelope, EnvelopeError
 from events.metrics import DUPLICATES, EVENTS_CONSUMED
 from services.analytics.codec import PlatformAvroCodec, Undecodable
-from services.analytics.domain import COUNTED, START, WindowStats, fact_of, is_terminal
+from services.analytics.domain import (
+    COUNTED,
+    START,
+    WindowOverflow,
+    WindowStats,
+    fact_of,
+    is_terminal,
+)
 from services.analytics.domain import saga_duration_ms as duration_of
 from services.analytics.metrics import MALFORMED
 from services.analytics.windows import WINDOWS, WindowSpec
@@ -161,10 +168,18 @@ def build(config: AnalyticsConfig) -> Analytics:
                 del starts[order_id]  # one terminal event per order: the start is done with
         fact = fact_of(value.event_type, value.payload, duration_ms=duration_ms)
         assert fact is not None
+        partition = event.message.partition
+        parts = []
         for _, windowed in windows.values():
-            part = WindowStats.from_json(windowed[event.message.partition].value())
-            part.add(fact)
-            windowed[event.message.partition] = part.to_json()
+            part = WindowStats.from_json(windowed[partition].value())
+            try:
+                part.add(fact)
+            except WindowOverflow as exc:  # checked before any window changes
+                _skip(event.message.topic, type(exc).__name__, str(exc), event.message)
+                return
+            parts.append((windowed, part))
+        for windowed, part in parts:
+            windowed[partition] = part.to_json()
         # Marked after counting: a crash in between counts it twice rather than not at all.
         seen[envelope.event_id] = True
         EVENTS_CONSUMED.labels(CONSUMER, value.event_type).inc()

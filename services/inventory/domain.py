@@ -2,6 +2,8 @@
 Standard library only.
 
 Per SKU the books always balance: ``on_hand + reserved == received - shipped``.
+Every stored count is a 64-bit integer: a restock that would push the SKU's received total
+past ``INT64_MAX`` is refused (``Refused``); on hand, reserved and shipped never exceed it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+
+INT64_MAX = 2**63 - 1  # what a BIGINT column (and SQLite's INTEGER) holds
+
+
+class Refused(ValueError):
+    """A request the stock cannot take (a sum past ``INT64_MAX``); no retry changes that,
+    so the handler's event is dead-lettered with this reason."""
 
 
 class ReservationStatus(StrEnum):
@@ -34,6 +43,11 @@ class StockLevel:
 
     def restock(self, quantity: int) -> None:
         _positive(quantity)
+        if quantity > INT64_MAX - max(self.on_hand, self.received):
+            raise Refused(
+                f"restock of {quantity} {self.sku} refused: received total {self.received} "
+                f"would pass {INT64_MAX}"
+            )
         self.on_hand += quantity
         self.received += quantity
 

@@ -134,6 +134,19 @@ def time_out_reason(step: Step) -> str:
     return f"timed out waiting on {step.value}"
 
 
+INT64_MAX = 2**63 - 1  # the contracts' ``long`` and the databases' BIGINT
+
+
+class TotalTooLarge(ValueError):
+    """An order whose total does not fit a 64-bit integer (contracts and tables)."""
+
+
 def order_total(lines: Iterable[tuple[int, int]]) -> int:
-    """Sum of quantity x unit price (cents) over (quantity, unit_price_cents) pairs."""
-    return sum(quantity * price for quantity, price in lines)
+    """Sum of quantity x unit price (cents) over (quantity, unit_price_cents) pairs; raises
+    ``TotalTooLarge`` past ``INT64_MAX`` (checked per line, so a sum never grows unbounded)."""
+    total = 0
+    for quantity, price in lines:
+        total += quantity * price
+        if total > INT64_MAX:
+            raise TotalTooLarge(f"order total exceeds {INT64_MAX} cents")
+    return total

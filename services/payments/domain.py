@@ -2,6 +2,9 @@
 only.
 
 Per customer the books always balance: ``balance + captured - refunded == deposited``.
+Every stored figure is a 64-bit integer: a deposit that would push the balance or the total
+deposited past ``INT64_MAX`` is refused (``Refused``), and since captures never exceed the
+balance and refunds never exceed captures, no other figure can pass it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 INSUFFICIENT_FUNDS = "insufficient funds"
+INT64_MAX = 2**63 - 1  # what a BIGINT column (and SQLite's INTEGER) holds
+
+
+class Refused(ValueError):
+    """A request the books cannot take (a negative amount, a sum past ``INT64_MAX``); no
+    retry changes that, so the handler's event is dead-lettered with this reason."""
 
 
 class PaymentStatus(StrEnum):
@@ -30,6 +39,11 @@ class Account:
 
     def deposit(self, amount: int) -> None:
         _not_negative(amount)
+        if amount > INT64_MAX - max(self.balance, self.deposited):
+            raise Refused(
+                f"deposit of {amount} refused: {self.customer_id}'s deposited total "
+                f"{self.deposited} would pass {INT64_MAX}"
+            )
         self.balance += amount
         self.deposited += amount
 
@@ -77,4 +91,4 @@ def refund(account: Account, payment: Payment) -> bool:
 
 def _not_negative(amount: int) -> None:
     if amount < 0:
-        raise ValueError(f"amount must not be negative, got {amount}")
+        raise Refused(f"amount must not be negative, got {amount}")

@@ -38,6 +38,22 @@ SHIPMENT_RANKS: Final = {"SCHEDULED": 1, "FAILED": 1, "CANCELLED": 2}
 # released (and would have said nothing).
 STOCK_RANKS: Final = {"RESERVED": 1, "REJECTED": 1, "SHIPPED": 2, "RELEASED": 3}
 
+# What a BIGINT column (and SQLite's INTEGER) stores: a figure past it is refused here, with
+# a reason, instead of failing in the driver (the projection dead-letters the event).
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+class FigureOverflow(ValueError):
+    """A customer or SKU figure an event would push past what the tables store."""
+
+
+def checked(owner: str, name: str, value: int) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise FigureOverflow(f"{owner}: {name} would be {value}, past the 64-bit range")
+    return value
+
+
 Lines = tuple[tuple[str, int], ...]  # (sku, quantity) as inventory reserved them
 View = dict[str, Any]  # field -> value; a field not present is not known yet
 
@@ -367,15 +383,18 @@ def apply_money(
     as_of = customer.balance_as_of
     if money_at is not None:
         as_of = money_at if as_of is None else _later(as_of, money_at)
-    return replace(
+    who = f"customer {customer.customer_id}"
+    new = replace(
         customer,
-        orders_count=customer.orders_count + change.orders,
-        deposited_cents=customer.deposited_cents + change.deposited,
-        captured_cents=customer.captured_cents + change.captured,
-        refunded_cents=customer.refunded_cents + change.refunded,
+        orders_count=checked(who, "orders", customer.orders_count + change.orders),
+        deposited_cents=checked(who, "deposited", customer.deposited_cents + change.deposited),
+        captured_cents=checked(who, "captured", customer.captured_cents + change.captured),
+        refunded_cents=checked(who, "refunded", customer.refunded_cents + change.refunded),
         balance_as_of=as_of,
         last_decline=later_decline(customer.last_decline, decline),
     )
+    checked(who, "balance", new.balance_cents)  # shown by the API, so it must fit too
+    return new
 
 
 # --- SKUs -----------------------------------------------------------------------------------
@@ -396,12 +415,15 @@ class Sku:
 
 
 def apply_stock(sku: Sku, change: Stock) -> Sku:
-    return replace(
+    who = f"SKU {sku.sku}"
+    new = replace(
         sku,
-        received=sku.received + change.received,
-        reserved=sku.reserved + change.reserved,
-        shipped=sku.shipped + change.shipped,
+        received=checked(who, "received", sku.received + change.received),
+        reserved=checked(who, "reserved", sku.reserved + change.reserved),
+        shipped=checked(who, "shipped", sku.shipped + change.shipped),
     )
+    checked(who, "on hand", new.on_hand)
+    return new
 
 
 @dataclass
