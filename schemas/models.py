@@ -9,7 +9,13 @@ it encodes:
 * timestamps must be timezone-aware (fastavro would read a naive datetime as *local* time)
   and are normalised to UTC at millisecond precision, which is all ``timestamp-millis``
   carries, so ``Model.model_validate(decode(encode(m.to_avro())))`` equals ``m``;
-* ``int`` fields are bounded to Avro ``int`` (32-bit) or ``long`` (64-bit).
+* ``int`` fields are bounded to Avro ``int`` (32-bit) or ``long`` (64-bit), and money and
+  quantities further (``MAX_*``): an order's total can never overflow a 64-bit integer;
+* every string and list has a maximum length and strings must be valid Unicode (no lone
+  surrogates, which UTF-8 cannot carry), so that every event a saga emits stays far under
+  Kafka's default message limit (``tests/unit/test_payload_bounds.py`` encodes the largest
+  instance of each model) and a bad value is a validation error naming its field, never a
+  failure later in encoding, the database or the relay.
 
 Values with a fixed vocabulary (``failed_step``, ``order_status``, ``waiting_on``) are plain
 strings in the contracts and here, so that adding a value later does not break readers; the
@@ -43,6 +49,29 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 _INT_MAX = 2**31 - 1
 _LONG_MAX = 2**63 - 1
 
+# Input bounds. Lengths count code points (up to 4 bytes each in UTF-8); the largest event
+# (StockRejected of MAX_LINES shortages, its reason naming each) encodes to about 150 KB.
+MAX_LINES: Final = 100
+"""Lines of one order (and so shortages and reserved lines)."""
+MAX_ID_LENGTH: Final = 128
+"""Customer ids, SKUs, payment and shipment ids, carriers (columns hold 255)."""
+MAX_NAME_LENGTH: Final = 200
+"""An address's name, line1 and city."""
+MAX_POSTAL_CODE_LENGTH: Final = 20
+MAX_REASON_LENGTH: Final = 20_000
+"""Room for inventory's reason naming every short SKU of a MAX_LINES order (~17,600)."""
+MAX_MESSAGE_LENGTH: Final = MAX_REASON_LENGTH + 1_000
+"""A customer notification: a sentence around the reason."""
+MAX_CODE_LENGTH: Final = 32
+"""failed_step, waiting_on, order_status: short words from a vocabulary."""
+MAX_QUANTITY: Final = 1_000_000
+"""One order line's or one restock's quantity."""
+MAX_UNIT_PRICE_CENTS: Final = 10**10
+MAX_ORDER_TOTAL_CENTS: Final = MAX_LINES * MAX_QUANTITY * MAX_UNIT_PRICE_CENTS
+"""10^18 < 2^63 - 1: sum(quantity * unit price) over an order cannot overflow 64 bits."""
+MAX_DEPOSIT_CENTS: Final = 10**15
+"""One deposit; a balance is a sum of many, so balances stay plain 64-bit Cents."""
+
 
 def _canonical_uuid(value: object) -> object:
     if isinstance(value, str):
@@ -68,13 +97,39 @@ Uuid = Annotated[str, BeforeValidator(_canonical_uuid)]
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_millis)]
 """An Avro ``timestamp-millis``: timezone-aware, normalised to UTC and whole milliseconds."""
 
-Id = Annotated[str, StringConstraints(min_length=1)]
-"""A plain string id (customer, SKU, payment, shipment): any non-empty string."""
 
-Quantity = Annotated[int, Field(ge=1, le=_INT_MAX)]
+def _utf8(value: str) -> str:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON lets "\ud800" through): Avro strings are UTF-8.
+        raise ValueError("string is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+ValidUnicode = AfterValidator(_utf8)
+"""Annotation for a ``str`` that UTF-8 can encode: add it to every string taken from outside."""
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), ValidUnicode]
+"""A plain string id (customer, SKU, payment, shipment): non-empty, at most 128 code points."""
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH), ValidUnicode]
+PostalCode = Annotated[str, StringConstraints(max_length=MAX_POSTAL_CODE_LENGTH), ValidUnicode]
+Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH), ValidUnicode]
+Message = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_LENGTH), ValidUnicode]
+Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH), ValidUnicode]
+"""A word from a vocabulary kept open in the contracts (failed_step, waiting_on, ...)."""
+
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+RequestedQuantity = Annotated[int, Field(ge=1, le=MAX_LINES * MAX_QUANTITY)]
+"""Per SKU over an order's lines (an order may name a SKU twice)."""
 Count = Annotated[int, Field(ge=0, le=_INT_MAX)]
 Cents = Annotated[int, Field(ge=0, le=_LONG_MAX)]
-"""Money in minor currency units, never negative."""
+"""Money in minor currency units, never negative (balances: sums of many amounts)."""
+UnitPrice = Annotated[int, Field(ge=0, le=MAX_UNIT_PRICE_CENTS)]
+Amount = Annotated[int, Field(ge=0, le=MAX_ORDER_TOTAL_CENTS)]
+"""An order's total, or a payment of it."""
+Deposit = Annotated[int, Field(ge=0, le=MAX_DEPOSIT_CENTS)]
 
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 """ISO 3166-1 alpha-2, upper case."""
@@ -92,17 +147,17 @@ class Record(BaseModel):
 class Address(Record):
     """``Address`` in every namespace (choreo.orders, .inventory, .payments, .shipping)."""
 
-    name: Id
-    line1: Id
-    city: Id
-    postal_code: str
+    name: Name
+    line1: Name
+    city: Name
+    postal_code: PostalCode
     country: CountryCode
 
 
 class OrderLine(Record):
     sku: Id
     quantity: Quantity
-    unit_price_cents: Cents
+    unit_price_cents: UnitPrice
 
 
 class StockLine(Record):
@@ -112,7 +167,7 @@ class StockLine(Record):
 
 class Shortage(Record):
     sku: Id
-    requested: Quantity
+    requested: RequestedQuantity
     available: Count
 
 
@@ -122,7 +177,7 @@ class Shortage(Record):
 class OrderPlaced(EventModel):
     order_id: Uuid
     customer_id: Id
-    lines: Annotated[list[OrderLine], Field(min_length=1)]
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
     shipping_address: Address
     placed_at: Timestamp
 
@@ -130,22 +185,22 @@ class OrderPlaced(EventModel):
 class OrderCreated(EventModel):
     order_id: Uuid
     customer_id: Id
-    lines: Annotated[list[OrderLine], Field(min_length=1)]
-    total_cents: Cents
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
+    total_cents: Amount
     shipping_address: Address
     created_at: Timestamp
 
 
 class OrderCancellationRequested(EventModel):
     order_id: Uuid
-    reason: str
+    reason: Reason
     requested_at: Timestamp
 
 
 class OrderCompleted(EventModel):
     order_id: Uuid
     customer_id: Id
-    total_cents: Cents
+    total_cents: Amount
     shipment_id: Id
     completed_at: Timestamp
 
@@ -153,23 +208,23 @@ class OrderCompleted(EventModel):
 class OrderRejected(EventModel):
     order_id: Uuid
     customer_id: Id
-    reason: str
-    failed_step: str
+    reason: Reason
+    failed_step: Code
     rejected_at: Timestamp
 
 
 class OrderCancelled(EventModel):
     order_id: Uuid
     customer_id: Id
-    reason: str
-    failed_step: str | None = None
+    reason: Reason
+    failed_step: Code | None = None
     cancelled_at: Timestamp
 
 
 class OrderStuck(EventModel):
     order_id: Uuid
     customer_id: Id
-    waiting_on: str  # one of SAGA_STEPS
+    waiting_on: Code  # one of SAGA_STEPS
     waiting_since: Timestamp
     deadline_at: Timestamp
     detected_at: Timestamp
@@ -188,8 +243,8 @@ class StockRestocked(EventModel):
 class StockReserved(EventModel):
     order_id: Uuid
     customer_id: Id
-    lines: Annotated[list[StockLine], Field(min_length=1)]
-    total_cents: Cents
+    lines: Annotated[list[StockLine], Field(min_length=1, max_length=MAX_LINES)]
+    total_cents: Amount
     shipping_address: Address
     reserved_at: Timestamp
 
@@ -197,18 +252,28 @@ class StockReserved(EventModel):
 class StockRejected(EventModel):
     order_id: Uuid
     customer_id: Id
-    reason: str
-    shortages: list[Shortage]
+    reason: Reason
+    shortages: Annotated[list[Shortage], Field(max_length=MAX_LINES)]
     rejected_at: Timestamp
 
 
 class StockReleased(EventModel):
     order_id: Uuid
     customer_id: Id
-    lines: Annotated[list[StockLine], Field(min_length=1)]
-    reason: str
-    failed_step: str | None = None
+    lines: Annotated[list[StockLine], Field(min_length=1, max_length=MAX_LINES)]
+    reason: Reason
+    failed_step: Code | None = None
     released_at: Timestamp
+
+
+class StockReceived(EventModel):
+    """Inventory's fact: a restock it counted (read models project this, not the request)."""
+
+    restock_id: Uuid
+    sku: Id
+    quantity: Quantity
+    restocked_at: Timestamp
+    received_at: Timestamp
 
 
 # --- payments ------------------------------------------------------------------------------
@@ -217,7 +282,7 @@ class StockReleased(EventModel):
 class FundsDeposited(EventModel):
     deposit_id: Uuid
     customer_id: Id
-    amount_cents: Cents
+    amount_cents: Deposit
     deposited_at: Timestamp
 
 
@@ -225,7 +290,7 @@ class PaymentCaptured(EventModel):
     order_id: Uuid
     customer_id: Id
     payment_id: Id
-    amount_cents: Cents
+    amount_cents: Amount
     shipping_address: Address
     captured_at: Timestamp
 
@@ -233,8 +298,8 @@ class PaymentCaptured(EventModel):
 class PaymentDeclined(EventModel):
     order_id: Uuid
     customer_id: Id
-    amount_cents: Cents
-    reason: str
+    amount_cents: Amount
+    reason: Reason
     balance_cents: Cents
     declined_at: Timestamp
 
@@ -243,10 +308,20 @@ class PaymentRefunded(EventModel):
     order_id: Uuid
     customer_id: Id
     payment_id: Id
-    amount_cents: Cents
-    reason: str
-    failed_step: str | None = None
+    amount_cents: Amount
+    reason: Reason
+    failed_step: Code | None = None
     refunded_at: Timestamp
+
+
+class FundsCredited(EventModel):
+    """Payments' fact: a deposit it credited (read models project this, not the request)."""
+
+    deposit_id: Uuid
+    customer_id: Id
+    amount_cents: Deposit
+    deposited_at: Timestamp
+    credited_at: Timestamp
 
 
 # --- shipping ------------------------------------------------------------------------------
@@ -264,14 +339,14 @@ class ShipmentScheduled(EventModel):
 class ShipmentFailed(EventModel):
     order_id: Uuid
     customer_id: Id
-    reason: str
+    reason: Reason
     failed_at: Timestamp
 
 
 class ShipmentCancelled(EventModel):
     order_id: Uuid
     shipment_id: Id
-    reason: str
+    reason: Reason
     cancelled_at: Timestamp
 
 
@@ -282,8 +357,8 @@ class CustomerNotified(EventModel):
     notification_id: Uuid
     order_id: Uuid
     customer_id: Id
-    order_status: str
-    message: str
+    order_status: Code
+    message: Message
     notified_at: Timestamp
 
 
@@ -301,10 +376,12 @@ ALL_EVENTS: dict[str, type[EventModel]] = {
         StockReserved,
         StockRejected,
         StockReleased,
+        StockReceived,
         FundsDeposited,
         PaymentCaptured,
         PaymentDeclined,
         PaymentRefunded,
+        FundsCredited,
         ShipmentScheduled,
         ShipmentFailed,
         ShipmentCancelled,

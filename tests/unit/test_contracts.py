@@ -26,8 +26,15 @@ from events.codec import AvroCodec, ContractViolation
 from events.models import EventModel
 from schemas.models import (
     ALL_EVENTS,
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_POSTAL_CODE_LENGTH,
+    MAX_QUANTITY,
+    MAX_REASON_LENGTH,
+    MAX_UNIT_PRICE_CENTS,
     Address,
     CustomerNotified,
+    FundsCredited,
     FundsDeposited,
     OrderCancellationRequested,
     OrderCancelled,
@@ -45,6 +52,7 @@ from schemas.models import (
     ShipmentScheduled,
     Shortage,
     StockLine,
+    StockReceived,
     StockRejected,
     StockReleased,
     StockReserved,
@@ -336,6 +344,20 @@ SAMPLES: list[EventModel] = [
         amount_cents=10_000,
         deposited_at=AT,
     ),
+    FundsCredited(
+        deposit_id="5f1c1a7e-8d2b-4c3a-a1b2-c3d4e5f6a7b8",
+        customer_id=CUSTOMER,
+        amount_cents=10_000,
+        deposited_at=AT,
+        credited_at=AT + timedelta(seconds=1),
+    ),
+    StockReceived(
+        restock_id="0b7e9a4c-2f0e-4b8e-9b8a-3c1d2e4f5a6b",
+        sku="SKU-BOOK",
+        quantity=10,
+        restocked_at=AT,
+        received_at=AT + timedelta(seconds=1),
+    ),
     PaymentCaptured(
         order_id=ORDER,
         customer_id=CUSTOMER,
@@ -472,11 +494,14 @@ _aware = st.datetimes(
 _uuids: st.SearchStrategy[Any] = (
     st.uuids() | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
 )
-_ids = st.text(min_size=1)
+_ids = st.text(min_size=1, max_size=MAX_ID_LENGTH)
+_names = st.text(min_size=1, max_size=MAX_NAME_LENGTH)
 
 
 @settings(database=None)  # no example database on disk: unit tests do no I/O
-@given(order_id=_uuids, customer_id=_ids, reason=st.text(), failed_at=_aware)
+@given(
+    order_id=_uuids, customer_id=_ids, reason=st.text(max_size=MAX_REASON_LENGTH), failed_at=_aware
+)
 def test_any_valid_payload_round_trips(
     codec: AvroCodec, order_id: Any, customer_id: str, reason: str, failed_at: datetime
 ) -> None:
@@ -493,18 +518,18 @@ _lines = st.lists(
     st.builds(
         OrderLine,
         sku=_ids,
-        quantity=st.integers(1, AVRO_INT[1]),
-        unit_price_cents=st.integers(0, AVRO_LONG[1]),
+        quantity=st.integers(1, MAX_QUANTITY),
+        unit_price_cents=st.integers(0, MAX_UNIT_PRICE_CENTS),
     ),
     min_size=1,
     max_size=5,
 )
 _addresses = st.builds(
     Address,
-    name=_ids,
-    line1=_ids,
-    city=_ids,
-    postal_code=st.text(),
+    name=_names,
+    line1=_names,
+    city=_names,
+    postal_code=st.text(max_size=MAX_POSTAL_CODE_LENGTH),
     country=st.from_regex(r"\A[A-Z]{2}\Z"),
 )
 
