@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from events import cli_ops, cli_publish
+from events import cli_ops, cli_outbox, cli_publish
 from events.catalogue import Catalogue, TopicSpec
 from events.cli_ops import OpsError
 from events.settings import PlatformSettings, settings_error
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(run=_replay)
     cli_ops.register(sub)
+    cli_outbox.register(sub)
     cli_publish.register(sub)
     return parser
 

@@ -53,7 +53,21 @@ def _probe(port: int) -> dict[str, Any]:
         "lag": _metric_sum(metrics, "choreo_consumer_lag"),
         "backlog": _metric_sum(metrics, "choreo_outbox_backlog"),
         "oldest_s": _metric_sum(metrics, "choreo_outbox_oldest_age_seconds"),
+        "quarantined": _metric_sum(metrics, "choreo_outbox_quarantine_rows"),
+        "not_ready": _not_ready(ready),
     }
+
+
+def _not_ready(ready: httpx.Response) -> list[str]:
+    """The reasons /ready gives for a 503 (none for older services that give none)."""
+    if ready.status_code == 200:
+        return []
+    try:
+        body = ready.json()
+    except ValueError:
+        return []
+    reasons = body.get("reasons") if isinstance(body, dict) else None
+    return [str(r) for r in reasons] if isinstance(reasons, list) else []
 
 
 def status(args: argparse.Namespace, settings: PlatformSettings) -> int:
@@ -81,13 +95,19 @@ def status(args: argparse.Namespace, settings: PlatformSettings) -> int:
         print(json.dumps({"kafka": kafka, "services": rows}))
     else:
         print(f"kafka {settings.kafka_bootstrap_servers}: {kafka}")
-        print(f"{'service':<14} {'state':<9} {'lag':>6} {'outbox':>7} {'oldest':>8} {'dlq':>5}")
+        print(
+            f"{'service':<14} {'state':<9} {'lag':>6} {'outbox':>7} {'oldest':>8} "
+            f"{'quar':>5} {'dlq':>5}"
+        )
         for r in rows:
             state = ("ready" if r.get("ready") else "up") if r["up"] else "down"
             print(
                 f"{r['service']:<14} {state:<9} {_n(r.get('lag')):>6} "
-                f"{_n(r.get('backlog')):>7} {_s(r.get('oldest_s')):>8} {r['dead_letters']:>5}"
+                f"{_n(r.get('backlog')):>7} {_s(r.get('oldest_s')):>8} "
+                f"{_n(r.get('quarantined')):>5} {r['dead_letters']:>5}"
             )
+            for reason in r.get("not_ready") or ():
+                print(f"{'':<14} not ready: {reason}")
     return 0 if all(r["up"] for r in rows) else 3
 
 

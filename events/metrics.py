@@ -32,3 +32,19 @@ CONSUMER_LAG = Gauge(
     "Messages behind the end of a partition",
     ["consumer", "topic", "partition"],
 )
+OUTBOX_QUARANTINED_TOTAL = Counter(
+    "choreo_outbox_quarantined_total",
+    "Outbox rows the relay moved aside because Kafka refused them for good",
+    ["event_type", "error_type"],
+)
+OUTBOX_QUARANTINED = Gauge(
+    "choreo_outbox_quarantine_rows",
+    "Outbox rows waiting in quarantine (counted in the database: survives restarts)",
+)
+# Sequenced dead letters, counted in the consumer's database (so they survive restarts).
+BLOCKED_KEYS = Gauge(
+    "choreo_blocked_keys", "Keys whose events wait behind a dead letter", ["consumer"]
+)
+PARKED_EVENTS = Gauge(
+    "choreo_parked_events", "Events parked behind a blocked key's dead letter", ["consumer"]
+)

@@ -1,4 +1,9 @@
-"""The transactional outbox: events are rows written in the same transaction as state."""
+"""The transactional outbox: events are rows written in the same transaction as state.
+
+An event too large for Kafka is refused here, when it is emitted (:class:`EventTooLarge`, a
+``PermanentError``: the consumer dead-letters the event that caused it, an API answers
+422), rather than written and then refused by the broker for ever.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +21,51 @@ from events.codec import AvroCodec
 from events.db import Database
 from events.envelope import Envelope, new_event_id, utcnow
 from events.models import EventModel
+from events.routing import PermanentError
 from events.tables import outbox as outbox_table
 from events.telemetry import current_traceparent
 
 OnCommit = Callable[[], None]
 
+DEFAULT_MAX_EVENT_BYTES = 1_000_000
+"""Under Kafka's default max.message.bytes (1048588) with room for the batch framing."""
+
+# What a record adds to its payload, key and header bytes on the wire (length varints,
+# attributes, timestamp and offset deltas) plus a record batch's header when it travels
+# alone: 61 bytes of batch header, at most ~40 of record framing; rounded up.
+RECORD_OVERHEAD_BYTES = 128
+
+
+class EventTooLarge(PermanentError):
+    """An event whose record would exceed the size limit: no retry can make it fit."""
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{event_type} event of {size} bytes exceeds the limit of {limit} bytes "
+            "(payload + key + headers)"
+        )
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
+
+
+def record_size(row: Mapping[str, Any]) -> int:
+    """The bytes an outbox row takes as a Kafka record (an upper estimate)."""
+    headers = json.loads(row["headers"])
+    header_bytes = sum(len(k.encode()) + len(str(v).encode()) + 2 for k, v in headers.items())
+    return len(row["payload"]) + len(row["key"].encode()) + header_bytes + RECORD_OVERHEAD_BYTES
+
 
 class Outbox:
-    """Turns payloads into outbox rows: encodes, fills the envelope, picks the topic."""
+    """Turns payloads into outbox rows: encodes, fills the envelope, picks the topic, and
+    refuses events larger than ``max_event_bytes``."""
 
-    def __init__(self, codec: AvroCodec, service: str) -> None:
+    def __init__(
+        self, codec: AvroCodec, service: str, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
         self.codec = codec
         self.service = service
+        self.max_event_bytes = max_event_bytes
         self._listeners: list[OnCommit] = []
 
     def on_commit(self, listener: OnCommit) -> None:
@@ -77,6 +115,9 @@ class Outbox:
             "traceparent": env.traceparent,
             "created_at": env.occurred_at,
         }
+        size = record_size(row)
+        if size > self.max_event_bytes:
+            raise EventTooLarge(event_type, size, self.max_event_bytes)
         return row, env
 
 

@@ -2,6 +2,24 @@
 
 A crash between the broker's acknowledgement and the mark re-publishes the rows (the
 consumers' inbox makes that harmless); nothing is ever marked sent before it is acked.
+
+A row Kafka refuses for good (too large, not authorised, a topic the catalogue does not
+know: see :mod:`events.kafka_errors`) is quarantined: moved to ``choreo_outbox_quarantine``
+in the transaction that removes it from the outbox, counted, and logged once; ``choreo
+outbox`` lists, re-queues or drops it. A broker refuses a whole batch for one oversized
+record, so before quarantining the relay sends the first refused row alone, with a fresh
+producer: if it goes through, its batchmates were at fault (or nobody) and the rows are
+published again, in order; if it is refused again, the row is the poison.
+
+The later rows of a quarantined row's key are not held back: they flow. Holding a key for
+ever is exactly the jam quarantine removes, and an aggregate whose event is missing is
+what sagas already watch for (the orders watchdog reports the order stuck, and cancels it
+when SAGA_TIMEOUT_ENABLED). Re-queueing puts the row at the end of the outbox, after them.
+
+Health: a monitor beside the publishing loop measures the backlog, the oldest unsent age
+and the quarantined rows from the database, whether or not publishing succeeds, and
+:meth:`OutboxRelay.stall_reason` says when rows wait and nothing has been published for
+longer than a bound (``/ready`` answers 503 with it).
 """
 
 from __future__ import annotations
@@ -11,9 +29,10 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -26,9 +45,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from events.db import Database, is_transient
 from events.envelope import utcnow
 from events.kafka import reliable_producer
-from events.metrics import EVENTS_PRODUCED, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from events.kafka_errors import TopicNotInCatalogue, describe, is_permanent
+from events.metrics import (
+    EVENTS_PRODUCED,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_QUARANTINED,
+    OUTBOX_QUARANTINED_TOTAL,
+)
 from events.prepared import Prepared
-from events.tables import outbox
+from events.tables import outbox, outbox_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +80,20 @@ ProducerFactory = Callable[[], AIOKafkaProducer]
 AfterPublish = Callable[[Sequence[Any]], Awaitable[None]]
 
 
+class _NotSent(Exception):
+    """A row after one whose send raised: it was not handed to the producer."""
+
+
+@dataclass
+class _Outcome:
+    """What became of a batch: rows to mark sent, rows to quarantine (with the refusal),
+    and the failure to back off for (transient: the rows not marked are sent again)."""
+
+    sent: list[Any] = field(default_factory=list)
+    quarantine: list[tuple[Any, BaseException]] = field(default_factory=list)
+    failure: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     batch_size: int = 2000
@@ -62,6 +102,7 @@ class RelayConfig:
     backoff_max_s: float = 10.0
     retention: timedelta = timedelta(days=7)
     purge_every_s: float = 60.0
+    gauge_every_s: float = 2.0  # backlog, oldest age and quarantine measured this often
 
 
 class OutboxRelay:
@@ -74,7 +115,10 @@ class OutboxRelay:
         client_id: str = "choreo-relay",
         producer_factory: ProducerFactory | None = None,
         after_publish: AfterPublish | None = None,
+        known_topics: Collection[str] | None = None,
     ) -> None:
+        """``known_topics``: the catalogue's topics; a row bound elsewhere is quarantined
+        (None: any topic)."""
         self.db = db
         self.config = config or RelayConfig()
         self._factory = producer_factory or (
@@ -83,9 +127,17 @@ class OutboxRelay:
         self._after_publish = after_publish
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
+        self._known_topics = None if known_topics is None else frozenset(known_topics)
         self.published = 0
         self.failures = 0
+        self.quarantined = 0
         self._unsent_stmt: Prepared | None = None
+        # Health: when a batch last went through (monotonic), the last failure, and the
+        # monitor's latest measurement of the rows waiting.
+        self.last_ok = time.monotonic()
+        self.last_error: str | None = None
+        self.waiting: int = 0
+        self.oldest_age_s: float | None = None
 
     def notify(self) -> None:
         """A unit of work committed rows: publish without waiting for the poll."""
@@ -109,33 +161,80 @@ class OutboxRelay:
                 await producer.stop()
 
     async def publish_batch(self) -> int:
-        """Publish the oldest unsent rows; return how many were acknowledged and marked."""
+        """Publish the oldest unsent rows; return how many left the queue (acknowledged and
+        marked sent, or quarantined). Raises the failure to back off for, if any."""
         if self.db.is_sqlite:
             # SQLite has one writer at a time: one relay per database, no claiming needed.
             async with self.db.session() as session:
                 rows = [_Unsent(**r) for r in await self._unsent().rows(session, {})]
-            acked, failure = await self._publish(rows)
-            if acked:
-                await self._mark_sent([r.id for r in rows[:acked]])
+            outcome = await self._publish(rows)
+            if outcome.quarantine:
+                async with self.db.session() as session, session.begin():
+                    await self._settle(session, outcome)
+            elif outcome.sent:
+                await self._mark_sent([r.id for r in outcome.sent])
         else:
             # PostgreSQL: rows stay locked (claimed) until they are marked, so a second
             # relay skips them instead of publishing them twice.
             async with self.db.session() as session, session.begin():
                 rows = await self._claim(session)
-                acked, failure = await self._publish(rows)
-                if acked:
-                    await session.execute(
-                        update(outbox)
-                        .where(outbox.c.id.in_([r.id for r in rows[:acked]]))
-                        .values(sent_at=utcnow())
-                    )
-        if acked:
-            self.published += acked
-            for event_type, n in Counter(r.event_type for r in rows[:acked]).items():
+                outcome = await self._publish(rows)
+                await self._settle(session, outcome)
+        self._account(outcome)
+        if outcome.failure is not None:
+            raise outcome.failure
+        self.last_ok = time.monotonic()
+        return len(outcome.sent) + len(outcome.quarantine)
+
+    async def _settle(self, session: AsyncSession, outcome: _Outcome) -> None:
+        """Marks the sent rows and moves the quarantined ones aside, in the caller's
+        transaction."""
+        if outcome.sent:
+            await session.execute(
+                update(outbox)
+                .where(outbox.c.id.in_([r.id for r in outcome.sent]))
+                .values(sent_at=utcnow())
+            )
+        if not outcome.quarantine:
+            return
+        why = {row.id: exc for row, exc in outcome.quarantine}
+        full = (await session.execute(select(outbox).where(outbox.c.id.in_(why)))).mappings()
+        now = utcnow()
+        moved = [
+            {
+                **{k: v for k, v in row.items() if k not in ("id", "sent_at")},
+                "outbox_id": row["id"],
+                "error_type": type(why[row["id"]]).__name__,
+                "reason": describe(why[row["id"]]),
+                "quarantined_at": now,
+            }
+            for row in full.all()
+        ]
+        if moved:
+            await session.execute(outbox_quarantine.insert(), moved)
+        await session.execute(delete(outbox).where(outbox.c.id.in_(why)))
+        for q in moved:
+            log.error(
+                "outbox relay: quarantined row %s (event %s, %s, topic %s, key %s): %s; "
+                "the rows behind it flow (see `choreo outbox list`)",
+                q["outbox_id"],
+                q["event_id"],
+                q["event_type"],
+                q["topic"],
+                q["key"],
+                q["reason"],
+            )
+
+    def _account(self, outcome: _Outcome) -> None:
+        if outcome.sent:
+            self.published += len(outcome.sent)
+            for event_type, n in Counter(r.event_type for r in outcome.sent).items():
                 EVENTS_PRODUCED.labels(event_type).inc(n)
-        if failure is not None:
-            raise failure
-        return acked
+        for row, exc in outcome.quarantine:
+            self.quarantined += 1
+            OUTBOX_QUARANTINED_TOTAL.labels(row.event_type, type(exc).__name__).inc()
+        if outcome.failure is not None:
+            self.last_error = describe(outcome.failure)
 
     def _unsent(self) -> Prepared:
         if self._unsent_stmt is None:  # built once: it runs after every commit
@@ -189,29 +288,76 @@ class OutboxRelay:
                 blocked.add(key)  # another relay holds an earlier row of this key
         return [r for r in rows if r.id in allowed]
 
-    async def _publish(self, rows: Sequence[Any]) -> tuple[int, BaseException | None]:
-        """Sends rows in order, waits for every ack; returns the acked prefix's length and
-        the first failure. Only that prefix may be marked: the rest is re-sent in order."""
+    async def _publish(self, rows: Sequence[Any]) -> _Outcome:
+        """Sends rows in order and waits for every ack. A row is marked sent only when it
+        and every earlier row of its key in the batch were acked (one key, one partition:
+        the rest are sent again, in order). The first refused row, when the refusal is
+        permanent, is sent alone to learn whether it is the poison."""
+        outcome = _Outcome()
         if not rows:
-            return 0, None
+            return outcome
         producer = await self._ensure_producer()
-        futures = []
-        for row in rows:
-            headers = [(k, v.encode()) for k, v in json.loads(row.headers).items()]
-            futures.append(
-                await producer.send(row.topic, row.payload, key=row.key.encode(), headers=headers)
-            )
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        acked = 0
-        for result in results:
-            if isinstance(result, BaseException):
+        futures: list[Awaitable[Any]] = []
+        results: list[BaseException | None] = []
+        for i, row in enumerate(rows):
+            if self._known_topics is not None and row.topic not in self._known_topics:
+                # Never sent, so it holds no later row of its key back.
+                unknown = TopicNotInCatalogue(f"topic {row.topic!r} is not in the catalogue")
+                outcome.quarantine.append((row, unknown))
+                results.append(_NotSent())
+                continue
+            try:
+                futures.append(await self._send(producer, row))
+                results.append(None)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                # aiokafka refuses some records before sending (larger than its request
+                # size, no metadata for the topic): the rows after it wait for the next try.
+                results.append(exc)
+                results.extend(_NotSent() for _ in rows[i + 1 :])
                 break
-            acked += 1
+        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        # Each sent row's slot gets its ack (metadata) or the exception that failed it.
+        results = [next(acks) if r is None else r for r in results]
+        skipped = {id(row) for row, _ in outcome.quarantine}
+        failed_keys: set[str] = set()
+        first: tuple[Any, BaseException] | None = None
+        for row, result in zip(rows, results, strict=True):
+            if id(row) in skipped:
+                continue
+            if isinstance(result, BaseException):
+                failed_keys.add(row.key)
+                first = first or (row, result)
+            elif row.key not in failed_keys:
+                outcome.sent.append(row)
+        if first is not None:
+            row, refusal = first
+            if not is_permanent(refusal):
+                outcome.failure = refusal
+            else:
+                await self.close()  # the failed batch spent sequence numbers: start afresh
+                try:
+                    await self._send_alone(row)
+                    outcome.sent.append(row)
+                except (KafkaError, OSError, TimeoutError) as again:
+                    await self.close()
+                    if is_permanent(again):
+                        outcome.quarantine.append((row, again))
+                    else:
+                        outcome.failure = again
         if self._after_publish is not None:
-            await self._after_publish(rows[:acked])
-        failure = results[acked] if acked < len(rows) else None
-        assert failure is None or isinstance(failure, BaseException)
-        return acked, failure
+            await self._after_publish(outcome.sent)
+        return outcome
+
+    async def _send(self, producer: AIOKafkaProducer, row: Any) -> Awaitable[Any]:
+        headers = [(k, v.encode()) for k, v in json.loads(row.headers).items()]
+        future: Awaitable[Any] = await producer.send(
+            row.topic, row.payload, key=row.key.encode(), headers=headers
+        )
+        return future
+
+    async def _send_alone(self, row: Any) -> None:
+        producer = await self._ensure_producer()
+        await (await self._send(producer, row))
 
     async def _mark_sent(self, ids: list[int]) -> None:
         async with self.db.session() as session, session.begin():
@@ -239,6 +385,43 @@ class OutboxRelay:
             oldest = oldest.replace(tzinfo=utcnow().tzinfo)
         return int(count), (utcnow() - oldest).total_seconds()
 
+    async def quarantine_size(self) -> int:
+        async with self.db.session() as session:
+            n = (
+                await session.execute(select(func.count()).select_from(outbox_quarantine))
+            ).scalar_one()
+        return int(n)
+
+    async def refresh_gauges(self) -> None:
+        """Measures the backlog, the oldest unsent age and the quarantine in the database
+        (so the figures survive a restart and do not depend on publishing succeeding)."""
+        count, age = await self.backlog()
+        quarantined = await self.quarantine_size()
+        self.waiting, self.oldest_age_s = count, age
+        OUTBOX_BACKLOG.set(count)
+        OUTBOX_OLDEST_AGE.set(age or 0.0)
+        OUTBOX_QUARANTINED.set(quarantined)
+
+    def stall_reason(self, bound_s: float) -> str | None:
+        """Why the relay is not keeping up, or None: rows wait (as last measured) and no
+        batch has gone through for longer than ``bound_s``."""
+        idle = time.monotonic() - self.last_ok
+        if self.waiting == 0 or idle <= bound_s:
+            return None
+        error = f"; last error: {self.last_error}" if self.last_error else ""
+        return (
+            f"outbox relay has published nothing for {idle:.0f}s while "
+            f"{self.waiting} row(s) wait{error}"
+        )
+
+    async def _monitor(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh_gauges()
+            except Exception as exc:  # a measurement must never stop the relay
+                log.debug("outbox relay: cannot measure the backlog (%s)", exc)
+            await _wait_any(stop, None, self.config.gauge_every_s)
+
     async def drain(self) -> int:
         """Publish until nothing is unsent (graceful shutdown, tests, tools)."""
         total = 0
@@ -253,7 +436,7 @@ class OutboxRelay:
         backoff = self.config.backoff_initial_s
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
-        next_gauge = loop.time()
+        monitor = asyncio.create_task(self._monitor(stop), name="relay-monitor")
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -263,11 +446,6 @@ class OutboxRelay:
                     if loop.time() >= next_purge:
                         await self.purge()
                         next_purge = loop.time() + self.config.purge_every_s
-                    if loop.time() >= next_gauge:
-                        count, age = await self.backlog()
-                        OUTBOX_BACKLOG.set(count)
-                        OUTBOX_OLDEST_AGE.set(age or 0.0)
-                        next_gauge = loop.time() + 2.0
                 except (TimeoutError, KafkaError, OSError, DBAPIError) as exc:
                     if isinstance(exc, DBAPIError):
                         if not is_transient(exc):
@@ -277,6 +455,7 @@ class OutboxRelay:
                     # Rows published but not marked sent are published again; the
                     # consumers' inbox skips them.
                     self.failures += 1
+                    self.last_error = describe(exc)
                     log.warning(
                         "outbox relay: publish failed (%s), retrying in %.1fs", exc, backoff
                     )
@@ -288,6 +467,9 @@ class OutboxRelay:
             with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
                 await self.drain()
         finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
             await self.close()
 
 

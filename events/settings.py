@@ -31,6 +31,12 @@ class PlatformSettings(BaseSettings):
     var_dir: Path = Field(
         default=REPO_ROOT / "var", description="Where local databases, logs and pids live"
     )
+    max_event_bytes: int = Field(
+        default=1_000_000,
+        ge=1024,
+        description="Largest event (payload + key + headers) a unit of work accepts; keep "
+        "it under the topics' max.message.bytes (Kafka's default: 1048588)",
+    )
 
 
 def settings_error(exc: Exception) -> str:

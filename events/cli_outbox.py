@@ -1,0 +1,146 @@
+"""`choreo outbox list|show|retry|drop`: quarantined outbox rows in the services' databases
+(the logic is in :mod:`events.outbox_admin`; this module parses and prints)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from events.catalogue import Catalogue
+from events.cli_ops import OpsError
+from events.codec import AvroCodec
+from events.db import Database
+from events.outbox_admin import (
+    OutboxAdminError,
+    Quarantined,
+    drop,
+    list_rows,
+    parse_ref,
+    requeue,
+    service_databases,
+    show,
+)
+from events.settings import PlatformSettings
+from events.supervisor import load_manifest
+
+T = TypeVar("T")
+
+
+def _databases(settings: PlatformSettings, service: str | None) -> dict[str, str]:
+    urls = service_databases([s.name for s in load_manifest()], settings.var_dir)
+    if service is not None:
+        if service not in urls:
+            known = ", ".join(urls) or "none"
+            raise OpsError(f"no database for service {service!r} (services with one: {known})")
+        return {service: urls[service]}
+    return urls
+
+
+async def _on(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    db = Database(url)
+    try:
+        return await work(db)
+    finally:
+        await db.dispose()
+
+
+async def _list_all(urls: dict[str, str]) -> list[Quarantined]:
+    rows: list[Quarantined] = []
+    for service, url in urls.items():
+        rows += await _on(url, partial(list_rows, service=service))
+    return rows
+
+
+def _refs(settings: PlatformSettings, ids: list[str]) -> dict[str, list[int]]:
+    """The ids per service, each service's database known."""
+    per_service: dict[str, list[int]] = {}
+    try:
+        for text in ids:
+            service, number = parse_ref(text)
+            per_service.setdefault(service, []).append(number)
+    except OutboxAdminError as exc:
+        raise OpsError(str(exc)) from None
+    for service in per_service:
+        _databases(settings, service)  # raises for an unknown service
+    return per_service
+
+
+def _missing(service: str, exc: LookupError) -> OpsError:
+    ids = ", ".join(f"{service}:{n}" for n in exc.args)
+    return OpsError(f"no such quarantined row: {ids} (see `choreo outbox list`)")
+
+
+def outbox_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    if args.action == "list":
+        rows = asyncio.run(_list_all(_databases(settings, args.service)))
+        for row in rows:
+            if args.output == "json":
+                print(json.dumps(row.summary()))
+            else:
+                print(
+                    f"{row.ref}  {row.event_type} {row.event_id}  key {row.key}  to "
+                    f"{row.topic}  {row.size} bytes  {row.reason[:120]}"
+                )
+        if args.output != "json":
+            print(f"{len(rows)} quarantined row(s)")
+        return 0
+    if args.action == "retry" and args.all:
+        if args.ids:
+            raise OpsError("give row ids or --all, not both")
+        urls = _databases(settings, args.service)
+        for service, url in urls.items():
+            for old, new in asyncio.run(_on(url, lambda db: requeue(db, None))):
+                print(f"re-queued {service}:{old} as outbox row {new}")
+        return 0
+    if not args.ids:
+        raise OpsError(f"`choreo outbox {args.action}` needs row ids (SERVICE:NUMBER)")
+    per_service = _refs(settings, args.ids)
+    for service, numbers in per_service.items():
+        url = _databases(settings, service)[service]
+        try:
+            _act(args, settings, service, url, numbers)
+        except LookupError as exc:
+            raise _missing(service, exc) from None
+    return 0
+
+
+def _act(
+    args: argparse.Namespace,
+    settings: PlatformSettings,
+    service: str,
+    url: str,
+    numbers: list[int],
+) -> None:
+    if args.action == "show":
+        codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
+        for n in numbers:
+            shown = asyncio.run(_on(url, partial(show, row_id=n, codec=codec)))
+            print(json.dumps({"id": f"{service}:{n}", **shown}, indent=2, default=str))
+    elif args.action == "retry":
+        for old, new in asyncio.run(_on(url, lambda db: requeue(db, numbers))):
+            print(f"re-queued {service}:{old} as outbox row {new}")
+    else:
+        n = asyncio.run(_on(url, lambda db: drop(db, numbers)))
+        print(f"dropped {n} row(s) of {service}")
+
+
+def register(sub: Any) -> None:
+    o = sub.add_parser("outbox", help="outbox rows Kafka refused for good: list, retry, drop")
+    o_sub = o.add_subparsers(dest="action", required=True, parser_class=sub._parser_class)
+    ls = o_sub.add_parser("list", help="quarantined rows of every service, with the reason")
+    ls.add_argument("--service", help="only this service's rows")
+    ls.add_argument("--output", choices=["text", "json"], default="text")
+    show_p = o_sub.add_parser("show", help="one row's envelope, reason and decoded payload")
+    show_p.add_argument("ids", nargs="+", metavar="SERVICE:NUMBER")
+    retry = o_sub.add_parser("retry", help="put rows back into the outbox to publish again")
+    retry.add_argument("ids", nargs="*", metavar="SERVICE:NUMBER")
+    retry.add_argument("--all", action="store_true", help="every quarantined row")
+    retry.add_argument("--service", help="with --all: only this service's rows")
+    drop_p = o_sub.add_parser("drop", help="delete rows for good")
+    drop_p.add_argument("ids", nargs="+", metavar="SERVICE:NUMBER")
+    for p in (ls, show_p, retry, drop_p):
+        p.set_defaults(run=outbox_command)
