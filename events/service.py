@@ -23,6 +23,7 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
+from events.http_input import install_input_guards
 from events.logs import configure_logging, json_logs_wanted
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
@@ -127,6 +128,7 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
 
 def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
     app = FastAPI(title=f"choreo {service.name}", version="1")
+    install_input_guards(app)  # 413 for huge bodies; a 422 whatever the input was
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -10,11 +10,15 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from events.http_input import STORABLE_TEXT
 from events.service import ServiceContext
 from schemas.models import StockLine
 from services.inventory.tables import reservations, stock
 
-Sku = Annotated[str, Path(min_length=1, max_length=255, description="The stock keeping unit")]
+Sku = Annotated[
+    str,
+    Path(min_length=1, max_length=255, pattern=STORABLE_TEXT, description="The stock keeping unit"),
+]
 OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
 
 

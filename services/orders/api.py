@@ -12,9 +12,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from events.envelope import utcnow
+from events.http_input import STORABLE_TEXT
 from events.service import ServiceContext
 from events.telemetry import root_span
-from schemas.models import Address, OrderLine, OrderPlaced
+from schemas.models import MAX_LINES, Address, Id, OrderLine, OrderPlaced, ValidUnicode
 from services.orders.domain import Fact, Status
 from services.orders.handlers import apply_fact, place_order
 from services.orders.tables import orders
@@ -23,14 +24,17 @@ OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
 
 
 class PlaceOrder(BaseModel):
+    """Bounded like the events it becomes (``schemas.models``): whatever passes, every
+    event of its saga can be published and its total cannot overflow."""
+
     order_id: uuid.UUID | None = Field(default=None, description="Chosen by the client for retries")
-    customer_id: str = Field(min_length=1, max_length=255)
-    lines: list[OrderLine] = Field(min_length=1, max_length=100)
+    customer_id: Id
+    lines: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
     shipping_address: Address
 
 
 class CancelOrder(BaseModel):
-    reason: str = Field(default="cancelled by the customer", max_length=500)
+    reason: Annotated[str, Field(max_length=500), ValidUnicode] = "cancelled by the customer"
 
 
 class OrderView(BaseModel):
@@ -115,7 +119,7 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
     @router.get("/orders", response_model=list[OrderView])
     async def list_orders(
         status: Annotated[Status | None, Query()] = None,
-        customer_id: Annotated[str | None, Query(max_length=255)] = None,
+        customer_id: Annotated[str | None, Query(max_length=255, pattern=STORABLE_TEXT)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[OrderView]:
         query = select(orders).order_by(orders.c.created_at, orders.c.order_id).limit(limit)

@@ -9,10 +9,13 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from events.http_input import STORABLE_TEXT
 from events.service import ServiceContext
 from services.payments.tables import accounts, payments
 
-CustomerId = Annotated[str, Path(min_length=1, max_length=255, description="The customer id")]
+CustomerId = Annotated[
+    str, Path(min_length=1, max_length=255, pattern=STORABLE_TEXT, description="The customer id")
+]
 OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
 
 

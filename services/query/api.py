@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
+from events.http_input import STORABLE_TEXT
 from events.projection import ProjectionRunner
 from services.query.params import decode_cursor, parse_positions
 from services.query.reads import NotStarted, Reads
@@ -258,7 +259,9 @@ def routes(side: ReadSide) -> APIRouter:
     @router.get("/orders", response_model=OrderPage, dependencies=consistent)
     async def list_orders(
         status: Annotated[Status | None, Query()] = None,
-        customer_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+        customer_id: Annotated[
+            str | None, Query(min_length=1, max_length=255, pattern=STORABLE_TEXT)
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[
             str | None, Query(max_length=512, description="next_cursor of the previous page")
@@ -296,11 +299,13 @@ def routes(side: ReadSide) -> APIRouter:
         return {"order_id": str(order_id), "events": events}
 
     @router.get("/customers/{customer_id}", response_model=Customer, dependencies=consistent)
-    async def get_customer(customer_id: Annotated[str, Path(max_length=255)]) -> Any:
+    async def get_customer(
+        customer_id: Annotated[str, Path(max_length=255, pattern=STORABLE_TEXT)],
+    ) -> Any:
         return found(await reads.customer(customer_id), f"customer {customer_id}")
 
     @router.get("/skus/{sku}", response_model=Sku, dependencies=consistent)
-    async def get_sku(sku: Annotated[str, Path(max_length=255)]) -> Any:
+    async def get_sku(sku: Annotated[str, Path(max_length=255, pattern=STORABLE_TEXT)]) -> Any:
         return found(await reads.sku(sku), f"SKU {sku}")
 
     @router.get("/projections", response_model=list[ProjectionState], dependencies=consistent)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import MetaData, text
 
+from events.http_input import install_input_guards
 from events.projection import ProjectionRunner
 from events.reading import tune_gc
 from events.routing import Router
@@ -111,6 +112,7 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         # A trailing slash is a 404 like any unknown path, not a redirect without a body.
         redirect_slashes=False,
     )
+    install_input_guards(app)  # 413 for huge bodies; a 422 whatever the input was
 
     @app.get("/health")
     async def health() -> dict[str, str]:

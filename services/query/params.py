@@ -45,7 +45,7 @@ def decode_cursor(cursor: str, newest_first: bool = False) -> tuple[str, str]:
     if (
         not isinstance(value, list)
         or len(value) not in (2, 3)
-        or not all(isinstance(v, str) and v for v in value)
+        or not all(isinstance(v, str) and v and "\x00" not in v for v in value)
         or (len(value) == 3 and value[2] != _NEWEST_FIRST)
     ):
         raise ValueError("cursor is not one this API returned")
