@@ -98,7 +98,10 @@ Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_millis)]
 """An Avro ``timestamp-millis``: timezone-aware, normalised to UTC and whole milliseconds."""
 
 
-def _utf8(value: str) -> str:
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        # PostgreSQL's text cannot hold NUL: the event would fail in every consumer.
+        raise ValueError("string contains a NUL character")
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -107,8 +110,9 @@ def _utf8(value: str) -> str:
     return value
 
 
-ValidUnicode = AfterValidator(_utf8)
-"""Annotation for a ``str`` that UTF-8 can encode: add it to every string taken from outside."""
+ValidUnicode = AfterValidator(_storable)
+"""For a ``str`` that UTF-8 can encode and a database can store (no NUL): add it to every
+string taken from outside."""
 
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), ValidUnicode]

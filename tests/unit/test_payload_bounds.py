@@ -146,6 +146,13 @@ def test_a_lone_surrogate_is_a_validation_error_naming_the_field(bad: str) -> No
         Address(name="n", line1="l", city=bad, postal_code="1", country="DE")
 
 
+def test_a_nul_character_is_a_validation_error_naming_the_field() -> None:
+    # PostgreSQL's text cannot hold NUL: such an event would fail in every consumer.
+    with pytest.raises(ValidationError, match="sku") as caught:
+        OrderLine(sku="a\x00b", quantity=1, unit_price_cents=1)
+    assert "NUL" in str(caught.value)
+
+
 def test_reasons_the_services_write_fit_the_reason_field() -> None:
     # Inventory names every short SKU; a notification quotes the reason; shipping quotes
     # the postal code (repr can quadruple a character).
