@@ -202,12 +202,16 @@ def saga_history(codec: AvroCodec, n: int, seed: int = 7) -> History:
     w = _Writer(codec)
     skus = [f"sku-{i:03d}" for i in range(SKUS)]
     customers = [f"cust-{i:04d}" for i in range(CUSTOMERS)]
+    # The owners' facts of the seeding (what the query projection counts), as inventory and
+    # payments emit them for the warehouse's and the bank's requests.
     for sku in skus:
         payload = {"restock_id": str(uuid.uuid4()), "sku": sku, "quantity": 10**6}
-        w.emit("StockRestocked", {**payload, "restocked_at": start}, sku, "choreo-cli", start)
+        times = {"restocked_at": start, "received_at": start}
+        w.emit("StockReceived", {**payload, **times}, sku, "inventory", start)
     for cust in customers:
         payload = {"deposit_id": str(uuid.uuid4()), "customer_id": cust, "amount_cents": 10**9}
-        w.emit("FundsDeposited", {**payload, "deposited_at": start}, cust, "choreo-cli", start)
+        times = {"deposited_at": start, "credited_at": start}
+        w.emit("FundsCredited", {**payload, **times}, cust, "payments", start)
     paths = [p for p, _ in PATHS]
     weights = [wt for _, wt in PATHS]
     i = 0

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, insert, select, update
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
 from events.prepared import Prepared
-from events.routing import Router
+from events.routing import PermanentError, Router
 from schemas.models import (
     OrderCancelled,
     OrderCompleted,
@@ -28,6 +28,7 @@ from schemas.models import (
     PaymentDeclined,
     PaymentRefunded,
     StockLine,
+    StockReceived,
     StockRejected,
     StockReleased,
     StockReserved,
@@ -36,6 +37,7 @@ from schemas.models import (
 from schemas.models import Shortage as ShortageModel
 from services.inventory.domain import (
     Line,
+    Refused,
     Reservation,
     ReservationStatus,
     Shortages,
@@ -73,8 +75,21 @@ async def on_stock_restocked(uow: UnitOfWork, event: Event[StockRestocked]) -> N
     )
     levels = await _lock_stock(uow, [p.sku])
     level = levels.get(p.sku) or StockLevel(p.sku)
-    level.restock(p.quantity)
+    try:
+        level.restock(p.quantity)
+    except Refused as exc:
+        raise PermanentError(str(exc)) from exc  # the transaction (and restock row) rolls back
     await _save_stock(uow, [level], new=p.sku not in levels)
+    # The fact read models count (a refused or repeated request has none), in the same unit
+    # of work as the count.
+    received = StockReceived(
+        restock_id=p.restock_id,
+        sku=p.sku,
+        quantity=p.quantity,
+        restocked_at=p.restocked_at,
+        received_at=utcnow(),
+    )
+    uow.emit(received, key=p.sku)
 
 
 @router.on(OrderCreated)

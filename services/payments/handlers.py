@@ -19,8 +19,9 @@ from sqlalchemy import bindparam, insert, select, update
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
 from events.prepared import Prepared
-from events.routing import Router
+from events.routing import PermanentError, Router
 from schemas.models import (
+    FundsCredited,
     FundsDeposited,
     OrderCancelled,
     PaymentCaptured,
@@ -34,6 +35,7 @@ from services.payments.domain import (
     Account,
     Payment,
     PaymentStatus,
+    Refused,
     charge,
     refund,
 )
@@ -64,8 +66,21 @@ async def on_funds_deposited(uow: UnitOfWork, event: Event[FundsDeposited]) -> N
     )
     stored = await _lock_account(uow, p.customer_id)
     account = stored or Account(p.customer_id)
-    account.deposit(p.amount_cents)
+    try:
+        account.deposit(p.amount_cents)
+    except Refused as exc:
+        raise PermanentError(str(exc)) from exc  # the transaction (and deposit row) rolls back
     await _save_account(uow, account, new=stored is None)
+    # The fact read models count (a refused or repeated request has none), in the same unit
+    # of work as the credit.
+    credited = FundsCredited(
+        deposit_id=p.deposit_id,
+        customer_id=p.customer_id,
+        amount_cents=p.amount_cents,
+        deposited_at=p.deposited_at,
+        credited_at=utcnow(),
+    )
+    uow.emit(credited, key=p.customer_id)
 
 
 @router.on(StockReserved)

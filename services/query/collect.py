@@ -1,10 +1,11 @@
 """What a batch of the query projection's events changes, collected without I/O.
 
-Each event becomes a partial order view (see ``domain``) plus a timeline row, or a deposit
-or restock, folded into a ``Batch`` (``collect_events``, the projection's ``collect``);
-``Batch.write_to`` later joins it with what a ``Store`` holds and saves the result
-(``services.query.batch`` has the SQL store and the transaction hook). Every value comes
-from the events (their own times, never the clock), so a replay rebuilds the very same rows.
+Each event becomes a partial order view (see ``domain``) plus a timeline row, or a credited
+deposit or received restock (the owners' facts, never the requests), folded into a
+``Batch`` (``collect_events``, the projection's ``collect``); ``Batch.write_to`` later
+joins it with what a ``Store`` holds and saves the result (``services.query.batch`` has the
+SQL store and the transaction hook). Every value comes from the events (their own times,
+never the clock), so a replay rebuilds the very same rows.
 
 No SQLAlchemy and no service code here: a replay's reader processes import this module to
 collect, and start faster for not importing the rest of the service (a reader that hands
@@ -362,20 +363,23 @@ def order_event(batch: Batch, event: Event[Payload]) -> None:
     batch.order(order_id, patch, row)
 
 
-def funds_deposited(batch: Batch, event: Event[Payload]) -> None:
+def funds_credited(batch: Batch, event: Event[Payload]) -> None:
+    # Payments' fact, not the FundsDeposited request: a request payments refused (negative,
+    # overflowing) or had credited already under another event id has no fact.
     p = event.payload
-    batch.deposit(p["deposit_id"], p["customer_id"], p["amount_cents"], iso(p["deposited_at"]))
+    batch.deposit(p["deposit_id"], p["customer_id"], p["amount_cents"], iso(p["credited_at"]))
 
 
-def stock_restocked(batch: Batch, event: Event[Payload]) -> None:
+def stock_received(batch: Batch, event: Event[Payload]) -> None:
+    # Inventory's fact, not the StockRestocked request (see ``funds_credited``).
     p = event.payload
     batch.restock(p["restock_id"], p["sku"], p["quantity"])
 
 
 COLLECT: Final[dict[str, Callable[[Batch, Event[Payload]], None]]] = {
     **dict.fromkeys(ORDER_EVENTS, order_event),
-    "FundsDeposited": funds_deposited,
-    "StockRestocked": stock_restocked,
+    "FundsCredited": funds_credited,
+    "StockReceived": stock_received,
 }
 
 

@@ -20,9 +20,7 @@ NAME: Final = "query"
 TOPICS: Final = (
     "orders.events",
     "inventory.events",
-    "inventory.requests",
     "payments.events",
-    "payments.requests",
     "shipping.events",
     "notifications.events",
 )

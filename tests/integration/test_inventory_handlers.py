@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from events.envelope import utcnow
+from events.routing import PermanentError
 from events.service import ServiceContext
 from schemas.models import (
     Address,
@@ -20,6 +21,7 @@ from schemas.models import (
     PaymentRefunded,
     Shortage,
     StockLine,
+    StockReceived,
     StockRejected,
     StockReleased,
     StockReserved,
@@ -27,7 +29,8 @@ from schemas.models import (
 )
 from services.inventory.app import SERVICE, Settings
 from services.inventory.tables import reservations, stock
-from tests.integration.service_kit import deliver, emitted, http_client, service_fixture
+from tests.integration.service_kit import deliver, http_client, service_fixture
+from tests.integration.service_kit import emitted as outbox_events
 
 pytestmark = pytest.mark.integration
 
@@ -121,15 +124,46 @@ def completed(o: OrderCreated) -> OrderCompleted:
     )
 
 
+async def emitted(ctx: ServiceContext) -> list[tuple[str, Any]]:
+    """The saga's events inventory emitted (the facts of counted restocks left out)."""
+    return [(k, e) for k, e in await outbox_events(ctx) if not isinstance(e, StockReceived)]
+
+
+async def received(ctx: ServiceContext) -> list[tuple[str, str, int]]:
+    """(key, restock id, quantity) of each StockReceived fact, in write order."""
+    return [
+        (k, e.restock_id, e.quantity)
+        for k, e in await outbox_events(ctx)
+        if isinstance(e, StockReceived)
+    ]
+
+
 async def test_restocks_add_up_and_the_same_restock_counts_once(ctx):
     a = sku()
     first = restock(a, 5)
     await deliver(ctx, first)
-    await deliver(ctx, restock(a, 3))
+    second = restock(a, 3)
+    await deliver(ctx, second)
     await deliver(ctx, first)  # redelivered with its event id lost
     await deliver(ctx, restock(a, 5, restock_id=first.restock_id))  # re-sent as a new event
     assert (await levels(ctx))[a] == (8, 0, 0, 8)
     assert await emitted(ctx) == []
+    # One fact per counted restock, keyed by the SKU: the re-sent one has none.
+    assert await received(ctx) == [(a, first.restock_id, 5), (a, second.restock_id, 3)]
+
+
+async def test_a_restock_past_the_64_bit_range_is_refused_and_counts_nothing(ctx):
+    a = sku()
+    await deliver(ctx, restock(a, 1))
+    # A restock is a 32-bit quantity: reaching 2^63 would take billions, so start near it.
+    async with ctx.db.session() as s, s.begin():
+        await s.execute(
+            stock.update().where(stock.c.sku == a).values(on_hand=2**63 - 2, received=2**63 - 2)
+        )
+    with pytest.raises(PermanentError, match="would pass"):
+        await deliver(ctx, restock(a, 2))
+    assert (await levels(ctx))[a][3] == 2**63 - 2
+    assert len(await received(ctx)) == 1
 
 
 async def test_an_order_is_reserved_whole_and_said_so(ctx):

@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from events.envelope import utcnow
+from events.routing import PermanentError
 from events.service import ServiceContext
 from schemas.models import (
     Address,
+    FundsCredited,
     FundsDeposited,
     OrderCancelled,
     PaymentCaptured,
@@ -23,7 +25,8 @@ from schemas.models import (
 )
 from services.payments.app import SERVICE, Settings
 from services.payments.tables import accounts, payments, tombstones
-from tests.integration.service_kit import deliver, emitted, http_client, service_fixture
+from tests.integration.service_kit import deliver, http_client, service_fixture
+from tests.integration.service_kit import emitted as outbox_events
 
 pytestmark = pytest.mark.integration
 
@@ -100,16 +103,49 @@ def shipment_failed(r: StockReserved) -> ShipmentFailed:
     )
 
 
+async def emitted(ctx: ServiceContext) -> list[tuple[str, Any]]:
+    """The saga's events payments emitted (the facts of credited deposits left out)."""
+    return [(k, e) for k, e in await outbox_events(ctx) if not isinstance(e, FundsCredited)]
+
+
+async def credited(ctx: ServiceContext) -> list[tuple[str, str, int]]:
+    """(key, deposit id, amount) of each FundsCredited fact, in write order."""
+    return [
+        (k, e.deposit_id, e.amount_cents)
+        for k, e in await outbox_events(ctx)
+        if isinstance(e, FundsCredited)
+    ]
+
+
 async def test_deposits_open_an_account_and_the_same_deposit_counts_once(ctx):
     c = customer()
     assert await account(ctx, c) is None
     first = deposit(c, 500)
     await deliver(ctx, first)
-    await deliver(ctx, deposit(c, 250))
+    second = deposit(c, 250)
+    await deliver(ctx, second)
     await deliver(ctx, first)  # redelivered with its event id lost
     await deliver(ctx, deposit(c, 500, deposit_id=first.deposit_id))  # re-sent as a new event
     assert await account(ctx, c) == (750, 750, 0, 0)
     assert await emitted(ctx) == []
+    # One fact per credited deposit, keyed by the customer: the re-sent one has none.
+    assert await credited(ctx) == [(c, first.deposit_id, 500), (c, second.deposit_id, 250)]
+
+
+async def test_a_deposit_past_the_64_bit_range_is_refused_and_credits_nothing(ctx):
+    c = customer()
+    await deliver(ctx, deposit(c, 1))
+    # Deposits are bounded each: reaching 2^63 would take millions, so start near it.
+    async with ctx.db.session() as s, s.begin():
+        await s.execute(
+            accounts.update()
+            .where(accounts.c.customer_id == c)
+            .values(balance_cents=2**63 - 2, deposited_cents=2**63 - 2)
+        )
+    with pytest.raises(PermanentError, match="would pass"):
+        await deliver(ctx, deposit(c, 2))
+    assert await account(ctx, c) == (2**63 - 2, 2**63 - 2, 0, 0)
+    assert [amount for _, _, amount in await credited(ctx)] == [1]
 
 
 async def test_a_balance_that_exactly_covers_the_total_is_captured(ctx):

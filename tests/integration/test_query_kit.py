@@ -217,8 +217,10 @@ class Saga:
             "sku": sku,
             "quantity": quantity,
             "restocked_at": at,
+            "received_at": at,
         }
-        return self.emit("warehouse", "StockRestocked", payload, sku, at)
+        # Inventory's fact of a counted restock: what the query projection reads.
+        return self.emit("inventory", "StockReceived", payload, sku, at)
 
     def deposit(
         self, customer: str, cents: int, deposit_id: str | None = None, at: datetime = T0
@@ -228,8 +230,10 @@ class Saga:
             "customer_id": customer,
             "amount_cents": cents,
             "deposited_at": at,
+            "credited_at": at,
         }
-        return self.emit("bank", "FundsDeposited", payload, customer, at)
+        # Payments' fact of a credited deposit: what the query projection reads.
+        return self.emit("payments", "FundsCredited", payload, customer, at)
 
     def order(
         self,

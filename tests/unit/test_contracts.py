@@ -494,13 +494,17 @@ _aware = st.datetimes(
 _uuids: st.SearchStrategy[Any] = (
     st.uuids() | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
 )
-_ids = st.text(min_size=1, max_size=MAX_ID_LENGTH)
-_names = st.text(min_size=1, max_size=MAX_NAME_LENGTH)
+_chars = st.characters(exclude_characters="\x00")  # NUL: no database's text can hold it
+_ids = st.text(_chars, min_size=1, max_size=MAX_ID_LENGTH)
+_names = st.text(_chars, min_size=1, max_size=MAX_NAME_LENGTH)
 
 
 @settings(database=None)  # no example database on disk: unit tests do no I/O
 @given(
-    order_id=_uuids, customer_id=_ids, reason=st.text(max_size=MAX_REASON_LENGTH), failed_at=_aware
+    order_id=_uuids,
+    customer_id=_ids,
+    reason=st.text(_chars, max_size=MAX_REASON_LENGTH),
+    failed_at=_aware,
 )
 def test_any_valid_payload_round_trips(
     codec: AvroCodec, order_id: Any, customer_id: str, reason: str, failed_at: datetime
@@ -529,7 +533,7 @@ _addresses = st.builds(
     name=_names,
     line1=_names,
     city=_names,
-    postal_code=st.text(max_size=MAX_POSTAL_CODE_LENGTH),
+    postal_code=st.text(_chars, max_size=MAX_POSTAL_CODE_LENGTH),
     country=st.from_regex(r"\A[A-Z]{2}\Z"),
 )
 
