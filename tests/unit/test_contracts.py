@@ -494,7 +494,8 @@ _aware = st.datetimes(
 _uuids: st.SearchStrategy[Any] = (
     st.uuids() | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper())
 )
-_chars = st.characters(exclude_characters="\x00")  # NUL: no database's text can hold it
+# What the models accept: no lone surrogate (UTF-8 cannot carry it), no NUL (no database can).
+_chars = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 _ids = st.text(_chars, min_size=1, max_size=MAX_ID_LENGTH)
 _names = st.text(_chars, min_size=1, max_size=MAX_NAME_LENGTH)
 
