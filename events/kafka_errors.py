@@ -29,6 +29,7 @@ after a failed batch) is transient: the relay starts a fresh producer and retrie
 from __future__ import annotations
 
 from aiokafka.errors import (
+    BrokerResponseError,
     ClusterAuthorizationFailedError,
     CorruptRecordException,
     InvalidTopicError,
@@ -61,6 +62,9 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for logs and the quarantine table: the class and what it says."""
+    """One line for logs and the quarantine table: the class and what it says (a broker's
+    error says only its code and name: its documented meaning is added)."""
     text = " ".join(str(exc).split())
+    if isinstance(exc, BrokerResponseError) and exc.description:
+        text = f"{text}: {exc.description}"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
