@@ -65,6 +65,9 @@ async def test_poison_messages_are_dead_lettered_with_reason_and_later_events_ap
         outbox=Outbox(codec, name),
         bootstrap=kafka_bootstrap,
         retry=RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05),
+        # Every message here shares one key: unsequenced, so the later ones apply past the
+        # poison (test_sequenced_dead_letters covers parking them behind it).
+        sequenced=False,
     )
     async with running(consumer):
         await eventually(
