@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from pydantic import BaseModel, ValidationError
 
 from events.catalogue import Catalogue, CatalogueError, SchemaVersion
 from events.codec import AvroCodec, CodecError
@@ -768,8 +769,13 @@ class _TypeInfo:
 class Preparer:
     """Validates and encodes drafts; everything per event type is compiled once."""
 
-    def __init__(self, codec: AvroCodec) -> None:
+    def __init__(
+        self, codec: AvroCodec, models: Mapping[str, type[BaseModel]] | None = None
+    ) -> None:
         self.codec = codec
+        # The payload models bound what the contracts cannot say (lengths, maxima, text a
+        # database can store): what the services would refuse is refused here, in one line.
+        self._models = _payload_models() if models is None else models
         self._known = codec.catalogue.event_types
         self._types: dict[str, _TypeInfo] = {}
         self._new_id = EventIds()
@@ -811,6 +817,9 @@ class Preparer:
         error = contract_error(info.schema.raw, info.check, payload)
         if error:
             raise InputError(error)
+        model = self._models.get(info.schema.event_type)
+        if model is not None:
+            _check_model(model, payload)
         try:
             value = self.codec.encode(event_type, payload)
         except CodecError as exc:
@@ -831,6 +840,21 @@ class Preparer:
             correlation_id or event_id,
             utcnow(),
         )
+
+
+def _payload_models() -> Mapping[str, type[BaseModel]]:
+    from schemas.models import ALL_EVENTS  # the saga's models: not needed by the parsers
+
+    return ALL_EVENTS
+
+
+def _check_model(model: type[BaseModel], payload: Mapping[str, Any]) -> None:
+    try:
+        model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise InputError(f"{where.lstrip('.') or 'payload'}: {first['msg']}") from None
 
 
 # --------------------------------------------------------------------------- progress
