@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
@@ -25,7 +25,7 @@ from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
 from events.http_input import install_input_guards
 from events.logs import configure_logging, json_logs_wanted
-from events.outbox import Outbox, UnitOfWork
+from events.outbox import EventTooLarge, Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.routing import Router
 from events.settings import PlatformSettings, load_settings
@@ -54,6 +54,11 @@ class ServiceSettings(PlatformSettings):
         default="", description="OTLP/HTTP traces URL, e.g. http://jaeger:4318/v1/traces"
     )
     shutdown_timeout_s: float = Field(default=20.0, gt=0, description="Bound on graceful stop")
+    relay_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="/ready fails when outbox rows wait and none was published for this long",
+    )
 
     def database_url_for(self, service: str) -> str:
         if self.database_url:
@@ -103,12 +108,13 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
         sqlite_on_loop=service.sqlite_on_loop,
         page_size=service.sqlite_page_size,
     )
-    outbox = Outbox(codec, service.name)
+    outbox = Outbox(codec, service.name, max_event_bytes=settings.max_event_bytes)
     relay = OutboxRelay(
         db,
         settings.kafka_bootstrap_servers,
         client_id=f"{service.name}-relay",
         config=RelayConfig(retention=timedelta(hours=settings.outbox_retention_hours)),
+        known_topics=codec.catalogue.topics,
     )
     outbox.on_commit(relay.notify)
     ctx = ServiceContext(service.name, settings, db, codec, outbox, relay)
@@ -143,8 +149,21 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
             checks["database"] = True
         if ctx.consumer is not None:
             checks["consumer"] = bool(ctx.consumer.assignment)
+        reasons: list[str] = []
+        stalled = ctx.relay.stall_reason(ctx.settings.relay_stall_s)
+        checks["outbox"] = stalled is None
+        if stalled is not None:
+            reasons.append(stalled)
         ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "checks": checks}
+        if reasons:
+            body["reasons"] = reasons
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.exception_handler(EventTooLarge)
+    async def event_too_large(request: Request, exc: EventTooLarge) -> JSONResponse:
+        # The request's content would make an event Kafka refuses: the client's to shrink.
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
