@@ -1,19 +1,32 @@
-"""Operator commands: `choreo status` and `choreo dlq list|show|redrive`."""
+"""Operator commands: `choreo status` and `choreo dlq list|show|redrive|release`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
+import sys
 from collections import Counter
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from events.catalogue import Catalogue, dead_letter_topic
 from events.codec import AvroCodec
 from events.dlq import DLQ_CONSUMER
-from events.dlq_admin import DeadLetter, parse_id, read_dead_letters, redrive
+from events.dlq_admin import (
+    ConsumerDatabase,
+    DeadLetter,
+    consumer_databases,
+    parse_id,
+    read_blocks,
+    read_dead_letters,
+    redrive,
+    release,
+)
+from events.parking import BlockedKey
 from events.settings import PlatformSettings
 from events.supervisor import load_manifest
 
@@ -129,23 +142,107 @@ def _letters(settings: PlatformSettings, topic: str | None) -> list[DeadLetter]:
     return asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, topics))
 
 
+def _consumer_databases(settings: PlatformSettings) -> list[ConsumerDatabase]:
+    return consumer_databases(
+        [spec.name for spec in load_manifest()],
+        topic_prefix=settings.topic_prefix,
+        var_dir=settings.var_dir,
+        environ=os.environ,
+    )
+
+
+def _dlq_list(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    letters = _letters(settings, args.topic)
+    if args.consumer:
+        letters = [x for x in letters if x.headers.get(DLQ_CONSUMER) == args.consumer]
+    found, problems = asyncio.run(read_blocks(_consumer_databases(settings)))
+    blocked = [
+        b
+        for b in found
+        if (not args.consumer or b.consumer == args.consumer)
+        and (not args.topic or b.origin.startswith(args.topic.removesuffix(".dlq") + "["))
+    ]
+    by_event = {(b.consumer, b.event_id): b for b in blocked}
+    shown: set[tuple[str, str]] = set()
+    for letter in letters:
+        s: dict[str, Any] = letter.summary()
+        block = by_event.get((s["consumer"], s["event_id"]))
+        if block is not None:  # this letter holds its key's later events back
+            shown.add((block.consumer, block.event_id))
+            s.update(blocked_key=block.key, parked=block.parked)
+        if args.output == "json":
+            print(json.dumps(s))
+        else:
+            holds = "" if block is None else f"  [blocks key {block.key}: {block.parked} parked]"
+            print(
+                f"{s['id']}  {s['event_type']} {s['event_id']}  from {s['origin']}  "
+                f"by {s['consumer']}: {s['error']}: {s['reason'][:120]}{holds}"
+            )
+    if args.output == "json":
+        for b in blocked:  # blocks whose letter is not in the topic any more
+            if (b.consumer, b.event_id) not in shown:
+                print(json.dumps(_block_json(b)))
+        return 0
+    print(f"{len(letters)} dead letter(s)")
+    if blocked:
+        print(
+            f"{len(blocked)} blocked key(s): their later events wait, parked, until the first "
+            "is re-driven and applies (or `choreo dlq release CONSUMER KEY` skips it)"
+        )
+        for b in blocked:
+            state = " (release requested)" if b.released else ""
+            print(
+                f"  {b.consumer}  key {b.key}: {b.parked} parked behind {b.event_id} "
+                f"from {b.origin}{state}: {b.reason[:120]}"
+            )
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 0
+
+
+def _block_json(b: BlockedKey) -> dict[str, Any]:
+    return {
+        "id": None,
+        "consumer": b.consumer,
+        "event_id": b.event_id,
+        "origin": b.origin,
+        "reason": b.reason,
+        "blocked_key": b.key,
+        "parked": b.parked,
+    }
+
+
+def _dlq_release(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    targets = {t.consumer: t for t in _consumer_databases(settings)}
+    target = targets.get(args.consumer)
+    if target is None:
+        raise OpsError(
+            f"no database known for consumer {args.consumer!r}; known: "
+            f"{', '.join(targets) or 'none'} (set <SERVICE>_DATABASE_URL as for `choreo up`)"
+        )
+    try:
+        outcome = asyncio.run(release(target, args.key, wait_s=args.wait))
+    except (SQLAlchemyError, OSError) as exc:
+        raise OpsError(f"cannot reach {target.service}'s database: {type(exc).__name__}") from None
+    if outcome is None:
+        raise OpsError(f"{args.consumer} has no blocked key {args.key!r} (see `choreo dlq list`)")
+    if not outcome.done:
+        print(
+            f"release of key {args.key} requested: {args.consumer} applies its "
+            f"{outcome.parked} parked event(s) when it next runs (not done after {args.wait:g}s)"
+        )
+        return 3
+    print(f"released key {args.key}: {args.consumer} applied its parked events")
+    if outcome.blocked_again_by:
+        print(f"a parked event failed for good and blocks the key now: {outcome.blocked_again_by}")
+    return 0
+
+
 def dlq(args: argparse.Namespace, settings: PlatformSettings) -> int:
     if args.action == "list":
-        letters = _letters(settings, args.topic)
-        if args.consumer:
-            letters = [x for x in letters if x.headers.get(DLQ_CONSUMER) == args.consumer]
-        for letter in letters:
-            s = letter.summary()
-            if args.output == "json":
-                print(json.dumps(s))
-            else:
-                print(
-                    f"{s['id']}  {s['event_type']} {s['event_id']}  from {s['origin']}  "
-                    f"by {s['consumer']}: {s['error']}: {s['reason'][:120]}"
-                )
-        if args.output != "json":
-            print(f"{len(letters)} dead letter(s)")
-        return 0
+        return _dlq_list(args, settings)
+    if args.action == "release":
+        return _dlq_release(args, settings)
     try:
         ids = [parse_id(i) for i in args.ids]
     except ValueError as exc:
@@ -197,5 +294,15 @@ def register(sub: Any) -> None:
     rd = d_sub.add_parser("redrive", help="re-publish dead letters to their original topic")
     rd.add_argument("ids", nargs="+", metavar="TOPIC:PARTITION:OFFSET")
     rd.add_argument("--dry-run", action="store_true")
-    for p in (ls, show, rd):
+    rel = d_sub.add_parser(
+        "release",
+        help="apply a blocked key's parked events WITHOUT the dead letter that blocks it "
+        "(skipped for good: re-driving it later is a duplicate)",
+    )
+    rel.add_argument("consumer", help="the consumer (group) name, as `choreo dlq list` shows")
+    rel.add_argument("key", help="the blocked key, as `choreo dlq list` shows")
+    rel.add_argument(
+        "--wait", type=float, default=30.0, metavar="S", help="seconds to wait for the consumer"
+    )
+    for p in (ls, show, rd, rel):
         p.set_defaults(run=dlq)

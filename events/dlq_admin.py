@@ -1,16 +1,21 @@
-"""Inspecting and re-driving dead letters (`choreo dlq ...`)."""
+"""Inspecting and re-driving dead letters (`choreo dlq ...`), and the keys they block."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy.exc import SQLAlchemyError
 
 from events.codec import AvroCodec, CodecError
+from events.db import Database, sqlite_url
 from events.dlq import (
     DLQ_CONSUMER,
     DLQ_ERROR,
@@ -20,8 +25,9 @@ from events.dlq import (
     DLQ_REASON,
     DLQ_TOPIC,
 )
-from events.envelope import H_EVENT_ID, H_EVENT_TYPE, headers_dict
+from events.envelope import H_EVENT_ID, H_EVENT_TYPE, headers_dict, utcnow
 from events.kafka import reliable_producer
+from events.parking import BlockedKey, blocks, request_release
 from events.topics import partitions_of
 
 
@@ -141,3 +147,82 @@ def parse_id(text: str) -> tuple[str, int, int]:
         return topic, int(partition), int(offset)
     except ValueError:
         raise ValueError(f"{text!r} is not a dead-letter id (topic:partition:offset)") from None
+
+
+# --- sequenced dead letters: blocked keys and parked events in the services' databases ----
+
+
+@dataclass(frozen=True)
+class ConsumerDatabase:
+    """Where a service's consumer keeps its blocked keys: the database `choreo up` gives it."""
+
+    service: str
+    consumer: str
+    url: str
+
+
+def consumer_databases(
+    services: Sequence[str], *, topic_prefix: str, var_dir: Path, environ: Mapping[str, str]
+) -> list[ConsumerDatabase]:
+    """As `choreo up` starts them: ``<NAME>_DATABASE_URL``, else ``var/<name>.db``; a service
+    without either (one that keeps no database, or never ran) is left out."""
+    found = []
+    for service in services:
+        url = environ.get(f"{service.upper()}_DATABASE_URL", "")
+        if not url:
+            path = var_dir / f"{service}.db"
+            if not path.exists():
+                continue
+            url = sqlite_url(path)
+        found.append(ConsumerDatabase(service, topic_prefix + service, url))
+    return found
+
+
+async def read_blocks(
+    databases: Sequence[ConsumerDatabase],
+) -> tuple[list[BlockedKey], list[str]]:
+    """Every blocked key with its parked count, and a line per database that could not be
+    read (it is down, or predates the tables)."""
+    out: list[BlockedKey] = []
+    problems: list[str] = []
+    for target in databases:
+        db = Database(target.url, sqlite_on_loop=False)
+        try:
+            async with db.session() as session:
+                out.extend(await blocks(session, target.consumer))
+        except (SQLAlchemyError, OSError) as exc:
+            problems.append(f"{target.service}: cannot read blocked keys ({type(exc).__name__})")
+        finally:
+            await db.dispose()
+    return out, problems
+
+
+@dataclass(frozen=True)
+class Released:
+    done: bool  # the consumer acted (else: it has not, within the wait)
+    parked: int  # events that were parked behind the key when released
+    blocked_again_by: str | None  # a parked event that failed for good and blocks the key now
+
+
+async def release(target: ConsumerDatabase, key: str, *, wait_s: float) -> Released | None:
+    """Asks the consumer to apply the key's parked events without the event that blocks it
+    (which is then skipped for good: a later re-drive of its letter is a duplicate), and
+    waits up to ``wait_s`` for it to happen. None if the key is not blocked."""
+    db = Database(target.url, sqlite_on_loop=False)
+    try:
+        async with db.session() as session, session.begin():
+            before = {b.key: b for b in await blocks(session, target.consumer)}.get(key)
+            if before is None or not await request_release(session, target.consumer, key, utcnow()):
+                return None
+        deadline = time.monotonic() + wait_s
+        while True:
+            async with db.session() as session:
+                now = {b.key: b for b in await blocks(session, target.consumer)}.get(key)
+            if now is None or now.event_id != before.event_id:
+                again = None if now is None else now.event_id
+                return Released(True, before.parked, again)
+            if time.monotonic() >= deadline:
+                return Released(False, before.parked, None)
+            await asyncio.sleep(0.2)  # poll: the consumer acts on its next sync of blocks
+    finally:
+        await db.dispose()

@@ -99,3 +99,82 @@ async def _cli(argv: list[str]) -> int:
     import asyncio
 
     return await asyncio.to_thread(main, argv)  # the CLI runs its own event loop
+
+
+async def test_dlq_list_shows_parked_events_per_key_and_release_applies_them(
+    kafka_bootstrap, new_db, monkeypatch, capsys, tmp_path
+):
+    prefix = unique("ops") + "."
+    catalogue = Catalogue.load().prefixed(prefix)
+    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    codec = AvroCodec(catalogue)
+    db = await new_db("payments")
+    customer = unique("c")
+    deposits = [str(uuid.uuid4()) for _ in range(3)]
+    applied: list[str] = []
+    router = Router()
+
+    @router.on(FundsDeposited)
+    async def deposit(uow: UnitOfWork, event: Event[FundsDeposited]) -> None:
+        if event.payload.deposit_id == deposits[0]:
+            raise PermanentError("account service misconfigured")
+        applied.append(event.payload.deposit_id)
+
+    name = f"{prefix}payments"
+    consumer = EventConsumer(
+        name=name,
+        topics=[f"{prefix}payments.requests"],
+        router=router,
+        db=db,
+        codec=codec,
+        outbox=Outbox(codec, name),
+        bootstrap=kafka_bootstrap,
+        block_sync_interval_ms=200,
+    )
+    drafts = [
+        Draft(
+            "FundsDeposited",
+            {
+                "deposit_id": d,
+                "customer_id": customer,
+                "amount_cents": 500,
+                "deposited_at": utcnow(),
+            },
+            customer,
+        )
+        for d in deposits
+    ]
+    await publish(codec, kafka_bootstrap, drafts)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))  # no other service's database is found
+    monkeypatch.setenv("PAYMENTS_DATABASE_URL", db.url)
+    async with running(consumer):
+        await eventually(lambda: consumer.stats.parked == 2, what="two deposits parked")
+        capsys.readouterr()
+        assert await _cli(["dlq", "list", "--output", "json"]) == 0
+        (letter,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert letter["blocked_key"] == customer and letter["parked"] == 2
+        assert await _cli(["dlq", "list", "--consumer", name]) == 0
+        out = capsys.readouterr().out
+        assert f"[blocks key {customer}: 2 parked]" in out
+        assert f"{name}  key {customer}: 2 parked behind {letter['event_id']}" in out
+        assert applied == []
+
+        assert await _cli(["dlq", "release", name, "nobody"]) == 1
+        assert "no blocked key 'nobody'" in capsys.readouterr().err
+        assert await _cli(["dlq", "release", name, customer]) == 0
+        assert f"released key {customer}" in capsys.readouterr().out
+        assert applied == deposits[1:]  # in order, without the first
+
+        # The skipped event is skipped for good: its letter re-driven is a duplicate.
+        duplicates = consumer.stats.duplicates
+        assert await _cli(["dlq", "redrive", letter["id"]]) == 0
+        assert "re-published" in capsys.readouterr().out
+        await eventually(
+            lambda: consumer.stats.duplicates > duplicates, what="re-driven letter skipped"
+        )
+        assert applied == deposits[1:]
+        assert await _cli(["dlq", "list", "--output", "json"]) == 0
+        (after,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert "blocked_key" not in after
