@@ -48,3 +48,16 @@ BLOCKED_KEYS = Gauge(
 PARKED_EVENTS = Gauge(
     "choreo_parked_events", "Events parked behind a blocked key's dead letter", ["consumer"]
 )
+# Counted in the projection's database (``events.projection.projection_skipped``): a gauge set
+# from there, so the figure survives restarts and belongs to the generation serving reads.
+PROJECTION_DEAD_LETTERED = Gauge(
+    "choreo_projection_dead_lettered",
+    "Events the serving generation of a projection left out because applying them failed "
+    "(sent to the dead-letter topic)",
+    ["projection"],
+)
+PROJECTION_UNDECODABLE = Gauge(
+    "choreo_projection_undecodable",
+    "Messages the serving generation of a projection skipped because no contract reads them",
+    ["projection"],
+)

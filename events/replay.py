@@ -28,8 +28,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.codec import AvroCodec
 from events.db import Database, sqlite_file
-from events.envelope import utcnow
-from events.projection import Generation, Projection, ProjectionStore, apply_events
+from events.envelope import Event, utcnow
+from events.projection import (
+    PROJECTION_RETRY,
+    Generation,
+    Isolation,
+    Projection,
+    ProjectionStore,
+    apply_events,
+    is_infrastructure,
+)
 from events.reading import (
     CollectorFactory,
     EachBatch,
@@ -77,6 +85,8 @@ class ReplayReport:
     switched: bool
     differences: list[str] | None = None
     undecodable: int = 0
+    # Events that failed to apply for good (the live runner dead-lettered them): left out.
+    skipped: int = 0
     readers: int = 0  # reader processes that read the rebuild (0: this process did)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +96,11 @@ class ReplayReport:
 
 
 OnProgress = Callable[[Progress], None]
+
+
+class PoisonInReaders(RuntimeError):
+    """A batch collected by reader processes failed to apply: the replay reads again in
+    this process, which finds and skips the events at fault (``Isolation``)."""
 
 
 class _Builder:
@@ -109,6 +124,7 @@ class _Builder:
         self.positions: Positions = dict(start)
         self.events = 0
         self.undecodable = 0
+        self.skipped = 0
         self.readers = 0
         self.on_progress = on_progress
         self.started = time.monotonic()
@@ -124,11 +140,46 @@ class _Builder:
             if not records:
                 continue
             decoded = decode_records(projection.name, projection.models, self.codec, records)
-            async with self.sessions() as session, session.begin():
-                await apply_events(projection, session, self.gen, decoded.events)
-                await self.store.save_offsets(session, self.gen.number, decoded.positions)
+            try:
+                await self._commit(decoded.events, decoded.positions, 0, decoded.undecodable)
+            except Exception as exc:
+                if is_infrastructure(exc) or not decoded.events:
+                    raise
+                isolation = Isolation(
+                    decoded.events,
+                    decoded.positions,
+                    decoded.undecodable,
+                    self._commit,
+                    self._skip,
+                    PROJECTION_RETRY,
+                )
+                await isolation.split(exc)
+                self.skipped += isolation.poisoned
             self._done(decoded.positions, len(records), decoded.undecodable, phase, total)
         await self._end_phase()
+
+    async def _commit(
+        self, events: list[Event[Any]], positions: Positions, dead: int, undecodable: int
+    ) -> bool:
+        async with self.sessions() as session, session.begin():
+            if events:
+                await apply_events(self.store.projection, session, self.gen, events)
+            await self.store.save_offsets(session, self.gen.number, positions)
+            await self.store.add_skipped(session, self.gen.number, dead, undecodable)
+        return True
+
+    async def _skip(self, event: Event[Any], error: BaseException, attempts: int) -> None:
+        # The live runner dead-lettered it already (or will): a replay only leaves it out.
+        log.warning(
+            "%s: replay skips %s %s at %s[%d]@%d: %r",
+            self.store.projection.name,
+            event.event_type,
+            event.event_id,
+            event.topic,
+            event.partition,
+            event.offset,
+            error,
+        )
 
     async def fill_with_readers(
         self,
@@ -184,9 +235,17 @@ class _Builder:
                 raise chunk
             # Readers sharing a partition report it each: the furthest counts.
             positions = {tp: max(n, self.positions[tp]) for tp, n in chunk.positions.items()}
-            async with self.sessions() as session, session.begin():
-                await projection.write(session, self.gen, chunk.value)
-                await self.store.save_offsets(session, self.gen.number, positions)
+            try:
+                async with self.sessions() as session, session.begin():
+                    await projection.write(session, self.gen, chunk.value)
+                    await self.store.save_offsets(session, self.gen.number, positions)
+                    await self.store.add_skipped(session, self.gen.number, 0, chunk.undecodable)
+            except NotCoPartitioned:
+                raise
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                raise PoisonInReaders(f"a batch from the readers failed: {exc!r}") from exc
             self._done(positions, chunk.records, chunk.undecodable, phase, total)
         await self._end_phase()
 
@@ -245,14 +304,20 @@ async def replay(
     if readers <= 0 or projection.collect is None:
         return await _replay(*args, drop_grace_s, None, False)
     try:
-        # Started first: they import what they need while the replay sets up.
+        try:
+            # Started first: they import what they need while the replay sets up.
+            async with reader_processes(readers) as pool:
+                return await _replay(*args, drop_grace_s, pool, True)
+        except NotCoPartitioned as exc:
+            # The building generation is left behind, as by a killed replay: dropped below.
+            log.warning("%s: rebuilding with readers that keep nothing: %s", projection.name, exc)
         async with reader_processes(readers) as pool:
-            return await _replay(*args, drop_grace_s, pool, True)
-    except NotCoPartitioned as exc:
-        # The building generation is left behind, as by a killed replay: dropped below.
-        log.warning("%s: rebuilding with readers that keep nothing: %s", projection.name, exc)
-    async with reader_processes(readers) as pool:
-        return await _replay(*args, drop_grace_s, pool, False)
+            return await _replay(*args, drop_grace_s, pool, False)
+    except PoisonInReaders as exc:
+        # Rare (an event the live runner dead-lettered): the readers' batches are folded
+        # values, not events, so this process reads again and skips the events at fault.
+        log.warning("%s: %s; rebuilding in this process", projection.name, exc)
+    return await _replay(*args, drop_grace_s, None, False)
 
 
 async def _replay(
@@ -324,6 +389,7 @@ async def _replay(
                 report.switched = True
             report.events = builder.events
             report.undecodable = builder.undecodable
+            report.skipped = builder.skipped
             report.readers = builder.readers
             report.seconds = time.monotonic() - started
     except BaseException:

@@ -174,7 +174,17 @@ class ProjectionState(BaseModel):
     caught_up: bool
     lag: int | None
     applied: int
-    undecodable: int
+    undecodable: int = Field(
+        description="Messages of the serving generation no contract reads (skipped; counted "
+        "in the database, so across restarts)"
+    )
+    dead_lettered: int = Field(
+        description="Events of the serving generation that failed to apply and went to "
+        "<topic>.dlq (counted in the database, so across restarts)"
+    )
+    advancing: bool = Field(description="False while the runner cannot apply what it reads")
+    last_error: str | None = Field(description="Why it cannot advance (null while it does)")
+    stalled_since: str | None = Field(description="Since when it cannot advance (UTC)")
     partitions: list[PartitionState]
 
 
@@ -332,6 +342,10 @@ async def projection_state(side: ReadSide) -> dict[str, Any]:
         "lag": total,
         "applied": runner.applied,
         "undecodable": runner.undecodable,
+        "dead_lettered": runner.dead_lettered,
+        "advancing": runner.stalled_since is None,
+        "last_error": runner.last_error,
+        "stalled_since": runner.stalled_since,
         "partitions": [
             {
                 "topic": tp.topic,

@@ -16,7 +16,8 @@ import sys
 from typing import cast
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
 from sqlalchemy import MetaData, text
 
@@ -130,8 +131,22 @@ def build_app(ctx: ServiceContext) -> FastAPI:
         checks["projection_started"] = side.runner.started.is_set()
         checks["caught_up"] = bool(state and state["caught_up"])
         checks["lag"] = state["lag"] if state else None
-        ok = bool(checks["database"] and checks["projection_started"] and checks["caught_up"])
+        # A runner that cannot apply what it reads says why, and since when.
+        checks["advancing"] = side.runner.stalled_since is None
+        checks["last_error"] = side.runner.last_error
+        checks["stalled_since"] = side.runner.stalled_since
+        ok = bool(
+            checks["database"]
+            and checks["projection_started"]
+            and checks["caught_up"]
+            and checks["advancing"]
+        )
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        # Includes the projection's dead-lettered and undecodable counts (from its database).
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(NotStarted)
     async def not_started(_: Request, exc: NotStarted) -> JSONResponse:

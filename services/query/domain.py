@@ -353,11 +353,12 @@ class Customer:
     ``balance_cents`` is the balance *as last seen*: payments' own invariant
     ``balance = deposited - captured + refunded`` over every deposit, capture and refund the
     projection has applied, and ``balance_as_of`` is the latest time among those events (their
-    ``deposited_at``, ``captured_at``, ``refunded_at``). Once the projection has caught up it
-    equals payments' balance exactly. PaymentDeclined moves no money; the balance it reports
-    is kept as ``last_decline`` (the latest by ``declined_at``, then event id), payments' own
-    snapshot to compare with. It is not folded into the balance: a deposit carries the
-    depositor's clock, not payments', so no event says which deposits that snapshot counted.
+    ``credited_at``, ``captured_at``, ``refunded_at``: payments' facts, so a deposit payments
+    refused counts nowhere). Once the projection has caught up it equals payments' balance
+    exactly. PaymentDeclined moves no money; the balance it reports is kept as
+    ``last_decline`` (the latest by ``declined_at``, then event id), payments' own snapshot
+    to compare with. It is not folded into the balance: facts on different partitions
+    interleave, so no event says which credits that snapshot counted.
     """
 
     customer_id: str
