@@ -464,7 +464,7 @@ class EventConsumer:
             self._dlq, record, consumer=self.name, error=error, attempts=attempts
         )
         self.stats.dead_lettered += 1
-        if self.sequenced and record.key is not None:
+        if self.sequenced and record.key is not None and getattr(error, "blocks_key", True):
             # After the letter is acknowledged and before the offset commit: a crash in
             # between re-reads the event, which fails and is dead-lettered again (the same
             # event id: a duplicate letter, never a lost one), then blocks its key.

@@ -18,7 +18,20 @@ HandlerFn = Callable[["UnitOfWork", Event[Any]], Awaitable[None]]
 
 
 class PermanentError(Exception):
-    """A handler failure that no retry can fix: the event goes to the dead-letter topic."""
+    """A handler failure that no retry can fix: the event goes to the dead-letter topic.
+
+    Its key is then blocked for the consumer (sequenced dead letters, events.parking): the
+    key's later events wait until this one is re-driven or released."""
+
+    blocks_key = True
+
+
+class Refusal(PermanentError):
+    """An event refused for good on its own merits (a request the domain turns down, e.g. a
+    deposit that would overflow): dead-lettered with the reason, but its key is not blocked,
+    since the key's later events do not depend on it."""
+
+    blocks_key = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from sqlalchemy import insert, select
 
 from events.catalogue import dead_letter_topic
@@ -14,9 +15,10 @@ from events.consumer import EventConsumer
 from events.db import Database
 from events.dlq_admin import read_dead_letters, redrive
 from events.envelope import Envelope, Event, new_event_id, utcnow
+from events.metrics import BLOCKED_KEYS, PARKED_EVENTS
 from events.outbox import Outbox, UnitOfWork
 from events.parking import parked_record
-from events.routing import PermanentError, RetryPolicy, Router
+from events.routing import PermanentError, Refusal, RetryPolicy, Router
 from events.tables import blocked_keys, inbox, parked_events
 from tests.integration.harness import Ping, applied, applied_rows, codec_for, running
 from tests.support import eventually, unique
@@ -27,8 +29,9 @@ pytestmark = pytest.mark.integration
 class Faults:
     """Which (key, seq) the handler refuses for good: the "bug" a later fix removes."""
 
-    def __init__(self, *refused: tuple[str, int]) -> None:
+    def __init__(self, *refused: tuple[str, int], error: type[PermanentError] = PermanentError):
         self.refused = set(refused)
+        self.error = error
 
     def router(self) -> Router:
         router = Router()
@@ -37,7 +40,7 @@ class Faults:
         async def on_ping(uow: UnitOfWork, event: Event[Ping]) -> None:
             p = event.payload
             if (p.aggregate_id, p.seq) in self.refused:
-                raise PermanentError(f"cannot apply {p.aggregate_id} seq {p.seq}")
+                raise self.error(f"cannot apply {p.aggregate_id} seq {p.seq}")
             await uow.session.execute(
                 insert(applied).values(
                     aggregate_id=p.aggregate_id, seq=p.seq, event_id=event.event_id
@@ -171,12 +174,17 @@ async def test_a_blocked_key_stays_blocked_across_a_restart(kafka_bootstrap, new
 
     other = unique("other")
     await send_pings(kafka_bootstrap, codec, topic, [(key, 2), (other, 0)])
+    for gauge in (PARKED_EVENTS, BLOCKED_KEYS):  # as a new process starts them
+        gauge.labels(name).set(0)
     second = consumer_for(name, topic, db, codec, kafka_bootstrap, faults)
     async with running(second):
         await eventually(lambda: _count(applied_rows(db), 1), what="the other key applied")
         await eventually(lambda: second.stats.parked == 1, what="seq 2 parked after restart")
         assert await applied_rows(db) == [(other, 0)]
         assert await parked_seqs(db, codec, name, key) == [1, 2]
+        # The gauges come from the database: the new process counts what the old one parked.
+        assert REGISTRY.get_sample_value("choreo_parked_events", {"consumer": name}) == 2
+        assert REGISTRY.get_sample_value("choreo_blocked_keys", {"consumer": name}) == 1
 
         faults.refused.clear()
         await redrive(kafka_bootstrap, [await the_letter(kafka_bootstrap, topic)])
@@ -217,3 +225,22 @@ async def test_a_parked_event_that_fails_for_good_blocks_the_key_in_its_turn(
 
 async def _count(rows: Any, n: int) -> bool:
     return len(await rows) >= n
+
+
+async def test_a_refusal_is_dead_lettered_without_blocking_its_key(
+    kafka_bootstrap, new_topic, new_db
+):
+    topic = await new_topic(partitions=1)
+    codec = codec_for(topic)
+    db = await new_db("seq")
+    key = unique("customer")
+    name = unique("consumer")
+    consumer = consumer_for(
+        name, topic, db, codec, kafka_bootstrap, Faults((key, 0), error=Refusal)
+    )
+    await send_pings(kafka_bootstrap, codec, topic, [(key, 0), (key, 1)])
+    async with running(consumer):
+        await eventually(lambda: _count(applied_rows(db), 1), what="seq 1 applied")
+    assert consumer.stats.dead_lettered == 1 and consumer.stats.parked == 0
+    assert await applied_rows(db) == [(key, 1)]
+    assert await blocks_of(db, name) == []
