@@ -667,7 +667,8 @@ class EventConsumer:
                     await self._dead_letter_parked(key, head, item, failure, stop)
                     return
             except PermanentError as exc:
-                assert head is not None
+                if head is None:  # only the head raises it unwrapped
+                    raise
                 await self._dead_letter(head, exc, attempts=attempt)
                 return
             except Exception as exc:
@@ -767,11 +768,13 @@ class EventConsumer:
             rows = await parking.parked_of(uow.session, self.name, key)
             limit = len(rows) if failure is None else failure.index
             done: list[str] = []
+            ignored: list[str] = []
             for index, row in enumerate(rows[:limit]):
                 record = parking.parked_record(row)
                 try:
                     parked = self._decode_raw(record)
                     if parked is None:
+                        ignored.append(row["event_id"])
                         continue
                     uow.cause = parked.event.envelope
                     await self._handle(uow, parked, traced)
@@ -780,6 +783,7 @@ class EventConsumer:
                 done.append(parked.event.event_id)
                 applied[parked.spec.event_type] = applied.get(parked.spec.event_type, 0) + 1
             await parking.mark_inbox(uow.session, self.name, done, "applied", now)
+            await parking.mark_inbox(uow.session, self.name, ignored, "ignored", now)
             new_block: str | None = None
             if failure is not None:
                 await parking.unpark(uow.session, self.name, key, rows[limit]["seq"])
