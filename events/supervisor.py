@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import yaml
 from events.settings import REPO_ROOT
 
 MANIFEST = REPO_ROOT / "services" / "manifest.yaml"
+OLD_PROCESS_WAIT_S = 10.0
+"""How long `start` waits for a killed service's process to be gone and its port free."""
 
 
 class SupervisorError(Exception):
@@ -79,13 +82,78 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def _pid(var_dir: Path, name: str) -> int | None:
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def _dying(pid: int) -> bool:
+    """Killed but not gone yet: a zombie, or SIGKILL pending (Linux /proc; elsewhere False).
+    Such a process may still hold its port, and will not answer as the service."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    if stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"]):
+        return True
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigPnd", "ShdPnd") and int(value.strip() or "0", 16) & _SIGKILL_BIT:
+            return True
+    return False
+
+
+def _recorded_pid(var_dir: Path, name: str) -> int | None:
     _, pid_file = _paths(var_dir, name)
     try:
-        pid = int(pid_file.read_text().strip())
+        return int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if _alive(pid) else None
+
+
+def _pid(var_dir: Path, name: str) -> int | None:
+    pid = _recorded_pid(var_dir, name)
+    if pid is None:
+        return None
+    return pid if _alive(pid) and not _dying(pid) else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: connections in TIME_WAIT do not keep the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_old(
+    spec: ProcessSpec, old_pid: int | None, deadline_s: float, report: Callable[[str], None]
+) -> None:
+    """Before a service starts again: its previous process (just killed, say) must be gone
+    and its port free, or the new process loses the race and exits during start-up."""
+    began = time.monotonic()
+    waited: list[str] = []
+    while True:
+        pid_gone = old_pid is None or not _alive(old_pid)
+        port_free = _port_free(spec.port)
+        if not pid_gone and f"process {old_pid}" not in waited:
+            waited.append(f"process {old_pid}")
+        if not port_free and f"port {spec.port}" not in waited:
+            waited.append(f"port {spec.port}")
+        if pid_gone and port_free:
+            break
+        if time.monotonic() - began > deadline_s:
+            what = " and ".join(waited)
+            raise SupervisorError(
+                f"{spec.name}: {what} still not free after {deadline_s:.0f}s; is another "
+                "process using it?"
+            )
+        time.sleep(0.05)  # poll interval while the old process exits
+    if waited:
+        elapsed = time.monotonic() - began
+        report(f"{spec.name}: waited {elapsed:.1f}s for {' and '.join(waited)} to be free")
 
 
 def _ready(spec: ProcessSpec) -> bool:
@@ -107,14 +175,19 @@ def start(
     var_dir: Path,
     bootstrap: str,
     env: Mapping[str, str] | None = None,
+    old_process_wait_s: float = OLD_PROCESS_WAIT_S,
+    report: Callable[[str], None] = print,
 ) -> list[int]:
-    """Starts every service not already running; returns the pids."""
+    """Starts every service not already running; returns the pids. A service whose last
+    process is dying (killed a moment ago) is started once that process is gone and its
+    port free (up to ``old_process_wait_s``); ``report`` is told what was waited for."""
     pids = []
     for spec in specs:
         existing = _pid(var_dir, spec.name)
         if existing is not None:
             pids.append(existing)
             continue
+        _wait_for_old(spec, _recorded_pid(var_dir, spec.name), old_process_wait_s, report)
         log_file, pid_file = _paths(var_dir, spec.name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
