@@ -262,3 +262,29 @@ async def test_emitting_an_event_over_the_limit_raises_and_its_cause_is_dead_let
     assert headers["dlq-error-type"] == "EventTooLarge"
     assert "exceeds the limit of 2000 bytes" in headers["dlq-reason"]
     assert codec.decode(letter.value).payload["seq"] == 2
+
+
+async def test_a_row_the_client_refuses_before_sending_is_quarantined(
+    kafka_bootstrap, new_topic, new_db
+):
+    # Written before the size check existed (or with a larger limit): over aiokafka's
+    # max_request_size, send() itself raises, and the rows around it still go out.
+    topic = await new_topic(partitions=1)
+    codec = codec_for(topic)
+    db = await new_db("svc")
+    huge = Outbox(codec, "svc", max_event_bytes=10**7)
+    await emit(
+        db,
+        huge,
+        [
+            Ping(aggregate_id="k", seq=0),
+            Ping(aggregate_id="k", seq=1, note="h" * 1_100_000),
+            Ping(aggregate_id="k", seq=2),
+        ],
+    )
+    relay = OutboxRelay(db, kafka_bootstrap, config=FAST)
+    assert await relay.drain() == 3
+    assert (relay.published, relay.quarantined) == (2, 1)
+    (row,) = await list_rows(db, "svc")
+    assert row.error_type == "MessageSizeTooLargeError" and "max_request_size" in row.reason
+    assert per_key(await published(kafka_bootstrap, topic, codec)) == {"k": [0, 2]}
