@@ -17,7 +17,12 @@ AT = "2025-03-01T12:00:00.123456+00:00"
     st.datetimes(timezones=st.just(__import__("datetime").UTC)).map(
         lambda d: d.isoformat(timespec="microseconds")
     ),
-    st.text(min_size=1, max_size=60),
+    # Order ids never hold NUL (a cursor with one is refused: PostgreSQL cannot take it).
+    st.text(
+        st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+        min_size=1,
+        max_size=60,
+    ),
 )
 def test_a_cursor_round_trips(created_at, order_id):
     cursor = encode_cursor(created_at, order_id)
