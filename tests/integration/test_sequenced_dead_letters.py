@@ -244,3 +244,29 @@ async def test_a_refusal_is_dead_lettered_without_blocking_its_key(
     assert consumer.stats.dead_lettered == 1 and consumer.stats.parked == 0
     assert await applied_rows(db) == [(key, 1)]
     assert await blocks_of(db, name) == []
+
+
+async def test_an_undecodable_record_blocks_its_key_and_the_events_before_it_still_apply(
+    kafka_bootstrap, new_topic, new_db
+):
+    topic = await new_topic(partitions=1)
+    codec = codec_for(topic)
+    db = await new_db("seq")
+    key = unique("order")
+    name = unique("consumer")
+    consumer = consumer_for(name, topic, db, codec, kafka_bootstrap, Faults())
+    await send_pings(kafka_bootstrap, codec, topic, [(key, 0)])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"not avro", key=key.encode())
+    finally:
+        await producer.stop()
+    await send_pings(kafka_bootstrap, codec, topic, [(key, 2)])
+    async with running(consumer):  # all three in one batch
+        await eventually(lambda: consumer.stats.parked == 1, what="seq 2 parked")
+    assert consumer.stats.dead_lettered == 1
+    assert await applied_rows(db) == [(key, 0)]
+    assert await parked_seqs(db, codec, name, key) == [2]
+    (block,) = await blocks_of(db, name)
+    assert block["offset"] == 1
