@@ -489,21 +489,25 @@ class EventConsumer:
     async def _sync_blocks(self, stop: asyncio.Event) -> None:
         """Re-reads this consumer's blocked keys (another instance of the group may have
         blocked one), sets the gauges from the database, and acts on operator releases."""
-        try:
+
+        async def read() -> list[parking.BlockedKey]:
             async with self.db.session() as session:
-                found = await parking.blocks(session, self.name)
-        except Exception as exc:
-            if not _is_infrastructure(exc) or not self._blocks_loaded:
-                # Never consume with an unknown set of blocked keys: that could apply a
-                # blocked key's events out of order.
-                if not _is_infrastructure(exc) or stop.is_set():
+                return await parking.blocks(session, self.name)
+
+        if not self._blocks_loaded:
+            # Never consume with an unknown set of blocked keys (that could apply a blocked
+            # key's events out of order): wait for the database.
+            self._stop = stop
+            found = await self._until_db(read)
+        else:
+            try:
+                found = await read()
+            except Exception as exc:
+                if not _is_infrastructure(exc):
                     raise
-                log.warning("%s: cannot read blocked keys yet: %r", self.name, exc)
-                await asyncio.sleep(min(self._block_sync_s, 1.0))  # back off, then retry
-                return await self._sync_blocks(stop)
-            log.warning("%s: cannot refresh blocked keys: %r", self.name, exc)
-            self._next_sync = asyncio.get_running_loop().time() + self._block_sync_s
-            return None
+                log.warning("%s: cannot refresh blocked keys: %r", self.name, exc)
+                self._next_sync = asyncio.get_running_loop().time() + self._block_sync_s
+                return
         self._blocks = {b.key: b.event_id for b in found}
         self._blocks_loaded = True
         BLOCKED_KEYS.labels(self.name).set(len(found))
@@ -515,7 +519,6 @@ class EventConsumer:
             await self._unblock(key, None, stop)
         if released:
             self._sync_soon()
-        return None
 
     async def _process_held(self, held: list[ConsumerRecord], stop: asyncio.Event) -> None:
         """Records of keys the cache says are blocked: one query learns which still are;
@@ -677,8 +680,9 @@ class EventConsumer:
                         raise
                     attempt = min(attempt, self.retry.attempts - 1)
                 elif attempt >= self.retry.attempts:
-                    if head is None:
-                        raise
+                    if head is None:  # the release stays requested: tried again next sync
+                        log.error("%s: releasing key %s failed: %r", self.name, key, exc)
+                        return
                     await self._dead_letter(head, exc, attempts=attempt)
                     return
             self.stats.retries += 1
