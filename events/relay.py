@@ -92,6 +92,7 @@ class _Outcome:
     sent: list[Any] = field(default_factory=list)
     quarantine: list[tuple[Any, BaseException]] = field(default_factory=list)
     failure: BaseException | None = None
+    moved: list[dict[str, Any]] = field(default_factory=list)  # quarantine rows written
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,11 @@ class OutboxRelay:
         if moved:
             await session.execute(outbox_quarantine.insert(), moved)
         await session.execute(delete(outbox).where(outbox.c.id.in_(why)))
-        for q in moved:
+        outcome.moved = moved
+
+    def _account(self, outcome: _Outcome) -> None:
+        """Counts and logs what a committed batch did."""
+        for q in outcome.moved:
             log.error(
                 "outbox relay: quarantined row %s (event %s, %s, topic %s, key %s): %s; "
                 "the rows behind it flow (see `choreo outbox list`)",
@@ -224,8 +229,6 @@ class OutboxRelay:
                 q["key"],
                 q["reason"],
             )
-
-    def _account(self, outcome: _Outcome) -> None:
         if outcome.sent:
             self.published += len(outcome.sent)
             for event_type, n in Counter(r.event_type for r in outcome.sent).items():

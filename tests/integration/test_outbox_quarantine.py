@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 
 import pytest
@@ -91,7 +92,7 @@ async def cli(argv: list[str]) -> int:
 
 
 async def test_a_row_too_large_for_its_topic_is_quarantined_and_the_rows_behind_it_flow(
-    kafka_bootstrap, new_db, monkeypatch, capsys, tmp_path
+    kafka_bootstrap, new_db, monkeypatch, capsys, tmp_path, caplog
 ):
     topic = await small_topic(kafka_bootstrap)
     codec = codec_for(topic)
@@ -139,6 +140,14 @@ async def test_a_row_too_large_for_its_topic_is_quarantined_and_the_rows_behind_
             (c, "MessageSizeTooLargeError"),
         ]
         assert all(q["reason"] and q["quarantined_at"] and q["payload"] for q in moved)
+        logged = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "events.relay" and r.levelno == logging.ERROR
+        ]
+        assert len(logged) == 2, "one error per quarantined row"
+        for q, line in zip(moved, logged, strict=True):
+            assert q["event_id"] in line and q["key"] in line and "MessageSizeTooLarge" in line
 
         # The operator's view: `choreo outbox` over the services' databases.
         monkeypatch.setenv("VAR_DIR", str(tmp_path))
