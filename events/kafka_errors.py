@@ -23,7 +23,9 @@ Permanent, per record (aiokafka 0.14's classes):
   routes to (it was written before a deployment renamed or removed it).
 
 Everything else (timeouts, connection loss, leader changes, out-of-order sequence numbers
-after a failed batch) is transient: the relay starts a fresh producer and retries.
+after a failed batch) is transient: the relay starts a fresh producer and retries. The
+broker's INVALID_RECORD (87) reaches aiokafka 0.14 as ``UnknownError``, which cannot be
+told from other unknown failures: it is retried, and the relay's log and ``/ready`` say so.
 """
 
 from __future__ import annotations
