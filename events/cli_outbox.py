@@ -119,7 +119,7 @@ def _act(
         codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
         for n in numbers:
             shown = asyncio.run(_on(url, partial(show, row_id=n, codec=codec)))
-            print(json.dumps({"id": f"{service}:{n}", **shown}, indent=2, default=str))
+            print(json.dumps({**shown, "id": f"{service}:{n}"}, indent=2, default=str))
     elif args.action == "retry":
         for old, new in asyncio.run(_on(url, lambda db: requeue(db, numbers))):
             print(f"re-queued {service}:{old} as outbox row {new}")
