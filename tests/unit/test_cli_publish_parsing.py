@@ -197,7 +197,9 @@ def test_an_unknown_type_lists_close_matches():
 
 
 def test_an_unknown_type_with_no_close_match_lists_all_types():
-    with pytest.raises(UnknownTypeError, match="known types: CustomerNotified, FundsCredited, FundsDeposited"):
+    with pytest.raises(
+        UnknownTypeError, match="known types: CustomerNotified, FundsCredited, FundsDeposited"
+    ):
         resolve_event_type(CATALOGUE.event_types, "Zzz")
 
 
