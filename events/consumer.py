@@ -464,11 +464,19 @@ class EventConsumer:
             self._dlq, record, consumer=self.name, error=error, attempts=attempts
         )
         self.stats.dead_lettered += 1
-        if self.sequenced and record.key is not None and getattr(error, "blocks_key", True):
+        if self.sequenced and record.key is not None and self._blocks_key(record, error):
             # After the letter is acknowledged and before the offset commit: a crash in
             # between re-reads the event, which fails and is dead-lettered again (the same
             # event id: a duplicate letter, never a lost one), then blocks its key.
             await self._until_db(lambda: self._block(record, error))
+
+    def _blocks_key(self, record: ConsumerRecord, error: BaseException) -> bool:
+        """Whether dead-lettering ``record`` for ``error`` holds its key's later events: not
+        for a refusal, nor for a type whose handler says its events stand alone."""
+        if not getattr(error, "blocks_key", True):
+            return False
+        spec = self.handlers.get(parking.record_event_type(record) or "")
+        return spec is None or spec.sequenced
 
     async def _block(self, record: ConsumerRecord, error: BaseException) -> None:
         async with self.db.session() as session, session.begin():

@@ -39,6 +39,9 @@ class HandlerSpec:
     event_type: str
     fn: HandlerFn
     model: type[EventModel] | None
+    # False for events that do not depend on the earlier events of their key (a request
+    # from outside the saga, such as a deposit): one that is dead-lettered blocks nothing.
+    sequenced: bool = True
 
 
 class Router:
@@ -47,13 +50,20 @@ class Router:
     def __init__(self) -> None:
         self.handlers: dict[str, HandlerSpec] = {}
 
-    def add(self, event_type: str, fn: HandlerFn, model: type[EventModel] | None = None) -> None:
+    def add(
+        self,
+        event_type: str,
+        fn: HandlerFn,
+        model: type[EventModel] | None = None,
+        *,
+        sequenced: bool = True,
+    ) -> None:
         if event_type in self.handlers:
             raise ValueError(f"two handlers for {event_type}")
-        self.handlers[event_type] = HandlerSpec(event_type, fn, model)
+        self.handlers[event_type] = HandlerSpec(event_type, fn, model, sequenced)
 
     def on(
-        self, model: type[M]
+        self, model: type[M], *, sequenced: bool = True
     ) -> Callable[
         [Callable[[UnitOfWork, Event[M]], Awaitable[None]]],
         Callable[[UnitOfWork, Event[M]], Awaitable[None]],
@@ -61,7 +71,7 @@ class Router:
         def register(
             fn: Callable[[UnitOfWork, Event[M]], Awaitable[None]],
         ) -> Callable[[UnitOfWork, Event[M]], Awaitable[None]]:
-            self.add(model.event_type, fn, model)
+            self.add(model.event_type, fn, model, sequenced=sequenced)
             return fn
 
         return register

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, insert, select, update
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
 from events.prepared import Prepared
-from events.routing import PermanentError, Router
+from events.routing import Refusal, Router
 from schemas.models import (
     OrderCancelled,
     OrderCompleted,
@@ -59,7 +59,8 @@ _RESTOCK_SEEN = Prepared(
 _INSERT_RESTOCK = Prepared(insert(restocks))
 
 
-@router.on(StockRestocked)
+# A request from outside the saga: a refused one holds back nothing of its key.
+@router.on(StockRestocked, sequenced=False)
 async def on_stock_restocked(uow: UnitOfWork, event: Event[StockRestocked]) -> None:
     p = event.payload
     if await _RESTOCK_SEEN.first(uow.session, {"restock_id": p.restock_id}) is not None:
@@ -78,7 +79,7 @@ async def on_stock_restocked(uow: UnitOfWork, event: Event[StockRestocked]) -> N
     try:
         level.restock(p.quantity)
     except Refused as exc:
-        raise PermanentError(str(exc)) from exc  # the transaction (and restock row) rolls back
+        raise Refusal(str(exc)) from exc  # the transaction (and restock row) rolls back
     await _save_stock(uow, [level], new=p.sku not in levels)
     # The fact read models count (a refused or repeated request has none), in the same unit
     # of work as the count.

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, insert, select, update
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
 from events.prepared import Prepared
-from events.routing import PermanentError, Router
+from events.routing import Refusal, Router
 from schemas.models import (
     FundsCredited,
     FundsDeposited,
@@ -50,7 +50,8 @@ _DEPOSIT_SEEN = Prepared(
 _INSERT_DEPOSIT = Prepared(insert(deposits))
 
 
-@router.on(FundsDeposited)
+# A request from outside the saga: a refused one holds back nothing of its key.
+@router.on(FundsDeposited, sequenced=False)
 async def on_funds_deposited(uow: UnitOfWork, event: Event[FundsDeposited]) -> None:
     p = event.payload
     if await _DEPOSIT_SEEN.first(uow.session, {"deposit_id": p.deposit_id}) is not None:
@@ -69,7 +70,7 @@ async def on_funds_deposited(uow: UnitOfWork, event: Event[FundsDeposited]) -> N
     try:
         account.deposit(p.amount_cents)
     except Refused as exc:
-        raise PermanentError(str(exc)) from exc  # the transaction (and deposit row) rolls back
+        raise Refusal(str(exc)) from exc  # the transaction (and deposit row) rolls back
     await _save_account(uow, account, new=stored is None)
     # The fact read models count (a refused or repeated request has none), in the same unit
     # of work as the credit.
