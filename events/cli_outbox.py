@@ -21,17 +21,16 @@ from events.outbox_admin import (
     list_rows,
     parse_ref,
     requeue,
-    service_databases,
     show,
 )
 from events.settings import PlatformSettings
-from events.supervisor import load_manifest
+from events.supervisor import database_urls, load_manifest
 
 T = TypeVar("T")
 
 
 def _databases(settings: PlatformSettings, service: str | None) -> dict[str, str]:
-    urls = service_databases([s.name for s in load_manifest()], settings.var_dir)
+    urls = database_urls([s.name for s in load_manifest()], settings.var_dir)
     if service is not None:
         if service not in urls:
             known = ", ".join(urls) or "none"

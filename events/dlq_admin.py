@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import SQLAlchemyError
 
 from events.codec import AvroCodec, CodecError
-from events.db import Database, sqlite_url
+from events.db import Database
 from events.dlq import (
     DLQ_CONSUMER,
     DLQ_ERROR,
@@ -28,6 +28,7 @@ from events.dlq import (
 from events.envelope import H_EVENT_ID, H_EVENT_TYPE, headers_dict, utcnow
 from events.kafka import reliable_producer
 from events.parking import BlockedKey, blocks, request_release
+from events.supervisor import database_urls
 from events.topics import partitions_of
 
 
@@ -164,18 +165,9 @@ class ConsumerDatabase:
 def consumer_databases(
     services: Sequence[str], *, topic_prefix: str, var_dir: Path, environ: Mapping[str, str]
 ) -> list[ConsumerDatabase]:
-    """As `choreo up` starts them: ``<NAME>_DATABASE_URL``, else ``var/<name>.db``; a service
-    without either (one that keeps no database, or never ran) is left out."""
-    found = []
-    for service in services:
-        url = environ.get(f"{service.upper()}_DATABASE_URL", "")
-        if not url:
-            path = var_dir / f"{service}.db"
-            if not path.exists():
-                continue
-            url = sqlite_url(path)
-        found.append(ConsumerDatabase(service, topic_prefix + service, url))
-    return found
+    """The services' consumers and their databases, as `choreo up` places them."""
+    urls = database_urls(services, var_dir, environ)
+    return [ConsumerDatabase(name, topic_prefix + name, url) for name, url in urls.items()]
 
 
 async def read_blocks(

@@ -12,18 +12,16 @@ A row is named ``SERVICE:NUMBER`` (its number in that service's quarantine table
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.codec import AvroCodec, CodecError
-from events.db import Database, sqlite_url
+from events.db import Database
 from events.envelope import utcnow
 from events.tables import outbox, outbox_quarantine
 
@@ -73,22 +71,6 @@ def parse_ref(text: str) -> tuple[str, int]:
     if not service or not number.isdigit():
         raise OutboxAdminError(f"{text!r} is not a quarantined row id (SERVICE:NUMBER)")
     return service, int(number)
-
-
-def service_databases(
-    services: Iterable[str], var_dir: Path, environ: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Each service's database URL as ``choreo up`` gives it: ``<NAME>_DATABASE_URL``, else
-    ``var_dir/<name>.db`` when that file exists (a service without one keeps no outbox)."""
-    env = os.environ if environ is None else environ
-    urls: dict[str, str] = {}
-    for name in services:
-        url = env.get(f"{name.upper()}_DATABASE_URL", "")
-        if url:
-            urls[name] = url
-        elif (var_dir / f"{name}.db").exists():
-            urls[name] = sqlite_url(var_dir / f"{name}.db")
-    return urls
 
 
 _COLUMNS = [c for c in outbox_quarantine.c if c.name not in ("payload", "headers", "traceparent")]

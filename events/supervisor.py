@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from events.db import sqlite_url
 from events.settings import REPO_ROOT
 
 MANIFEST = REPO_ROOT / "services" / "manifest.yaml"
@@ -55,6 +56,23 @@ def load_manifest(path: Path = MANIFEST) -> list[ProcessSpec]:
         ProcessSpec(name, str(body["module"]), int(body["port"]))
         for name, body in (doc.get("services") or {}).items()
     ]
+
+
+def database_urls(
+    names: Sequence[str], var_dir: Path, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Each service's database as ``start`` places it: ``<NAME>_DATABASE_URL``, else the
+    SQLite file ``var_dir/<name>.db`` when it exists (a service that keeps no database, or
+    never ran, is left out). The operator commands find outboxes and parked events here."""
+    env = os.environ if environ is None else environ
+    urls: dict[str, str] = {}
+    for name in names:
+        url = env.get(f"{name.upper()}_DATABASE_URL", "")
+        if url:
+            urls[name] = url
+        elif (var_dir / f"{name}.db").exists():
+            urls[name] = sqlite_url(var_dir / f"{name}.db")
+    return urls
 
 
 def _paths(var_dir: Path, name: str) -> tuple[Path, Path]:
