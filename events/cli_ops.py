@@ -67,6 +67,7 @@ def _probe(port: int) -> dict[str, Any]:
         "backlog": _metric_sum(metrics, "choreo_outbox_backlog"),
         "oldest_s": _metric_sum(metrics, "choreo_outbox_oldest_age_seconds"),
         "quarantined": _metric_sum(metrics, "choreo_outbox_quarantine_rows"),
+        "parked": _metric_sum(metrics, "choreo_parked_events"),
         "not_ready": _not_ready(ready),
     }
 
@@ -110,14 +111,14 @@ def status(args: argparse.Namespace, settings: PlatformSettings) -> int:
         print(f"kafka {settings.kafka_bootstrap_servers}: {kafka}")
         print(
             f"{'service':<14} {'state':<9} {'lag':>6} {'outbox':>7} {'oldest':>8} "
-            f"{'quar':>5} {'dlq':>5}"
+            f"{'quar':>5} {'parked':>6} {'dlq':>5}"
         )
         for r in rows:
             state = ("ready" if r.get("ready") else "up") if r["up"] else "down"
             print(
                 f"{r['service']:<14} {state:<9} {_n(r.get('lag')):>6} "
                 f"{_n(r.get('backlog')):>7} {_s(r.get('oldest_s')):>8} "
-                f"{_n(r.get('quarantined')):>5} {r['dead_letters']:>5}"
+                f"{_n(r.get('quarantined')):>5} {_n(r.get('parked')):>6} {r['dead_letters']:>5}"
             )
             for reason in r.get("not_ready") or ():
                 print(f"{'':<14} not ready: {reason}")

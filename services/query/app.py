@@ -141,7 +141,10 @@ def build_app(ctx: ServiceContext) -> FastAPI:
             and checks["caught_up"]
             and checks["advancing"]
         )
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        body: dict[str, object] = {"ready": ok, "checks": checks}
+        if not ok:  # in words, for `choreo status` and whoever reads the probe
+            body["reasons"] = _not_ready_reasons(checks)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -233,3 +236,18 @@ def main() -> None:
     settings = load_settings("query", Settings)
     tune_gc()
     asyncio.run(serve(settings))
+
+
+def _not_ready_reasons(checks: dict[str, object]) -> list[str]:
+    if not checks["database"]:
+        return ["the query database does not answer"]
+    if not checks["projection_started"]:
+        return ["the projection is starting"]
+    reasons = []
+    if not checks["advancing"]:
+        reasons.append(
+            f"the projection cannot advance since {checks['stalled_since']}: {checks['last_error']}"
+        )
+    if not checks["caught_up"]:
+        reasons.append(f"the projection is catching up (lag {checks['lag']})")
+    return reasons

@@ -138,8 +138,10 @@ async def test_a_projection_that_cannot_write_is_not_ready_and_says_why_until_it
             return r.status_code == 503 and checks["advancing"] is False
 
         await eventually(not_ready, what="/ready to say the projection cannot advance")
-        checks = (await env.http.get("/ready")).json()["checks"]
+        body = (await env.http.get("/ready")).json()
+        checks = body["checks"]
         assert "customers" in checks["last_error"] and checks["stalled_since"]
+        assert any("cannot advance" in r and "customers" in r for r in body["reasons"])
         state = await projection(env)
         assert state["advancing"] is False and state["dead_lettered"] == 0
 
