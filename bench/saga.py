@@ -1,39 +1,40 @@
-"""``python -m bench.saga``: the reference saga end to end, against a raw aiokafka pipe of as
-many hops, measured in one run.
+"""``python -m bench.saga``: the reference system as users run it, under steady offered load.
 
 Starts a private Kafka broker on free ports in a temporary directory (or uses
-``KAFKA_BOOTSTRAP_SERVERS``), then an isolated stack of the five services as processes (random
-``TOPIC_PREFIX``, fresh ``VAR_DIR`` and SQLite databases, free HTTP ports), seeds ample stock
-and balances, and measures:
+``KAFKA_BOOTSTRAP_SERVERS``); then, for each database backend (``--database``; both by
+default: SQLite files, then a private PostgreSQL cluster with its durable defaults, see
+``bench.saga_env``), every service of ``choreo up``'s manifest (``services/manifest.yaml``:
+the saga's five, query and analytics) as processes, isolated by a random ``TOPIC_PREFIX``,
+with tracing as shipped (``TRACE_EXPORTER=otlp``, the batch span processor, spans posted to
+``bench.otlp_sink``, which drops them); seeds ample stock and balances and measures:
 
-- warm-up (untimed, before each side's figures): ``--warmup`` orders (default 1,000) through
-  the whole saga, so that the broker's JIT, the services' statement plans and SQLite's page
-  cache are warm; with 200 the broker still spent half again as much CPU per saga in the
-  timed run, and the figure moved by 20% between runs.
-- throughput: N ``OrderPlaced`` events (success path) published at once with
-  ``events.publisher.publish``; completed sagas/s = N / (publish start -> the bench has seen N
-  ``OrderCompleted`` on the prefixed ``orders.events`` topic). The relay publishes a row only
-  after its transaction committed, so an ``OrderCompleted`` on Kafka means the order is
-  COMPLETED in the orders database (checked once at the end through
-  ``GET /api/v1/orders-summary``). Latency of an order = its publish start -> the bench received
-  its ``OrderCompleted``.
-- latency at a fixed rate: orders placed on a 10 ms schedule at ``--rate`` orders/s for
-  ``--seconds``; an order's latency starts at its batch's scheduled time (a late bench loop
-  counts against the saga, never for it).
-- the raw baseline: 5 processes of ``bench.raw_hop`` (consumer -> idempotent producer, acks=all,
-  manual commit per batch) chained over 6 fresh 3-partition topics, values of the saga events'
-  sizes, key = order id, fed and watched the same way.
-- CPU: utime+stime of every service (its asyncio loop thread apart from the rest, i.e.
-  aiosqlite's SQLite thread), the broker JVM, the raw hops and this process, from ``/proc``;
-  reported per 1000 sagas so the bottleneck is visible, with what other processes used.
-- per-hop times from the Kafka record timestamps of each step's event (read after the phase,
-  untimed).
-- the throughput again with other ``CONSUMER_BATCH`` values (a fresh stack each;
-  ``--try-batch``, by default 100 and 2000).
+- warm-up (untimed): ``--warmup`` orders (default 1,000) through the whole saga at once, so
+  that the broker's JIT, the services' statement plans and the databases' caches are warm
+  (with 200 the broker still spent half again as much CPU per saga afterwards).
+- idle: the stack's CPU while nothing is offered.
+- the sweep (``bench.sweep``'s rules): steady offered load, orders placed on a 10 ms schedule
+  for ``--step-seconds`` (default 30) per rate: 10, 50, 100 and 200 orders/s always (the
+  report's rows), then up the ladder until a step fails, then bisection between the last
+  pass and the first fail. A step passes when the completions keep up within 2% and p99 <=
+  250 ms. An order's latency runs from its scheduled time (a late bench loop counts against
+  the saga) until the bench has seen its ``OrderCompleted`` on the prefixed
+  ``orders.events`` topic (the relay publishes only committed rows, so it is COMPLETED in the
+  orders database; checked once at the end through ``GET /api/v1/orders-summary``).
+- the burst (secondary; ``--no-burst``): ``--orders`` orders published at once with
+  ``events.publisher.publish``; sagas/s = N / (publish start -> N ``OrderCompleted`` seen).
+- CPU: utime+stime of every process from ``/proc``; "stack" = the services and the broker
+  JVM (not this load generator, not the trace sink), per saga and as cores busy.
 
-The whole default run takes about 3 minutes on a 2-core machine.
+Then the raw baseline: 5 processes of ``bench.raw_hop`` (consumer -> idempotent producer,
+acks=all, manual commit per batch) chained over 6 fresh 3-partition topics, values of the
+saga events' sizes, key = order id, fed and watched the same way: its CPU per message chain
+at 100/s (the ratio line compares it with the saga's CPU per saga at 100/s) and its burst
+throughput (the ratio of the burst figures).
 
-Exit status: 0 when both targets are met, 1 when one is missed, 2 on an error.
+The default run (both backends) takes 12-16 minutes on a 2-core machine, longer the further
+the capacity search climbs; ``--quick`` is a 3-minute smoke run (SQLite, 5 s steps, rates
+up to 300/s, no bisection). Exit status: 0 when every target of issue 15 is met, 1 when one
+is missed, 2 on an error.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -65,6 +66,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from bench.common import PARTITIONS, kafka, new_topic, partitions, wait_for_group_coordinator
+from bench.saga_env import databases, trace_sink, tracing_env
+from bench.saga_report import render, targets
+from bench.sweep import LADDER, backlog_limit, capacity, judge, next_rate
 from events.catalogue import Catalogue
 from events.codec import AvroCodec, CodecError
 from events.envelope import H_EVENT_TYPE
@@ -77,12 +81,16 @@ from infra.broker import free_ports
 from services.saga_check import SERVICEABLE, Api, World, order_body, placed_draft, seed
 
 DEFAULT_ORDERS = 2000
-DEFAULT_RATE = 100.0
-DEFAULT_SECONDS = 15.0
 DEFAULT_WARMUP = 1000
-DEFAULT_TRY_BATCH = "100,2000"
-TARGET_SAGAS_S = 1000.0
-TARGET_P99_MS = 250.0
+DEFAULT_STEP_S = 30.0
+DEFAULT_IDLE_S = 20.0
+DEFAULT_BISECTIONS = 2
+RAW_RATE = 100.0  # the raw pipe's steady rate, for its CPU per 1,000 messages
+QUICK_STEP_S = 5.0
+QUICK_IDLE_S = 3.0
+QUICK_WARMUP = 200
+QUICK_ORDERS = 300
+QUICK_LADDER: tuple[float, ...] = (10, 50, 100, 200, 300)
 TICK_S = 0.010  # the paced loop's schedule
 SKUS = 20
 CUSTOMERS = 50
@@ -90,6 +98,7 @@ STOCK_PER_SKU = 1_000_000
 DEPOSIT_CENTS = 10**12
 PRICE_CENTS = 1500
 PRODUCER = "bench-saga"
+BROKER = "broker (JVM)"
 
 # (event type, un-prefixed topic, the service that emitted it)
 SAGA_STEPS: list[tuple[str, str, str]] = [
@@ -210,15 +219,22 @@ class CpuProbe:
         return CpuSample(time.perf_counter(), machine_busy_s(), procs)
 
 
-def cpu_between(a: CpuSample, b: CpuSample, per: int) -> dict[str, Any]:
-    """CPU seconds per process between two samples, per 1000 units of work, and cores."""
+def cpu_between(
+    a: CpuSample, b: CpuSample, per: int, stack: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """CPU seconds per process between two samples, per 1000 units of work, and cores;
+    ``stack`` names the processes that are the system under test (services and broker, not
+    the benchmark's own load generator or trace sink)."""
     wall = b.wall - a.wall
     rows: list[dict[str, Any]] = []
     known = 0.0
+    stack_s = 0.0
     for name, (end, end_main) in b.procs.items():
         start, start_main = a.procs.get(name, (end, end_main))
         used = end - start
         known += used
+        if name in stack:
+            stack_s += used
         main = None if end_main is None or start_main is None else end_main - start_main
         rows.append(
             {
@@ -240,6 +256,8 @@ def cpu_between(a: CpuSample, b: CpuSample, per: int) -> dict[str, Any]:
         "others_cores": round(others / wall, 2) if wall > 0 else 0.0,
         "cores_available": os.cpu_count() or 1,
         "total_cpu_s_per_1000": round(known * 1000 / per, 2),
+        "stack_cores": round(stack_s / wall, 3) if wall > 0 else 0.0,
+        "stack_ms_per_unit": round(stack_s * 1000 / per, 2),
         "processes": rows,
     }
 
@@ -535,6 +553,11 @@ class Target:
     pids: dict[str, int] = field(default_factory=dict)
     _n: int = 0
 
+    @property
+    def stack(self) -> frozenset[str]:
+        """The processes under test: the target's own and the broker."""
+        return frozenset(self.pids) | {BROKER}
+
     def drafts(self, n: int) -> list[Draft]:
         out = []
         for _ in range(n):
@@ -550,12 +573,18 @@ def _ids(drafts: Sequence[Draft]) -> list[str]:
     return [d.key for d in drafts]
 
 
-async def warm_up(bootstrap: str, target: Target, n: int) -> None:
+async def warm_up(bootstrap: str, target: Target, n: int) -> dict[str, int]:
+    """``n`` orders at once, untimed; returns the median value size of each step's events."""
     drafts = target.drafts(n)
+    starts = await end_offsets(bootstrap, target.topics)
     target.watch.expect(_ids(drafts), time.perf_counter())
     await publish(target.codec, bootstrap, drafts, producer=PRODUCER)
     await _wait_ids(target, _ids(drafts), 120, f"{target.name} warm-up")
     await settle(bootstrap, target.groups, target.topics)
+    ends = await end_offsets(bootstrap, target.topics)
+    records = await read_range(bootstrap, starts, ends)
+    report = stage_report(records, target.stages, set(_ids(drafts)), None)
+    return {st["step"]: st["value_bytes"] for st in report["steps"]}
 
 
 async def _wait_ids(target: Target, ids: Sequence[str], deadline_s: float, what: str) -> float:
@@ -592,8 +621,8 @@ async def throughput(
         "seconds": round(elapsed, 3),
         "per_s": round(n / elapsed, 1),
         "latency_ms": summary_ms(lat),
-        "cpu_timed": cpu_between(cpu0, cpu1, n),
-        "cpu_all_work": cpu_between(cpu0, cpu2, n),
+        "cpu_timed": cpu_between(cpu0, cpu1, n, stack=target.stack),
+        "cpu_all_work": cpu_between(cpu0, cpu2, n, stack=target.stack),
         "stages": stage_report(records, target.stages, set(ids), t0_wall_ms),
     }
 
@@ -605,15 +634,22 @@ async def fixed_rate(
     seconds: float,
     probe: CpuProbe,
     progress: Progress,
+    *,
+    abort_backlog: int | None = None,
+    stages: bool = True,
 ) -> dict[str, Any]:
+    """Orders at ``rate`` for ``seconds``, until all complete. With ``abort_backlog``, the
+    offering stops once that many orders wait (the step has failed; see bench.sweep)."""
     total = max(1, int(rate * seconds))
-    starts = await end_offsets(bootstrap, target.topics)
+    starts = await end_offsets(bootstrap, target.topics) if stages else {}
     progress(f"{target.name}: {rate:g} orders/s for {seconds:g}s ({total} orders)")
     producer = reliable_producer(bootstrap, client_id=f"{PRODUCER}-paced")
     await producer.start()
     ids: list[str] = []
     futures: list[Awaitable[Any]] = []
     max_lag = 0.0
+    aborted = False
+    done_before = len(target.watch.latency)
     try:
         cpu0 = probe.sample()
         begin = time.perf_counter()
@@ -626,6 +662,11 @@ async def fixed_rate(
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing on a schedule, not synchronisation
             max_lag = max(max_lag, time.perf_counter() - scheduled)
+            if abort_backlog is not None:
+                waiting = sent - (len(target.watch.latency) - done_before)
+                if waiting > abort_backlog:
+                    aborted = True
+                    break
             due = min(total, math.floor(rate * tick * TICK_S + 1e-9))
             if due <= sent:
                 continue
@@ -646,26 +687,92 @@ async def fixed_rate(
             sent = due
         sending_s = time.perf_counter() - begin
         await asyncio.gather(*futures)
-        done_at = await _wait_ids(target, ids, 60, f"{target.name} fixed rate")
+        # A stack that fell behind drains its backlog before the next step starts.
+        done_at = await _wait_ids(target, ids, 120, f"{target.name} at {rate:g}/s")
         cpu1 = probe.sample()
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await producer.stop()
     await settle(bootstrap, target.groups, target.topics)
-    ends = await end_offsets(bootstrap, target.topics)
-    records = await read_range(bootstrap, starts, ends)
+    n = len(ids)
     lat = target.watch.latencies(ids)
-    return {
-        "n": total,
+    # Rates between the first and the last order at each end, so that a step's latency
+    # (its offset) does not count as a shortfall; a stack that falls behind completes its
+    # last orders late, which lowers the completion rate.
+    sent_at = [target.watch.started[i] for i in ids]
+    arrived = [target.watch.arrived_at[i] for i in ids]
+    offered_s = max(sent_at) - min(sent_at)
+    completed_s = max(arrived) - min(arrived)
+    out: dict[str, Any] = {
+        "n": n,
         "rate": rate,
-        "achieved_rate": round(total / sending_s, 1),
+        "aborted": aborted,
+        "achieved_rate": round((n - 1) / offered_s, 1) if offered_s > 0 else rate,
         "max_schedule_lag_ms": round(max_lag * 1000, 1),
+        "sending_s": round(sending_s, 3),
         "seconds": round(done_at - begin, 3),
-        "completion_rate": round(total / (done_at - begin), 1),
+        "completion_rate": round((n - 1) / completed_s, 1) if completed_s > 0 else rate,
         "latency_ms": summary_ms(lat),
-        "cpu": cpu_between(cpu0, cpu1, total),
-        "stages": stage_report(records, target.stages, set(ids), None),
+        "cpu": cpu_between(cpu0, cpu1, n, stack=target.stack),
     }
+    if stages:
+        ends = await end_offsets(bootstrap, target.topics)
+        records = await read_range(bootstrap, starts, ends)
+        out["stages"] = stage_report(records, target.stages, set(ids), None)
+    return out
+
+
+async def idle(
+    target: Target, seconds: float, probe: CpuProbe, progress: Progress
+) -> dict[str, Any]:
+    """The stack's CPU while nothing is offered (its timers, polls and heartbeats)."""
+    progress(f"{target.name}: idle for {seconds:g}s")
+    cpu0 = probe.sample()
+    await asyncio.sleep(seconds)  # the measurement window itself
+    return cpu_between(cpu0, probe.sample(), 1, stack=target.stack)
+
+
+async def sweep(
+    bootstrap: str,
+    target: Target,
+    probe: CpuProbe,
+    *,
+    step_s: float,
+    ladder: Sequence[float],
+    bisections: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The reported rates, then the capacity search (bench.sweep's rules)."""
+    outcomes: dict[float, bool] = {}
+    steps: list[dict[str, Any]] = []
+    while (rate := next_rate(outcomes, ladder, bisections)) is not None:
+        step = await fixed_rate(
+            bootstrap,
+            target,
+            rate,
+            step_s,
+            probe,
+            progress,
+            abort_backlog=backlog_limit(rate),
+            stages=False,
+        )
+        verdict = judge(
+            rate,
+            step["achieved_rate"],
+            step["completion_rate"],
+            step["latency_ms"].get("p99", math.inf),
+            step["aborted"],
+        )
+        step["passed"], step["why"] = verdict.passed, verdict.why
+        progress(
+            f"{target.name}: {rate:g}/s {'pass' if verdict.passed else 'FAIL'} ({verdict.why}); "
+            f"p99 {step['latency_ms'].get('p99', 0):.0f} ms, "
+            f"stack {step['cpu']['stack_cores']:.2f} cores"
+        )
+        outcomes[rate] = verdict.passed
+        steps.append(step)
+    steps.sort(key=lambda st: float(st["rate"]))
+    return {"steps": steps, "capacity": capacity(outcomes)}
 
 
 # --------------------------------------------------------------------------- the saga stack
@@ -682,23 +789,25 @@ class Stack:
     pids: dict[str, int]
 
 
-OBSERVERS = frozenset({"analytics"})
-
-
-async def start_stack(bootstrap: str, root: Path, consumer_batch: int | None) -> Stack:
+async def start_stack(
+    bootstrap: str,
+    root: Path,
+    consumer_batch: int | None,
+    extra_env: dict[str, str] | None = None,
+) -> Stack:
+    """Every service of ``choreo up``'s manifest (analytics and query included), isolated by
+    a random topic prefix, with ``extra_env`` (database URLs, tracing) as their settings."""
     prefix = unique("bench-saga") + "."
     catalogue = Catalogue.load().prefixed(prefix)
     if any(t.partitions != PARTITIONS for t in catalogue.topics.values()):
         raise SagaBenchError(f"the saga's topics no longer all have {PARTITIONS} partitions")
     await apply_topics(bootstrap, list(catalogue.topics.values()))
-    # The analytics service observes the saga but takes no step in it: left out, so the
-    # figures are the saga's own (3.7 CPU-seconds per 1000 sagas in one measured run).
-    manifest = [s for s in load_manifest() if s.name not in OBSERVERS]
+    manifest = load_manifest()
     specs = [
         ProcessSpec(s.name, s.module, port)
         for s, port in zip(manifest, free_ports(len(manifest)), strict=True)
     ]
-    env = {"TOPIC_PREFIX": prefix}
+    env = {"TOPIC_PREFIX": prefix, **(extra_env or {})}
     if consumer_batch is not None:
         env["CONSUMER_BATCH"] = str(consumer_batch)
     var_dir = root / prefix.rstrip(".")
@@ -850,61 +959,83 @@ async def raw_target(bootstrap: str, pipe: Pipe) -> Target:
 # --------------------------------------------------------------------------- the run
 
 
-async def run(
+@dataclass(frozen=True)
+class Options:
+    backends: tuple[str, ...] = ("sqlite", "postgres")
+    step_s: float = DEFAULT_STEP_S
+    idle_s: float = DEFAULT_IDLE_S
+    ladder: tuple[float, ...] = LADDER
+    bisections: int = DEFAULT_BISECTIONS
+    warmup: int = DEFAULT_WARMUP
+    burst: int = DEFAULT_ORDERS  # 0: no burst figure
+    raw_rate: float = RAW_RATE
+    tracing: bool = True
+    consumer_batch: int | None = None
+
+
+async def run_backend(
     bootstrap: str,
-    *,
     workdir: Path,
-    orders: int = DEFAULT_ORDERS,
-    rate: float = DEFAULT_RATE,
-    seconds: float = DEFAULT_SECONDS,
-    consumer_batch: int | None = None,
-    try_batches: Sequence[int] = (),
-    warmup: int = DEFAULT_WARMUP,
-    broker_pid: int | None = None,
-    progress: Progress = lambda _: None,
+    backend: str,
+    opts: Options,
+    jvm: dict[str, int],
+    progress: Progress,
 ) -> dict[str, Any]:
-    """Every measurement of this module; the dict is what ``--json`` prints."""
-    started = time.perf_counter()
-    await wait_for_group_coordinator(bootstrap)
-    jvm = {"broker (JVM)": broker_pid} if broker_pid is not None else {}
-    result: dict[str, Any] = {
-        "orders": orders,
-        "warmup": warmup,
-        "rate": rate,
-        "seconds": seconds,
-        "consumer_batch": consumer_batch,
-        "targets": {"sagas_per_s": TARGET_SAGAS_S, "p99_ms": TARGET_P99_MS},
+    """One stack on one database: warm-up, idle, the sweep, then the burst."""
+    names = [s.name for s in load_manifest()]
+    async with contextlib.AsyncExitStack() as scope:
+        sink = await scope.enter_async_context(trace_sink()) if opts.tracing else None
+        urls = scope.enter_context(databases(backend, names))
+        progress(f"{backend}: starting {len(names)} services ({', '.join(names)})")
+        stack = await start_stack(
+            bootstrap, workdir, opts.consumer_batch, {**urls, **tracing_env(sink)}
+        )
+        target: Target | None = None
+        try:
+            target = await saga_target(stack)
+            extra = {"otlp sink (Jaeger's stand-in)": sink.pid} if sink is not None else {}
+            probe = CpuProbe({**target.pids, **extra}, jvm)
+            progress(f"{backend}: warm-up, {opts.warmup} orders")
+            sizes = await warm_up(bootstrap, target, opts.warmup)
+            idle_cpu = await idle(target, opts.idle_s, probe, progress)
+            swept = await sweep(
+                bootstrap,
+                target,
+                probe,
+                step_s=opts.step_s,
+                ladder=opts.ladder,
+                bisections=opts.bisections,
+                progress=progress,
+            )
+            burst = None
+            if opts.burst:
+                burst = await throughput(bootstrap, target, opts.burst, probe, progress)
+            expected = opts.warmup + sum(st["n"] for st in swept["steps"]) + opts.burst
+            completed = await completed_count(stack)
+            if completed != expected:
+                raise SagaBenchError(f"orders-summary: {completed} COMPLETED, expected {expected}")
+            spans = await asyncio.to_thread(sink.stats) if sink is not None else None
+        finally:
+            if target is not None:
+                await target.watch.close()
+            progress(f"{backend}: stopping the services")
+            await stop_stack(stack)
+    return {
+        "backend": backend,
+        "services": names,
+        "value_sizes": sizes,
+        "idle": idle_cpu,
+        "sweep": swept,
+        "burst": burst,
+        "checked_completed": completed,
+        "trace_exports": spans,
     }
 
-    # -- the saga
-    progress(f"starting the five services (CONSUMER_BATCH={consumer_batch or 'default'})")
-    stack = await start_stack(bootstrap, workdir, consumer_batch)
-    target: Target | None = None
-    try:
-        target = await saga_target(stack)
-        probe = CpuProbe(target.pids, jvm)
-        progress(f"saga: warm-up, {warmup} orders")
-        await warm_up(bootstrap, target, warmup)
-        saga_tp = await throughput(bootstrap, target, orders, probe, progress)
-        expected = warmup + orders
-        completed = await completed_count(stack)
-        if completed != expected:
-            raise SagaBenchError(f"orders-summary: {completed} COMPLETED, expected {expected}")
-        saga_rate = await fixed_rate(bootstrap, target, rate, seconds, probe, progress)
-        expected += saga_rate["n"]
-        completed = await completed_count(stack)
-        if completed != expected:
-            raise SagaBenchError(f"orders-summary: {completed} COMPLETED, expected {expected}")
-        saga_tp["checked_completed"] = completed
-    finally:
-        if target is not None:
-            await target.watch.close()
-        progress("stopping the services")
-        await stop_stack(stack)
-    result["saga"] = {"throughput": saga_tp, "fixed_rate": saga_rate}
 
-    # -- the raw pipe, values sized as the saga's events at each step
-    sizes = {s["step"]: s["value_bytes"] for s in saga_tp["stages"]["steps"]}
+async def run_raw(
+    bootstrap: str, sizes: dict[str, int], opts: Options, jvm: dict[str, int], progress: Progress
+) -> dict[str, Any]:
+    """The raw 6-hop pipe: its burst throughput and its CPU at ``opts.raw_rate``."""
     value_sizes = [sizes.get(et, 0) for et, _, _ in SAGA_STEPS[1 : HOPS + 1]]
     progress(f"starting the raw pipe: {HOPS} hop processes over {HOPS + 1} topics")
     pipe = await start_pipe(bootstrap, value_sizes)
@@ -912,210 +1043,43 @@ async def run(
     try:
         raw = await raw_target(bootstrap, pipe)
         probe = CpuProbe(raw.pids, jvm)
-        await warm_up(bootstrap, raw, warmup)
-        raw_tp = await throughput(bootstrap, raw, orders, probe, progress)
-        raw_rate = await fixed_rate(bootstrap, raw, rate, seconds, probe, progress)
+        await warm_up(bootstrap, raw, opts.warmup)
+        burst = (
+            await throughput(bootstrap, raw, opts.burst, probe, progress) if opts.burst else None
+        )
+        steady = await fixed_rate(
+            bootstrap, raw, opts.raw_rate, opts.step_s, probe, progress, stages=False
+        )
     finally:
         if raw is not None:
             await raw.watch.close()
         await stop_pipe(pipe)
-    result["raw"] = {"throughput": raw_tp, "fixed_rate": raw_rate, "value_sizes": value_sizes}
+    return {"value_sizes": value_sizes, "burst": burst, "steady": steady}
 
-    # -- CONSUMER_BATCH variants: throughput only, a fresh stack each
-    variants = []
-    for batch in try_batches:
-        progress(f"variant: CONSUMER_BATCH={batch}")
-        vstack = await start_stack(bootstrap, workdir, batch)
-        vtarget: Target | None = None
-        try:
-            vtarget = await saga_target(vstack)
-            probe = CpuProbe(vtarget.pids, jvm)
-            await warm_up(bootstrap, vtarget, warmup)
-            vtp = await throughput(bootstrap, vtarget, orders, probe, progress)
-        finally:
-            if vtarget is not None:
-                await vtarget.watch.close()
-            await stop_stack(vstack)
-        variants.append(
-            {
-                "consumer_batch": batch,
-                "per_s": vtp["per_s"],
-                "latency_ms": vtp["latency_ms"],
-                "cpu_all_work": vtp["cpu_all_work"],
-                "cpu_timed": vtp["cpu_timed"],
-                "stages": vtp["stages"],
-            }
+
+async def run(
+    bootstrap: str,
+    *,
+    workdir: Path,
+    opts: Options,
+    broker_pid: int | None = None,
+    progress: Progress = lambda _: None,
+) -> dict[str, Any]:
+    """Every measurement of this module; the dict is what ``--json`` prints."""
+    started = time.perf_counter()
+    await wait_for_group_coordinator(bootstrap)
+    jvm = {BROKER: broker_pid} if broker_pid is not None else {}
+    result: dict[str, Any] = {"options": asdict(opts), "backends": {}}
+    for backend in opts.backends:
+        result["backends"][backend] = await run_backend(
+            bootstrap, workdir, backend, opts, jvm, progress
         )
-    result["consumer_batch_variants"] = variants
-
-    saga_per_s = saga_tp["per_s"]
-    p99 = saga_rate["latency_ms"]["p99"]
-    result["ratio"] = round(saga_per_s / raw_tp["per_s"], 4)
-    result["latency_ratio_p50"] = round(
-        saga_rate["latency_ms"]["p50"] / raw_rate["latency_ms"]["p50"], 2
-    )
-    result["pass_throughput"] = saga_per_s >= TARGET_SAGAS_S
-    result["pass_latency"] = p99 <= TARGET_P99_MS
-    result["passed"] = result["pass_throughput"] and result["pass_latency"]
+    first = result["backends"][opts.backends[0]]
+    result["raw"] = await run_raw(bootstrap, first["value_sizes"], opts, jvm, progress)
+    result["targets"] = targets(result)
+    result["passed"] = all(t["passed"] for t in result["targets"])
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "") -> list[str]:
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return [
-        indent
-        + "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in cells
-    ]
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def render(res: dict[str, Any]) -> str:
-    s_tp, s_rate = res["saga"]["throughput"], res["saga"]["fixed_rate"]
-    r_tp, r_rate = res["raw"]["throughput"], res["raw"]["fixed_rate"]
-    cores = s_tp["cpu_timed"]["cores_available"]
-    lines = [
-        f"choreo saga benchmark: 5 services + broker on {cores} cores; after a "
-        f"{res['warmup']:,}-order warm-up, {res['orders']:,} orders "
-        f"at once, then {res['rate']:g} orders/s for {res['seconds']:g}s; "
-        f"CONSUMER_BATCH={res['consumer_batch'] or 'default'}; whole run {res['elapsed_s']:.0f}s",
-        "",
-    ]
-    s_l, r_l = s_rate["latency_ms"], r_rate["latency_ms"]
-    rows = [
-        (
-            "throughput",
-            f"{s_tp['per_s']:,.0f} sagas/s",
-            f"{r_tp['per_s']:,.0f} msgs/s",
-            f"{100 * res['ratio']:.1f}%",
-            f">= {TARGET_SAGAS_S:,.0f} sagas/s",
-            _verdict(res["pass_throughput"]),
-        ),
-        (f"latency p50 @{res['rate']:g}/s", f"{s_l['p50']:.0f} ms", f"{r_l['p50']:.0f} ms",
-         f"x{res['latency_ratio_p50']:.1f}", "", ""),
-        (f"latency p95 @{res['rate']:g}/s", f"{s_l['p95']:.0f} ms", f"{r_l['p95']:.0f} ms",
-         "", "", ""),
-        (f"latency p99 @{res['rate']:g}/s", f"{s_l['p99']:.0f} ms", f"{r_l['p99']:.0f} ms",
-         "", f"<= {TARGET_P99_MS:.0f} ms", _verdict(res["pass_latency"])),
-        (f"latency max @{res['rate']:g}/s", f"{s_l['max']:.0f} ms", f"{r_l['max']:.0f} ms",
-         "", "", ""),
-    ]  # fmt: skip
-    lines += _table(("", "saga (6 hops)", "raw pipe (6 topics)", "ratio", "target", "result"), rows)
-    st, rt = s_tp["latency_ms"], r_tp["latency_ms"]
-    lines += [
-        "",
-        f"throughput run: saga {s_tp['n']:,} in {s_tp['seconds']:.2f}s "
-        f"(latency p50 {st['p50']:.0f} ms, p99 {st['p99']:.0f} ms); "
-        f"raw {r_tp['n']:,} in {r_tp['seconds']:.2f}s "
-        f"(p50 {rt['p50']:.0f} ms, p99 {rt['p99']:.0f} ms)",
-        f"fixed rate: offered {s_rate['achieved_rate']:g}/s (bench loop max lag "
-        f"{s_rate['max_schedule_lag_ms']:.0f} ms); the saga completed {s_rate['n']:,} in "
-        f"{s_rate['seconds']:.1f}s ({s_rate['completion_rate']:g}/s), the raw pipe in "
-        f"{r_rate['seconds']:.1f}s",
-        f"orders-summary at the end: {s_tp.get('checked_completed', '?')} COMPLETED, "
-        "no other status",
-    ]
-    if s_rate["completion_rate"] < 0.95 * s_rate["achieved_rate"]:
-        lines.append(
-            "note: the saga could not keep up with the offered rate, so its latency at that "
-            "rate is queueing (it grows with --seconds)"
-        )
-
-    def cpu_block(title: str, cpu: dict[str, Any], unit: str) -> None:
-        lines.extend(
-            [
-                "",
-                f"{title}: {cpu['wall_s']:.2f}s wall, machine busy "
-                f"{cpu['machine_cores_busy']:.2f} of {cpu['cores_available']} cores "
-                f"(processes not listed: {cpu['others_cores']:.2f} cores)",
-            ]
-        )
-        rows = [
-            (
-                p["process"],
-                f"{p['cpu_s']:.2f}",
-                "-" if p["main_thread_s"] is None else f"{p['main_thread_s']:.2f}",
-                "-" if p["other_threads_s"] is None else f"{p['other_threads_s']:.2f}",
-                f"{p['cpu_s_per_1000']:.2f}",
-                f"{p['cores']:.2f}",
-            )
-            for p in cpu["processes"]
-        ]
-        rows.append(("all listed", "", "", "", f"{cpu['total_cpu_s_per_1000']:.2f}", ""))
-        header = ("process", "cpu s", "loop thread", "other threads", f"cpu s/1000 {unit}", "cores")
-        lines.extend(_table(header, rows, indent="  "))
-
-    cpu_block(
-        "CPU, saga throughput run (publish start -> N OrderCompleted)", s_tp["cpu_timed"], "sagas"
-    )
-    cpu_block(
-        "CPU, saga throughput run incl. stragglers (inventory shipping, notifications)",
-        s_tp["cpu_all_work"],
-        "sagas",
-    )
-    cpu_block(f"CPU, saga at {res['rate']:g}/s", s_rate["cpu"], "sagas")
-    cpu_block("CPU, raw pipe throughput run", r_tp["cpu_timed"], "msgs")
-
-    def stage_block(title: str, block: dict[str, Any], with_span: bool) -> None:
-        lines.extend(["", title])
-        rows: list[tuple[Any, ...]] = [
-            (h["hop"], h.get("p50", "-"), h.get("p99", "-"), h.get("max", "-"))
-            for h in block["hops"]
-        ]
-        lines.extend(_table(("hop (record timestamps)", "p50 ms", "p99 ms", "max ms"), rows, "  "))
-        if with_span:
-            rows = [
-                (
-                    s["step"],
-                    s["value_bytes"],
-                    f"{s.get('first_s', 0):.2f}",
-                    f"{s.get('last_s', 0):.2f}",
-                    f"{s['rate_per_s'] or 0:,.0f}",
-                )
-                for s in block["steps"]
-            ]
-            lines.extend(_table(("step", "bytes", "first s", "last s", "step rate/s"), rows, "  "))
-
-    stage_block("saga throughput run, per step:", s_tp["stages"], True)
-    stage_block(f"saga at {res['rate']:g}/s, per hop:", s_rate["stages"], False)
-    stage_block("raw pipe throughput run, per step:", r_tp["stages"], True)
-    stage_block(f"raw pipe at {res['rate']:g}/s, per hop:", r_rate["stages"], False)
-
-    if res["consumer_batch_variants"]:
-        lines += [
-            "",
-            "CONSUMER_BATCH variants (throughput run on a fresh stack each; cpu s per 1000 sagas "
-            "incl. stragglers):",
-        ]
-        names = ["orders", "inventory", "payments", "shipping", "notifications", "broker (JVM)"]
-        runs = [(res["consumer_batch"] or "default (500)", s_tp)]
-        runs += [(v["consumer_batch"], v) for v in res["consumer_batch_variants"]]
-        vrows: list[tuple[Any, ...]] = []
-        for label, v in runs:
-            per = {p["process"]: p["cpu_s_per_1000"] for p in v["cpu_all_work"]["processes"]}
-            vrows.append(
-                (
-                    label,
-                    f"{v['per_s']:,.0f}",
-                    f"{v['latency_ms']['p50']:.0f}",
-                    *(f"{per[n]:.2f}" if n in per else "-" for n in names),
-                    f"{v['cpu_all_work']['total_cpu_s_per_1000']:.1f}",
-                    f"{v['cpu_timed']['others_cores']:.2f}",
-                )
-            )
-        header = ("CONSUMER_BATCH", "sagas/s", "p50 ms", *names, "all", "others' cores")
-        lines += _table(header, vrows, "  ")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- entrypoint
@@ -1127,42 +1091,77 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument(
-        "--orders", type=int, default=DEFAULT_ORDERS, metavar="N",
-        help=f"orders published at once for the throughput figure (default {DEFAULT_ORDERS})",
+        "--database", choices=("sqlite", "postgres", "both"), default=None,
+        help="the services' database: SQLite files, a durable PostgreSQL, or one after the "
+        "other (default both; --quick: sqlite)",
     )  # fmt: skip
     parser.add_argument(
-        "--rate", type=float, default=DEFAULT_RATE, metavar="R",
-        help=f"orders/s for the latency figure (default {DEFAULT_RATE:g})",
+        "--step-seconds", type=float, default=None, metavar="S",
+        help=f"how long each offered rate is held (default {DEFAULT_STEP_S:g}; --quick: "
+        f"{QUICK_STEP_S:g})",
     )  # fmt: skip
     parser.add_argument(
-        "--seconds", type=float, default=DEFAULT_SECONDS, metavar="S",
-        help=f"how long orders are placed at --rate (default {DEFAULT_SECONDS:g})",
+        "--rates", default=None, metavar="R[,R...]",
+        help="the ladder of offered rates the capacity search climbs (default "
+        f"{','.join(f'{r:g}' for r in LADDER)}); 10, 50, 100 and 200 are always measured "
+        "when listed",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bisections", type=int, default=None, metavar="K",
+        help=f"steps between the last pass and the first fail (default {DEFAULT_BISECTIONS})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-burst", action="store_true",
+        help="skip the burst figure (orders published at once)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--orders", type=int, default=None, metavar="N",
+        help=f"orders published at once for the burst figure (default {DEFAULT_ORDERS})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=int, default=None, metavar="N",
+        help=f"orders through the saga before anything is timed (default {DEFAULT_WARMUP})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-tracing", action="store_true",
+        help="TRACE_EXPORTER=none instead of the shipped OTLP export (to a sink that drops)",
     )  # fmt: skip
     parser.add_argument(
         "--consumer-batch", type=int, default=None, metavar="B",
         help="CONSUMER_BATCH for the services (default: the services' own default)",
     )  # fmt: skip
     parser.add_argument(
-        "--try-batch", default=DEFAULT_TRY_BATCH, metavar="B[,B...]",
-        help="after the main run, the throughput run again with CONSUMER_BATCH=B on a fresh "
-        f"stack, for each B (default {DEFAULT_TRY_BATCH or 'none'}; '' for none)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--warmup", type=int, default=DEFAULT_WARMUP, metavar="N",
-        help=f"orders through the saga before the timed runs (default {DEFAULT_WARMUP})",
+        "--quick", action="store_true",
+        help="a smoke run: SQLite, short steps, a short ladder, no bisection",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
     try:
-        args.try_batch = [int(b) for b in args.try_batch.split(",") if b.strip()]
+        ladder = (
+            tuple(float(r) for r in args.rates.split(",") if r.strip())
+            if args.rates
+            else (QUICK_LADDER if args.quick else LADDER)
+        )
     except ValueError:
-        parser.error(f"--try-batch: comma-separated integers, got {args.try_batch!r}")
-    if args.orders < 10:
-        parser.error("--orders must be at least 10")
-    if args.warmup < 1:
-        parser.error("--warmup must be at least 1")
-    if args.rate <= 0 or args.seconds <= 0:
-        parser.error("--rate and --seconds must be positive")
+        parser.error(f"--rates: comma-separated numbers, got {args.rates!r}")
+    if not ladder or min(ladder) <= 0:
+        parser.error("--rates must be positive")
+    quick = args.quick
+    database = args.database or ("sqlite" if quick else "both")
+    burst = 0 if args.no_burst else (args.orders or (QUICK_ORDERS if quick else DEFAULT_ORDERS))
+    args.opts = Options(
+        backends=("sqlite", "postgres") if database == "both" else (database,),
+        step_s=args.step_seconds or (QUICK_STEP_S if quick else DEFAULT_STEP_S),
+        idle_s=QUICK_IDLE_S if quick else DEFAULT_IDLE_S,
+        ladder=tuple(sorted(ladder)),
+        bisections=args.bisections if args.bisections is not None else (0 if quick else 2),
+        warmup=args.warmup or (QUICK_WARMUP if quick else DEFAULT_WARMUP),
+        burst=burst,
+        tracing=not args.no_tracing,
+        consumer_batch=args.consumer_batch,
+    )
+    if args.opts.step_s <= 0 or args.opts.warmup < 1:
+        parser.error("--step-seconds and --warmup must be positive")
     return args
 
 
@@ -1182,12 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
                     run(
                         bootstrap,
                         workdir=root / "stacks",
-                        orders=args.orders,
-                        rate=args.rate,
-                        seconds=args.seconds,
-                        consumer_batch=args.consumer_batch,
-                        try_batches=args.try_batch,
-                        warmup=args.warmup,
+                        opts=args.opts,
                         broker_pid=broker_pid,
                         progress=progress,
                     )
