@@ -99,6 +99,7 @@ DEPOSIT_CENTS = 10**12
 PRICE_CENTS = 1500
 PRODUCER = "bench-saga"
 BROKER = "broker (JVM)"
+DB_SERVER = "postgres (server + backends)"
 
 # (event type, un-prefixed topic, the service that emitted it)
 SAGA_STEPS: list[tuple[str, str, str]] = [
@@ -170,6 +171,24 @@ def proc_cpu_s(pid: int) -> float | None:
     return _stat_cpu_s(f"/proc/{pid}/stat")
 
 
+def tree_cpu_s(pid: int) -> float | None:
+    """A server and its children (PostgreSQL's backends): its own time, its reaped
+    children's (cutime + cstime: closed connections) and its live children's."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    total = sum(int(f) for f in fields[11:15]) / _TICKS
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited between the listing and the read
+        if int(child[1]) == pid:
+            total += (int(child[11]) + int(child[12])) / _TICKS
+    return total
+
+
 def main_thread_cpu_s(pid: int) -> float | None:
     """The same for the process's main thread only (a service's event loop)."""
     return _stat_cpu_s(f"/proc/{pid}/task/{pid}/stat")
@@ -200,9 +219,15 @@ class CpuProbe:
     the rest is aiosqlite's worker thread, where SQLite runs.
     """
 
-    def __init__(self, pids: dict[str, int], jvm: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        pids: dict[str, int],
+        jvm: dict[str, int] | None = None,
+        trees: dict[str, int] | None = None,
+    ) -> None:
         self.pids = dict(pids)
         self.jvm = dict(jvm or {})
+        self.trees = dict(trees or {})  # servers counted with their children
 
     def sample(self) -> CpuSample:
         procs: dict[str, tuple[float, float | None]] = {}
@@ -216,6 +241,10 @@ class CpuProbe:
             total = proc_cpu_s(pid)
             if total is not None:
                 procs[name] = (total, main_thread_cpu_s(pid))
+        for name, pid in self.trees.items():
+            total = tree_cpu_s(pid)
+            if total is not None:
+                procs[name] = (total, None)
         return CpuSample(time.perf_counter(), machine_busy_s(), procs)
 
 
@@ -556,7 +585,7 @@ class Target:
     @property
     def stack(self) -> frozenset[str]:
         """The processes under test: the target's own and the broker."""
-        return frozenset(self.pids) | {BROKER}
+        return frozenset(self.pids) | {BROKER, DB_SERVER}
 
     def drafts(self, n: int) -> list[Draft]:
         out = []
@@ -985,7 +1014,7 @@ async def run_backend(
     names = [s.name for s in load_manifest()]
     async with contextlib.AsyncExitStack() as scope:
         sink = await scope.enter_async_context(trace_sink()) if opts.tracing else None
-        urls = scope.enter_context(databases(backend, names))
+        urls, server_pid = scope.enter_context(databases(backend, names))
         progress(f"{backend}: starting {len(names)} services ({', '.join(names)})")
         stack = await start_stack(
             bootstrap, workdir, opts.consumer_batch, {**urls, **tracing_env(sink)}
@@ -994,7 +1023,8 @@ async def run_backend(
         try:
             target = await saga_target(stack)
             extra = {"otlp sink (Jaeger's stand-in)": sink.pid} if sink is not None else {}
-            probe = CpuProbe({**target.pids, **extra}, jvm)
+            trees = {DB_SERVER: server_pid} if server_pid is not None else {}
+            probe = CpuProbe({**target.pids, **extra}, jvm, trees)
             progress(f"{backend}: warm-up, {opts.warmup} orders")
             sizes = await warm_up(bootstrap, target, opts.warmup)
             idle_cpu = await idle(target, opts.idle_s, probe, progress)

@@ -30,21 +30,24 @@ NO_DATABASE = frozenset({"analytics"})  # faust keeps its tables in Kafka
 
 
 @contextlib.contextmanager
-def databases(backend: str, services: Sequence[str]) -> Iterator[dict[str, str]]:
-    """``<NAME>_DATABASE_URL`` settings for the services (none for SQLite: the default)."""
+def databases(backend: str, services: Sequence[str]) -> Iterator[tuple[dict[str, str], int | None]]:
+    """``<NAME>_DATABASE_URL`` settings for the services (none for SQLite: the default),
+    and the database server's pid (its CPU counts with the stack's)."""
     if backend == "sqlite":
-        yield {}
+        yield {}, None
         return
     # The postgres user must reach the cluster's directory: a world-traversable temp dir.
     home = Path(tempfile.mkdtemp(prefix="choreo-bench-pg-"))
     home.chmod(0o755)
     cluster = start_cluster(home / "cluster", free_port(), durable=True)
     try:
-        yield {
+        urls = {
             f"{name.upper()}_DATABASE_URL": create_database(cluster, prefix=name)
             for name in services
             if name not in NO_DATABASE
         }
+        pid = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+        yield urls, pid
     finally:
         stop_cluster(cluster)
         shutil.rmtree(home, ignore_errors=True)
