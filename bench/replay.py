@@ -17,8 +17,12 @@ Timed spans, alternated on each repeat (the median counts):
   command's batch size and its default reader processes (one per core, at most 4, or up
   to twice that to take the partitions by number evenly: 3 for 3 partitions on 2 cores;
   they read, decode and collect while the replay's process writes; starting them is timed),
-  from the call until it returns with the rebuilt generation switched in. The raw side is
-  one process, as a plain consumer is; ``--readers 0`` times the replay in one process too.
+  from the call until it returns with the rebuilt generation switched in. The raw side uses
+  as many processes as the replay used readers (``bench.raw_read``, one share of the
+  partitions each, spawned inside the span as the readers are), or this process when the
+  replay reads in one (``--readers 0``). (Until issue 15 the raw side was always one
+  process, against the replay's three on two cores.) An untimed replay before the rounds
+  says how many readers the replay uses.
 
 Both run with the garbage-collector settings the query service and replay command use
 (``events.reading.tune_gc``).
@@ -61,6 +65,7 @@ from events.projection import ProjectionStore
 from events.reading import reader, seek_to, tune_gc
 from events.replay import replay
 from events.replay_readers import default_readers
+from events.settings import REPO_ROOT
 from events.tables import metadata as platform_metadata
 from events.topics import apply_topics, partitions_of
 from infra.broker import BrokerSpec, down, free_ports, up
@@ -354,6 +359,34 @@ async def prepare(bootstrap: str, n: int) -> tuple[str, AvroCodec, History]:
     return prefix, codec, history
 
 
+async def time_raw_processes(
+    bootstrap: str, prefix: str, topics: list[str], total: int, processes: int
+) -> float:
+    """Seconds from spawning ``processes`` of ``bench.raw_read`` (a share of the partitions
+    each) until the last exits, having read and decoded every message of the topics."""
+    started = time.perf_counter()
+    procs = []
+    for i in range(processes):
+        cmd = [
+            "-m", "bench.raw_read", "--bootstrap", bootstrap, "--prefix", prefix,
+            "--topics", ",".join(topics), "--share", str(i), "--of", str(processes),
+            "--batch", str(BATCH),
+        ]  # fmt: skip
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable, *cmd, stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT
+            )
+        )
+    outputs = await asyncio.gather(*(p.communicate() for p in procs))
+    elapsed = time.perf_counter() - started
+    if any(p.returncode != 0 for p in procs):
+        raise RuntimeError(f"a raw reader failed: exits {[p.returncode for p in procs]}")
+    decoded = sum(int(out.strip() or 0) for out, _ in outputs)
+    if decoded != total:
+        raise RuntimeError(f"raw readers read {decoded} events, expected {total}")
+    return elapsed
+
+
 async def time_raw(bootstrap: str, topics: list[str], codec: AvroCodec, total: int) -> float:
     """Seconds to read and decode every message of the topics with a bare consumer."""
     started = time.perf_counter()
@@ -444,15 +477,26 @@ async def run(
         topics = build_projection(prefix).topics
         say(f"published {total:,} events ({history.orders:,} orders); warming up")
         stack.enter_context(projection_gc())
-        await time_raw(bootstrap, topics, codec, total)
+        # An untimed replay first: it warms the broker's fetch path and says how many reader
+        # processes the replay uses; the raw side then uses as many (one in this process
+        # when the replay runs in one).
+        _, used = await time_replay(
+            bootstrap, prefix, codec, history, workdir / "warm-up.db", readers
+        )
+
+        async def raw() -> float:
+            if used <= 1:
+                return await time_raw(bootstrap, topics, codec, total)
+            return await time_raw_processes(bootstrap, prefix, topics, total, used)
+
+        await raw()
         raw_s: list[float] = []
         replay_s: list[float] = []
-        used = readers
         for i in range(repeat):
             order = ("raw", "replay") if i % 2 == 0 else ("replay", "raw")
             for what in order:
                 if what == "raw":
-                    raw_s.append(await time_raw(bootstrap, topics, codec, total))
+                    raw_s.append(await raw())
                 else:
                     db_path = workdir / f"replay-{i}.db"
                     took, used = await time_replay(
@@ -497,7 +541,8 @@ def render(result: dict[str, Any]) -> str:
             f"query projection replay: {result['events']:,} saga events "
             f"({result['orders']:,} orders), median of {result['repeat']}",
             f"  raw aiokafka consume + decode  {result['raw_rate']:>10,.0f} events/s  "
-            f"(runs: {', '.join(f'{x:,.0f}' for x in result['raw_runs'])})",
+            f"({max(result['readers'], 1)} process(es), as many as the replay's readers; "
+            f"runs: {', '.join(f'{x:,.0f}' for x in result['raw_runs'])})",
             f"  replay() into fresh SQLite     {result['replay_rate']:>10,.0f} events/s  "
             f"({result['readers']} reader processes; "
             f"runs: {', '.join(f'{x:,.0f}' for x in result['replay_runs'])})",
