@@ -141,7 +141,11 @@ def _child_env(**extra: str) -> dict[str, str]:
 
 def run_cli(bootstrap: str, prefix: str, path: Path) -> float:
     cmd = [*choreo_command(), "publish", "--file", str(path), "--output", "json"]
-    env = _child_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, TOPIC_PREFIX=prefix)
+    # PYTHONPATH: the console script imports the tree this benchmark runs from (a worktree
+    # of another commit for an A/B run), not wherever the package was installed from.
+    env = _child_env(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap, TOPIC_PREFIX=prefix, PYTHONPATH=str(REPO_ROOT)
+    )
     return _timed_process(cmd, env, "choreo publish")
 
 
