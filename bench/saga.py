@@ -864,7 +864,7 @@ async def stop_stack(stack: Stack) -> None:
     await asyncio.to_thread(stop, stack.specs, var_dir=stack.var_dir)
 
 
-async def saga_target(stack: Stack) -> Target:
+async def saga_target(stack: Stack, name: str = "saga") -> Target:
     catalogue = Catalogue.load().prefixed(stack.prefix)
     codec = AvroCodec(catalogue)
     world = World()
@@ -881,7 +881,7 @@ async def saga_target(stack: Stack) -> Target:
     watch = CompletionWatch(stack.bootstrap, stack.prefix + "orders.events", saga_matcher(codec))
     await watch.start()
     return Target(
-        name="saga",
+        name=name,
         codec=codec,
         watch=watch,
         stages=[(et, stack.prefix + topic, et) for et, topic, _ in SAGA_STEPS],
@@ -1021,7 +1021,7 @@ async def run_backend(
         )
         target: Target | None = None
         try:
-            target = await saga_target(stack)
+            target = await saga_target(stack, f"saga on {backend}")
             extra = {"otlp sink (Jaeger's stand-in)": sink.pid} if sink is not None else {}
             trees = {DB_SERVER: server_pid} if server_pid is not None else {}
             probe = CpuProbe({**target.pids, **extra}, jvm, trees)
