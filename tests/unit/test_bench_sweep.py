@@ -52,3 +52,30 @@ def test_judge() -> None:
 def test_backlog_limit_is_two_seconds_of_orders_and_at_least_twenty() -> None:
     assert backlog_limit(10) == 20
     assert backlog_limit(500) == 1000
+
+
+def _step(rate: float, p99: float, cores: float, aborted: bool = False) -> dict[str, object]:
+    return {"rate": rate, "aborted": aborted, "latency_ms": {"p99": p99},
+            "cpu": {"stack_cores": cores}}  # fmt: skip
+
+
+def test_targets_of_issue_15_from_a_run() -> None:
+    from bench.saga_report import targets
+
+    sqlite = {
+        "idle": {"stack_cores": 0.1},
+        "sweep": {"capacity": 1000.0, "steps": [_step(10, 50, 0.15), _step(100, 140, 0.4)]},
+    }
+    postgres = {"idle": {}, "sweep": {"capacity": 300.0, "steps": [_step(100, 900, 1.8, True)]}}
+    got = {
+        t["target"]: t["passed"]
+        for t in targets({"backends": {"sqlite": sqlite, "postgres": postgres}})
+    }
+    assert got == {
+        "SQLite sustained capacity": True,
+        "SQLite p99 at 100 orders/s": True,
+        "SQLite cores busy at 100 orders/s": True,
+        "SQLite cores above idle at 10 orders/s": True,
+        "PostgreSQL sustained capacity": False,
+        "PostgreSQL p99 at 100 orders/s": False,  # a step the stack fell behind on
+    }
