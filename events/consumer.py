@@ -130,7 +130,7 @@ class EventConsumer:
         retry: RetryPolicy | None = None,
         max_batch: int = 500,
         fetch_timeout_ms: int = 200,
-        commit_interval_ms: int = 100,
+        commit_interval_ms: int = 1000,
         after_db_commit: Hook | None = None,
         consumer_options: dict[str, Any] | None = None,
         sequenced: bool = True,
@@ -139,6 +139,7 @@ class EventConsumer:
         self.name = name
         self.topics = list(topics)
         self.handlers = router.handlers
+        self._wanted: frozenset[str | None] = frozenset([*self.handlers, None])
         self.db = db
         self.codec = codec
         self.outbox = outbox
@@ -246,6 +247,12 @@ class EventConsumer:
             for record in records:
                 if self._blocks and _blocked_record(record, self._blocks):
                     held.append(record)
+                    continue
+                if parking.record_event_type(record) not in self._wanted:
+                    # Skipped from its header, before decoding: most records on a shared
+                    # topic are other services' business. A record without the header is
+                    # decoded (and dead-lettered if it is malformed).
+                    self.stats.ignored += 1
                     continue
                 try:
                     item = self._decode_raw(record)

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from events.codec import AvroCodec, CodecError
-from events.envelope import Envelope, EnvelopeError, Event
+from events.envelope import H_EVENT_TYPE, Envelope, EnvelopeError, Event
 
 if TYPE_CHECKING:
     from events.models import EventModel
@@ -90,11 +90,14 @@ def decode_records(
     The services' consumers dead-letter malformed events on these topics; a projection
     only skips them so the read side never stalls on one.
     """
+    wanted: set[str | None] = {*models, None}  # None: no header, the body says
     events: list[Event[Any]] = []
     ends: dict[tuple[str, int], int] = {}
     bad = 0
     for record in records:
         ends[record.topic, record.partition] = record.offset + 1
+        if _event_type(record) not in wanted:
+            continue  # from the header, before decoding: another projection's business
         try:
             decoded = codec.decode(record.value or b"")
             if decoded.event_type not in models:
@@ -118,6 +121,16 @@ def decode_records(
         events.append(Event(envelope, payload, record.topic, record.partition, record.offset))
     positions = {TopicPartition(t, p): offset for (t, p), offset in ends.items()}
     return DecodedBatch(events, positions, bad)
+
+
+def _event_type(record: ConsumerRecord) -> str | None:
+    for name, value in record.headers or ():
+        if name == H_EVENT_TYPE:
+            try:
+                return None if value is None else bytes(value).decode()
+            except UnicodeDecodeError:
+                return None  # decoded, and skipped as undecodable if the envelope is bad
+    return None
 
 
 def reader(bootstrap: str, client_id: str) -> AIOKafkaConsumer:
