@@ -104,6 +104,7 @@ class RelayConfig:
     retention: timedelta = timedelta(days=7)
     purge_every_s: float = 60.0
     gauge_every_s: float = 2.0  # backlog, oldest age and quarantine measured this often
+    mark_every_s: float = 1.0  # SQLite: acked rows are marked sent at most this often
 
 
 class OutboxRelay:
@@ -133,6 +134,13 @@ class OutboxRelay:
         self.failures = 0
         self.quarantined = 0
         self._unsent_stmt: Prepared | None = None
+        # SQLite: acked rows wait here to be marked sent in one transaction per
+        # mark_every_s (not one per batch); rows up to _after are published, so the next
+        # select starts after them. A crash before the mark re-publishes them, as a crash
+        # before any mark always could.
+        self._unmarked: list[int] = []
+        self._after = 0
+        self._next_mark = 0.0
         # Health: when a batch last went through (monotonic), the last failure, and the
         # monitor's latest measurement of the rows waiting.
         self.last_ok = time.monotonic()
@@ -167,13 +175,25 @@ class OutboxRelay:
         if self.db.is_sqlite:
             # SQLite has one writer at a time: one relay per database, no claiming needed.
             async with self.db.session() as session:
-                rows = [_Unsent(**r) for r in await self._unsent().rows(session, {})]
+                params = {"after": self._after}
+                rows = [_Unsent(**r) for r in await self._unsent().rows(session, params)]
             outcome = await self._publish(rows)
-            if outcome.quarantine:
-                async with self.db.session() as session, session.begin():
-                    await self._settle(session, outcome)
+            if outcome.quarantine or outcome.failure is not None:
+                # Rows stay behind (to retry) or leave the outbox: mark what went now and
+                # select from the oldest unsent row again (a deleted last row's id is
+                # reused by SQLite).
+                await self.flush_marks()
+                self._after = 0
+                if outcome.quarantine:
+                    async with self.db.session() as session, session.begin():
+                        await self._settle(session, outcome)
+                elif outcome.sent:
+                    await self._mark_sent([r.id for r in outcome.sent])
             elif outcome.sent:
-                await self._mark_sent([r.id for r in outcome.sent])
+                self._unmarked.extend(r.id for r in outcome.sent)
+                self._after = outcome.sent[-1].id
+            if self._unmarked and asyncio.get_running_loop().time() >= self._next_mark:
+                await self.flush_marks()
         else:
             # PostgreSQL: rows stay locked (claimed) until they are marked, so a second
             # relay skips them instead of publishing them twice.
@@ -241,7 +261,8 @@ class OutboxRelay:
 
     def _unsent(self) -> Prepared:
         if self._unsent_stmt is None:  # built once: it runs after every commit
-            self._unsent_stmt = Prepared(self._build_unsent())
+            after = self._build_unsent().where(outbox.c.id > bindparam("after"))
+            self._unsent_stmt = Prepared(after)
         return self._unsent_stmt
 
     def _build_unsent(self) -> Select[Any]:
@@ -366,6 +387,18 @@ class OutboxRelay:
         async with self.db.session() as session, session.begin():
             await _MARK_SENT.run(session, {"ids": ids, "now": utcnow()})
 
+    async def flush_marks(self) -> None:
+        """Marks sent the acked rows still waiting for it (SQLite), in one transaction."""
+        ids, self._unmarked = self._unmarked, []
+        if not ids:
+            return
+        self._next_mark = asyncio.get_running_loop().time() + self.config.mark_every_s
+        try:
+            await self._mark_sent(ids)
+        except BaseException:
+            self._unmarked[:0] = ids  # marked by the next flush
+            raise
+
     async def purge(self) -> int:
         cutoff = utcnow() - self.config.retention
         async with self.db.session() as session, session.begin():
@@ -398,6 +431,7 @@ class OutboxRelay:
     async def refresh_gauges(self) -> None:
         """Measures the backlog, the oldest unsent age and the quarantine in the database
         (so the figures survive a restart and do not depend on publishing succeeding)."""
+        await self.flush_marks()  # rows acked but not yet marked are not waiting
         count, age = await self.backlog()
         quarantined = await self.quarantine_size()
         self.waiting, self.oldest_age_s = count, age
@@ -432,6 +466,7 @@ class OutboxRelay:
             n = await self.publish_batch()
             total += n
             if n == 0:
+                await self.flush_marks()
                 return total
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -447,7 +482,9 @@ class OutboxRelay:
                     n = await self.publish_batch()
                     backoff = self.config.backoff_initial_s
                     if loop.time() >= next_purge:
+                        await self.flush_marks()
                         await self.purge()
+                        self._after = 0  # the purge may delete the last row, whose id recurs
                         next_purge = loop.time() + self.config.purge_every_s
                 except (TimeoutError, KafkaError, OSError, DBAPIError) as exc:
                     if isinstance(exc, DBAPIError):
@@ -466,7 +503,10 @@ class OutboxRelay:
                     backoff = min(backoff * 2, self.config.backoff_max_s)
                     continue
                 if n < self.config.batch_size:
-                    await _wait_any(stop, self._wake, self.config.idle_poll_s)
+                    idle = self.config.idle_poll_s
+                    if self._unmarked:  # come back to mark them
+                        idle = min(idle, max(0.0, self._next_mark - loop.time()))
+                    await _wait_any(stop, self._wake, idle)
             with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
                 await self.drain()
         finally:
