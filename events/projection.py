@@ -465,6 +465,9 @@ class ProjectionRunner:
         self._dlq: AIOKafkaProducer | None = None
         self._tps: list[TopicPartition] = []
         self._moved = asyncio.Condition()
+        # Read-your-writes readers waiting: no linger while there are any.
+        self._readers = 0
+        self._hurry = asyncio.Event()
         self._switched_to: int | None = None
 
     @property
@@ -539,8 +542,7 @@ class ProjectionRunner:
                     backoff = 0.0
                     self.last_error = self.stalled_since = None
                     if len(records) < self.batch and self.linger_s > 0:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), self.linger_s)
+                        await self._linger(stop)
                 elif loop.time() >= next_check:
                     # Idle: notice a replay's switch without waiting for the next event.
                     next_check = loop.time() + 1.0
@@ -652,12 +654,30 @@ class ProjectionRunner:
             out[tp] = None if high is None else max(high - pos, 0)
         return out
 
+    async def _linger(self, stop: asyncio.Event) -> None:
+        """Waits linger_s for more events (fewer, larger transactions at low rates), less
+        when the service stops or a reader waits for its own writes."""
+        if self._readers:
+            return
+        self._hurry.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._hurry.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.linger_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
     def reached(self, wanted: Positions) -> bool:
         return all(self.positions.get(tp, 0) > offset for tp, offset in wanted.items())
 
     async def wait_for(self, wanted: Positions, timeout_s: float) -> bool:
         """Read-your-writes: True once every (partition, offset) in ``wanted`` is applied."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s), self._moved:
-                await self._moved.wait_for(lambda: self.reached(wanted))
+        self._readers += 1
+        self._hurry.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s), self._moved:
+                    await self._moved.wait_for(lambda: self.reached(wanted))
+        finally:
+            self._readers -= 1
         return self.reached(wanted)

@@ -124,6 +124,9 @@ def build(config: AnalyticsConfig) -> Analytics:
         topic_replication_factor=config.replication_factor,
         topic_disable_leader=True,  # no on_leader timers, so no leader-election topic
         consumer_auto_offset_reset="earliest",  # a new deployment counts the history
+        # Each counted event writes three or four table changes: gathered into fewer produce
+        # requests (changelogs are read only at a restart, so 50 ms later is no loss).
+        producer_linger=0.05,
         web_enabled=True,
         web_bind=config.http_host,
         web_host=config.http_host,

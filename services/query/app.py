@@ -51,7 +51,7 @@ class Settings(ServiceSettings):
         default=2000, ge=1, le=50_000, description="Max events per projection transaction"
     )
     projection_linger_ms: int = Field(
-        default=50,
+        default=200,
         ge=0,
         le=5_000,
         description="After a small batch, how long the projection waits for more events "

@@ -172,6 +172,19 @@ async def test_read_your_writes_waits_for_the_position(kafka_bootstrap, scene):
         assert not runner.reached({TopicPartition(topic, 0): 3})
 
 
+async def test_a_reader_waiting_for_its_writes_cuts_the_linger_short(kafka_bootstrap, scene):
+    topic, codec, producer_db, read_db = await scene(1)
+    # A linger far longer than the wait: the wait can only succeed if the reader ends it.
+    runner = ProjectionRunner(
+        counts_projection(topic), read_db, codec, kafka_bootstrap, linger_s=600
+    )
+    async with live(runner):
+        await produce(kafka_bootstrap, producer_db, codec, [unique("a")], 1)
+        await eventually(lambda: runner.applied >= 1, what="the first batch (then it lingers)")
+        await produce(kafka_bootstrap, producer_db, codec, [unique("a")], 1, start=1)
+        assert await runner.wait_for({TopicPartition(topic, 0): 1}, timeout_s=30)
+
+
 async def test_replay_under_live_traffic_matches_a_rebuild(kafka_bootstrap, scene):
     topic, codec, producer_db, read_db = await scene(3)
     projection = counts_projection(topic)
