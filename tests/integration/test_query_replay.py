@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from events.db import Database, sqlite_file
+from events.db import Database, is_sqlite, sqlite_file
 from events.projection import ProjectionStore
 from events.replay import Progress, ReplayReport, replay
 from events.settings import REPO_ROOT
@@ -212,7 +212,8 @@ async def test_readers_hand_their_rows_over_in_files_beside_a_sqlite_database(
         copy(session, table, rows, **options)
 
     monkeypatch.setattr(query_sql, "insert_file", counted)
-    path = sqlite_file(env.ctx.db.url)
+    # On PostgreSQL the URL's database is a name, not a file: there is no "beside".
+    path = sqlite_file(env.ctx.db.url) if is_sqlite(env.ctx.db.url) else None
     beside = os.path.dirname(path) if path else None
     if beside is not None:  # what a replay killed midway left there
         os.makedirs(os.path.join(beside, ".replay-query-7-x1y2z3", "deep"))
