@@ -17,6 +17,8 @@ import argparse
 import asyncio
 import sys
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.reading import reader, seek_to
@@ -32,19 +34,27 @@ async def read_share(
         return 0
     consumer = reader(bootstrap, f"bench-raw-read-{share}")
     await consumer.start()
-    decoded = 0
     try:
-        await seek_to(consumer, tps, {})
-        left = sum((await consumer.end_offsets(tps)).values())
-        while left > 0:
-            batches = await consumer.getmany(timeout_ms=500, max_records=batch)
-            for records in batches.values():
-                for record in records:
-                    codec.decode(record.value or b"")
-                decoded += len(records)
-                left -= len(records)
+        return await read_to_end(consumer, tps, codec, batch)
     finally:
         await consumer.stop()
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], codec: AvroCodec, batch: int
+) -> int:
+    """Reads ``tps`` from the beginning to their end offsets, decoding every message;
+    returns how many (the raw side's loop, in a process of its own or in the benchmark's)."""
+    await seek_to(consumer, tps, {})
+    left = sum((await consumer.end_offsets(tps)).values())
+    decoded = 0
+    while left > 0:
+        batches = await consumer.getmany(timeout_ms=500, max_records=batch)
+        for records in batches.values():
+            for record in records:
+                codec.decode(record.value or b"")
+            decoded += len(records)
+            left -= len(records)
     return decoded
 
 

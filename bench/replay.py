@@ -57,12 +57,13 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
 from bench.profiling import Profiler
+from bench.raw_read import read_to_end
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.db import sqlite_url
 from events.envelope import Envelope
 from events.projection import ProjectionStore
-from events.reading import reader, seek_to, tune_gc
+from events.reading import reader, tune_gc
 from events.replay import replay
 from events.replay_readers import default_readers
 from events.settings import REPO_ROOT
@@ -392,18 +393,9 @@ async def time_raw(bootstrap: str, topics: list[str], codec: AvroCodec, total: i
     started = time.perf_counter()
     consumer = reader(bootstrap, f"bench-raw-{uuid.uuid4().hex[:8]}")
     await consumer.start()
-    decoded = 0
     try:
         tps = await partitions_of(bootstrap, topics)
-        await seek_to(consumer, tps, {})
-        left = sum((await consumer.end_offsets(tps)).values())
-        while left > 0:
-            batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
-            for records in batches.values():
-                for record in records:
-                    codec.decode(record.value or b"")
-                decoded += len(records)
-                left -= len(records)
+        decoded = await read_to_end(consumer, tps, codec, BATCH)
     finally:
         await consumer.stop()
     elapsed = time.perf_counter() - started
