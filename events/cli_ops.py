@@ -285,7 +285,7 @@ def register(sub: Any) -> None:
     st.set_defaults(run=status)
 
     d = sub.add_parser("dlq", help="inspect and re-drive dead letters")
-    d_sub = d.add_subparsers(dest="action", required=True, parser_class=sub._parser_class)
+    d_sub = d.add_subparsers(dest="action", required=True, parser_class=type(d))
     ls = d_sub.add_parser("list", help="every dead letter, with reason and origin")
     ls.add_argument("--topic", help="an event topic or its .dlq topic")
     ls.add_argument("--consumer", help="only letters dead-lettered by this consumer")

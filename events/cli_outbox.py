@@ -129,7 +129,8 @@ def _act(
 
 def register(sub: Any) -> None:
     o = sub.add_parser("outbox", help="outbox rows Kafka refused for good: list, retry, drop")
-    o_sub = o.add_subparsers(dest="action", required=True, parser_class=sub._parser_class)
+    # The sub-commands parse as the top level does (one-line errors): same parser class.
+    o_sub = o.add_subparsers(dest="action", required=True, parser_class=type(o))
     ls = o_sub.add_parser("list", help="quarantined rows of every service, with the reason")
     ls.add_argument("--service", help="only this service's rows")
     ls.add_argument("--output", choices=["text", "json"], default="text")

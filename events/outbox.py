@@ -8,7 +8,7 @@ An event too large for Kafka is refused here, when it is emitted (:class:`EventT
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -49,11 +49,10 @@ class EventTooLarge(PermanentError):
         self.limit = limit
 
 
-def record_size(row: Mapping[str, Any]) -> int:
-    """The bytes an outbox row takes as a Kafka record (an upper estimate)."""
-    headers = json.loads(row["headers"])
-    header_bytes = sum(len(k.encode()) + len(str(v).encode()) + 2 for k, v in headers.items())
-    return len(row["payload"]) + len(row["key"].encode()) + header_bytes + RECORD_OVERHEAD_BYTES
+def record_size(payload: bytes, key: str, headers: Sequence[tuple[str, bytes]]) -> int:
+    """The bytes an event takes as a Kafka record (an upper estimate)."""
+    header_bytes = sum(len(k) + len(v) + 2 for k, v in headers)  # header names are ASCII
+    return len(payload) + len(key.encode()) + header_bytes + RECORD_OVERHEAD_BYTES
 
 
 class Outbox:
@@ -105,19 +104,22 @@ class Outbox:
             or current_traceparent()
             or (cause.traceparent if cause else None),
         )
+        body = self.codec.encode(event_type, payload)
+        headers = env.to_headers()
+        # Sized from the bytes in hand, before the row is built: no re-parse per event.
+        size = record_size(body, key, headers)
+        if size > self.max_event_bytes:
+            raise EventTooLarge(event_type, size, self.max_event_bytes)
         row = {
             "event_id": event_id,
             "topic": self.codec.catalogue.topic_for(event_type),
             "key": key,
             "event_type": event_type,
-            "payload": self.codec.encode(event_type, payload),
-            "headers": json.dumps(dict((k, v.decode()) for k, v in env.to_headers())),
+            "payload": body,
+            "headers": json.dumps(dict((k, v.decode()) for k, v in headers)),
             "traceparent": env.traceparent,
             "created_at": env.occurred_at,
         }
-        size = record_size(row)
-        if size > self.max_event_bytes:
-            raise EventTooLarge(event_type, size, self.max_event_bytes)
         return row, env
 
 
