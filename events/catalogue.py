@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,24 @@ SCHEMAS_ROOT = Path(__file__).resolve().parent.parent / "schemas"
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the catalogue: the file concerned and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
 class CatalogueError(Exception):
-    """The contract or topic catalogue is inconsistent."""
+    """The contract or topic catalogue is inconsistent. ``problems`` holds every problem the
+    compatibility gate found (``events.compat``); the loader raises with its one message."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ import gc
 import json
 import logging
 import os
-import re
 import sys
 import time
 import uuid
@@ -37,9 +36,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, ValidationError
 
+from events.avro.names import NamedTypes
+from events.avro.validate import Validator, is_uuid
 from events.catalogue import Catalogue, CatalogueError, SchemaVersion
 from events.codec import AvroCodec, CodecError
-from events.contract_check import first_error
 from events.envelope import (
     H_CORRELATION_ID,
     H_EVENT_ID,
@@ -60,14 +60,10 @@ KEY_FIELDS = ("order_id", "customer_id", "sku")
 LINE_KEYS = ("type", "payload", "key", "event_id", "correlation_id")
 _PER_SECOND = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_INT = (-(2**31), 2**31 - 1)
-_LONG = (-(2**63), 2**63 - 1)
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 Command = Callable[[argparse.Namespace, PlatformSettings], int]
 Fix = Callable[[Any, str], Any]
-Check = Callable[[Any], bool]
 
 
 class CommandError(Exception):
@@ -123,50 +119,6 @@ def _kafka_logs_quiet() -> Iterator[None]:
 # --------------------------------------------------------------------------- schemas
 
 
-class _Names:
-    """The named types (records, enums, fixed) of one schema, by full and short name."""
-
-    def __init__(self, schema: Any) -> None:
-        self.types: dict[str, Any] = {}
-        self._collect(schema, "")
-
-    def _collect(self, schema: Any, ns: str) -> None:
-        if isinstance(schema, list):
-            for branch in schema:
-                self._collect(branch, ns)
-            return
-        if not isinstance(schema, dict):
-            return
-        kind = schema.get("type")
-        if kind in ("record", "enum", "fixed"):
-            name = str(schema["name"])
-            ns = name.rsplit(".", 1)[0] if "." in name else str(schema.get("namespace", ns))
-            short = name.rsplit(".", 1)[-1]
-            self.types.setdefault(f"{ns}.{short}" if ns else short, schema)
-            self.types.setdefault(short, schema)
-            for field in schema.get("fields", []):
-                self._collect(field["type"], ns)
-        elif kind == "array":
-            self._collect(schema["items"], ns)
-        elif kind == "map":
-            self._collect(schema["values"], ns)
-        elif isinstance(kind, dict | list):
-            self._collect(kind, ns)
-
-    def lookup(self, schema: Any) -> Any:
-        """The definition behind a name (else the schema itself)."""
-        while isinstance(schema, str) and schema in self.types:
-            schema = self.types[schema]
-        return schema
-
-    def resolve(self, schema: Any) -> Any:
-        """:meth:`lookup`, also looking through ``{"type": {...}}``."""
-        schema = self.lookup(schema)
-        while isinstance(schema, dict) and isinstance(schema.get("type"), dict | list):
-            schema = self.lookup(schema["type"])
-        return schema
-
-
 def _kind(schema: Any) -> str:
     """ "string", "record", "timestamp-millis"... of a resolved (non-union) schema."""
     if isinstance(schema, str):
@@ -174,7 +126,7 @@ def _kind(schema: Any) -> str:
     return str(schema.get("logicalType") or schema["type"])
 
 
-def _is_text(schema: Any, names: _Names) -> bool:
+def _is_text(schema: Any, names: NamedTypes) -> bool:
     schema = names.resolve(schema)
     if isinstance(schema, list):
         branches = [b for b in schema if names.resolve(b) != "null"]
@@ -184,12 +136,12 @@ def _is_text(schema: Any, names: _Names) -> bool:
     return schema["type"] in ("string", "enum")
 
 
-def _allows_null(schema: Any, names: _Names) -> bool:
+def _allows_null(schema: Any, names: NamedTypes) -> bool:
     schema = names.resolve(schema)
     return isinstance(schema, list) and any(names.resolve(b) == "null" for b in schema)
 
 
-def _field_type(schema: Any, path: Sequence[str], names: _Names) -> Any | None:
+def _field_type(schema: Any, path: Sequence[str], names: NamedTypes) -> Any | None:
     """The schema of a dotted path through nested records, or None if there is none."""
     for part in path:
         record = _record_branch(names.resolve(schema), names)
@@ -202,7 +154,7 @@ def _field_type(schema: Any, path: Sequence[str], names: _Names) -> Any | None:
     return schema
 
 
-def _record_branch(schema: Any, names: _Names) -> dict[str, Any] | None:
+def _record_branch(schema: Any, names: NamedTypes) -> dict[str, Any] | None:
     branches = schema if isinstance(schema, list) else [schema]
     for branch in branches:
         branch = names.resolve(branch)
@@ -250,7 +202,7 @@ def _timestamp_fix(per_second: int) -> Fix:
     return fix_timestamp
 
 
-def _now_units(field: Mapping[str, Any], names: _Names) -> int | None:
+def _now_units(field: Mapping[str, Any], names: NamedTypes) -> int | None:
     """Units per second of a timestamp field named ``*_at`` without a default (filled with
     now when absent), else None."""
     if "default" in field or not str(field["name"]).endswith("_at"):
@@ -264,7 +216,7 @@ def _now_units(field: Mapping[str, Any], names: _Names) -> int | None:
     return None
 
 
-def _defaults_to_now(field: Mapping[str, Any], names: _Names) -> bool:
+def _defaults_to_now(field: Mapping[str, Any], names: NamedTypes) -> bool:
     return _now_units(field, names) is not None
 
 
@@ -273,7 +225,7 @@ class _FixCompiler:
     ``now``) into epoch numbers and fills in missing ``*_at`` fields; it does not walk into
     parts of the schema that hold no timestamp."""
 
-    def __init__(self, names: _Names) -> None:
+    def __init__(self, names: NamedTypes) -> None:
         self.names = names
         self._open: set[int] = set()  # records being compiled (recursive types)
 
@@ -375,172 +327,9 @@ def normalise_payload(schema: Mapping[str, Any], payload: dict[str, Any]) -> dic
     """A copy of ``payload`` with timestamps (ISO 8601 strings, ``now``, datetimes) as epoch
     numbers, and missing ``*_at`` timestamps set to now. (Publishing fixes its freshly parsed
     payloads in place.)"""
-    fix = _FixCompiler(_Names(schema)).compile(schema)
+    fix = _FixCompiler(NamedTypes(schema)).compile(schema)
     copied = copy.deepcopy(payload)
     return copied if fix is None else dict(fix(copied, ""))
-
-
-# ------------------------------------------------------------- the fast validity check
-
-
-class _CheckCompiler:
-    """Compiles a schema, once, into a function that says whether a datum is valid by the
-    rules of ``events.contract_check``. Only a yes is trusted: on a no, ``first_error`` (the
-    contract check itself) decides and words the message, so this is purely a shortcut
-    for the common case, which otherwise walks the raw schema for every record."""
-
-    def __init__(self, names: _Names) -> None:
-        self.names = names
-        self._records: dict[int, Check] = {}
-
-    def compile(self, schema: Any) -> Check:
-        schema = self.names.lookup(schema)  # not resolve(): the contract check does not
-        if isinstance(schema, list):  # look through {"type": {...}} either
-            return _any_of([self.compile(b) for b in schema])
-        if isinstance(schema, str):
-            return _primitive_check(schema, None)
-        kind = schema["type"]
-        if not isinstance(kind, str):
-            return _never
-        if kind == "record":
-            return self._record(schema)
-        if kind == "enum":
-            symbols = frozenset(schema["symbols"])
-            return lambda d: isinstance(d, str) and d in symbols
-        if kind == "array":
-            return _all_items(self.compile(schema["items"]))
-        if kind == "map":
-            return _all_values(self.compile(schema["values"]))
-        if kind == "fixed":
-            size = schema["size"]
-            return lambda d: isinstance(d, bytes) and len(d) == size
-        return _primitive_check(str(kind), schema.get("logicalType"))
-
-    def _record(self, schema: Mapping[str, Any]) -> Check:
-        key = id(schema)
-        if key in self._records:  # a recursive type: check through the finished function
-            return lambda d: self._records[key](d)
-        self._records[key] = _never  # replaced below; reached only by recursion
-        fields = [
-            (
-                f["name"],
-                "default" in f,
-                _plain_type(self.names.lookup(f["type"])),
-                self.compile(f["type"]),
-            )
-            for f in schema["fields"]
-        ]
-        known = frozenset(name for name, *_ in fields)
-
-        def check_record(datum: Any) -> bool:
-            if not _is_mapping(datum) or not known.issuperset(datum):
-                return False
-            for name, optional, plain, check in fields:
-                value = datum.get(name, _ABSENT)
-                if value is _ABSENT:
-                    if not optional:
-                        return False
-                elif plain is not None:  # a plain string, bytes or boolean: no call
-                    if not isinstance(value, plain):
-                        return False
-                elif not check(value):
-                    return False
-            return True
-
-        self._records[key] = check_record
-        return check_record
-
-
-_ABSENT = object()
-
-
-def _never(datum: Any) -> bool:
-    return False
-
-
-def _is_mapping(datum: Any) -> bool:
-    # dict first: isinstance against the Mapping ABC is slow, and JSON makes dicts.
-    return type(datum) is dict or isinstance(datum, Mapping)
-
-
-def _plain_type(schema: Any) -> type | None:
-    """The Python type that alone decides validity for this schema, if there is one."""
-    if isinstance(schema, dict):
-        if "logicalType" in schema:
-            return None
-        schema = schema["type"]
-    plain: dict[Any, type] = {"string": str, "bytes": bytes, "boolean": bool}
-    return plain.get(schema) if isinstance(schema, str) else None
-
-
-def _all_items(item: Check) -> Check:
-    def check_items(datum: Any) -> bool:
-        # map(): no generator frame per item, unlike all(item(x) for x in datum)
-        return isinstance(datum, list | tuple) and all(map(item, datum))
-
-    return check_items
-
-
-def _all_values(value: Check) -> Check:
-    def check_values(datum: Any) -> bool:
-        return _is_mapping(datum) and all(map(value, datum.values()))
-
-    return check_values
-
-
-def _any_of(checks: list[Check]) -> Check:
-    return lambda d: any(check(d) for check in checks)
-
-
-def _primitive_check(kind: str, logical: str | None) -> Check:
-    checks: dict[str, Check] = {
-        "null": lambda d: d is None,
-        "boolean": lambda d: isinstance(d, bool),
-        "int": _integer(_INT, logical),
-        "long": _integer(_LONG, logical),
-        "float": _number,
-        "double": _number,
-        "string": _uuid if logical == "uuid" else (lambda d: isinstance(d, str)),
-        "bytes": lambda d: isinstance(d, bytes),
-    }
-    return checks.get(kind, _never)
-
-
-def _integer(bounds: tuple[int, int], logical: str | None) -> Check:
-    low, high = bounds
-    stamp = bool(logical and logical.startswith("timestamp"))
-
-    def check(d: Any) -> bool:
-        if stamp and isinstance(d, datetime):
-            return d.tzinfo is not None
-        return isinstance(d, int) and not isinstance(d, bool) and low <= d <= high
-
-    return check
-
-
-def _number(d: Any) -> bool:
-    return isinstance(d, int | float) and not isinstance(d, bool)
-
-
-def _uuid(d: Any) -> bool:
-    if isinstance(d, uuid.UUID):
-        return True
-    if not isinstance(d, str):
-        return False
-    if _CANONICAL_UUID.fullmatch(d):
-        return True
-    try:
-        uuid.UUID(d)
-    except ValueError:
-        return False
-    return True
-
-
-def contract_error(schema: Mapping[str, Any], check: Check, payload: Any) -> str | None:
-    """None when the payload fits its contract, else ``field.path: what is wrong``."""
-    if check(payload):
-        return None
-    return first_error(schema, payload)
 
 
 # --------------------------------------------------------------------------- keys
@@ -582,12 +371,13 @@ def _key_text(value: Any) -> str | None:
 # --------------------------------------------------------------------------- arguments
 
 
-def parse_value(text: str, field_schema: Any = None, names: _Names | None = None) -> Any:
+def parse_value(text: str, field_schema: Any = None, names: NamedTypes | None = None) -> Any:
     """A ``--field`` value: JSON when it parses, else the text itself. A field whose
     contract type is a string keeps the text as given, so that ids and postal codes such
     as ``75001`` are not turned into numbers."""
-    names = names or _Names(field_schema)
-    if field_schema is not None and _is_text(field_schema, names):
+    if field_schema is not None:
+        names = names or NamedTypes(field_schema)
+    if names is not None and field_schema is not None and _is_text(field_schema, names):
         if text == "null" and _allows_null(field_schema, names):
             return None
         if text.startswith('"'):
@@ -610,7 +400,7 @@ def parse_fields(
     """``name=value`` pairs (dotted names for nested records) into a payload, set on top of
     ``base`` (a ``--json`` document) when one is given."""
     payload: dict[str, Any] = base if base is not None else {}
-    names = _Names(schema) if schema is not None else None
+    names = NamedTypes(schema) if schema is not None else None
     for pair in pairs:
         name, sep, text = pair.partition("=")
         path = name.split(".")
@@ -762,7 +552,7 @@ class _TypeInfo:
     schema: SchemaVersion
     topic: str
     fix: Fix | None
-    check: Check
+    validate: Validator
     field_names: tuple[str, ...]
 
 
@@ -793,12 +583,12 @@ class Preparer:
             topic = self.codec.catalogue.topic_for(event_type)
         except CatalogueError as exc:
             raise InputError(str(exc)) from None
-        names = _Names(schema.raw)
+        names = NamedTypes(schema.raw)
         return _TypeInfo(
             schema=schema,
             topic=topic,
             fix=_FixCompiler(names).compile(schema.raw),
-            check=_CheckCompiler(names).compile(schema.raw),
+            validate=Validator(schema.raw, names),
             field_names=tuple(schema.field_names),
         )
 
@@ -814,7 +604,7 @@ class Preparer:
         info = self.info(event_type)
         if info.fix is not None:
             payload = info.fix(payload, "")
-        error = contract_error(info.schema.raw, info.check, payload)
+        error = info.validate(payload)
         if error:
             raise InputError(error)
         model = self._models.get(info.schema.event_type)
@@ -827,7 +617,7 @@ class Preparer:
         key = key or infer_key(payload, info.field_names)
         if not key:
             raise NoKeyError("no key given and no id field in the payload to take it from")
-        if event_id is not None and not _uuid(event_id):
+        if event_id is not None and not is_uuid(event_id):
             raise InputError(f"event id {event_id!r} is not a UUID (consumers require one)")
         event_id = event_id or self._new_id()
         return Prepared(
@@ -1322,7 +1112,7 @@ def _prepare_line(preparer: Preparer, number: int, line: bytes) -> Prepared:
 # --------------------------------------------------------------------------- events
 
 
-def type_name(schema: Any, names: _Names) -> str:
+def type_name(schema: Any, names: NamedTypes) -> str:
     """A short human name: ``string``, ``uuid``, ``array<OrderLine>``, ``string?``."""
     resolved = names.resolve(schema)
     if isinstance(resolved, list):
@@ -1341,7 +1131,7 @@ def type_name(schema: Any, names: _Names) -> str:
     return str(resolved.get("logicalType") or kind)
 
 
-def field_line(field: Mapping[str, Any], names: _Names) -> str:
+def field_line(field: Mapping[str, Any], names: NamedTypes) -> str:
     """``name: type`` and how it may be left out."""
     notes = []
     if "default" in field:
@@ -1377,14 +1167,14 @@ def _topic_of(catalogue: Catalogue, event_type: str) -> str:
 
 def _print_summary(catalogue: Catalogue, event_type: str) -> None:
     schema = catalogue.latest(event_type)
-    names = _Names(schema.raw)
+    names = NamedTypes(schema.raw)
     fields = ", ".join(field_line(f, names) for f in schema.raw["fields"])
     print(f"{event_type} v{schema.version} -> {_topic_of(catalogue, event_type)}: {fields}")
 
 
 def _print_details(catalogue: Catalogue, event_type: str) -> None:
     schema = catalogue.latest(event_type)
-    names = _Names(schema.raw)
+    names = NamedTypes(schema.raw)
     key = key_field(schema.field_names)
     versions = [
         str(v) for v in range(1, schema.version + 1) if _has_version(catalogue, event_type, v)
@@ -1409,7 +1199,7 @@ def _has_version(catalogue: Catalogue, event_type: str, version: int) -> bool:
 
 
 def _field_lines(
-    record: Mapping[str, Any], names: _Names, indent: str, seen: set[int]
+    record: Mapping[str, Any], names: NamedTypes, indent: str, seen: set[int]
 ) -> list[str]:
     """One line per field, nested records' fields indented under them (each record once)."""
     seen = seen | {id(record)}
@@ -1423,7 +1213,7 @@ def _field_lines(
     return lines
 
 
-def _element(schema: Any, names: _Names) -> Any:
+def _element(schema: Any, names: NamedTypes) -> Any:
     """What an array or map holds (else the schema itself)."""
     branches = schema if isinstance(schema, list) else [schema]
     for branch in branches:
@@ -1706,7 +1496,6 @@ __all__ = [
     "Shown",
     "UnknownTypeError",
     "compact",
-    "contract_error",
     "decode_message",
     "infer_key",
     "key_field",

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import LOGICAL_READERS
 
+from events.avro.validate import Validator
 from events.catalogue import Catalogue, SchemaVersion
-from events.contract_check import first_error
 
 
 class CodecError(Exception):
@@ -90,6 +90,7 @@ class AvroCodec:
     def __init__(self, catalogue: Catalogue, framing: Framing | None = None) -> None:
         self.catalogue = catalogue
         self.framing: Framing = framing or SingleObjectFraming()
+        self._validators: dict[bytes, Validator] = {}  # by fingerprint, compiled on first use
         _uuids_as_text()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -99,7 +100,10 @@ class AvroCodec:
     def validate(self, event_type: str, payload: Mapping[str, Any]) -> None:
         """Raise ContractViolation naming the field when the payload breaks the contract."""
         schema = self.catalogue.latest(event_type)
-        error = first_error(schema.raw, payload)
+        validator = self._validators.get(schema.fingerprint)
+        if validator is None:
+            validator = self._validators[schema.fingerprint] = Validator(schema.raw)
+        error = validator(payload)
         if error:
             raise ContractViolation(f"{event_type}: {error}")
 

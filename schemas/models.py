@@ -39,6 +39,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from events.avro.bounds import INT_MAX, LONG_MAX
 from events.models import EventModel
 
 FAILED_STEPS: Final = ("inventory", "payments", "shipping")
@@ -46,8 +47,6 @@ SAGA_STEPS: Final = FAILED_STEPS  # what a pending order can wait on (OrderStuck
 ORDER_STATUSES: Final = ("COMPLETED", "REJECTED", "CANCELLED")
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_INT_MAX = 2**31 - 1
-_LONG_MAX = 2**63 - 1
 
 # Input bounds. Lengths count code points (up to 4 bytes each in UTF-8); the largest event
 # (StockRejected of MAX_LINES shortages, its reason naming each) encodes to about 150 KB.
@@ -127,8 +126,8 @@ Code = Annotated[str, StringConstraints(max_length=MAX_CODE_LENGTH), ValidUnicod
 Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
 RequestedQuantity = Annotated[int, Field(ge=1, le=MAX_LINES * MAX_QUANTITY)]
 """Per SKU over an order's lines (an order may name a SKU twice)."""
-Count = Annotated[int, Field(ge=0, le=_INT_MAX)]
-Cents = Annotated[int, Field(ge=0, le=_LONG_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
+Cents = Annotated[int, Field(ge=0, le=LONG_MAX)]
 """Money in minor currency units, never negative (balances: sums of many amounts)."""
 UnitPrice = Annotated[int, Field(ge=0, le=MAX_UNIT_PRICE_CENTS)]
 Amount = Annotated[int, Field(ge=0, le=MAX_ORDER_TOTAL_CENTS)]

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from events.avro.bounds import INT_RANGE, LONG_RANGE
 from events.catalogue import SCHEMAS_ROOT, Catalogue
 from events.codec import AvroCodec, ContractViolation
 from events.models import EventModel
@@ -59,9 +60,6 @@ from schemas.models import (
     StockRestocked,
     Uuid,
 )
-
-AVRO_INT = (-(2**31), 2**31 - 1)
-AVRO_LONG = (-(2**63), 2**63 - 1)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +198,7 @@ def _type_problems(avro: Any, annotation: Any, metadata: list[Any], where: str) 
     if logical == "uuid" and not all(m in metadata for m in typing.get_args(Uuid)[1:]):
         return [f"{where}: a uuid field must be schemas.models.Uuid (accepts uuid.UUID)"]
     if logical is None and kind in ("int", "long"):
-        floor, ceiling = AVRO_INT if kind == "int" else AVRO_LONG
+        floor, ceiling = INT_RANGE if kind == "int" else LONG_RANGE
         low, high = _bounds(metadata)
         if low is None or high is None or low < floor or high > ceiling:
             return [f"{where}: bounds [{low}, {high}] do not fit Avro {kind}"]
