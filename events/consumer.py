@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from opentelemetry.trace import use_span
 from pydantic import ValidationError
 from sqlalchemy import bindparam, select
 
@@ -49,7 +50,7 @@ from events.outbox import Outbox, UnitOfWork
 from events.prepared import Prepared
 from events.routing import HandlerSpec, PermanentError, RetryPolicy, Router
 from events.tables import inbox
-from events.telemetry import handling_span, tracing_enabled
+from events.telemetry import start_handling_span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -397,17 +398,19 @@ class EventConsumer:
             if not traced:  # no tracer installed: skip building a no-op span per event
                 await item.spec.fn(uow, item.event)
                 return
+            # Few attributes: each is validated twice as the span starts and encoded in the
+            # exporter's thread, for every event. Left out: the correlation id (on the
+            # event's log lines; the trace is the saga), the partition and offset (the
+            # event id names the event).
             attributes: dict[str, str | int] = {
                 "messaging.system": "kafka",
                 "messaging.destination.name": item.record.topic,
-                "messaging.kafka.partition": item.record.partition,
-                "messaging.kafka.offset": item.record.offset,
                 "choreo.consumer": self.name,
                 "choreo.event_type": env.event_type,
                 "choreo.event_id": env.event_id,
-                "choreo.correlation_id": env.correlation_id,
             }
-            with handling_span(f"handle {env.event_type}", env.traceparent, attributes):
+            span = start_handling_span(f"handle {env.event_type}", env.traceparent, attributes)
+            with use_span(span, end_on_exit=True):
                 await item.spec.fn(uow, item.event)
         finally:
             unbind_event(token)

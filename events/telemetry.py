@@ -1,8 +1,23 @@
 """Tracing: one trace per saga. The trace context travels as the W3C ``traceparent``
-header, is stored on outbox rows, and every handler's span is a child of its event's."""
+header, is stored on outbox rows, and every handler's span is a child of its event's.
+
+What a span costs is paid per handled event, so the hot path is kept short: the tracer is
+looked up once per provider (``TracerProvider.get_tracer`` builds a scope and edits the
+warnings filters on every call), a handling span is started and made current with the
+public ``start_span``/``use_span`` pair, and it carries few attributes (each costs its
+validation when the span starts, twice with the sampler's copy, and its protobuf encoding
+in the exporter's thread).
+
+Sampling and batching are the user's choice through OpenTelemetry's own variables, read by
+the SDK when the provider is built: ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``
+(default: ParentBased(always_on), every saga recorded; a parent-based sampler keeps a saga's
+spans together) and ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``,
+``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_EXPORT_TIMEOUT``.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -23,10 +38,11 @@ Exporter = Literal["none", "console", "otlp"]
 _propagator = TraceContextTextMapPropagator()
 
 
-def setup_tracing(
+def tracer_provider(
     service: str, exporter: Exporter, otlp_endpoint: str | None = None
 ) -> TracerProvider | None:
-    """Installs the process's tracer provider (once, at the entrypoint)."""
+    """The provider for ``exporter`` (None for "none"), not installed. Its sampler and the
+    batch processor's sizes come from the OTEL_* variables (see the module docstring)."""
     if exporter == "none":
         return None
     span_exporter: SpanExporter
@@ -40,12 +56,27 @@ def setup_tracing(
         )
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    trace.set_tracer_provider(provider)
+    return provider
+
+
+def setup_tracing(
+    service: str, exporter: Exporter, otlp_endpoint: str | None = None
+) -> TracerProvider | None:
+    """Installs the process's tracer provider (once, at the entrypoint)."""
+    provider = tracer_provider(service, exporter, otlp_endpoint)
+    if provider is not None:
+        trace.set_tracer_provider(provider)
     return provider
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("choreo")
+    return _tracer_of(trace.get_tracer_provider())
+
+
+@functools.cache
+def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
+    # Keyed by the provider: one installed later (a test's) gets its own tracer.
+    return provider.get_tracer("choreo")
 
 
 def current_traceparent() -> str | None:
@@ -77,15 +108,24 @@ def tracing_enabled() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
+def start_handling_span(
+    name: str, traceparent: str | None, attributes: dict[str, str | int]
+) -> Span:
+    """A consumer span, child of the span that wrote the event (via its traceparent), not
+    yet current: the caller makes it so with ``opentelemetry.trace.use_span(span,
+    end_on_exit=True)`` around the handler (one context manager per event instead of two)."""
+    return tracer().start_span(
+        name, context=parent_context(traceparent), kind=SpanKind.CONSUMER, attributes=attributes
+    )
+
+
 @contextmanager
 def handling_span(
     name: str, traceparent: str | None, attributes: dict[str, str | int]
 ) -> Iterator[Span]:
-    """A consumer span, child of the span that wrote the event (via its traceparent)."""
-    with tracer().start_as_current_span(
-        name, context=parent_context(traceparent), kind=SpanKind.CONSUMER, attributes=attributes
-    ) as span:
-        yield span
+    """``start_handling_span``, current and ended on exit (exceptions recorded on it)."""
+    with trace.use_span(start_handling_span(name, traceparent, attributes), end_on_exit=True) as s:
+        yield s
 
 
 @contextmanager
