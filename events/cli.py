@@ -1,29 +1,55 @@
-"""The ``choreo`` command line. Every failure is one line on stderr and a non-zero exit."""
+"""The ``choreo`` command line. Every failure is one line on stderr and a non-zero exit:
+commands raise :class:`events.cli_errors.CliError`, and :func:`main` alone prints it.
+
+Exit statuses: 0 done; 1 a failure (a bad argument value, an unreachable broker or
+database, a missing topic...); 2 a bad command line or setting; 3 a status command that
+found something down or not done; 130 interrupted."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
+
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import SQLAlchemyError
 
 from events import cli_ops, cli_outbox, cli_publish
 from events.catalogue import Catalogue, TopicSpec
-from events.cli_ops import OpsError
+from events.cli_errors import BROKER_ERRORS, USAGE, CliError, broker_unreachable
 from events.settings import PlatformSettings, settings_error
 from events.topics import TopicError, TopicReport, apply_topics
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 1."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line naming what is wrong, instead of argparse's usage dump.
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked for (the
+    lookup reads the installed distributions, which every other command can skip)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("choreo")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            number = "unknown (not installed)"
+        print(f"{parser.prog} {number}")  # on stdout, as argparse's own version action does
+        parser.exit()
 
 
 Command = Callable[[argparse.Namespace, PlatformSettings], int]
@@ -60,19 +86,46 @@ def _topics(args: argparse.Namespace, settings: PlatformSettings) -> int:
     specs = list(catalogue.topics.values())
     if args.action == "list":
         for spec in specs:
-            print(f"{spec.name}\t{spec.partitions} partitions\t{', '.join(spec.event_types)}")
+            if args.output == "json":
+                print(json.dumps(_topic_json(spec)))
+            else:
+                print(f"{spec.name}\t{spec.partitions} partitions\t{', '.join(spec.event_types)}")
         return 0
+    bootstrap = settings.kafka_bootstrap_servers
     try:
-        report = asyncio.run(_apply(settings.kafka_bootstrap_servers, specs))
-    except (TopicError, TimeoutError, OSError) as exc:
-        raise CliError(f"topics apply: {exc or type(exc).__name__}") from None
-    for name in report.created:
-        print(f"created   {name}")
-    for name in report.unchanged:
-        print(f"ok        {name}")
-    for diff in report.differences:
-        print(f"DIFFERS   {diff}")
+        report = asyncio.run(_apply(bootstrap, specs))
+    except TopicError as exc:
+        raise CliError(f"topics apply: {exc}") from None
+    except BROKER_ERRORS as exc:
+        raise broker_unreachable(bootstrap, exc) from None
+    if args.output == "json":
+        print(json.dumps(_report_json(report)))
+    else:
+        for name in report.created:
+            print(f"created   {name}")
+        for name in report.unchanged:
+            print(f"ok        {name}")
+        for diff in report.differences:
+            print(f"DIFFERS   {diff}")
     return 1 if report.differences else 0
+
+
+def _topic_json(spec: TopicSpec) -> dict[str, Any]:
+    return {
+        "topic": spec.name,
+        "partitions": spec.partitions,
+        "retention_ms": spec.retention_ms,
+        "event_types": list(spec.event_types),
+        "configs": dict(spec.configs),
+    }
+
+
+def _report_json(report: TopicReport) -> dict[str, list[str]]:
+    return {
+        "created": report.created,
+        "unchanged": report.unchanged,
+        "differences": report.differences,
+    }
 
 
 async def _apply(bootstrap: str, specs: list[TopicSpec]) -> TopicReport:
@@ -157,6 +210,8 @@ def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
         wait_ready(specs, var_dir=settings.var_dir)
     except (BrokerError, SupervisorError, TopicError) as exc:
         raise CliError(str(exc)) from None
+    except BROKER_ERRORS as exc:
+        raise broker_unreachable(settings.kafka_bootstrap_servers, exc) from None
     for spec in specs:
         print(
             f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
@@ -182,12 +237,19 @@ def _ps(args: argparse.Namespace, settings: PlatformSettings) -> int:
     rows = status(load_manifest(), var_dir=settings.var_dir)
     for row in rows:
         state = "ready" if row.ready else ("starting" if row.running else "down")
-        print(f"{row.name:<14} {state:<9} pid {row.pid or '-':<8} {row.url}  log: {row.log_file}")
+        if args.output == "json":
+            doc = {"service": row.name, "state": state, "pid": row.pid, "url": row.url}
+            print(json.dumps({**doc, "log": str(row.log_file)}))
+        else:
+            print(
+                f"{row.name:<14} {state:<9} pid {row.pid or '-':<8} {row.url}  log: {row.log_file}"
+            )
     return 0 if all(r.ready for r in rows) else 3
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="choreo", description="Event-driven choreography on Kafka.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     broker = sub.add_parser("broker", help="the local Kafka broker started from Maven jars")
@@ -196,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create the catalogue's topics, report drift")
     topics.add_argument("action", choices=["apply", "list"])
+    topics.add_argument("--output", choices=["text", "json"], default="text")
     topics.set_defaults(run=_topics)
 
     schemas = sub.add_parser("schemas", help="check contracts for backward compatibility")
@@ -227,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--broker", action="store_true", help="stop the local broker too")
     down.set_defaults(run=_down)
     ps = sub.add_parser("ps", help="which services run, where, and their logs")
+    ps.add_argument("--output", choices=["text", "json"], default="text")
     ps.set_defaults(run=_ps)
     replay = sub.add_parser("replay", help="rebuild a projection beside the live one, then switch")
     replay.add_argument("projection", help="projection name (the query service's: query)")
@@ -254,17 +318,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = PlatformSettings()
     except Exception as exc:  # pydantic's ValidationError: name the setting, one line
-        print(f"choreo: error: bad setting {settings_error(exc)}", file=sys.stderr)
-        return 2
+        return _fail(CliError(f"bad setting {settings_error(exc)}", USAGE))
     command: Command = args.run
     try:
-        return command(args, settings)
-    except (CliError, OpsError) as exc:
-        print(f"choreo: error: {exc}", file=sys.stderr)
+        with _kafka_logs_quiet():
+            return command(args, settings)
+    except CliError as exc:
+        return _fail(exc)
+    # A command that let the broker's or a database's failure through still fails in one
+    # line (the commands name the address or service; here only the broker's is known).
+    except KafkaError as exc:
+        return _fail(broker_unreachable(settings.kafka_bootstrap_servers, exc))
+    except SQLAlchemyError as exc:
+        return _fail(CliError(f"database: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"))
+    except BrokenPipeError:
+        # The reader went away (`choreo events | head`): nothing is wrong, nothing to say.
+        # Python's recipe: point stdout at /dev/null so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         print("choreo: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(exc: CliError) -> int:
+    print(f"choreo: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    return exc.status
+
+
+@contextlib.contextmanager
+def _kafka_logs_quiet() -> Iterator[None]:
+    # aiokafka logs its own warnings (a refused connection, a retried request) to stderr;
+    # the command reports what went wrong in its one line instead.
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

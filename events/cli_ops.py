@@ -11,9 +11,15 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 
 from events.catalogue import Catalogue, dead_letter_topic
+from events.cli_errors import (
+    BROKER_ERRORS,
+    DATABASE_ERRORS,
+    CliError,
+    broker_unreachable,
+    database_unreachable,
+)
 from events.codec import AvroCodec
 from events.dlq import DLQ_CONSUMER
 from events.dlq_admin import (
@@ -29,10 +35,7 @@ from events.dlq_admin import (
 from events.parking import BlockedKey
 from events.settings import PlatformSettings
 from events.supervisor import load_manifest
-
-
-class OpsError(Exception):
-    """Reported by the CLI as one line."""
+from events.topics import TopicError
 
 
 def _catalogue(settings: PlatformSettings) -> Catalogue:
@@ -138,9 +141,15 @@ def _letters(settings: PlatformSettings, topic: str | None) -> list[DeadLetter]:
     if topic:
         wanted = topic if topic.endswith(".dlq") else dead_letter_topic(topic)
         if wanted not in topics:
-            raise OpsError(f"no dead-letter topic {wanted}; known: {', '.join(topics)}")
+            raise CliError(f"no dead-letter topic {wanted}; known: {', '.join(topics)}")
         topics = [wanted]
-    return asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, topics))
+    bootstrap = settings.kafka_bootstrap_servers
+    try:
+        return asyncio.run(read_dead_letters(bootstrap, topics))
+    except TopicError as exc:
+        raise CliError(str(exc)) from None
+    except BROKER_ERRORS as exc:
+        raise broker_unreachable(bootstrap, exc) from None
 
 
 def _consumer_databases(settings: PlatformSettings) -> list[ConsumerDatabase]:
@@ -217,16 +226,16 @@ def _dlq_release(args: argparse.Namespace, settings: PlatformSettings) -> int:
     targets = {t.consumer: t for t in _consumer_databases(settings)}
     target = targets.get(args.consumer)
     if target is None:
-        raise OpsError(
+        raise CliError(
             f"no database known for consumer {args.consumer!r}; known: "
             f"{', '.join(targets) or 'none'} (set <SERVICE>_DATABASE_URL as for `choreo up`)"
         )
     try:
         outcome = asyncio.run(release(target, args.key, wait_s=args.wait))
-    except (SQLAlchemyError, OSError) as exc:
-        raise OpsError(f"cannot reach {target.service}'s database: {type(exc).__name__}") from None
+    except DATABASE_ERRORS as exc:
+        raise database_unreachable(target.service, target.url, exc) from None
     if outcome is None:
-        raise OpsError(f"{args.consumer} has no blocked key {args.key!r} (see `choreo dlq list`)")
+        raise CliError(f"{args.consumer} has no blocked key {args.key!r} (see `choreo dlq list`)")
     if not outcome.done:
         print(
             f"release of key {args.key} requested: {args.consumer} applies its "
@@ -247,12 +256,12 @@ def dlq(args: argparse.Namespace, settings: PlatformSettings) -> int:
     try:
         ids = [parse_id(i) for i in args.ids]
     except ValueError as exc:
-        raise OpsError(str(exc)) from None
+        raise CliError(str(exc)) from None
     letters = _letters(settings, None)
     by_id = {(x.dlq_topic, x.partition, x.offset): x for x in letters}
     missing = [f"{t}:{p}:{o}" for t, p, o in ids if (t, p, o) not in by_id]
     if missing:
-        raise OpsError(f"no such dead letter: {', '.join(missing)} (see `choreo dlq list`)")
+        raise CliError(f"no such dead letter: {', '.join(missing)} (see `choreo dlq list`)")
     chosen = [by_id[i] for i in ids]
     if args.action == "show":
         codec = AvroCodec(_catalogue(settings))
@@ -274,7 +283,14 @@ def dlq(args: argparse.Namespace, settings: PlatformSettings) -> int:
         for letter in chosen:
             print(f"would re-publish {letter.id} to {letter.summary()['origin']}")
         return 0
-    for line in asyncio.run(redrive(settings.kafka_bootstrap_servers, chosen)):
+    bootstrap = settings.kafka_bootstrap_servers
+    try:
+        done = asyncio.run(redrive(bootstrap, chosen))
+    except ValueError as exc:  # a letter that does not say where it came from
+        raise CliError(str(exc)) from None
+    except BROKER_ERRORS as exc:
+        raise broker_unreachable(bootstrap, exc) from None
+    for line in done:
         print(f"re-published {line}")
     return 0
 

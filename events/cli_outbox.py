@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from events.catalogue import Catalogue
-from events.cli_ops import OpsError
+from events.cli_errors import DATABASE_ERRORS, CliError, database_unreachable
 from events.codec import AvroCodec
 from events.db import Database
 from events.outbox_admin import (
@@ -34,15 +34,21 @@ def _databases(settings: PlatformSettings, service: str | None) -> dict[str, str
     if service is not None:
         if service not in urls:
             known = ", ".join(urls) or "none"
-            raise OpsError(f"no database for service {service!r} (services with one: {known})")
+            raise CliError(f"no database for service {service!r} (services with one: {known})")
         return {service: urls[service]}
     return urls
 
 
-async def _on(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
-    db = Database(url)
+async def _on(service: str, url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    """``work`` on the service's database; CliError naming it when it cannot be used."""
+    try:
+        db = Database(url)  # raises for a URL SQLAlchemy cannot read
+    except DATABASE_ERRORS as exc:
+        raise database_unreachable(service, url, exc) from None
     try:
         return await work(db)
+    except DATABASE_ERRORS as exc:
+        raise database_unreachable(service, url, exc) from None
     finally:
         await db.dispose()
 
@@ -50,7 +56,7 @@ async def _on(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
 async def _list_all(urls: dict[str, str]) -> list[Quarantined]:
     rows: list[Quarantined] = []
     for service, url in urls.items():
-        rows += await _on(url, partial(list_rows, service=service))
+        rows += await _on(service, url, partial(list_rows, service=service))
     return rows
 
 
@@ -62,15 +68,15 @@ def _refs(settings: PlatformSettings, ids: list[str]) -> dict[str, list[int]]:
             service, number = parse_ref(text)
             per_service.setdefault(service, []).append(number)
     except OutboxAdminError as exc:
-        raise OpsError(str(exc)) from None
+        raise CliError(str(exc)) from None
     for service in per_service:
         _databases(settings, service)  # raises for an unknown service
     return per_service
 
 
-def _missing(service: str, exc: LookupError) -> OpsError:
+def _missing(service: str, exc: LookupError) -> CliError:
     ids = ", ".join(f"{service}:{n}" for n in exc.args)
-    return OpsError(f"no such quarantined row: {ids} (see `choreo outbox list`)")
+    return CliError(f"no such quarantined row: {ids} (see `choreo outbox list`)")
 
 
 def outbox_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
@@ -89,14 +95,14 @@ def outbox_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
         return 0
     if args.action == "retry" and args.all:
         if args.ids:
-            raise OpsError("give row ids or --all, not both")
+            raise CliError("give row ids or --all, not both")
         urls = _databases(settings, args.service)
         for service, url in urls.items():
-            for old, new in asyncio.run(_on(url, lambda db: requeue(db, None))):
+            for old, new in asyncio.run(_on(service, url, lambda db: requeue(db, None))):
                 print(f"re-queued {service}:{old} as outbox row {new}")
         return 0
     if not args.ids:
-        raise OpsError(f"`choreo outbox {args.action}` needs row ids (SERVICE:NUMBER)")
+        raise CliError(f"`choreo outbox {args.action}` needs row ids (SERVICE:NUMBER)")
     per_service = _refs(settings, args.ids)
     for service, numbers in per_service.items():
         url = _databases(settings, service)[service]
@@ -117,13 +123,13 @@ def _act(
     if args.action == "show":
         codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
         for n in numbers:
-            shown = asyncio.run(_on(url, partial(show, row_id=n, codec=codec)))
+            shown = asyncio.run(_on(service, url, partial(show, row_id=n, codec=codec)))
             print(json.dumps({**shown, "id": f"{service}:{n}"}, indent=2, default=str))
     elif args.action == "retry":
-        for old, new in asyncio.run(_on(url, lambda db: requeue(db, numbers))):
+        for old, new in asyncio.run(_on(service, url, lambda db: requeue(db, numbers))):
             print(f"re-queued {service}:{old} as outbox row {new}")
     else:
-        n = asyncio.run(_on(url, lambda db: drop(db, numbers)))
+        n = asyncio.run(_on(service, url, lambda db: drop(db, numbers)))
         print(f"dropped {n} row(s) of {service}")
 
 

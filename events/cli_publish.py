@@ -15,10 +15,8 @@ import asyncio
 import contextlib
 import copy
 import difflib
-import functools
 import gc
 import json
-import logging
 import os
 import sys
 import time
@@ -32,13 +30,14 @@ from typing import IO, Any, NamedTuple, NoReturn, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, ValidationError
 
 from events.avro.names import NamedTypes
 from events.avro.validate import Validator, is_uuid
 from events.catalogue import Catalogue, CatalogueError, SchemaVersion
+from events.cli_errors import BROKER_ERRORS, CliError, broker_unreachable
 from events.codec import AvroCodec, CodecError
 from events.envelope import (
     H_CORRELATION_ID,
@@ -62,12 +61,7 @@ _PER_SECOND = {"timestamp-millis": 1_000, "timestamp-micros": 1_000_000}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
-Command = Callable[[argparse.Namespace, PlatformSettings], int]
 Fix = Callable[[Any, str], Any]
-
-
-class CommandError(Exception):
-    """A failure of one of these commands, printed as one line (exit status 1)."""
 
 
 class InputError(ValueError):
@@ -85,35 +79,6 @@ class NoKeyError(InputError):
 
 class UnknownTypeError(InputError):
     """Not an event type of the catalogue; the message lists close matches."""
-
-
-def _one_line_errors(command: Command) -> Command:
-    # events.cli imports this module, so its CliError cannot be imported back here (and
-    # under ``python -m events.cli`` it would be a second copy of the class): report
-    # failures exactly as its main() does.
-    @functools.wraps(command)
-    def run(args: argparse.Namespace, settings: PlatformSettings) -> int:
-        try:
-            with _kafka_logs_quiet():
-                return command(args, settings)
-        except CommandError as exc:
-            print(f"choreo: error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-@contextlib.contextmanager
-def _kafka_logs_quiet() -> Iterator[None]:
-    # aiokafka logs its own warnings (a refused connection, a retried request) to stderr;
-    # the command reports what went wrong in its one line instead.
-    logger = logging.getLogger("aiokafka")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------- schemas
@@ -768,7 +733,7 @@ class _BatchSender:
             await self._submit(record.topic, partition, batch)
             batch = self._open[(record.topic, partition)] = self._new_batch()
             if not self._append(batch, record, key):
-                raise CommandError(f"event {record.event_id} is larger than a whole batch")
+                raise CliError(f"event {record.event_id} is larger than a whole batch")
         self._report_done()
 
     async def finish(self) -> None:
@@ -829,7 +794,7 @@ async def send_all(bootstrap: str, records: Sequence[Prepared], on_landed: OnLan
             await sender.add(record)
         await sender.finish()
     except KafkaError as exc:
-        raise CommandError(
+        raise CliError(
             f"cannot publish to {bootstrap}: {exc or type(exc).__name__} "
             f"({sender.acked} of {len(records)} events acknowledged before the failure)"
         ) from None
@@ -845,14 +810,14 @@ async def _require_topics(bootstrap: str, topics: list[str]) -> None:
     try:
         await admin.start()
         existing = set(await admin.list_topics())
-    except KafkaError as exc:
-        raise CommandError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    except BROKER_ERRORS as exc:
+        raise broker_unreachable(bootstrap, exc) from None
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await admin.close()
     missing = [t for t in topics if t not in existing]
     if missing:
-        raise CommandError(
+        raise CliError(
             f"topic {', '.join(missing)} does not exist (create it with 'choreo topics apply')"
         )
 
@@ -934,12 +899,9 @@ def _catalogue(settings: PlatformSettings) -> Catalogue:
     try:
         return Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
     except (CatalogueError, OSError, ValueError) as exc:
-        raise CommandError(
-            f"cannot load the contracts from {settings.schemas_dir}: {exc}"
-        ) from None
+        raise CliError(f"cannot load the contracts from {settings.schemas_dir}: {exc}") from None
 
 
-@_one_line_errors
 def _publish(args: argparse.Namespace, settings: PlatformSettings) -> int:
     codec = AvroCodec(_catalogue(settings))
     preparer = Preparer(codec)
@@ -953,12 +915,12 @@ def _publish_one(
     args: argparse.Namespace, settings: PlatformSettings, preparer: Preparer, report: _Report
 ) -> int:
     if args.event_type is None:
-        raise CommandError("give an EVENT_TYPE or --file (see 'choreo publish --help')")
+        raise CliError("give an EVENT_TYPE or --file (see 'choreo publish --help')")
     try:
         info = preparer.info(args.event_type)
         event_type = info.schema.event_type
     except InputError as exc:
-        raise CommandError(str(exc)) from None
+        raise CliError(str(exc)) from None
     try:
         record = preparer.prepare(
             event_type,
@@ -968,9 +930,9 @@ def _publish_one(
             correlation_id=args.correlation_id,
         )
     except NoKeyError as exc:
-        raise CommandError(f"{event_type}: {exc}; give --key") from None
+        raise CliError(f"{event_type}: {exc}; give --key") from None
     except InputError as exc:
-        raise CommandError(f"{event_type}: {exc}") from None
+        raise CliError(f"{event_type}: {exc}") from None
     if args.dry_run:
         report.would_send(record)
         return 0
@@ -991,14 +953,14 @@ def _publish_file(
 ) -> int:
     given = [name for name in ("event_type", "key", "json", "event_id") if getattr(args, name)]
     if given or args.field or args.correlation_id:
-        raise CommandError(
+        raise CliError(
             "--file takes no EVENT_TYPE, --key, --field, --json, --event-id or "
             "--correlation-id: each line gives its own"
         )
     started = time.perf_counter()
     records = validate_file(args.file, preparer)
     if not records:
-        raise CommandError(f"{args.file}: no events in the file")
+        raise CliError(f"{args.file}: no events in the file")
     topics: dict[str, int] = {}
     for record in records:
         topics[record.topic] = topics.get(record.topic, 0) + 1
@@ -1058,7 +1020,7 @@ def _open_input(name: str) -> Iterator[tuple[IO[bytes], int | None]]:
     try:
         handle = Path(name).open("rb")  # noqa: SIM115 - closed below, size read first
     except OSError as exc:
-        raise CommandError(f"cannot read {name}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None
     with handle:
         size = os.fstat(handle.fileno()).st_size
         yield handle, size or None
@@ -1066,7 +1028,7 @@ def _open_input(name: str) -> Iterator[tuple[IO[bytes], int | None]]:
 
 def validate_file(name: str, preparer: Preparer) -> list[Prepared]:
     """Validates and encodes every line of a JSON Lines file (``-``: stdin) in one streaming
-    pass; CommandError names the first bad line. Nothing is sent before the whole file is
+    pass; CliError names the first bad line. Nothing is sent before the whole file is
     known to be good."""
     with _collector_paused():
         return _read_file(name, preparer)
@@ -1092,7 +1054,7 @@ def _prepare_line(preparer: Preparer, number: int, line: bytes) -> Prepared:
         parsed = parse_line(line)
     except InputError as exc:
         where = f"line {number} ({exc.event_type})" if exc.event_type else f"line {number}"
-        raise CommandError(f"{where}: {exc}") from None
+        raise CliError(f"{where}: {exc}") from None
     try:
         return preparer.prepare(
             parsed.event_type,
@@ -1102,11 +1064,11 @@ def _prepare_line(preparer: Preparer, number: int, line: bytes) -> Prepared:
             correlation_id=parsed.correlation_id,
         )
     except UnknownTypeError as exc:
-        raise CommandError(f"line {number}: {exc}") from None
+        raise CliError(f"line {number}: {exc}") from None
     except NoKeyError as exc:
-        raise CommandError(f'line {number} ({parsed.event_type}): {exc}; give "key"') from None
+        raise CliError(f'line {number} ({parsed.event_type}): {exc}; give "key"') from None
     except InputError as exc:
-        raise CommandError(f"line {number} ({parsed.event_type}): {exc}") from None
+        raise CliError(f"line {number} ({parsed.event_type}): {exc}") from None
 
 
 # --------------------------------------------------------------------------- events
@@ -1143,19 +1105,56 @@ def field_line(field: Mapping[str, Any], names: NamedTypes) -> str:
     return f"{text} ({', '.join(notes)})" if notes else text
 
 
-@_one_line_errors
 def _events(args: argparse.Namespace, settings: PlatformSettings) -> int:
     catalogue = _catalogue(settings)
+    as_json = args.output == "json"
     if args.event_type is None:
         for event_type in catalogue.event_types:
-            _print_summary(catalogue, event_type)
+            if as_json:
+                print(compact(_event_json(catalogue, event_type)))
+            else:
+                _print_summary(catalogue, event_type)
         return 0
     try:
         event_type = resolve_event_type(catalogue.event_types, args.event_type)
     except InputError as exc:
-        raise CommandError(str(exc)) from None
-    _print_details(catalogue, event_type)
+        raise CliError(str(exc)) from None
+    if as_json:
+        print(compact(_event_json(catalogue, event_type, detail=True)))
+    else:
+        _print_details(catalogue, event_type)
     return 0
+
+
+def _event_json(catalogue: Catalogue, event_type: str, *, detail: bool = False) -> dict[str, Any]:
+    """What the text listing says of a type (and with ``detail``, what the detail view
+    says, plus the whole Avro schema of its latest version)."""
+    schema = catalogue.latest(event_type)
+    names = NamedTypes(schema.raw)
+    fields = [
+        {
+            "name": f["name"],
+            "type": type_name(f["type"], names),
+            **({"default": f["default"]} if "default" in f else {}),
+        }
+        for f in schema.raw["fields"]
+    ]
+    doc: dict[str, Any] = {
+        "event_type": event_type,
+        "version": schema.version,
+        "topic": _topic_of(catalogue, event_type),
+        "fields": fields,
+    }
+    if detail:
+        doc |= {
+            "context": schema.context,
+            "versions": [
+                v for v in range(1, schema.version + 1) if _has_version(catalogue, event_type, v)
+            ],
+            "key": key_field(schema.field_names),
+            "schema": schema.raw,
+        }
+    return doc
 
 
 def _topic_of(catalogue: Catalogue, event_type: str) -> str:
@@ -1319,15 +1318,17 @@ async def tail(
                     out.write((shown_message.json() if as_json else shown_message.text()) + "\n")
                     shown += 1
             out.flush()  # a pipe would otherwise hold the lines until exit
+    except KafkaConnectionError as exc:
+        raise broker_unreachable(bootstrap, exc) from None
     except KafkaError as exc:
-        raise CommandError(f"cannot tail {topic} at {bootstrap}: {exc}") from None
+        raise CliError(f"cannot tail {topic} at {bootstrap}: {exc}") from None
     finally:
         await _stop_quietly(consumer)
     return shown
 
 
 async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
-    """The topic's partition ids; CommandError (with close names) when it does not exist."""
+    """The topic's partition ids; CliError (with close names) when it does not exist."""
     # The admin client, because a consumer's topics() does not fill its own metadata.
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-tail")
     await admin.start()
@@ -1336,7 +1337,7 @@ async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
         if topic not in existing:
             close = difflib.get_close_matches(topic, sorted(existing), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise CommandError(f"topic {topic} does not exist{hint}")
+            raise CliError(f"topic {topic} does not exist{hint}")
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
@@ -1368,7 +1369,6 @@ def _notice(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-@_one_line_errors
 def _tail(args: argparse.Namespace, settings: PlatformSettings) -> int:
     codec = AvroCodec(_catalogue(settings))
     topic = tail_topic(args.topic, settings.topic_prefix)
@@ -1458,6 +1458,7 @@ def _add_events(sub: argparse._SubParsersAction[_P]) -> None:
         description="List the catalogue's event types, or show one in detail.",
     )
     events.add_argument("event_type", nargs="?", metavar="TYPE", help="show this type in detail")
+    events.add_argument("--output", choices=["text", "json"], default="text")
     events.set_defaults(run=_events)
 
 
@@ -1485,7 +1486,6 @@ def register(sub: argparse._SubParsersAction[_P]) -> None:
 
 
 __all__ = [
-    "CommandError",
     "InputError",
     "Landed",
     "LineRecord",

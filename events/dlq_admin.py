@@ -12,8 +12,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy.exc import SQLAlchemyError
 
+from events.cli_errors import DATABASE_ERRORS, database_unreachable
 from events.codec import AvroCodec, CodecError
 from events.db import Database
 from events.dlq import (
@@ -73,8 +73,8 @@ async def read_dead_letters(bootstrap: str, dlq_topics: Sequence[str]) -> list[D
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id="choreo-dlq-reader", enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start is stopped too
         tps = await partitions_of(bootstrap, dlq_topics)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -101,8 +101,8 @@ async def count_dead_letters(bootstrap: str, dlq_topics: Sequence[str]) -> dict[
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id="choreo-dlq-counter", enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start is stopped too
         tps = await partitions_of(bootstrap, dlq_topics)
         consumer.assign(tps)
         begin = await consumer.beginning_offsets(tps)
@@ -123,9 +123,9 @@ async def redrive(bootstrap: str, letters: Sequence[DeadLetter]) -> list[str]:
     that dead-lettered it (which recorded nothing) applies it now.
     """
     producer = reliable_producer(bootstrap, client_id="choreo-dlq-redrive")
-    await producer.start()
     done: list[str] = []
     try:
+        await producer.start()  # inside: a producer that failed to start is stopped too
         for letter in letters:
             h = letter.headers
             origin = h.get(DLQ_TOPIC)
@@ -137,7 +137,8 @@ async def redrive(bootstrap: str, letters: Sequence[DeadLetter]) -> list[str]:
             )
             done.append(f"{letter.id} -> {origin}[{md.partition}]@{md.offset}")
     finally:
-        await producer.stop()
+        with contextlib.suppress(KafkaError, OSError):
+            await producer.stop()
     return done
 
 
@@ -174,19 +175,24 @@ async def read_blocks(
     databases: Sequence[ConsumerDatabase],
 ) -> tuple[list[BlockedKey], list[str]]:
     """Every blocked key with its parked count, and a line per database that could not be
-    read (it is down, or predates the tables)."""
+    read (it is down, or predates the tables), naming it with its password masked."""
     out: list[BlockedKey] = []
     problems: list[str] = []
     for target in databases:
-        db = Database(target.url, sqlite_on_loop=False)
         try:
-            async with db.session() as session:
-                out.extend(await blocks(session, target.consumer))
-        except (SQLAlchemyError, OSError) as exc:
-            problems.append(f"{target.service}: cannot read blocked keys ({type(exc).__name__})")
-        finally:
-            await db.dispose()
+            out.extend(await _blocks(target))
+        except DATABASE_ERRORS as exc:
+            problems.append(str(database_unreachable(target.service, target.url, exc)))
     return out, problems
+
+
+async def _blocks(target: ConsumerDatabase) -> list[BlockedKey]:
+    db = Database(target.url, sqlite_on_loop=False)  # raises for a URL SQLAlchemy cannot read
+    try:
+        async with db.session() as session:
+            return await blocks(session, target.consumer)
+    finally:
+        await db.dispose()
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ async def apply_topics(
     wanted = with_dead_letters(specs) if dead_letters else list(specs)
     report = TopicReport()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-topics")
-    await admin.start()
     try:
+        await admin.start()  # inside: a client that failed to start is closed too
         existing = set(await admin.list_topics())
         missing = [s for s in wanted if s.name not in existing]
         if missing:
@@ -109,8 +109,8 @@ async def _drift(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> list
 async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
     """Every partition of the topics; raises TopicError for a topic that does not exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-metadata")
-    await admin.start()
     try:
+        await admin.start()  # inside: a client that failed to start is closed too
         described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 
 from events import cli, cli_publish
 from events.catalogue import Catalogue
+from events.cli_errors import CliError
 from events.cli_publish import register, tail
 from events.codec import AvroCodec
 from events.envelope import Envelope
@@ -518,7 +519,7 @@ async def test_tail_failing_right_after_start_reports_the_failure(
         raise KafkaError("refused at once")
 
     monkeypatch.setattr(cli_publish, "_assign_all", refuse)
-    with pytest.raises(cli_publish.CommandError, match=r"cannot tail .*refused at once"):
+    with pytest.raises(CliError, match=r"cannot tail .*refused at once"):
         await tail(env.bootstrap, codec_of(env), env.topic("orders.requests"))
 
 

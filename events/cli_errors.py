@@ -1,0 +1,88 @@
+"""The ``choreo`` commands' one error type, and the one-line messages for what they could
+not reach.
+
+A command raises :class:`CliError` for any failure the user can act on; ``events.cli.main``
+alone prints it, as one line on stderr, and exits with its status. The class lives in a
+module of its own so that every command module imports the same class (``events.cli``
+imports the command modules, so they cannot import it back from there, and under
+``python -m events.cli`` that would be a second copy of the class).
+
+Messages name what could not be reached (the broker's address, a database URL with its
+password masked: a secret is never printed) and what to do about it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+USAGE = 2  # argparse's status for a bad command line; a bad setting is one too
+
+# What talking to the broker raises when it is not there: aiokafka's errors, a socket's
+# OSError, and asyncio's TimeoutError from a bounded wait on bootstrap.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
+# asyncpg raises OSError (connection refused, unknown host) without SQLAlchemy's wrapper.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
+
+_SECRET_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+class CliError(Exception):
+    """A user-facing failure of a command: printed as one line, exit ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def masked(url: str) -> str:
+    """The database URL with its password (and any password-like query value) as ***."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # not a URL SQLAlchemy reads: drop whatever precedes an @
+        return re.sub(r"//[^/@]*@", "//***@", url)
+    query = {k: ("***" if _SECRET_KEYS.search(k) else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def _reason(exc: BaseException, secret: str | None = None) -> str:
+    if isinstance(exc, KafkaConnectionError):
+        text = "no broker answered"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    elif isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = str(exc.orig)  # the driver's words, without SQLAlchemy's SQL and link
+    else:
+        text = str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def broker_unreachable(bootstrap: str, exc: BaseException) -> CliError:
+    return CliError(
+        f"cannot reach Kafka at {bootstrap}: {_reason(exc)} (is the broker running? "
+        "`choreo broker up` starts the local one; KAFKA_BOOTSTRAP_SERVERS says where it is)"
+    )
+
+
+def database_unreachable(service: str, url: str, exc: BaseException) -> CliError:
+    secret = _password(url)
+    return CliError(
+        f"cannot use the {service} database {masked(url)}: {_reason(exc, secret)} "
+        f"(is it up, and is {service.upper()}_DATABASE_URL right?)"
+    )
+
+
+def _password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password or None
+    except ArgumentError:
+        return None
