@@ -98,11 +98,31 @@ def headers_of(message: Message) -> list[tuple[str, bytes]]:
     return list(headers.items()) if isinstance(headers, Mapping) else list(headers)
 
 
-def occurred_at(event: EventT[Any] | None) -> float:
-    """The event time that places a message in its window (faust's ``relative_to``)."""
-    if event is None:
-        raise RuntimeError("a window is chosen only while an event is processed")
-    message = event.message
+class _EventTime:
+    """The event time that places a message in its window (faust's ``relative_to``).
+
+    faust asks for it at every windowed read and write: six times per counted event (the
+    seen-ids check and mark, a read and a write per window). The envelope is parsed once per
+    message: the last message's time is kept, found again by identity (the message object
+    is alive while it is processed, so its identity cannot be reused meanwhile)."""
+
+    def __init__(self) -> None:
+        self._message: Message | None = None
+        self._at = 0.0
+
+    def __call__(self, event: EventT[Any] | None) -> float:
+        if event is None:
+            raise RuntimeError("a window is chosen only while an event is processed")
+        message = event.message
+        if message is not self._message:
+            self.remember(message, _time_of(message))
+        return self._at
+
+    def remember(self, message: Message, at: float) -> None:
+        self._message, self._at = message, at
+
+
+def _time_of(message: Message) -> float:
     try:
         return Envelope.from_headers(headers_of(message), message.key).occurred_at.timestamp()
     except EnvelopeError:
@@ -138,16 +158,18 @@ def build(config: AnalyticsConfig) -> Analytics:
         *topics, key_serializer="raw", value_serializer=PlatformAvroCodec(AvroCodec(catalogue))
     )
     starts = app.Table("saga-starts", partitions=partitions)
+    event_time = _EventTime()
     windows: dict[str, tuple[WindowSpec, Any]] = {}
     for spec in WINDOWS.values():
         table = app.Table(f"{spec.name}-windows", default=dict, partitions=partitions)
-        windows[spec.name] = (spec, _windowed(table, spec.size_s, spec.expires_s))
+        windows[spec.name] = (spec, _windowed(table, spec.size_s, spec.expires_s, event_time))
     # The relay may publish an event twice and `choreo dlq redrive` re-publishes one, both
     # with the same envelope: remember counted event ids, in the window of their event time,
     # for as long as any window they count in is kept.
     longest = max(spec.expires_s for spec in WINDOWS.values())
     seen_table = app.Table("seen-events", default=bool, partitions=partitions)
-    seen = _windowed(seen_table, SEEN_WINDOW_S, longest)
+    seen = _windowed(seen_table, SEEN_WINDOW_S, longest, event_time)
+    counted = _Counted()
 
     def count(event: EventT[Any]) -> None:
         read = _read(event)
@@ -156,10 +178,11 @@ def build(config: AnalyticsConfig) -> Analytics:
         envelope, value = read
         if value.event_type not in COUNTED:
             return
-        if seen[envelope.event_id].value():
-            DUPLICATES.labels(CONSUMER).inc()
-            return
         at = envelope.occurred_at.timestamp()
+        event_time.remember(event.message, at)
+        if seen[envelope.event_id].value():
+            counted.duplicate.inc()
+            return
         order_id = str(value.payload["order_id"])
         duration_ms = None
         if value.event_type == START:
@@ -185,7 +208,7 @@ def build(config: AnalyticsConfig) -> Analytics:
             windowed[partition] = part.to_json()
         # Marked after counting: a crash in between counts it twice rather than not at all.
         seen[envelope.event_id] = True
-        EVENTS_CONSUMED.labels(CONSUMER, value.event_type).inc()
+        counted.of(value.event_type).inc()
 
     @app.agent(source, name="saga-events", concurrency=1)
     async def saga_events(stream: StreamT[Any]) -> None:
@@ -195,9 +218,24 @@ def build(config: AnalyticsConfig) -> Analytics:
     return Analytics(app, windows, topics)
 
 
-def _windowed(table: Any, size_s: int, expires_s: int) -> Any:
+def _windowed(table: Any, size_s: int, expires_s: int, event_time: _EventTime) -> Any:
     tumbling = table.tumbling(timedelta(seconds=size_s), expires=timedelta(seconds=expires_s))
-    return cast(WindowWrapper, tumbling).relative_to(occurred_at)
+    return cast(WindowWrapper, tumbling).relative_to(event_time)
+
+
+class _Counted:
+    """The counters a counted event moves, labelled once (a ``labels()`` lookup per event
+    takes a lock and builds a key)."""
+
+    def __init__(self) -> None:
+        self.duplicate = DUPLICATES.labels(CONSUMER)
+        self._by_type: dict[str, Any] = {}
+
+    def of(self, event_type: str) -> Any:
+        child = self._by_type.get(event_type)
+        if child is None:
+            child = self._by_type[event_type] = EVENTS_CONSUMED.labels(CONSUMER, event_type)
+        return child
 
 
 def _read(event: EventT[Any]) -> tuple[Envelope, Decoded] | None:
