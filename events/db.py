@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-
-from events.sqlite_inline import connector
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -40,36 +39,25 @@ def sqlite_file(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
-def runs_inline(url: str, sqlite_on_loop: bool) -> bool:
-    """SQLite on the loop's thread, through one connection (see make_engine)."""
-    return sqlite_on_loop and is_sqlite(url) and sqlite_file(url) is not None
-
-
 def make_engine(
     url: str, *, echo: bool = False, sqlite_on_loop: bool = True, page_size: int | None = None
 ) -> AsyncEngine:
-    """``sqlite_on_loop=False`` keeps aiosqlite's worker thread: for a writer of few, large
-    statements (a projection's batches), during which the loop should keep serving.
+    """SQLite runs through aiosqlite, as SQLAlchemy ships it. ``sqlite_on_loop`` (the name
+    is older than this design) gives a SQLite engine one connection: the tasks of a service
+    queue for it in SQLAlchemy's pool, on the loop, instead of meeting at SQLite's write lock,
+    where a waiting writer sleeps in SQLite's busy handler for milliseconds at a time.
+    ``sqlite_on_loop=False`` keeps a pool of connections: for a writer of few, large
+    statements (a projection's batches), beside which readers should keep being served.
     ``page_size``: SQLite's page size for a database file created from now on (an existing
     file keeps its own)."""
     if is_sqlite(url):
-        path = sqlite_file(url)
-        if path is not None and runs_inline(url, sqlite_on_loop):
-            # One connection, called on the loop's thread (events.sqlite_inline says why);
-            # a session waits for it asynchronously while another one holds it. A locked
-            # database is waited for by sqlite_inline's retries, not by SQLite's busy wait.
-            engine = create_async_engine(
-                url,
-                echo=echo,
-                async_creator=connector(path, timeout=30),
-                pool_size=1,
-                max_overflow=0,
-                pool_timeout=120,
-            )
-            _tune_sqlite(engine, busy_timeout_ms=0, page_size=page_size)
-        else:
-            engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-            _tune_sqlite(engine, busy_timeout_ms=30_000, page_size=page_size)
+        # A writer waiting for another's lock waits in aiosqlite's thread (busy_timeout),
+        # so the loop keeps running, even when the lock's holder is a task of this loop.
+        pool: dict[str, Any] = {}
+        if sqlite_on_loop and sqlite_file(url) is not None:  # (":memory:" has its own pool)
+            pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 120}
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, **pool)
+        _tune_sqlite(engine, busy_timeout_ms=30_000, page_size=page_size)
         return engine
     return create_async_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
@@ -92,8 +80,15 @@ def _tune_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int, page_size: int | 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Take the write lock up front: a WAL reader that later writes fails with
-        # SQLITE_BUSY without waiting if another writer committed in between.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # SQLITE_BUSY without waiting if another writer committed in between. Straight to
+        # aiosqlite (run_async: SQLAlchemy's documented way to await the driver in an
+        # event): one trip to its thread, where SQLAlchemy's cursor takes three.
+        try:
+            conn.connection.dbapi_connection.run_async(
+                lambda driver: driver.execute_fetchall("BEGIN IMMEDIATE")
+            )
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
 
 
 class Database:
@@ -108,7 +103,8 @@ class Database:
         page_size: int | None = None,
     ) -> None:
         self.url = url
-        self.inline = runs_inline(url, sqlite_on_loop)
+        # A SQLite file served through one connection (see make_engine).
+        self.one_connection = sqlite_on_loop and is_sqlite(url) and sqlite_file(url) is not None
         self.engine = make_engine(
             url, echo=echo, sqlite_on_loop=sqlite_on_loop, page_size=page_size
         )

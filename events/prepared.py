@@ -1,21 +1,30 @@
-"""Hot statements of the handlers, run on SQLite's driver connection.
+"""Hot statements of the handlers and the platform: ``Prepared(stmt).rows/first/run``, the
+seam they call on every backend; on SQLite it runs them on aiosqlite's own connection.
 
-``session.execute(stmt, params)`` costs about 30 µs for a point SELECT or UPDATE that
-SQLite answers in one or two: SQLAlchemy looks the compiled statement up, builds an
-execution context, processes the parameters and wraps the cursor in a result, and the
-async session crosses into a greenlet and back. A saga step runs two to four such
-statements, so that was a large share of a service's CPU.
+Why it stays: on SQLite every driver call is a trip to aiosqlite's worker thread and back
+(a thread wake-up, a future, a loop wake-up), and ``session.execute`` makes three or four of
+them per statement (cursor, execute, fetch, close) on top of its own work: compiled-cache
+lookup, execution context, parameter and result processing, the greenlet crossing. A saga
+step runs several statements per event, so at steady load those trips were a large share of
+a service's CPU (bench/README.md, "SQLite through public APIs only", has the A/B figures).
+Here a statement is compiled once per dialect and parameter-key set, as ``Session.execute``
+would compile it, the bind and result processors of its column types are looked up once,
+and it runs in one trip (``execute_fetchall`` for a SELECT; two, execute and close, for a
+write), on the session's connection and inside its transaction (the session begins it
+first, so ``BEGIN IMMEDIATE`` has run).
 
-A ``Prepared`` statement is compiled once per dialect and parameter-key set, as
-``Session.execute`` would compile it; the bind and result processors of its column types
-are looked up once. On a SQLite engine that runs on the event loop
-(``events.sqlite_inline``), it then runs on the session's own driver connection, inside the
-session's transaction (the session begins it first, so ``BEGIN IMMEDIATE`` has run). Errors
-come out as SQLAlchemy's exceptions (``OperationalError`` for a locked database), as from
-``session.execute``. An IN list (an expanding bind) gets one placeholder per item. Anything
-else (PostgreSQL, a statement needing SQLAlchemy's execution context such as a column
-default computed in Python, an empty IN list) takes ``session.execute`` unchanged; constant
-column defaults are bound as they are.
+Public APIs only: the connection comes from ``AsyncConnection.get_raw_connection()`` and
+``PoolProxiedConnection.driver_connection``; aiosqlite's ``Connection.execute_fetchall``,
+``execute`` and ``executemany``; SQLAlchemy's compiled statement (``positional``,
+``positiontup``, ``binds``, ``insert_prefetch``/``update_prefetch``) and, for IN lists,
+``SQLCompiler.construct_expanded_state``; types' ``bind_processor``/``result_processor``.
+Errors come out as SQLAlchemy's exceptions (``DBAPIError.instance``: ``OperationalError``
+for a locked database), as from ``session.execute``. Anything else (PostgreSQL, a
+statement needing SQLAlchemy's execution context such as a column default computed in
+Python, an empty IN list, DML with RETURNING) takes ``session.execute`` unchanged;
+constant column defaults are bound as they are.
+
+Depends on SQLAlchemy 2.1.x and aiosqlite 0.22.x: the minor versions to pin.
 """
 
 from __future__ import annotations
@@ -25,14 +34,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import aiosqlite
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
-
-from events.sqlite_inline import InlineConnection
 
 Row = dict[str, Any]
 Processor = Callable[[Any], Any] | None
@@ -50,10 +59,12 @@ class _Plan:
     columns: tuple[str, ...]  # result keys (a SELECT's), empty for DML
     results: tuple[Processor, ...]
     processed: bool  # some result column has a processor
+    compiled: SQLCompiler  # expands IN lists (construct_expanded_state)
 
 
 class Prepared:
-    """One Core statement, run as ``session.execute`` would run it, but cheaper on SQLite."""
+    """One Core statement, run as ``session.execute`` would run it, in fewer trips to
+    aiosqlite's thread."""
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
@@ -65,8 +76,8 @@ class Prepared:
         if driver is None or plan is None or _empty_in(plan, params):
             result = await session.execute(self.statement, dict(params))
             return [dict(r) for r in result.mappings()]
-        cursor = await self._run(driver, plan, params)
-        fetched = await cursor.fetchall()
+        sql, values = _statement(plan, params)
+        fetched = await fetch_all(driver, sql, values)
         keys, procs = plan.columns, plan.results
         if plan.processed:
             fetched = [
@@ -86,14 +97,14 @@ class Prepared:
         if driver is None or plan is None or _empty_in(plan, params):
             result: Any = await session.execute(self.statement, dict(params))
             return int(result.rowcount)
-        cursor = await self._run(driver, plan, params)
-        return int(cursor.rowcount)
+        sql, values = _statement(plan, params)
+        return await execute(driver, sql, values)
 
     # --- the SQLite path --------------------------------------------------------------------
 
     async def _driver_plan(
         self, session: AsyncSession, params: Mapping[str, Any]
-    ) -> tuple[InlineConnection | None, _Plan | None]:
+    ) -> tuple[aiosqlite.Connection | None, _Plan | None]:
         driver, dialect = await sqlite_driver(session)
         if driver is None:
             return None, None
@@ -103,41 +114,58 @@ class Prepared:
             plan = self._plans[key] = _compile(self.statement, dialect, key[1])
         return driver, plan  # type: ignore[return-value]
 
-    async def _run(self, driver: InlineConnection, plan: _Plan, params: Mapping[str, Any]) -> Any:
-        sql = plan.sql
-        values: list[Any] = []
-        for name, literal, proc, expanding in plan.binds:
-            value = params.get(name, literal)
-            if expanding:  # an IN list: one placeholder per item
-                items = list(value)
-                sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(items)), 1)
-                values.extend(items if proc is None else [proc(v) for v in items])
-            else:
-                values.append(value if proc is None or value is None else proc(value))
-        return await execute(driver, sql, values)
+
+def _statement(plan: _Plan, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The SQL and positional values of one execution: the plan's, or for a statement with
+    IN lists, SQLAlchemy's expansion of them (one placeholder per item)."""
+    if plan.lists:
+        given = {name: params.get(name, literal) for name, literal, _, _ in plan.binds}
+        state = plan.compiled.construct_expanded_state(given)
+        procs = state.processors
+        values = []
+        for name in state.positiontup or ():
+            value, proc = state.parameters[name], procs.get(name)
+            values.append(value if proc is None or value is None else proc(value))
+        return state.statement, values
+    values = []
+    for name, literal, proc, _ in plan.binds:
+        value = params.get(name, literal)
+        values.append(value if proc is None or value is None else proc(value))
+    return plan.sql, values
 
 
-async def execute(driver: InlineConnection, sql: str, values: Sequence[Any]) -> Any:
-    """One statement on the driver connection; errors as ``session.execute`` raises them."""
+async def fetch_all(driver: aiosqlite.Connection, sql: str, values: Sequence[Any]) -> Any:
+    """A SELECT's rows, in one trip to aiosqlite's thread; errors as ``session.execute``
+    raises them."""
     try:
-        return await driver.execute(sql, values)
+        return await driver.execute_fetchall(sql, values)
     except sqlite3.Error as exc:
         # The consumer retries an OperationalError (a locked or unavailable database)
         # instead of dead-lettering the event: it must not see sqlite3's own.
         raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
 
 
-async def execute_many(driver: InlineConnection, sql: str, rows: list[Any]) -> None:
+async def execute(driver: aiosqlite.Connection, sql: str, values: Sequence[Any]) -> int:
+    """One INSERT, UPDATE or DELETE; the rows it matched."""
+    try:
+        async with driver.execute(sql, values) as cursor:
+            return int(cursor.rowcount)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+
+
+async def execute_many(driver: aiosqlite.Connection, sql: str, rows: list[Any]) -> None:
     """``executemany`` on the driver connection; errors as ``session.execute`` raises them."""
     try:
-        await driver.executemany(sql, rows)
+        async with driver.executemany(sql, rows):
+            pass
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, rows, exc, sqlite3.Error) from exc
 
 
-async def sqlite_driver(session: AsyncSession) -> tuple[InlineConnection | None, Dialect]:
-    """The session's SQLite driver connection (inside its transaction) and dialect; None
-    when the engine is not SQLite on the loop."""
+async def sqlite_driver(session: AsyncSession) -> tuple[aiosqlite.Connection | None, Dialect]:
+    """The session's aiosqlite connection (inside its transaction) and dialect; None on
+    other drivers."""
     sync = session.sync_session
     tx = sync.get_transaction()
     cached = session.info.get(_DRIVER)
@@ -146,7 +174,7 @@ async def sqlite_driver(session: AsyncSession) -> tuple[InlineConnection | None,
     conn = await session.connection()  # begins the transaction if none is open yet
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
-    if not isinstance(driver, InlineConnection):
+    if not isinstance(driver, aiosqlite.Connection):
         driver = None
     session.info[_DRIVER] = (sync.get_transaction(), driver, conn.dialect)
     return driver, conn.dialect
@@ -186,7 +214,7 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
         return None  # rows of a DML RETURNING: SQLAlchemy's path keeps it simple
     lists = tuple(name for name, _, _, expanding in binds if expanding)
     processed = any(p is not None for p in results)
-    return _Plan(str(compiled), tuple(binds), lists, columns, results, processed)
+    return _Plan(str(compiled), tuple(binds), lists, columns, results, processed, compiled)
 
 
 def _empty_in(plan: _Plan, params: Mapping[str, Any]) -> bool:

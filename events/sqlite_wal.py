@@ -30,14 +30,14 @@ Sessions = Callable[[], AsyncSession]
 def writes_aside(db: Database) -> bool:
     """Whether ``checkpoints_aside`` gives the write a connection of its own: a SQLite file
     with a pool of connections."""
-    return db.is_sqlite and sqlite_file(db.url) is not None and not db.inline
+    return db.is_sqlite and sqlite_file(db.url) is not None and not db.one_connection
 
 
 @contextlib.asynccontextmanager
 async def checkpoints_aside(db: Database, every_s: float = 0.2) -> AsyncIterator[Sessions]:
     """Sessions for a long write. On a SQLite file with a pool of connections, they share
     one connection that does not checkpoint, and a thread checkpoints meanwhile; elsewhere
-    (PostgreSQL, SQLite on the loop's one connection) they are the database's own.
+    (PostgreSQL, a SQLite engine of one connection) they are the database's own.
     Databases the write attached to that connection (a replay's hand-over files) are
     detached before it goes back to the pool."""
     path = sqlite_file(db.url)

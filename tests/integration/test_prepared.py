@@ -1,7 +1,6 @@
 """events.prepared.Prepared runs a statement as session.execute would: same rows, same
-row counts, inside the session's transaction, with SQLAlchemy's exceptions (on each
-backend: SQLite on the loop through the driver connection; SQLite through aiosqlite's
-thread and PostgreSQL through session.execute)."""
+row counts, inside the session's transaction, with SQLAlchemy's exceptions, on each
+backend (SQLite through aiosqlite's own connection, PostgreSQL through session.execute)."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import aiosqlite
 import pytest
 from sqlalchemy import (
     Boolean,
@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from events.db import Database
-from events.prepared import Prepared
+from events.prepared import Prepared, sqlite_driver
 
 md = MetaData()
 items = Table(
@@ -52,6 +52,12 @@ _SOME = Prepared(
     .where(items.c.item_id.in_(bindparam("ids", expanding=True)))
     .order_by(items.c.item_id)
 )
+_SINCE = Prepared(
+    select(items.c.item_id)
+    .where(items.c.item_id.in_(bindparam("ids", expanding=True)))
+    .where(items.c.seen_at >= bindparam("since"))
+    .order_by(items.c.item_id)
+)
 _BUMP = Prepared(
     update(items)
     .where(items.c.item_id == bindparam("b_item_id"))
@@ -63,11 +69,9 @@ def _row(item_id: str, count: int, at: datetime | None) -> dict[str, object]:
     return {"item_id": item_id, "count": count, "flag": count % 2 == 0, "seen_at": at}
 
 
-@pytest.fixture(params=["on_loop", "thread"])
-async def db(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> Database:
-    # "thread": SQLite through aiosqlite's worker thread (the query service's engine), where
-    # Prepared takes session.execute; on PostgreSQL both are the same engine.
-    database = Database(database_url("prepared"), sqlite_on_loop=request.param == "on_loop")
+@pytest.fixture
+async def db(database_url: Callable[[str], str]) -> Database:
+    database = Database(database_url("prepared"))
     await database.create_all(md)
     yield database  # type: ignore[misc]
     await database.dispose()
@@ -88,6 +92,11 @@ async def test_rows_and_counts_match_session_execute(db: Database) -> None:
         some = await _SOME.rows(s, {"ids": [ids[3], ids[0], "missing"]})
         assert some == [{"item_id": ids[0], "count": 0}, {"item_id": ids[3], "count": 3}]
         assert await _SOME.rows(s, {"ids": []}) == []  # an empty IN list
+        # An IN list beside another bind whose type processes its value (a datetime).
+        since = {"ids": [ids[2], ids[0]], "since": at}
+        expanded = (await s.execute(_SINCE.statement, since)).mappings().all()
+        assert await _SINCE.rows(s, since) == [dict(r) for r in expanded]
+        assert len(expanded) == 2
         assert await _BUMP.run(s, {"b_item_id": ids[2], "by": 40}) == 1
         assert await _BUMP.run(s, {"b_item_id": "missing", "by": 1}) == 0
         # A missing column takes its Python-side default, as with session.execute: a
@@ -121,3 +130,13 @@ async def test_a_failing_statement_raises_sqlalchemys_error(db: Database) -> Non
         await _INSERT.run(s, {**_row("twice", 1, None), "note": "first"})
         with pytest.raises(IntegrityError):
             await _INSERT.run(s, {**_row("twice", 2, None), "note": "second"})
+
+
+async def test_on_sqlite_it_runs_on_aiosqlites_own_connection(db: Database) -> None:
+    async with db.session() as s, s.begin():
+        driver, dialect = await sqlite_driver(s)
+        if db.is_sqlite:
+            assert isinstance(driver, aiosqlite.Connection)
+            assert driver is (await (await s.connection()).get_raw_connection()).driver_connection
+        else:
+            assert driver is None and dialect.name == "postgresql"

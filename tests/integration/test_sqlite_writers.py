@@ -1,11 +1,13 @@
-"""SQLite engines run driver calls on the loop: a locked database is waited for without
-blocking the loop, so writers of one process on one file never deadlock."""
+"""SQLite engines: a locked database is waited for in aiosqlite's thread, without blocking
+the loop, so writers of one process on one file never deadlock; the driver connection is
+aiosqlite's own (no imitation of its private parts)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import aiosqlite
 from sqlalchemy import text
 
 from events.db import Database, sqlite_url
@@ -52,3 +54,15 @@ async def test_two_engines_on_one_file_take_turns_while_a_writer_is_suspended(
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def test_the_driver_connection_is_aiosqlites_own(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "own.db"))
+    try:
+        async with db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert isinstance(raw.driver_connection, aiosqlite.Connection)
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+        assert mode == "wal"
+    finally:
+        await db.dispose()
