@@ -27,7 +27,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from opentelemetry.trace import use_span
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select
+from sqlalchemy import ARRAY, DateTime, String, bindparam, select, text
 
 from events import parking
 from events.bulk import insert_rows
@@ -60,6 +60,19 @@ _PROCESSED = Prepared(
         inbox.c.consumer == bindparam("consumer"),
         inbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
     )
+)
+
+# PostgreSQL: the batch's inbox rows written first, in one round trip, instead of a select
+# before the handlers and an insert after them; the ids it returns are the events not seen
+# before (a conflict is a duplicate: skipped, or waited for while another transaction holds
+# it). One array parameter, so one prepared statement serves every batch size.
+_CLAIM_INBOX_PG = text(
+    "INSERT INTO choreo_inbox (consumer, event_id, outcome, processed_at) "
+    "SELECT CAST(:consumer AS VARCHAR), e, 'applied', CAST(:now AS TIMESTAMPTZ) "
+    "FROM unnest(CAST(:event_ids AS VARCHAR[])) AS e "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(
+    bindparam("event_ids", type_=ARRAY(String)), bindparam("now", type_=DateTime(timezone=True))
 )
 
 Hook = Callable[[], Awaitable[None]]
@@ -353,13 +366,15 @@ class EventConsumer:
         applied: dict[str, int] = {}
         duplicates = 0
         async with UnitOfWork(self.db, self.outbox) as uow:
-            seen = await self._already_processed(uow, [i.event.event_id for i in items])
             rows = []
             now = utcnow()
+            ids = [i.event.event_id for i in items]
+            claimed = None if self.db.is_sqlite else await self._claim_inbox(uow, ids, now)
+            seen = set() if claimed is not None else await self._already_processed(uow, ids)
             traced = tracing_enabled()
             for item in items:
                 event_id = item.event.event_id
-                if event_id in seen:
+                if event_id in seen or (claimed is not None and event_id not in claimed):
                     duplicates += 1
                     continue
                 seen.add(event_id)
@@ -374,7 +389,7 @@ class EventConsumer:
                     }
                 )
                 applied[item.spec.event_type] = applied.get(item.spec.event_type, 0) + 1
-            if rows:
+            if rows and claimed is None:
                 await insert_rows(uow.session, inbox, rows)
             await uow.commit()
         self.stats.duplicates += duplicates
@@ -452,6 +467,11 @@ class EventConsumer:
                     exc,
                 )
                 await asyncio.sleep(self.retry.delay(attempt))  # backoff between retries
+
+    async def _claim_inbox(self, uow: UnitOfWork, event_ids: list[str], now: Any) -> set[str]:
+        """PostgreSQL: records the batch's events in the inbox; returns those new to it."""
+        params = {"consumer": self.name, "event_ids": list(dict.fromkeys(event_ids)), "now": now}
+        return set((await uow.session.execute(_CLAIM_INBOX_PG, params)).scalars())
 
     async def _already_processed(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
         params = {"consumer": self.name, "event_ids": event_ids}

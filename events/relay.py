@@ -16,6 +16,27 @@ ever is exactly the jam quarantine removes, and an aggregate whose event is miss
 what sagas already watch for (the orders watchdog reports the order stuck, and cancels it
 when SAGA_TIMEOUT_ENABLED). Re-queueing puts the row at the end of the outbox, after them.
 
+One relay publishes per outbox database. SQLite has one writer at a time anyway. On
+PostgreSQL the relay holding the outbox's lease publishes: a session-level advisory lock
+(``pg_try_advisory_lock``) held on a connection of its own, in autocommit, which also runs the
+relay's selects and marks (one round trip each, no transaction: the old claim held rows with
+``FOR UPDATE SKIP LOCKED`` in a transaction open across the send, plus a second select per
+key, and committed with an fsync per batch). Another relay of the same database is a standby:
+it tries for the lease every ``lease_retry_s``. Losing the connection loses the lease (the
+server releases the lock): the next statement fails, and the relay publishes nothing until it
+holds the lease again; meanwhile a standby may take over. The rows the old leader had in
+flight may then be published twice (the consumers' inbox skips the copies), never out of
+order: every relay publishes a key's unsent rows from the oldest one, in id order.
+
+Acked rows are marked sent in one statement at most every ``mark_every_s``, and the next select
+starts after the last published id, so acked rows waiting for their mark are not published
+again. On PostgreSQL ids are taken at INSERT and transactions commit in any order: a row
+committed after a later id was selected would be passed over, so every ``rescan_every_s`` the
+relay marks what is acked and selects from the oldest unsent row again. Such a row waits at
+most that long; it can reach Kafka after a later row of another transaction, and of its own
+key only if two transactions wrote that key concurrently (a handler that locks its aggregate
+serialises them, and the later one takes the later id).
+
 Health: a monitor beside the publishing loop measures the backlog, the oldest unsent age
 and the quarantined rows from the database, whether or not publishing succeeds, and
 :meth:`OutboxRelay.stall_reason` says when rows wait and nothing has been published for
@@ -31,16 +52,16 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import Select, bindparam, delete, func, select, update
+from sqlalchemy import ARRAY, BigInteger, Select, any_, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from events.db import Database, is_transient
 from events.envelope import utcnow
@@ -63,6 +84,17 @@ _MARK_SENT = Prepared(
     .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
     .values(sent_at=bindparam("now"))
 )
+# PostgreSQL: one array parameter, so that one server-side prepared statement serves every
+# batch size (an IN list is a new statement for each length).
+_MARK_SENT_PG = (
+    update(outbox)
+    .where(outbox.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+    .values(sent_at=bindparam("now"))
+)
+
+LEASE_KEY = 0x63686F72656F  # "choreo": the advisory lock of one outbox database
+_TRY_LEASE = select(func.pg_try_advisory_lock(bindparam("key", type_=BigInteger)))
+_RELEASE_LEASE = select(func.pg_advisory_unlock(bindparam("key", type_=BigInteger)))
 
 
 class _Unsent(NamedTuple):
@@ -78,6 +110,11 @@ class _Unsent(NamedTuple):
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
 AfterPublish = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+class LeaseLost(Exception):
+    """The relay's lease connection went away between two statements: publish nothing more
+    until the lease is held again."""
 
 
 class _NotSent(Exception):
@@ -104,7 +141,9 @@ class RelayConfig:
     retention: timedelta = timedelta(days=7)
     purge_every_s: float = 60.0
     gauge_every_s: float = 2.0  # backlog, oldest age and quarantine measured this often
-    mark_every_s: float = 1.0  # SQLite: acked rows are marked sent at most this often
+    mark_every_s: float = 1.0  # acked rows are marked sent at most this often
+    rescan_every_s: float = 2.0  # PostgreSQL: select from the oldest unsent row this often
+    lease_retry_s: float = 3.0  # PostgreSQL: a standby relay tries for the lease this often
 
 
 class OutboxRelay:
@@ -134,19 +173,31 @@ class OutboxRelay:
         self.failures = 0
         self.quarantined = 0
         self._unsent_stmt: Prepared | None = None
-        # SQLite: acked rows wait here to be marked sent in one transaction per
-        # mark_every_s (not one per batch); rows up to _after are published, so the next
-        # select starts after them. A crash before the mark re-publishes them, as a crash
-        # before any mark always could.
+        # Acked rows wait here to be marked sent in one statement per mark_every_s (not
+        # one per batch); rows up to _after are published, so the next select starts after
+        # them. A crash before the mark re-publishes them, as a crash before any mark
+        # always could.
         self._unmarked: list[int] = []
         self._after = 0
         self._next_mark = 0.0
+        # PostgreSQL: the lease (a session-level advisory lock held on a connection of its
+        # own, which also runs the relay's selects and marks) and the next rescan.
+        self._lease: AsyncConnection | None = None
+        self._lease_lock = asyncio.Lock()  # the monitor's flush and the loop share it
+        self._next_lease_try = 0.0
+        self._next_rescan = 0.0
+        self.standby = False  # another relay holds the lease
         # Health: when a batch last went through (monotonic), the last failure, and the
         # monitor's latest measurement of the rows waiting.
         self.last_ok = time.monotonic()
         self.last_error: str | None = None
         self.waiting: int = 0
         self.oldest_age_s: float | None = None
+
+    @property
+    def holds_lease(self) -> bool:
+        """PostgreSQL: this relay holds the outbox's lease (as far as it knows)."""
+        return self._lease is not None
 
     def notify(self) -> None:
         """A unit of work committed rows: publish without waiting for the poll."""
@@ -164,48 +215,131 @@ class OutboxRelay:
         return self._producer
 
     async def close(self) -> None:
+        """Stops the producer and hands the lease back (PostgreSQL)."""
+        with contextlib.suppress(DBAPIError, OSError):
+            await self.flush_marks()
+        async with self._lease_lock:
+            await self._drop_lease()
+        await self._close_producer()
+
+    async def _close_producer(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
 
     async def publish_batch(self) -> int:
-        """Publish the oldest unsent rows; return how many left the queue (acknowledged and
-        marked sent, or quarantined). Raises the failure to back off for, if any."""
-        if self.db.is_sqlite:
-            # SQLite has one writer at a time: one relay per database, no claiming needed.
-            async with self.db.session() as session:
-                params = {"after": self._after}
-                rows = [_Unsent(**r) for r in await self._unsent().rows(session, params)]
-            outcome = await self._publish(rows)
-            if outcome.quarantine or outcome.failure is not None:
-                # Rows stay behind (to retry) or leave the outbox: mark what went now and
-                # select from the oldest unsent row again (a deleted last row's id is
-                # reused by SQLite).
+        """Publish the oldest unsent rows; return how many left the queue (acknowledged, or
+        quarantined). Raises the failure to back off for, if any. A standby relay on
+        PostgreSQL (another one holds the lease) publishes nothing and returns 0."""
+        loop = asyncio.get_running_loop()
+        if not self.db.is_sqlite:
+            if not await self._hold_lease():
+                return 0
+            if loop.time() >= self._next_rescan:
+                # From the oldest unsent row again: a row whose transaction committed after
+                # a later id was selected is published now (its delay is bounded by this).
                 await self.flush_marks()
                 self._after = 0
-                if outcome.quarantine:
-                    async with self.db.session() as session, session.begin():
-                        await self._settle(session, outcome)
-                elif outcome.sent:
-                    await self._mark_sent([r.id for r in outcome.sent])
+                self._next_rescan = loop.time() + self.config.rescan_every_s
+        rows = await self._select_unsent()
+        outcome = await self._publish(rows)
+        if outcome.quarantine or outcome.failure is not None:
+            # Rows stay behind (to retry) or leave the outbox: mark what went now and select
+            # from the oldest unsent row again (a deleted last row's id is reused by SQLite).
+            await self.flush_marks()
+            self._after = 0
+            if outcome.quarantine:
+                async with self.db.session() as session, session.begin():
+                    await self._settle(session, outcome)
             elif outcome.sent:
-                self._unmarked.extend(r.id for r in outcome.sent)
-                self._after = outcome.sent[-1].id
-            if self._unmarked and asyncio.get_running_loop().time() >= self._next_mark:
-                await self.flush_marks()
-        else:
-            # PostgreSQL: rows stay locked (claimed) until they are marked, so a second
-            # relay skips them instead of publishing them twice.
-            async with self.db.session() as session, session.begin():
-                rows = await self._claim(session)
-                outcome = await self._publish(rows)
-                await self._settle(session, outcome)
+                await self._mark_sent([r.id for r in outcome.sent])
+        elif outcome.sent:
+            self._unmarked.extend(r.id for r in outcome.sent)
+            self._after = outcome.sent[-1].id
+        if self._unmarked and loop.time() >= self._next_mark:
+            await self.flush_marks()
         self._account(outcome)
         if outcome.failure is not None:
             raise outcome.failure
         self.last_ok = time.monotonic()
         return len(outcome.sent) + len(outcome.quarantine)
+
+    async def _select_unsent(self) -> list[Any]:
+        """Unsent rows after the last published one, in id order (at most a batch)."""
+        params = {"after": self._after}
+        if self.db.is_sqlite:
+            async with self.db.session() as session:
+                return [_Unsent(**r) for r in await self._unsent().rows(session, params)]
+        async with self._on_lease() as conn:
+            return list((await conn.execute(self._unsent().statement, params)).all())
+
+    # --- PostgreSQL: the lease ----------------------------------------------------------
+
+    async def _hold_lease(self) -> bool:
+        """Whether this relay holds the outbox's lease; tries for it when it does not (at
+        most every ``lease_retry_s``: a standby's wake-ups cost nothing)."""
+        if self._lease is not None:
+            return True
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_lease_try:
+            return False
+        self._next_lease_try = loop.time() + self.config.lease_retry_s
+        conn = await self.db.engine.connect()
+        try:
+            # Autocommit: each statement is one round trip, no BEGIN/COMMIT around it; the
+            # session-level advisory lock outlives every statement.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            held = (await conn.execute(_TRY_LEASE, {"key": LEASE_KEY})).scalar_one()
+        except BaseException:
+            await conn.invalidate()
+            await conn.close()
+            raise
+        if not held:
+            await conn.close()
+            self.standby = True
+            return False
+        self._lease = conn
+        self.standby = False
+        # A new leader starts from the oldest unsent row: another relay may have left rows
+        # published and not marked, or unpublished, anywhere.
+        self._after = 0
+        self._next_rescan = 0.0
+        log.info("outbox relay: holds the outbox lease, publishing")
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _on_lease(self) -> AsyncIterator[AsyncConnection]:
+        """The lease's connection for one statement. A failure drops the lease (the server
+        released the lock if the connection is gone): the relay publishes nothing more
+        until it holds the lease again."""
+        async with self._lease_lock:
+            conn = self._lease
+            if conn is None:
+                raise LeaseLost("the outbox lease was lost")
+            try:
+                yield conn
+            except DBAPIError:
+                await self._drop_lease(broken=True)
+                raise
+
+    async def _drop_lease(self, *, broken: bool = False) -> None:
+        conn, self._lease = self._lease, None
+        self._next_lease_try = 0.0
+        if conn is None:
+            return
+        if not broken:
+            try:
+                await conn.execute(_RELEASE_LEASE, {"key": LEASE_KEY})
+                await conn.close()  # back to the pool, without the lock
+                return
+            except DBAPIError:
+                pass
+        # Closing the server connection releases the lock with it.
+        with contextlib.suppress(DBAPIError, OSError):
+            await conn.invalidate()
+        with contextlib.suppress(DBAPIError, OSError):
+            await conn.close()
 
     async def _settle(self, session: AsyncSession, outcome: _Outcome) -> None:
         """Marks the sent rows and moves the quarantined ones aside, in the caller's
@@ -280,38 +414,6 @@ class OutboxRelay:
             .limit(self.config.batch_size)
         )
 
-    async def _claim(self, session: AsyncSession) -> list[Any]:
-        """Locks unsent rows (skipping rows another relay holds) and keeps, per key, only
-        the run that starts at the key's oldest unsent row and has no foreign row inside:
-        so two relays never reorder one aggregate's events."""
-        claim = self._build_unsent().with_for_update(skip_locked=True)
-        rows = (await session.execute(claim)).all()
-        if not rows:
-            return []
-        mine = {r.id for r in rows}
-        keys = {r.key for r in rows}
-        unsent = (
-            await session.execute(
-                select(outbox.c.key, outbox.c.id)
-                .where(
-                    outbox.c.sent_at.is_(None),
-                    outbox.c.key.in_(keys),
-                    outbox.c.id <= max(mine),
-                )
-                .order_by(outbox.c.id)
-            )
-        ).all()
-        blocked: set[str] = set()
-        allowed: set[int] = set()
-        for key, row_id in unsent:
-            if key in blocked:
-                continue
-            if row_id in mine:
-                allowed.add(row_id)
-            else:
-                blocked.add(key)  # another relay holds an earlier row of this key
-        return [r for r in rows if r.id in allowed]
-
     async def _publish(self, rows: Sequence[Any]) -> _Outcome:
         """Sends rows in order and waits for every ack. A row is marked sent only when it
         and every earlier row of its key in the batch were acked (one key, one partition:
@@ -358,12 +460,12 @@ class OutboxRelay:
             if not is_permanent(refusal):
                 outcome.failure = refusal
             else:
-                await self.close()  # the failed batch spent sequence numbers: start afresh
+                await self._close_producer()  # the failed batch spent sequence numbers
                 try:
                     await self._send_alone(row)
                     outcome.sent.append(row)
                 except (KafkaError, OSError, TimeoutError) as again:
-                    await self.close()
+                    await self._close_producer()
                     if is_permanent(again):
                         outcome.quarantine.append((row, again))
                     else:
@@ -384,11 +486,19 @@ class OutboxRelay:
         await (await self._send(producer, row))
 
     async def _mark_sent(self, ids: list[int]) -> None:
-        async with self.db.session() as session, session.begin():
-            await _MARK_SENT.run(session, {"ids": ids, "now": utcnow()})
+        params = {"ids": ids, "now": utcnow()}
+        if self.db.is_sqlite:
+            async with self.db.session() as session, session.begin():
+                await _MARK_SENT.run(session, params)
+        elif self._lease is not None:
+            async with self._on_lease() as conn:
+                await conn.execute(_MARK_SENT_PG, params)  # autocommit: one round trip
+        else:  # the lease is gone; the rows were acked all the same
+            async with self.db.session() as session, session.begin():
+                await session.execute(_MARK_SENT_PG, params)
 
     async def flush_marks(self) -> None:
-        """Marks sent the acked rows still waiting for it (SQLite), in one transaction."""
+        """Marks sent the acked rows still waiting for it, in one statement."""
         ids, self._unmarked = self._unmarked, []
         if not ids:
             return
@@ -443,7 +553,7 @@ class OutboxRelay:
         """Why the relay is not keeping up, or None: rows wait (as last measured) and no
         batch has gone through for longer than ``bound_s``."""
         idle = time.monotonic() - self.last_ok
-        if self.waiting == 0 or idle <= bound_s:
+        if self.waiting == 0 or idle <= bound_s or self.standby:
             return None
         error = f"; last error: {self.last_error}" if self.last_error else ""
         return (
@@ -460,14 +570,27 @@ class OutboxRelay:
             await _wait_any(stop, None, self.config.gauge_every_s)
 
     async def drain(self) -> int:
-        """Publish until nothing is unsent (graceful shutdown, tests, tools)."""
+        """Publish until nothing is unsent (graceful shutdown, tests, tools). On PostgreSQL
+        the lease is taken if free and handed back at the end; a standby drains nothing
+        (the relay holding the lease publishes)."""
         total = 0
-        while True:
-            n = await self.publish_batch()
-            total += n
-            if n == 0:
+        self._next_lease_try = 0.0
+        try:
+            while True:
+                n = await self.publish_batch()
+                total += n
+                if n:
+                    continue
                 await self.flush_marks()
-                return total
+                if self._after == 0:
+                    return total
+                self._after = 0  # once more from the oldest unsent row (late commits)
+        finally:
+            if not self.db.is_sqlite:
+                with contextlib.suppress(DBAPIError, OSError):
+                    await self.flush_marks()
+                async with self._lease_lock:
+                    await self._drop_lease()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set, then flush what is committed and close."""
@@ -486,12 +609,12 @@ class OutboxRelay:
                         await self.purge()
                         self._after = 0  # the purge may delete the last row, whose id recurs
                         next_purge = loop.time() + self.config.purge_every_s
-                except (TimeoutError, KafkaError, OSError, DBAPIError) as exc:
+                except (TimeoutError, KafkaError, OSError, DBAPIError, LeaseLost) as exc:
                     if isinstance(exc, DBAPIError):
                         if not is_transient(exc):
                             raise
-                    else:
-                        await self.close()  # a fresh producer after a Kafka failure
+                    elif not isinstance(exc, LeaseLost):
+                        await self._close_producer()  # a fresh one after a Kafka failure
                     # Rows published but not marked sent are published again; the
                     # consumers' inbox skips them.
                     self.failures += 1

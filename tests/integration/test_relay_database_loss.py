@@ -48,16 +48,16 @@ async def test_a_relay_whose_connection_is_cut_mid_batch_still_publishes_every_r
     cut: list[bool] = []
 
     async def cut_the_relays_connection(rows: Sequence[object]) -> None:
-        # The rows are acknowledged by Kafka and still locked, not yet marked sent: the
-        # relay's transaction is idle, waiting for this hook.
+        # The rows are acknowledged by Kafka, not yet marked sent: the connection that holds
+        # the relay's lease (and runs its selects and marks) is idle, waiting for this hook.
         if cut or not rows:
             return
         async with admin.session() as s:
             result = await s.execute(
                 text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND state = 'idle in transaction'"
+                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l "
+                    "JOIN pg_database d ON d.oid = l.database "
+                    "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
                 )
             )
             cut.extend(result.scalars().all())
