@@ -118,16 +118,18 @@ class Prepared:
 def _statement(plan: _Plan, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
     """The SQL and positional values of one execution: the plan's, or for a statement with
     IN lists, SQLAlchemy's expansion of them (one placeholder per item)."""
+    values: list[Any] = []
     if plan.lists:
         given = {name: params.get(name, literal) for name, literal, _, _ in plan.binds}
         state = plan.compiled.construct_expanded_state(given)
-        procs = state.processors
-        values = []
+        # The expansion gives the processors of the items it made; the other binds keep
+        # the plan's own.
+        procs: dict[str, Processor] = {name: proc for name, _, proc, _ in plan.binds}
+        procs.update(state.processors)
         for name in state.positiontup or ():
-            value, proc = state.parameters[name], procs.get(name)
-            values.append(value if proc is None or value is None else proc(value))
+            value, process = state.parameters[name], procs.get(name)
+            values.append(value if process is None or value is None else process(value))
         return state.statement, values
-    values = []
     for name, literal, proc, _ in plan.binds:
         value = params.get(name, literal)
         values.append(value if proc is None or value is None else proc(value))
