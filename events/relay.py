@@ -216,7 +216,7 @@ class OutboxRelay:
 
     async def close(self) -> None:
         """Stops the producer and hands the lease back (PostgreSQL)."""
-        with contextlib.suppress(DBAPIError, OSError):
+        with contextlib.suppress(DBAPIError, OSError, LeaseLost):
             await self.flush_marks()
         async with self._lease_lock:
             await self._drop_lease()
@@ -587,7 +587,7 @@ class OutboxRelay:
                 self._after = 0  # once more from the oldest unsent row (late commits)
         finally:
             if not self.db.is_sqlite:
-                with contextlib.suppress(DBAPIError, OSError):
+                with contextlib.suppress(DBAPIError, OSError, LeaseLost):
                     await self.flush_marks()
                 async with self._lease_lock:
                     await self._drop_lease()
