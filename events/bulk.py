@@ -69,7 +69,7 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) 
             await session.execute(insert(table), group)
             continue
         params = [_params(plan, row) for row in group]
-        if driver is not None:  # SQLite on the loop: straight to the driver
+        if driver is not None:  # SQLite: straight to aiosqlite's connection
             await execute_many(driver, plan.sql, params)
         else:
             await (await session.connection()).exec_driver_sql(plan.sql, params)

@@ -21,8 +21,10 @@ import time
 from typing import TextIO
 
 from aiokafka.errors import KafkaError
+from sqlalchemy.exc import SQLAlchemyError
 
 from events.catalogue import Catalogue
+from events.cli_errors import database_unreachable
 from events.codec import AvroCodec
 from events.reading import tune_gc
 from events.replay import Progress, ReplayReport, replay
@@ -169,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (TopicError, KafkaError, OSError, ReaderError) as exc:
         print(f"{args.projection}: cannot replay: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:  # the query database cannot be opened or reached
+        url = settings.database_url_for("query")
+        print(f"{args.projection}: {database_unreachable('query', url, exc)}", file=sys.stderr)
         return 2
     for line in summary(report):
         print(line)

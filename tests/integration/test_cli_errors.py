@@ -202,3 +202,16 @@ def test_ps_prints_json(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in ran.out.splitlines()]
     assert rows and all(r["state"] == "down" and r["pid"] is None for r in rows)
     assert {"orders", "query"} <= {r["service"] for r in rows}
+
+
+async def test_replay_with_its_database_unopenable_fails_in_one_line(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, kafka_bootstrap)
+    env["QUERY_DATABASE_URL"] = _unopenable("sqlite directory", tmp_path)
+    catalogue = Catalogue.load().prefixed(env["TOPIC_PREFIX"])
+    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    ran = choreo("replay", "query", env=env)
+    assert ran.status == 2 and "Traceback" not in ran.err, ran
+    (line,) = ran.err.strip().splitlines()
+    assert line.startswith("query: cannot use the query database sqlite+aiosqlite:///"), line

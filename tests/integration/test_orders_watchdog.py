@@ -239,7 +239,7 @@ async def test_two_watchdogs_flag_each_order_once(tmp_path: Path, db_url: str):
     async with contextlib.AsyncExitStack() as contexts:
         one = await contexts.enter_async_context(opened(tmp_path, db_url))
         # On PostgreSQL, two engines (as two orders processes); SQLite databases are served
-        # by one process each (one connection per engine, see events.sqlite_inline), so
+        # by one process each (one connection per service engine, see events.db), so
         # there the two watchdogs share it and interleave between their transactions.
         two = one
         if not one.db.is_sqlite:
