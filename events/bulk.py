@@ -2,12 +2,12 @@
 per-row statement work.
 
 ``session.execute(insert(table), rows)`` builds and type-processes every row's parameters
-through the compiled statement (about 8 µs a row); a consumer batch writes two or three rows
-an event. Here the statement is compiled once per (table, columns, dialect), the column
-types' bind processors are looked up once, and rows go to the driver's ``executemany`` as
-plain tuples. Rows whose insert would need anything more (Python-side column defaults,
-a renamed bind) take SQLAlchemy's ordinary path. Rows with different key sets are written
-one group per key set (SQLAlchemy's executemany needs one key set).
+through the compiled statement, and a consumer batch writes two or three rows an event.
+Here the statement is compiled once per (table, columns, dialect), the column types' bind
+processors are looked up once, and rows go to the driver's ``executemany`` as plain tuples.
+Rows whose insert would need anything more (Python-side column defaults, a renamed bind)
+take SQLAlchemy's ordinary path. Rows with different key sets are written one group per key
+set (SQLAlchemy's executemany needs one key set).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import bindparam, insert, select, update
 
+from events.avro.bounds import INT_MAX
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
 from events.prepared import Prepared
@@ -49,8 +50,6 @@ from services.inventory.domain import (
 from services.inventory.tables import reservations, restocks, stock
 
 router = Router()
-
-_INT_MAX = 2**31 - 1
 
 
 _RESTOCK_SEEN = Prepared(
@@ -304,4 +303,4 @@ def _rejected(order: OrderCreated, outcome: Shortages) -> StockRejected:
 def _avro_int(count: int) -> int:
     # The contract's counts are 32-bit; a per-SKU sum or a stock level can be larger, and
     # "more than 2^31-1" is all a shortage report needs to say.
-    return min(count, _INT_MAX)
+    return min(count, INT_MAX)
