@@ -54,7 +54,7 @@ _KAFKA_MAIN = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
 _JARS_MARKER = ".complete"
 _INSTALL_HINT = {
-    "java": "install a JDK 17+ (Debian: apt-get install openjdk-17-jre-headless)",
+    "java": "install a JDK 17+ (`make jdk` does, from Debian's default-jdk-headless)",
     "mvn": "install Maven 3 (Debian: apt-get install maven)",
 }
 

@@ -21,7 +21,7 @@ def test_missing_java_names_the_package_to_install(monkeypatch: pytest.MonkeyPat
 
     assert str(failure.value) == (
         "java not found on PATH: install a JDK 17+ "
-        "(Debian: apt-get install openjdk-17-jre-headless)"
+        "(`make jdk` does, from Debian's default-jdk-headless)"
     )
 
 
