@@ -1,13 +1,17 @@
-"""Test helpers: waiting on conditions with a deadline, random names."""
+"""Test helpers: waiting on conditions with a deadline, random names, running a command."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from events.settings import REPO_ROOT
 
 
 def unique(prefix: str) -> str:
@@ -35,3 +39,19 @@ async def eventually(
                 f"timed out after {deadline_s}s waiting for {what} (last={last!r})"
             )
         await asyncio.sleep(poll_s)  # poll interval between checks of the condition
+
+
+def run_module(
+    module: str, *args: str, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository's root, as a user runs a command:
+    its own process, output captured, the exit status left to the caller."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

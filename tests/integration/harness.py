@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
@@ -230,3 +231,15 @@ async def running_relay(relay: OutboxRelay) -> AsyncIterator[asyncio.Task[None]]
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+async def service_outbox_on_postgres(
+    new_topic: Any, new_db: Any, db_backend: str, why: str
+) -> tuple[str, AvroCodec, Database, Outbox]:
+    """A 3-partition ping topic, a service database and its outbox, for a test that needs a
+    database server (skipped on SQLite, saying ``why``; the suite runs it on PostgreSQL)."""
+    if db_backend != "postgres":
+        pytest.skip(why)
+    topic = await new_topic(partitions=3)
+    codec = codec_for(topic)
+    return topic, codec, await new_db("service"), Outbox(codec, "service")

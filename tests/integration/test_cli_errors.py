@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +19,10 @@ from events.catalogue import Catalogue
 from events.db import sqlite_url
 from events.topics import apply_topics
 from infra.broker import free_port
-from tests.support import unique
+from tests.support import run_module, unique
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-pw"
 
 
@@ -37,15 +34,7 @@ class Ran:
 
 
 def choreo(*args: str, env: dict[str, str]) -> Ran:
-    done = subprocess.run(
-        [sys.executable, "-m", "events.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_module("events.cli", *args, env=env, timeout=120)
     return Ran(done.returncode, done.stdout, done.stderr)
 
 

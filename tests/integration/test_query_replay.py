@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,6 @@ from sqlalchemy import select
 from events.db import Database, is_sqlite, sqlite_file
 from events.projection import ProjectionStore
 from events.replay import Progress, ReplayReport, replay
-from events.settings import REPO_ROOT
 from events.sqlite_wal import writes_aside
 from events.tables import metadata as platform_metadata
 from services.query import batch as query_batch
@@ -33,7 +31,7 @@ from tests.integration.test_query_kit import (
     publish_saga,
     query_env,
 )
-from tests.support import eventually
+from tests.support import eventually, run_module
 
 pytestmark = pytest.mark.integration
 __all__ = ["query_env"]
@@ -308,14 +306,7 @@ def run_cli(env: QueryEnv, *args: str) -> subprocess.CompletedProcess[str]:
         "TOPIC_PREFIX": env.prefix,
         "DATABASE_URL": env.settings.database_url,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "services.query.replay", *args],
-        env=child,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_module("services.query.replay", *args, env=child)
 
 
 async def test_the_replay_command(query_env: QueryEnv):

@@ -24,6 +24,7 @@ from tests.integration.harness import (
     read_all,
     running,
     running_relay,
+    service_outbox_on_postgres,
     topic_size,
     write_pings,
 )
@@ -37,13 +38,10 @@ _TERMINATE = text("SELECT pg_terminate_backend(CAST(:pid AS integer))")
 async def test_a_relay_whose_connection_is_cut_mid_batch_still_publishes_every_row(
     kafka_bootstrap, new_topic, new_db, db_backend
 ):
-    if db_backend != "postgres":
-        pytest.skip("cutting a connection needs a database server (SQLite has none)")
-    topic = await new_topic(partitions=3)
-    codec = codec_for(topic)
-    db = await new_db("service")
+    topic, codec, db, outbox = await service_outbox_on_postgres(
+        new_topic, new_db, db_backend, "cutting a connection needs a database server"
+    )
     admin = Database(db.url)  # a pool of its own: the connection that cuts the relay's
-    outbox = Outbox(codec, "service")
     written = await write_pings(db, outbox, [unique("agg") for _ in range(4)], 10)
     cut: list[bool] = []
 

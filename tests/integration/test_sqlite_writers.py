@@ -22,32 +22,37 @@ async def test_two_engines_on_one_file_take_turns_while_a_writer_is_suspended(
         async with first.engine.begin() as conn:
             await conn.exec_driver_sql("CREATE TABLE t (writer TEXT, n INTEGER)")
         order: list[str] = []
-        holding = asyncio.Event()
+        holding, fast_trying, loop_ran = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        ticks = 0
 
         async def slow_writer() -> None:
             async with first.session() as session, session.begin():
                 await session.execute(text("INSERT INTO t VALUES ('slow', 1)"))
                 holding.set()
-                await asyncio.sleep(0.3)  # suspended while holding SQLite's write lock
+                await fast_trying.wait()
+                # Suspended while holding SQLite's write lock, until the loop has run other
+                # tasks many times while the second writer waits in aiosqlite's thread.
+                await loop_ran.wait()
                 order.append("slow")
 
         async def fast_writer() -> None:
             await holding.wait()
+            fast_trying.set()
             async with second.session() as session, session.begin():
                 await session.execute(text("INSERT INTO t VALUES ('fast', 2)"))
                 order.append("fast")
 
-        ticks = 0
-
         async def ticker() -> None:  # proves the loop keeps running while fast_writer waits
             nonlocal ticks
-            while not order:
+            while len(order) < 2:
                 ticks += 1
-                await asyncio.sleep(0.01)
+                if ticks >= 100 and fast_trying.is_set():
+                    loop_ran.set()
+                await asyncio.sleep(0)
 
         await asyncio.wait_for(asyncio.gather(slow_writer(), fast_writer(), ticker()), 10)
         assert order == ["slow", "fast"]  # the second writer waited for the first's commit
-        assert ticks >= 10
+        assert ticks >= 100
         async with second.session() as session:
             rows = (await session.execute(text("SELECT writer FROM t ORDER BY n"))).all()
         assert [r.writer for r in rows] == ["slow", "fast"]

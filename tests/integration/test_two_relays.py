@@ -12,9 +12,13 @@ import pytest
 from sqlalchemy import text
 
 from events.db import Database
-from events.outbox import Outbox
 from events.relay import OutboxRelay, RelayConfig
-from tests.integration.harness import codec_for, read_all, topic_size, write_pings
+from tests.integration.harness import (
+    read_all,
+    service_outbox_on_postgres,
+    topic_size,
+    write_pings,
+)
 from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
@@ -48,12 +52,12 @@ def assert_first_copies_in_key_order(records: list[Any], codec: Any) -> set[tupl
 async def test_a_standby_relay_takes_over_when_the_leader_stops(
     kafka_bootstrap, new_topic, new_db, db_backend
 ):
-    if db_backend != "postgres":
-        pytest.skip("the lease is a PostgreSQL advisory lock (SQLite has one writer anyway)")
-    topic = await new_topic(partitions=3)
-    codec = codec_for(topic)
-    db = await new_db("service")
-    outbox = Outbox(codec, "service")
+    topic, codec, db, outbox = await service_outbox_on_postgres(
+        new_topic,
+        new_db,
+        db_backend,
+        "the lease is a PostgreSQL advisory lock (SQLite has one writer anyway)",
+    )
     aggregates = [unique("agg") for _ in range(12)]
     relays = [
         OutboxRelay(db, kafka_bootstrap, config=CONFIG, client_id=f"relay-{i}") for i in (0, 1)
@@ -88,13 +92,13 @@ async def test_a_standby_relay_takes_over_when_the_leader_stops(
 async def test_a_leader_whose_lease_connection_is_cut_stops_and_nothing_is_lost(
     kafka_bootstrap, new_topic, new_db, db_backend
 ):
-    if db_backend != "postgres":
-        pytest.skip("the lease is a PostgreSQL advisory lock (SQLite has one writer anyway)")
-    topic = await new_topic(partitions=3)
-    codec = codec_for(topic)
-    db = await new_db("service")
+    topic, codec, db, outbox = await service_outbox_on_postgres(
+        new_topic,
+        new_db,
+        db_backend,
+        "the lease is a PostgreSQL advisory lock (SQLite has one writer anyway)",
+    )
     admin = Database(db.url)  # a pool of its own: the connection that cuts the leader's
-    outbox = Outbox(codec, "service")
     aggregates = [unique("agg") for _ in range(12)]
     cuts: list[int] = []
 
