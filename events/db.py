@@ -40,13 +40,13 @@ def sqlite_file(url: str) -> str | None:
 
 
 def make_engine(
-    url: str, *, echo: bool = False, sqlite_on_loop: bool = True, page_size: int | None = None
+    url: str, *, echo: bool = False, single_connection: bool = True, page_size: int | None = None
 ) -> AsyncEngine:
-    """SQLite runs through aiosqlite, as SQLAlchemy ships it. ``sqlite_on_loop`` (the name
-    is older than this design) gives a SQLite engine one connection: the tasks of a service
-    queue for it in SQLAlchemy's pool, on the loop, instead of meeting at SQLite's write lock,
-    where a waiting writer sleeps in SQLite's busy handler for milliseconds at a time.
-    ``sqlite_on_loop=False`` keeps a pool of connections: for a writer of few, large
+    """SQLite runs through aiosqlite, as SQLAlchemy ships it. ``single_connection`` gives a
+    SQLite engine one connection: the tasks of a service queue for it in SQLAlchemy's pool,
+    on the loop, instead of meeting at SQLite's write lock, where a waiting writer sleeps in
+    SQLite's busy handler for milliseconds at a time.
+    ``single_connection=False`` keeps a pool of connections: for a writer of few, large
     statements (a projection's batches), beside which readers should keep being served.
     ``page_size``: SQLite's page size for a database file created from now on (an existing
     file keeps its own)."""
@@ -54,7 +54,7 @@ def make_engine(
         # A writer waiting for another's lock waits in aiosqlite's thread (busy_timeout),
         # so the loop keeps running, even when the lock's holder is a task of this loop.
         pool: dict[str, Any] = {}
-        if sqlite_on_loop and sqlite_file(url) is not None:  # (":memory:" has its own pool)
+        if single_connection and sqlite_file(url) is not None:  # (":memory:" has its own pool)
             pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 120}
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, **pool)
         _tune_sqlite(engine, busy_timeout_ms=30_000, page_size=page_size)
@@ -99,14 +99,14 @@ class Database:
         url: str,
         *,
         echo: bool = False,
-        sqlite_on_loop: bool = True,
+        single_connection: bool = True,
         page_size: int | None = None,
     ) -> None:
         self.url = url
         # A SQLite file served through one connection (see make_engine).
-        self.one_connection = sqlite_on_loop and is_sqlite(url) and sqlite_file(url) is not None
+        self.one_connection = single_connection and is_sqlite(url) and sqlite_file(url) is not None
         self.engine = make_engine(
-            url, echo=echo, sqlite_on_loop=sqlite_on_loop, page_size=page_size
+            url, echo=echo, single_connection=single_connection, page_size=page_size
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 

@@ -187,7 +187,7 @@ async def read_blocks(
 
 
 async def _blocks(target: ConsumerDatabase) -> list[BlockedKey]:
-    db = Database(target.url, sqlite_on_loop=False)  # raises for a URL SQLAlchemy cannot read
+    db = Database(target.url, single_connection=False)  # raises for a URL SQLAlchemy cannot read
     try:
         async with db.session() as session:
             return await blocks(session, target.consumer)
@@ -206,7 +206,7 @@ async def release(target: ConsumerDatabase, key: str, *, wait_s: float) -> Relea
     """Asks the consumer to apply the key's parked events without the event that blocks it
     (which is then skipped for good: a later re-drive of its letter is a duplicate), and
     waits up to ``wait_s`` for it to happen. None if the key is not blocked."""
-    db = Database(target.url, sqlite_on_loop=False)
+    db = Database(target.url, single_connection=False)
     try:
         async with db.session() as session, session.begin():
             before = {b.key: b for b in await blocks(session, target.consumer)}.get(key)

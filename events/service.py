@@ -97,7 +97,7 @@ class Service:
     topics: list[str]
     api: Callable[[ServiceContext], APIRouter] | None = None
     background: list[Background] = field(default_factory=list)
-    sqlite_on_loop: bool = True  # see events.db.make_engine
+    single_connection: bool = True  # see events.db.make_engine
     sqlite_page_size: int | None = None  # for its database file when created (make_engine)
 
 
@@ -105,7 +105,7 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
     codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
     db = Database(
         settings.database_url_for(service.name),
-        sqlite_on_loop=service.sqlite_on_loop,
+        single_connection=service.single_connection,
         page_size=service.sqlite_page_size,
     )
     outbox = Outbox(codec, service.name, max_event_bytes=settings.max_event_bytes)

@@ -83,7 +83,7 @@ SERVICE = Service(
     router=Router(),
     topics=[],
     api=api,
-    sqlite_on_loop=False,
+    single_connection=False,
     sqlite_page_size=SQLITE_PAGE_SIZE,
 )
 

@@ -30,8 +30,8 @@ SQLITE_PAGE_SIZE = 16384
 
 def open_database(url: str) -> Database:
     """The projection's (writing) database, with a page cache and pages sized for replays."""
-    # sqlite_on_loop=False: large batches, and the API keeps answering meanwhile.
-    db = Database(url, sqlite_on_loop=False, page_size=SQLITE_PAGE_SIZE)
+    # single_connection=False: large batches, and the API keeps answering meanwhile.
+    db = Database(url, single_connection=False, page_size=SQLITE_PAGE_SIZE)
     tune_sqlite(db)
     return db
 

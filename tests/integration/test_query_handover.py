@@ -50,7 +50,7 @@ def test_batches_read_back_as_written_in_their_order(tmp_path: Path):
 
 
 async def test_the_writer_copies_each_batch_and_detaches_the_file_when_done(tmp_path: Path):
-    db = Database(sqlite_url(tmp_path / "writer.db"), sqlite_on_loop=False)
+    db = Database(sqlite_url(tmp_path / "writer.db"), single_connection=False)
     await db.create_all(md)
     rows = some_rows(300)
     # Through a link: SQLite lists the file by its resolved path, and more batches than it

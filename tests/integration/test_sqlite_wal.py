@@ -41,7 +41,7 @@ def rows_in_file_alone(db_file: Path, tmp_path: Path) -> int:
 
 async def test_the_writer_leaves_checkpoints_to_the_thread_which_completes_them(tmp_path: Path):
     db_file = tmp_path / "long.db"
-    db = Database(sqlite_url(db_file), sqlite_on_loop=False)
+    db = Database(sqlite_url(db_file), single_connection=False)
     await db.create_all(md)
     try:
         # A checkpoint thread that waits an hour: only its last checkpoint, on leaving, runs.
