@@ -41,6 +41,7 @@ from events.reading import (
 )
 from events.routing import RetryPolicy
 from events.tables import projection_offsets, projections
+from events.telemetry import batch_spans
 from events.topics import partitions_of
 
 log = logging.getLogger(__name__)
@@ -610,7 +611,8 @@ class ProjectionRunner:
                 return False
             gen = self.store.generation(active)
             if events:
-                await apply_events(self.projection, session, gen, events)
+                with batch_spans(self.consumer_name, events):  # one span per event, as a consumer
+                    await apply_events(self.projection, session, gen, events)
             await self.store.save_offsets(session, active, positions)
             await self.store.add_skipped(session, active, dead, undecodable)
         self.positions.update(positions)

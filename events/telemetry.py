@@ -18,9 +18,9 @@ spans together) and ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZ
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -31,8 +31,10 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from events.envelope import Event
 
 Exporter = Literal["none", "console", "otlp"]
 _propagator = TraceContextTextMapPropagator()
@@ -126,6 +128,41 @@ def handling_span(
     """``start_handling_span``, current and ended on exit (exceptions recorded on it)."""
     with trace.use_span(start_handling_span(name, traceparent, attributes), end_on_exit=True) as s:
         yield s
+
+
+@contextmanager
+def batch_spans(consumer: str, events: Sequence[Event[Any]]) -> Iterator[None]:
+    """One handling span per event of a batch applied together (a projection's), each a
+    child of the span that wrote its event, with the consumer's five attributes; all end
+    when the batch's work does (an error recorded on each). None current: the batch's
+    statements belong to every event at once. Nothing when no tracer is installed."""
+    if not events or not tracing_enabled():
+        yield
+        return
+    spans = [
+        start_handling_span(
+            f"handle {event.envelope.event_type}",
+            event.envelope.traceparent,
+            {
+                "messaging.system": "kafka",
+                "messaging.destination.name": event.topic,
+                "choreo.consumer": consumer,
+                "choreo.event_type": event.envelope.event_type,
+                "choreo.event_id": event.envelope.event_id,
+            },
+        )
+        for event in events
+    ]
+    try:
+        yield
+    except BaseException as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        for span in spans:
+            span.end()
 
 
 @contextmanager
