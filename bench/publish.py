@@ -47,7 +47,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.catalogue import Catalogue
-from events.cli_publish import Preparer, topic_partitions, validate_file
+from events.cli.publish import Preparer, topic_partitions, validate_file
 from events.codec import AvroCodec
 from events.settings import REPO_ROOT
 from events.topics import apply_topics
@@ -120,7 +120,7 @@ def choreo_command() -> list[str]:
     script = Path(sys.executable).with_name("choreo")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from events.cli import main; sys.exit(main())"]
+    return [sys.executable, "-m", "services.tools.stack"]
 
 
 def _timed_process(cmd: list[str], env: dict[str, str], what: str) -> float:

@@ -13,7 +13,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from events.cli_errors import DATABASE_ERRORS, database_unreachable
 from events.codec import AvroCodec, CodecError
 from events.db import Database
 from events.dlq import (
@@ -30,6 +29,7 @@ from events.kafka import reliable_producer
 from events.parking import BlockedKey, blocks, request_release
 from events.supervisor import database_urls
 from events.topics import partitions_of
+from events.unreachable import DATABASE_ERRORS, database_unreachable
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from events.catalogue import Catalogue
-from events.cli_errors import database_unreachable
 from events.codec import AvroCodec
 from events.reading import tune_gc
 from events.replay import Progress, ReplayReport, replay
@@ -32,6 +31,7 @@ from events.replay_readers import ReaderError, default_readers
 from events.settings import settings_error
 from events.tables import metadata as platform_metadata
 from events.topics import TopicError
+from events.unreachable import database_unreachable
 from services.query.app import Settings
 from services.query.projections import PROJECTIONS
 from services.query.store import open_database

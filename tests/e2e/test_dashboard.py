@@ -25,8 +25,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from events.settings import REPO_ROOT
 from events.supervisor import start, wait_ready
-from services.demo import drive
 from services.saga_check import SERVICEABLE, World, order_body, place_http
+from services.tools.demo import drive
 from tests.e2e.conftest import Stack
 from tests.e2e.test_saga import settle
 from tests.support import eventually

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from events.settings import REPO_ROOT
-from services.demo import drive
 from services.saga_check import World, statuses
+from services.tools.demo import drive
 from tests.e2e.conftest import Stack
 from tests.e2e.test_saga import settle
 from tests.support import eventually

@@ -10,7 +10,6 @@ import pytest
 from events.publisher import publish
 from events.supervisor import EXIT_CODES
 from events.supervisor import status as supervisor_status
-from services.demo import EXPECTED, drive, outcome
 from services.saga_check import (
     SERVICEABLE,
     World,
@@ -22,6 +21,7 @@ from services.saga_check import (
     seed,
     statuses,
 )
+from services.tools.demo import EXPECTED, drive, outcome
 from tests.e2e.conftest import Stack
 from tests.support import eventually
 

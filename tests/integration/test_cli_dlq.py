@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from events.catalogue import Catalogue
-from events.cli import main
+from events.cli.main import main
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
 from events.envelope import Event, utcnow

@@ -2,8 +2,9 @@
 line on stderr, with a non-zero status and no traceback, when it cannot reach it; listings
 print JSON with ``--output json``.
 
-The commands run as the user runs them: a process of ``python -m events.cli`` from this
-tree, so that what reaches stderr (warnings at exit, aiokafka's logs) is seen too.
+The commands run as the user runs them: a process of ``python -m services.tools.stack``
+(the ``choreo`` script) from this tree, so that what reaches stderr (warnings at exit,
+aiokafka's logs) is seen too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Ran:
 
 
 def choreo(*args: str, env: dict[str, str]) -> Ran:
-    done = run_module("events.cli", *args, env=env, timeout=120)
+    done = run_module("services.tools.stack", *args, env=env, timeout=120)
     return Ran(done.returncode, done.stdout, done.stderr)
 
 

@@ -1,13 +1,12 @@
 """``choreo publish``, ``choreo tail`` and ``choreo events`` against the real broker.
 
 Each test gets a random ``TOPIC_PREFIX`` and creates the catalogue's request topics under it;
-the commands run through ``events.cli.main`` as a user runs them (in a worker thread, since
+the commands run through ``events.cli.main.main`` as a user runs them (in a worker thread, since
 they call ``asyncio.run`` themselves).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -26,10 +25,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from events import cli, cli_publish
 from events.catalogue import Catalogue
-from events.cli_errors import CliError
-from events.cli_publish import register, tail
+from events.cli import main as cli
+from events.cli import publish as cli_publish
+from events.cli.errors import CliError
+from events.cli.publish import tail
 from events.codec import AvroCodec
 from events.envelope import Envelope
 from events.topics import apply_topics
@@ -41,21 +41,6 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TOPICS = ("orders.requests", "inventory.requests", "payments.requests")
-
-# ``choreo`` with these commands, whether or not events.cli registers them yet.
-SHIM = """
-import argparse, sys
-from events import cli, cli_publish
-build = cli.build_parser
-def with_commands():
-    parser = build()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "tail" not in sub.choices:
-        cli_publish.register(sub)
-    return parser
-cli.build_parser = with_commands
-sys.exit(cli.main(sys.argv[1:]))
-"""
 
 
 @dataclass(frozen=True)
@@ -90,17 +75,6 @@ async def env(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Env:
 
 @pytest.fixture
 def choreo(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Choreo:
-    build = cli.build_parser
-
-    def with_commands() -> argparse.ArgumentParser:
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "publish" not in sub.choices:  # until events.cli registers them itself
-            register(sub)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", with_commands)
-
     async def run(*argv: str, stdin: bytes | None = None) -> Ran:
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
@@ -482,8 +456,8 @@ async def test_tail_as_a_command_prints_as_events_arrive_and_ctrl_c_ends_it_quie
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        SHIM,
+        "-m",
+        "events.cli",
         "tail",
         "orders.requests",  # TOPIC_PREFIX is added
         cwd=REPO_ROOT,

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from events.catalogue import TopicSpec
-from events.cli import main
+from events.cli.main import main
 from events.consumer import EventConsumer
 from events.envelope import Event
 from events.outbox import EventTooLarge, Outbox, UnitOfWork

@@ -9,8 +9,8 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy.exc import OperationalError
 
-from events.cli import main
-from events.cli_errors import CliError, broker_unreachable, database_unreachable, masked
+from events.cli.errors import CliError, broker_unreachable, database_unreachable, masked
+from events.cli.main import main
 
 
 @pytest.mark.parametrize(

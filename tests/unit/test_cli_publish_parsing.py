@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from events.avro.names import NamedTypes
 from events.avro.validate import Validator, first_error
 from events.catalogue import Catalogue, SchemaVersion, schema_fingerprint
-from events.cli_publish import (
+from events.cli.publish import (
     EventIds,
     InputError,
     LineRecord,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from events.cli import main
+from events.cli.main import main
 
 V1 = {
     "type": "record",

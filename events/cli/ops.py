@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from events.catalogue import Catalogue, dead_letter_topic
-from events.cli_errors import (
+from events.cli.errors import (
     BROKER_ERRORS,
     DATABASE_ERRORS,
     CliError,

@@ -1,5 +1,6 @@
-"""The ``choreo`` command line. Every failure is one line on stderr and a non-zero exit:
-commands raise :class:`events.cli_errors.CliError`, and :func:`main` alone prints it.
+"""The ``choreo`` command line: the parser, and the one place errors are printed. Every
+failure is one line on stderr and a non-zero exit: commands raise
+:class:`events.cli.errors.CliError`, and :func:`main` alone prints it.
 
 Exit statuses: 0 done; 1 a failure (a bad argument value, an unreachable broker or
 database, a missing topic...); 2 a bad command line or setting; 3 a status command that
@@ -21,9 +22,9 @@ from typing import Any, NoReturn
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
-from events import cli_ops, cli_outbox, cli_publish
 from events.catalogue import Catalogue, TopicSpec
-from events.cli_errors import BROKER_ERRORS, USAGE, CliError, broker_unreachable
+from events.cli import ops, outbox, publish
+from events.cli.errors import BROKER_ERRORS, USAGE, CliError, broker_unreachable
 from events.settings import PlatformSettings, settings_error
 from events.topics import TopicError, TopicReport, apply_topics
 
@@ -93,7 +94,7 @@ def _topics(args: argparse.Namespace, settings: PlatformSettings) -> int:
         return 0
     bootstrap = settings.kafka_bootstrap_servers
     try:
-        report = asyncio.run(_apply(bootstrap, specs))
+        report = asyncio.run(apply_bounded(bootstrap, specs))
     except TopicError as exc:
         raise CliError(f"topics apply: {exc}") from None
     except BROKER_ERRORS as exc:
@@ -128,7 +129,8 @@ def _report_json(report: TopicReport) -> dict[str, list[str]]:
     }
 
 
-async def _apply(bootstrap: str, specs: list[TopicSpec]) -> TopicReport:
+async def apply_bounded(bootstrap: str, specs: list[TopicSpec]) -> TopicReport:
+    """The catalogue's topics on the broker, or TimeoutError after a minute."""
     async with asyncio.timeout(60):
         return await apply_topics(bootstrap, specs)
 
@@ -159,26 +161,6 @@ def _schemas(args: argparse.Namespace, settings: PlatformSettings) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    import runpy
-
-    # The demo drives the reference services; run it as a module so the platform
-    # library keeps no import of service code.
-    sys.argv = [
-        "choreo demo",
-        "--orders-per-path",
-        str(args.orders_per_path),
-        "--deadline",
-        str(args.deadline),
-        *(["--keep"] if args.keep else []),
-    ]
-    try:
-        runpy.run_module("services.demo", run_name="__main__")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
     import os
     import subprocess
@@ -196,58 +178,13 @@ def _replay(args: argparse.Namespace, settings: PlatformSettings) -> int:
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
-def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    from events.supervisor import SupervisorError, load_manifest, start, wait_ready
-    from infra.broker import BrokerError, default_spec, up
-
-    try:
-        st = up(default_spec())
-        print(f"broker running at {st.bootstrap}")
-        catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
-        asyncio.run(_apply(settings.kafka_bootstrap_servers, list(catalogue.topics.values())))
-        specs = load_manifest()
-        start(specs, var_dir=settings.var_dir, bootstrap=settings.kafka_bootstrap_servers)
-        wait_ready(specs, var_dir=settings.var_dir)
-    except (BrokerError, SupervisorError, TopicError) as exc:
-        raise CliError(str(exc)) from None
-    except BROKER_ERRORS as exc:
-        raise broker_unreachable(settings.kafka_bootstrap_servers, exc) from None
-    for spec in specs:
-        print(
-            f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
-            f"{settings.var_dir / 'logs' / (spec.name + '.log')}"
-        )
-    return 0
+# Adds commands to the subparsers (argparse has no public name for their type).
+Register = Callable[[Any], None]
 
 
-def _down(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    from events.supervisor import load_manifest, stop
-    from infra.broker import default_spec, down
-
-    stopped = stop(load_manifest(), var_dir=settings.var_dir)
-    print(f"stopped: {', '.join(stopped) or 'no services were running'}")
-    if args.broker:
-        print("broker stopped" if down(default_spec()) else "broker was not running")
-    return 0
-
-
-def _ps(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    from events.supervisor import load_manifest, status
-
-    rows = status(load_manifest(), var_dir=settings.var_dir)
-    for row in rows:
-        state = "ready" if row.ready else ("starting" if row.running else "down")
-        if args.output == "json":
-            doc = {"service": row.name, "state": state, "pid": row.pid, "url": row.url}
-            print(json.dumps({**doc, "log": str(row.log_file)}))
-        else:
-            print(
-                f"{row.name:<14} {state:<9} pid {row.pid or '-':<8} {row.url}  log: {row.log_file}"
-            )
-    return 0 if all(r.ready for r in rows) else 3
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
+    """The parser of the platform's commands, plus ``extra`` ones (the reference system
+    adds the commands that start its services: ``services.tools.stack``)."""
     parser = _Parser(prog="choreo", description="Event-driven choreography on Kafka.")
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -266,32 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--root", help="catalogue root (default: the project's schemas/)")
     schemas.set_defaults(run=_schemas)
 
-    demo = sub.add_parser("demo", help="run the order saga end to end and check invariants")
-    demo.add_argument(
-        "--orders-per-path",
-        type=int,
-        default=10,
-        metavar="N",
-        help="orders down each saga path (default 10)",
-    )
-    demo.add_argument(
-        "--deadline",
-        type=float,
-        default=180,
-        metavar="S",
-        help="seconds the orders may take to end (default 180)",
-    )
-    demo.add_argument("--keep", action="store_true", help="leave the services running")
-    demo.set_defaults(run=_demo)
-
-    up = sub.add_parser("up", help="start the broker, topics and all services")
-    up.set_defaults(run=_up)
-    down = sub.add_parser("down", help="stop all services (and the broker with --broker)")
-    down.add_argument("--broker", action="store_true", help="stop the local broker too")
-    down.set_defaults(run=_down)
-    ps = sub.add_parser("ps", help="which services run, where, and their logs")
-    ps.add_argument("--output", choices=["text", "json"], default="text")
-    ps.set_defaults(run=_ps)
     replay = sub.add_parser("replay", help="rebuild a projection beside the live one, then switch")
     replay.add_argument("projection", help="projection name (the query service's: query)")
     replay.add_argument(
@@ -307,14 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
         "default: one per core, at most 4)",
     )
     replay.set_defaults(run=_replay)
-    cli_ops.register(sub)
-    cli_outbox.register(sub)
-    cli_publish.register(sub)
+    ops.register(sub)
+    outbox.register(sub)
+    publish.register(sub)
+    for register in extra:
+        register(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, extra: Sequence[Register] = ()) -> int:
+    args = build_parser(extra).parse_args(argv)
     try:
         settings = PlatformSettings()
     except Exception as exc:  # pydantic's ValidationError: name the setting, one line

@@ -1,15 +1,6 @@
-"""The ``choreo`` commands' one error type, and the one-line messages for what they could
-not reach.
-
-A command raises :class:`CliError` for any failure the user can act on; ``events.cli.main``
-alone prints it, as one line on stderr, and exits with its status. The class lives in a
-module of its own so that every command module imports the same class (``events.cli``
-imports the command modules, so they cannot import it back from there, and under
-``python -m events.cli`` that would be a second copy of the class).
-
-Messages name what could not be reached (the broker's address, a database URL with its
-password masked: a secret is never printed) and what to do about it.
-"""
+"""What the platform could not reach, in one line: the broker's address or a database URL
+with its password masked (a secret is never printed), the reason, and what to do about it.
+The command line wraps these in its error type; the admin functions report them as text."""
 
 from __future__ import annotations
 
@@ -18,8 +9,6 @@ import re
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
-USAGE = 2  # argparse's status for a bad command line; a bad setting is one too
-
 # What talking to the broker raises when it is not there: aiokafka's errors, a socket's
 # OSError, and asyncio's TimeoutError from a bounded wait on bootstrap.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
@@ -27,14 +16,6 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutEr
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
 
 _SECRET_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
-
-
-class CliError(Exception):
-    """A user-facing failure of a command: printed as one line, exit ``status``."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def masked(url: str) -> str:
@@ -64,16 +45,16 @@ def _reason(exc: BaseException, secret: str | None = None) -> str:
     return text
 
 
-def broker_unreachable(bootstrap: str, exc: BaseException) -> CliError:
-    return CliError(
+def broker_unreachable(bootstrap: str, exc: BaseException) -> str:
+    return (
         f"cannot reach Kafka at {bootstrap}: {_reason(exc)} (is the broker running? "
         "`choreo broker up` starts the local one; KAFKA_BOOTSTRAP_SERVERS says where it is)"
     )
 
 
-def database_unreachable(service: str, url: str, exc: BaseException) -> CliError:
+def database_unreachable(service: str, url: str, exc: BaseException) -> str:
     secret = _password(url)
-    return CliError(
+    return (
         f"cannot use the {service} database {masked(url)}: {_reason(exc, secret)} "
         f"(is it up, and is {service.upper()}_DATABASE_URL right?)"
     )

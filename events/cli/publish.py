@@ -4,7 +4,7 @@
 any, so a file with one bad line publishes nothing. ``events`` shows the contracts; ``tail``
 prints what arrives on a topic, decoded.
 
-``events.cli`` calls :func:`register` from ``build_parser``; each command gets
+``events.cli.main`` calls :func:`register` from ``build_parser``; each command gets
 ``(args, settings)`` like the others there.
 """
 
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from events.avro.names import NamedTypes
 from events.avro.validate import Validator, is_uuid
 from events.catalogue import Catalogue, CatalogueError, SchemaVersion
-from events.cli_errors import BROKER_ERRORS, CliError, broker_unreachable
+from events.cli.errors import BROKER_ERRORS, CliError, broker_unreachable
 from events.codec import AvroCodec, CodecError
 from events.envelope import (
     H_CORRELATION_ID,

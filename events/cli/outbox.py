@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from events.catalogue import Catalogue
-from events.cli_errors import DATABASE_ERRORS, CliError, database_unreachable
+from events.cli.errors import DATABASE_ERRORS, CliError, database_unreachable
 from events.codec import AvroCodec
 from events.db import Database
 from events.outbox_admin import (

@@ -3,15 +3,14 @@ the saga, a table of outcomes and a check of the invariants. `choreo demo` runs 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from events.catalogue import Catalogue
+from events.cli.errors import CliError
 from events.codec import AvroCodec
 from events.publisher import Draft, publish
 from events.settings import PlatformSettings
@@ -154,16 +153,9 @@ def _print_table(world: World, rows: dict[str, dict[str, object]]) -> None:
         print(path.ljust(width) + cells + "    " + " or ".join(sorted(EXPECTED[path])))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="choreo demo", description=__doc__)
-    parser.add_argument("--orders-per-path", type=int, default=10, metavar="N")
-    parser.add_argument("--keep", action="store_true", help="leave broker and services running")
-    parser.add_argument("--deadline", type=float, default=180, help="seconds for the run")
-    args = parser.parse_args(argv)
-    if args.orders_per_path < 1:
-        parser.error("--orders-per-path must be at least 1")
-
-    settings = PlatformSettings()
+def run_demo(settings: PlatformSettings, orders_per_path: int, deadline: float, keep: bool) -> int:
+    """Start broker, topics and services, drive ``orders_per_path`` orders down each path
+    within ``deadline`` seconds, print the outcomes and check the invariants."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     broker_spec = None
     if not external:
@@ -174,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             st = up(broker_spec)
         except BrokerError as exc:
-            print(f"choreo demo: {exc}", file=sys.stderr)
-            return 1
+            raise CliError(str(exc)) from None
         print(f"broker at {st.bootstrap} (log {st.log_file})")
     bootstrap = external or settings.kafka_bootstrap_servers
     catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
@@ -191,17 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         query = next((s for s in specs if s.name == "query"), None)
         if query is not None:
             print(f"dashboard: http://127.0.0.1:{query.port}/dashboard (--keep to leave it up)")
-        return asyncio.run(
-            run(AvroCodec(catalogue), bootstrap, args.orders_per_path, args.deadline)
-        )
+        return asyncio.run(run(AvroCodec(catalogue), bootstrap, orders_per_path, deadline))
     except (SupervisorError, TimeoutError) as exc:
-        print(f"choreo demo: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(str(exc)) from None
     finally:
-        if not args.keep:
+        if not keep:
             stop(specs, var_dir=var_dir)
             print("services stopped (the broker keeps running: `choreo broker down`)")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,8 @@
+"""``python -m events.cli``: the platform's commands (``choreo`` adds the reference
+system's demo, up, down and ps: ``python -m services.tools.stack``)."""
+
+import sys
+
+from events.cli.main import main
+
+sys.exit(main())
