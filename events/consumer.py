@@ -5,11 +5,12 @@ apply every handled event and record ``(consumer, event_id)`` in ONE transaction
 commit offsets. A failing batch is re-run one event per transaction with bounded retries;
 an event that still fails is dead-lettered and consumption moves on.
 
-Sequenced dead letters (events.parking): dead-lettering an event that has a key blocks the
-key for this consumer, and the key's later events are parked, in order, instead of applied
-after a hole. When the blocking event comes back (``choreo dlq redrive``) and applies, the
-parked ones apply after it in the same transaction; ``choreo dlq release`` applies them
-without it. Other keys flow as before.
+Sequenced dead letters: dead-lettering an event that has a key blocks the key for this
+consumer and parks the key's later events (events.sequencing, events.parking).
+
+Kept whole at about 430 lines: the fetch loop, the offsets it commits and the batch's
+transaction share the consumer's state and order; the parts that stand alone are in
+events.sequencing, events.inbox, events.rebalance and events.consumed.
 """
 
 from __future__ import annotations
@@ -18,119 +19,45 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from opentelemetry.trace import use_span
-from pydantic import ValidationError
-from sqlalchemy import ARRAY, DateTime, String, bindparam, select, text
 
 from events import parking
 from events.bulk import insert_rows
-from events.codec import AvroCodec, CodecError
-from events.db import Database, is_transient
+from events.codec import AvroCodec
+from events.consumed import (
+    UNDECODABLE,
+    ConsumerStats,
+    Item,
+    ParkedFailure,
+    fails_for_good,
+    is_infrastructure,
+)
+from events.db import Database
 from events.dlq import send_dead_letter
 from events.envelope import Envelope, EnvelopeError, Event, utcnow
-from events.kafka import manual_consumer, reliable_producer
+from events.inbox import claim_new, processed_among
+from events.kafka import manual_consumer, reliable_producer, stop_quietly
 from events.logs import bind_event, unbind_event
-from events.metrics import (
-    BLOCKED_KEYS,
-    CONSUMER_LAG,
-    DUPLICATES,
-    EVENTS_CONSUMED,
-    HANDLER_SECONDS,
-    PARKED_EVENTS,
-    RETRIES,
-)
+from events.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_CONSUMED, HANDLER_SECONDS, RETRIES
 from events.outbox import Outbox, UnitOfWork
-from events.prepared import Prepared
-from events.routing import HandlerSpec, PermanentError, RetryPolicy, Router
+from events.rebalance import BatchLock, Hook
+from events.routing import RetryPolicy, Router
+from events.sequencing import SequencedDeadLetters, blocked_record
 from events.tables import inbox
 from events.telemetry import start_handling_span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
-# Built once: constructing a statement per batch costs more CPU than running it.
-_PROCESSED = Prepared(
-    select(inbox.c.event_id).where(
-        inbox.c.consumer == bindparam("consumer"),
-        inbox.c.event_id.in_(bindparam("event_ids", expanding=True)),
-    )
-)
-
-# PostgreSQL: the batch's inbox rows written first, in one round trip, instead of a select
-# before the handlers and an insert after them; the ids it returns are the events not seen
-# before (a conflict is a duplicate: skipped, or waited for while another transaction holds
-# it). One array parameter, so one prepared statement serves every batch size.
-_CLAIM_INBOX_PG = text(
-    "INSERT INTO choreo_inbox (consumer, event_id, outcome, processed_at) "
-    "SELECT CAST(:consumer AS VARCHAR), e, 'applied', CAST(:now AS TIMESTAMPTZ) "
-    "FROM unnest(CAST(:event_ids AS VARCHAR[])) AS e "
-    "ON CONFLICT DO NOTHING RETURNING event_id"
-).bindparams(
-    bindparam("event_ids", type_=ARRAY(String)), bindparam("now", type_=DateTime(timezone=True))
-)
-
-Hook = Callable[[], Awaitable[None]]
 T = TypeVar("T")
 
 
-@dataclass
-class ConsumerStats:
-    applied: int = 0
-    duplicates: int = 0
-    ignored: int = 0
-    retries: int = 0
-    dead_lettered: int = 0
-    parked: int = 0
-    unparked: int = 0
-    batches: int = 0
-    by_type: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Item:
-    record: ConsumerRecord
-    event: Event[Any]
-    spec: HandlerSpec
-
-
-class _ParkedFailure(Exception):
-    """A parked event failed while its key was being unblocked."""
-
-    def __init__(self, index: int, record: ConsumerRecord, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.index = index
-        self.record = record
-        self.error = error
-
-
-class _Lock(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revocation waits for the batch in hand to commit, so no partition is lost mid-way."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.assigned: set[TopicPartition] = set()
-        self.before_revoke: Hook | None = None
-        self.after_assign: Callable[[], None] | None = None
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        async with self.lock:
-            if self.before_revoke is not None:
-                await self.before_revoke()
-            self.assigned -= set(revoked)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.assigned = set(assigned)
-        if self.after_assign is not None:
-            self.after_assign()
-
-
-class EventConsumer:
+class EventConsumer(SequencedDeadLetters):
     def __init__(
         self,
         *,
@@ -167,7 +94,7 @@ class EventConsumer:
         self.lag: dict[TopicPartition, int] = {}
         self._histograms: dict[str, Any] = {}
         self._consumer_options = consumer_options or {}
-        self._listener = _Lock()
+        self._listener = BatchLock()
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
@@ -175,17 +102,9 @@ class EventConsumer:
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._next_commit = 0.0
         self._listener.before_revoke = self.flush_offsets
-        # Sequenced dead letters. The blocked keys are cached (loaded before the first batch,
-        # kept in step by this consumer's own blocks and unblocks, re-read every
-        # block_sync_interval and after each assignment) so that a batch costs no query at
-        # all while nothing is blocked, the usual case; only a batch holding a cached key
-        # asks the database.
-        self.sequenced = sequenced
-        self._blocks: dict[str, str] = {}  # key -> id of the dead-lettered event blocking it
-        self._blocks_loaded = False
-        self._block_sync_s = block_sync_interval_ms / 1000
-        self._next_sync = 0.0
-        self._stop: asyncio.Event = self._stopping
+        self.sequenced = sequenced  # sequenced dead letters: see events.sequencing
+        self._init_blocks(block_sync_interval_ms)
+        self._stop = self._stopping
         self._listener.after_assign = self._sync_soon
 
     @property
@@ -214,13 +133,10 @@ class EventConsumer:
         if self._consumer is not None:
             with contextlib.suppress(KafkaError, OSError):
                 await self.flush_offsets()
-            consumer, self._consumer = self._consumer, None
-            with contextlib.suppress(KafkaError, OSError):
-                await consumer.stop()
-        if self._dlq is not None:
-            producer, self._dlq = self._dlq, None
-            with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()
+        consumer, self._consumer = self._consumer, None
+        await stop_quietly(consumer)
+        producer, self._dlq = self._dlq, None
+        await stop_quietly(producer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set: the batch in hand is finished and committed."""
@@ -250,7 +166,7 @@ class EventConsumer:
         self._stop = stop
         if self._sync_due():
             await self._sync_blocks(stop)
-        items: list[_Item] = []
+        items: list[Item] = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         held: list[ConsumerRecord] = []  # records of keys blocked when the batch came
         bad: list[tuple[ConsumerRecord, Exception]] = []
@@ -259,7 +175,7 @@ class EventConsumer:
                 continue
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
             for record in records:
-                if self._blocks and _blocked_record(record, self._blocks):
+                if self._blocks and blocked_record(record, self._blocks):
                     held.append(record)
                     continue
                 if parking.record_event_type(record) not in self._wanted:
@@ -270,7 +186,7 @@ class EventConsumer:
                     continue
                 try:
                     item = self._decode_raw(record)
-                except (CodecError, EnvelopeError, ValidationError) as exc:
+                except UNDECODABLE as exc:
                     bad.append((record, exc))
                     continue
                 if item is not None:
@@ -283,7 +199,7 @@ class EventConsumer:
             try:
                 await self._apply_batch(items)
             except Exception as exc:
-                if len(items) > 1 or not _is_infrastructure(exc):
+                if len(items) > 1 or not is_infrastructure(exc):
                     log.info(
                         "%s: batch of %d failed (%r), applying one by one",
                         self.name,
@@ -337,14 +253,14 @@ class EventConsumer:
                 self.lag[tp] = lag
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
 
-    async def _decode(self, record: ConsumerRecord) -> _Item | None:
+    async def _decode(self, record: ConsumerRecord) -> Item | None:
         try:
             return self._decode_raw(record)
-        except (CodecError, EnvelopeError, ValidationError) as exc:
+        except UNDECODABLE as exc:
             await self._dead_letter(record, exc, attempts=0)
             return None
 
-    def _decode_raw(self, record: ConsumerRecord) -> _Item | None:
+    def _decode_raw(self, record: ConsumerRecord) -> Item | None:
         """The record as an event for its handler; None when no handler wants its type."""
         decoded = self.codec.decode(record.value or b"")
         envelope = Envelope.from_headers(record.headers or (), record.key)
@@ -360,17 +276,18 @@ class EventConsumer:
         if spec.model is not None:
             payload = spec.model.model_validate(payload)
         event = Event(envelope, payload, record.topic, record.partition, record.offset)
-        return _Item(record, event, spec)
+        return Item(record, event, spec)
 
-    async def _apply_batch(self, items: list[_Item]) -> None:
+    async def _apply_batch(self, items: list[Item]) -> None:
         applied: dict[str, int] = {}
         duplicates = 0
         async with UnitOfWork(self.db, self.outbox) as uow:
             rows = []
             now = utcnow()
             ids = [i.event.event_id for i in items]
-            claimed = None if self.db.is_sqlite else await self._claim_inbox(uow, ids, now)
-            seen = set() if claimed is not None else await self._already_processed(uow, ids)
+            session = uow.session
+            claimed = None if self.db.is_sqlite else await claim_new(session, self.name, ids, now)
+            seen = set() if claimed is not None else await self._seen(session, ids)
             traced = tracing_enabled()
             for item in items:
                 event_id = item.event.event_id
@@ -400,7 +317,7 @@ class EventConsumer:
             self.stats.applied += n
             self.stats.by_type[event_type] = self.stats.by_type.get(event_type, 0) + n
 
-    async def _handle(self, uow: UnitOfWork, item: _Item, traced: bool) -> None:
+    async def _handle(self, uow: UnitOfWork, item: Item, traced: bool) -> None:
         env = item.event.envelope
         started = time.perf_counter()
         token = bind_event(
@@ -437,45 +354,45 @@ class EventConsumer:
             histogram = self._histograms[event_type] = HANDLER_SECONDS.labels(self.name, event_type)
         return histogram
 
-    async def _apply_one(self, item: _Item, stop: asyncio.Event) -> None:
+    async def _apply_one(self, item: Item, stop: asyncio.Event) -> None:
+        async def give_up(exc: Exception, attempts: int) -> None:
+            await self._dead_letter(item.record, exc, attempts=attempts)
+
+        what = f"{item.event.event_type} {item.event.event_id}"
+        await self._with_retries(lambda: self._apply_batch([item]), give_up, what, stop)
+
+    async def _with_retries(
+        self,
+        attempt_once: Callable[[], Awaitable[None]],
+        give_up: Callable[[Exception, int], Awaitable[None]],
+        what: str,
+        stop: asyncio.Event,
+    ) -> None:
+        """Runs ``attempt_once`` until it succeeds. An error of the event (one that fails
+        for good, or any after ``retry.attempts`` tries) goes to ``give_up`` with the
+        attempts made; an error of the database is not the event's fault, so it never
+        dead-letters it: retried without limit, raised once ``stop`` is set."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._apply_batch([item])
-                return
-            except PermanentError as exc:
-                await self._dead_letter(item.record, exc, attempts=attempt)
+                await attempt_once()
                 return
             except Exception as exc:
-                if _is_infrastructure(exc):
-                    # The database, not the event, is at fault: never dead-letter for it.
+                error = exc.error if isinstance(exc, ParkedFailure) else exc
+                if is_infrastructure(error):
                     if stop.is_set():
-                        raise
+                        if error is exc:
+                            raise
+                        raise error from None
                     attempt = min(attempt, self.retry.attempts - 1)
-                elif attempt >= self.retry.attempts:
-                    await self._dead_letter(item.record, exc, attempts=attempt)
+                elif fails_for_good(exc) or attempt >= self.retry.attempts:
+                    await give_up(exc, attempt)
                     return
                 self.stats.retries += 1
                 RETRIES.labels(self.name).inc()
-                log.info(
-                    "%s: %s %s failed (attempt %d): %r",
-                    self.name,
-                    item.event.event_type,
-                    item.event.event_id,
-                    attempt,
-                    exc,
-                )
+                log.info("%s: %s failed (attempt %d): %r", self.name, what, attempt, error)
                 await asyncio.sleep(self.retry.delay(attempt))  # backoff between retries
-
-    async def _claim_inbox(self, uow: UnitOfWork, event_ids: list[str], now: Any) -> set[str]:
-        """PostgreSQL: records the batch's events in the inbox; returns those new to it."""
-        params = {"consumer": self.name, "event_ids": list(dict.fromkeys(event_ids)), "now": now}
-        return set((await uow.session.execute(_CLAIM_INBOX_PG, params)).scalars())
-
-    async def _already_processed(self, uow: UnitOfWork, event_ids: list[str]) -> set[str]:
-        params = {"consumer": self.name, "event_ids": event_ids}
-        return {row["event_id"] for row in await _PROCESSED.rows(uow.session, params)}
 
     async def _dead_letter(
         self, record: ConsumerRecord, error: BaseException, attempts: int
@@ -500,358 +417,8 @@ class EventConsumer:
             # event id: a duplicate letter, never a lost one), then blocks its key.
             await self._until_db(lambda: self._block(record, error))
 
-    def _blocks_key(self, record: ConsumerRecord, error: BaseException) -> bool:
-        """Whether dead-lettering ``record`` for ``error`` holds its key's later events: not
-        for a refusal, nor for a type whose handler says its events stand alone."""
-        if not getattr(error, "blocks_key", True):
-            return False
-        spec = self.handlers.get(parking.record_event_type(record) or "")
-        return spec is None or spec.sequenced
-
-    async def _block(self, record: ConsumerRecord, error: BaseException) -> None:
-        async with self.db.session() as session, session.begin():
-            blocking = await parking.block(
-                session, self.name, record, reason=_reason(error), now=utcnow()
-            )
-        self._blocks[parking.key_text(record.key or b"")] = blocking
-        self._sync_soon()  # the gauges
-
-    # --- sequenced dead letters --------------------------------------------------------
-
-    def _sync_soon(self) -> None:
-        self._next_sync = 0.0
-
-    def _sync_due(self) -> bool:
-        return self.sequenced and asyncio.get_running_loop().time() >= self._next_sync
-
-    async def _sync_blocks(self, stop: asyncio.Event) -> None:
-        """Re-reads this consumer's blocked keys (another instance of the group may have
-        blocked one), sets the gauges from the database, and acts on operator releases."""
-
-        async def read() -> list[parking.BlockedKey]:
-            async with self.db.session() as session:
-                return await parking.blocks(session, self.name)
-
-        if not self._blocks_loaded:
-            # Never consume with an unknown set of blocked keys (that could apply a blocked
-            # key's events out of order): wait for the database.
-            self._stop = stop
-            found = await self._until_db(read)
-        else:
-            try:
-                found = await read()
-            except Exception as exc:
-                if not _is_infrastructure(exc):
-                    raise
-                log.warning("%s: cannot refresh blocked keys: %r", self.name, exc)
-                self._next_sync = asyncio.get_running_loop().time() + self._block_sync_s
-                return
-        self._blocks = {b.key: b.event_id for b in found}
-        self._blocks_loaded = True
-        BLOCKED_KEYS.labels(self.name).set(len(found))
-        PARKED_EVENTS.labels(self.name).set(sum(b.parked for b in found))
-        self._next_sync = asyncio.get_running_loop().time() + self._block_sync_s
-        released = [b.key for b in found if b.released]
-        for key in released:
-            log.warning("%s: operator released key %s: applying its parked events", self.name, key)
-            await self._unblock(key, None, stop)
-        if released:
-            self._sync_soon()
-
-    async def _process_held(self, held: list[ConsumerRecord], stop: asyncio.Event) -> None:
-        """Records of keys the cache says are blocked: one query learns which still are;
-        their records are parked, except the blocking event itself (re-driven), which is
-        applied with the ones parked behind it."""
-        by_key: dict[str, list[ConsumerRecord]] = {}
-        for record in held:
-            by_key.setdefault(parking.key_text(record.key), []).append(record)
-
-        async def lookup() -> dict[str, str]:
-            async with self.db.session() as session:
-                return await parking.blocked_among(session, self.name, by_key)
-
-        blocked = await self._until_db(lookup)
-        to_park: list[ConsumerRecord] = []
-        heads: list[list[ConsumerRecord]] = []
-        free: list[ConsumerRecord] = []
-        for key, records in by_key.items():
-            blocking = blocked.get(key)
-            if blocking is None:
-                self._blocks.pop(key, None)
-                free.extend(records)
-                continue
-            self._blocks[key] = blocking
-            ids = [parking.record_event_id(r) for r in records]
-            if blocking in ids:
-                at = ids.index(blocking)
-                to_park.extend(records[:at])
-                heads.append(records[at:])
-            else:
-                to_park.extend(records)
-        if to_park:
-            await self._park(to_park, stop)
-        for run in heads:
-            for record in run:
-                await self._apply_record(record, stop)
-        for record in free:
-            await self._apply_record(record, stop)
-
-    async def _process_undecodable(
-        self, bad: list[tuple[ConsumerRecord, Exception]], items: list[_Item], stop: asyncio.Event
-    ) -> list[_Item]:
-        """Dead-letters undecodable records; the batch's events of their keys are then taken
-        one by one in offset order (those after the bad one are parked behind it). Returns
-        the items that can still be applied as a batch."""
-        keys = {parking.key_text(r.key) for r, _ in bad if r.key is not None}
-        if not self.sequenced or not keys:
-            for record, exc in bad:
-                await self._dead_letter(record, exc, attempts=0)
-            return items
-        rest: list[_Item] = []
-        ordered: list[tuple[ConsumerRecord, _Item | Exception]] = list(bad)
-        for i in items:
-            if i.record.key is not None and parking.key_text(i.record.key) in keys:
-                ordered.append((i.record, i))
-            else:
-                rest.append(i)
-        ordered.sort(key=lambda x: (x[0].topic, x[0].partition, x[0].offset))
-        for record, what in ordered:
-            if isinstance(what, _Item):
-                await self._apply_item(what, stop)
-            elif _blocked_record(record, self._blocks):
-                await self._park([record], stop)
-            else:
-                await self._dead_letter(record, what, attempts=0)
-        return rest
-
-    async def _apply_record(self, record: ConsumerRecord, stop: asyncio.Event) -> None:
-        """One record on its own, in the order of its key."""
-        key = None if record.key is None else parking.key_text(record.key)
-        blocking = None if key is None else self._blocks.get(key)
-        if blocking is not None and key is not None:
-            if parking.record_event_id(record) == blocking:
-                await self._unblock(key, record, stop)
-            else:
-                await self._park([record], stop)
-            return
-        item = await self._decode(record)
-        if item is not None:
-            await self._apply_one(item, stop)
-
-    async def _apply_item(self, item: _Item, stop: asyncio.Event) -> None:
-        if self._blocks and _blocked_record(item.record, self._blocks):
-            await self._apply_record(item.record, stop)  # its key was blocked in this batch
-        else:
-            await self._apply_one(item, stop)
-
-    async def _park(self, records: list[ConsumerRecord], stop: asyncio.Event) -> None:
-        # A type no handler wants would be ignored when applied: no need to keep it.
-        wanted = [
-            r
-            for r in records
-            if parking.record_event_type(r) in self.handlers or parking.record_event_type(r) is None
-        ]
-        self.stats.ignored += len(records) - len(wanted)
-        if not wanted:
-            return
-
-        async def write() -> int:
-            async with self.db.session() as session, session.begin():
-                ids = [parking.record_event_id(r) for r in wanted]
-                seen = await self._seen(session, ids)
-                fresh = []
-                for record, event_id in zip(wanted, ids, strict=True):
-                    if event_id not in seen:
-                        seen.add(event_id)
-                        fresh.append(record)
-                if fresh:
-                    await parking.park(session, self.name, fresh, utcnow())
-                return len(fresh)
-
-        parked = await self._until_db(write)
-        self.stats.parked += parked
-        self.stats.duplicates += len(wanted) - parked
-        PARKED_EVENTS.labels(self.name).inc(parked)
-        log.info("%s: parked %d event(s) behind dead letters", self.name, parked)
-
-    async def _unblock(self, key: str, head: ConsumerRecord | None, stop: asyncio.Event) -> None:
-        """Applies ``head`` (the re-driven blocking event; None when an operator released
-        the key) and then the key's parked events, in order, in one transaction, removing
-        the block. A parked event that fails for good is dead-lettered and blocks the key in
-        its turn (those before it applied, those after it still parked); a head that fails
-        for good is dead-lettered again and the key stays blocked."""
-        item: _Item | None = None
-        if head is not None:
-            try:
-                item = self._decode_raw(head)
-            except (CodecError, EnvelopeError, ValidationError) as exc:
-                await self._dead_letter(head, exc, attempts=0)
-                return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                claimed = await self._drain(key, head, item, None)
-                if not claimed and item is not None:  # unblocked meanwhile: apply as usual
-                    await self._apply_one(item, stop)
-                return
-            except _ParkedFailure as failure:
-                error = failure.error
-                if _is_infrastructure(error):
-                    if stop.is_set():
-                        raise error from None
-                    attempt = min(attempt, self.retry.attempts - 1)
-                elif (
-                    isinstance(error, PermanentError | CodecError | EnvelopeError | ValidationError)
-                    or attempt >= self.retry.attempts
-                ):
-                    await self._dead_letter_parked(key, head, item, failure, stop)
-                    return
-            except PermanentError as exc:
-                if head is None:  # only the head raises it unwrapped
-                    raise
-                await self._dead_letter(head, exc, attempts=attempt)
-                return
-            except Exception as exc:
-                if _is_infrastructure(exc):
-                    if stop.is_set():
-                        raise
-                    attempt = min(attempt, self.retry.attempts - 1)
-                elif attempt >= self.retry.attempts:
-                    if head is None:  # the release stays requested: tried again next sync
-                        log.error("%s: releasing key %s failed: %r", self.name, key, exc)
-                        return
-                    await self._dead_letter(head, exc, attempts=attempt)
-                    return
-            self.stats.retries += 1
-            RETRIES.labels(self.name).inc()
-            log.info("%s: unblocking key %s failed (attempt %d)", self.name, key, attempt)
-            await asyncio.sleep(self.retry.delay(attempt))  # backoff between retries
-
-    async def _dead_letter_parked(
-        self,
-        key: str,
-        head: ConsumerRecord | None,
-        item: _Item | None,
-        failure: _ParkedFailure,
-        stop: asyncio.Event,
-    ) -> None:
-        if self._dlq is None:
-            raise RuntimeError("consumer not started")
-        record = failure.record
-        log.warning(
-            "%s: parked %s[%d]@%d fails for good, it blocks key %s now: %s",
-            self.name,
-            record.topic,
-            record.partition,
-            record.offset,
-            key,
-            failure.error,
-        )
-        # The letter first, then the transaction that moves the block onto it: a crash in
-        # between repeats the letter (same event id), never loses it.
-        await send_dead_letter(
-            self._dlq, record, consumer=self.name, error=failure.error, attempts=1
-        )
-        self.stats.dead_lettered += 1
-
-        async def commit_partial() -> None:
-            await self._drain(key, head, item, failure)
-
-        await self._until_db(commit_partial)
-
-    async def _drain(
-        self,
-        key: str,
-        head: ConsumerRecord | None,
-        item: _Item | None,
-        failure: _ParkedFailure | None,
-    ) -> bool:
-        """One transaction: claim the block, apply the head and the parked events (up to the
-        failed one, which then blocks the key), remove what was applied. False when the
-        block is not there any more."""
-        now = utcnow()
-        applied: dict[str, int] = {}
-        async with UnitOfWork(self.db, self.outbox) as uow:
-            head_id = None if head is None else parking.record_event_id(head)
-            released = head is None
-            skipped = None
-            if released:
-                blocking = await parking.blocked_among(uow.session, self.name, [key])
-                skipped = blocking.get(key)
-            if not await parking.claim(
-                uow.session, self.name, key, event_id=head_id, released=released
-            ):
-                self._blocks.pop(key, None)
-                self._sync_soon()
-                return False
-            traced = tracing_enabled()
-            if skipped is not None and not await self._seen(uow.session, [skipped]):
-                # The operator skipped it: a later re-drive of its letter is a duplicate,
-                # not an event applied out of order.
-                row = {"consumer": self.name, "event_id": skipped, "outcome": "released"}
-                await insert_rows(uow.session, inbox, [{**row, "processed_at": now}])
-            if item is not None and not await self._seen(uow.session, [item.event.event_id]):
-                uow.cause = item.event.envelope
-                await self._handle(uow, item, traced)
-                await insert_rows(
-                    uow.session,
-                    inbox,
-                    [
-                        {
-                            "consumer": self.name,
-                            "event_id": item.event.event_id,
-                            "outcome": "applied",
-                            "processed_at": now,
-                        }
-                    ],
-                )
-                applied[item.spec.event_type] = 1
-            rows = await parking.parked_of(uow.session, self.name, key)
-            limit = len(rows) if failure is None else failure.index
-            done: list[str] = []
-            ignored: list[str] = []
-            for index, row in enumerate(rows[:limit]):
-                record = parking.parked_record(row)
-                try:
-                    parked = self._decode_raw(record)
-                    if parked is None:
-                        ignored.append(row["event_id"])
-                        continue
-                    uow.cause = parked.event.envelope
-                    await self._handle(uow, parked, traced)
-                except Exception as exc:
-                    raise _ParkedFailure(index, record, exc) from exc
-                done.append(parked.event.event_id)
-                applied[parked.spec.event_type] = applied.get(parked.spec.event_type, 0) + 1
-            await parking.mark_inbox(uow.session, self.name, done, "applied", now)
-            await parking.mark_inbox(uow.session, self.name, ignored, "ignored", now)
-            new_block: str | None = None
-            if failure is not None:
-                await parking.unpark(uow.session, self.name, key, rows[limit]["seq"])
-                await parking.forget_inbox(uow.session, self.name, rows[limit]["event_id"])
-                new_block = await parking.block(
-                    uow.session, self.name, failure.record, reason=_reason(failure.error), now=now
-                )
-            elif rows:
-                await parking.unpark(uow.session, self.name, key, rows[-1]["seq"])
-            await uow.commit()
-        if new_block is None:
-            self._blocks.pop(key, None)
-        else:
-            self._blocks[key] = new_block
-        self._sync_soon()  # the gauges
-        self.stats.unparked += len(done)
-        for event_type, n in applied.items():
-            EVENTS_CONSUMED.labels(self.name, event_type).inc(n)
-            self.stats.applied += n
-            self.stats.by_type[event_type] = self.stats.by_type.get(event_type, 0) + n
-        log.info("%s: key %s unblocked: %d parked event(s) applied", self.name, key, len(done))
-        return True
-
     async def _seen(self, session: Any, event_ids: list[str]) -> set[str]:
-        params = {"consumer": self.name, "event_ids": event_ids}
-        return {row["event_id"] for row in await _PROCESSED.rows(session, params)}
+        return await processed_among(session, self.name, event_ids)
 
     async def _until_db(self, op: Callable[[], Awaitable[T]]) -> T:
         """Runs ``op`` until the database answers: its outage is not the event's fault."""
@@ -860,20 +427,8 @@ class EventConsumer:
             try:
                 return await op()
             except Exception as exc:
-                if not _is_infrastructure(exc) or self._stop.is_set():
+                if not is_infrastructure(exc) or self._stop.is_set():
                     raise
                 log.warning("%s: database unavailable (%r); retrying", self.name, exc)
                 await asyncio.sleep(delay)  # backoff while the database is down
                 delay = min(delay * 2, 2.0)
-
-
-def _is_infrastructure(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) or is_transient(exc)
-
-
-def _blocked_record(record: ConsumerRecord, blocks: dict[str, str]) -> bool:
-    return record.key is not None and parking.key_text(record.key) in blocks
-
-
-def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:2000]

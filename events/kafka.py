@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 
 def reliable_producer(
@@ -37,3 +39,10 @@ def manual_consumer(bootstrap: str, *, group_id: str, **extra: Any) -> AIOKafkaC
     }
     options.update(extra)
     return AIOKafkaConsumer(**options)
+
+
+async def stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    """Stops a client on the way out: a broker that is gone must not fail a close."""
+    if client is not None:
+        with contextlib.suppress(KafkaError, OSError):
+            await client.stop()
