@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench import consumer, relay
-from bench.common import PARTITIONS, Result, kafka, wait_for_group_coordinator
+from bench.common import PARTITIONS, wait_for_group_coordinator
+from bench.entry import on_a_broker, progress_for
 from bench.machine import CpuUse, CpuWatch
 from bench.profiling import Profiler
+from bench.runs import PartRun, Result
 
 DEFAULT_EVENTS = 20_000
 DEFAULT_REPEAT = 3
@@ -71,8 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+progress = progress_for("bench")
 
 
 async def run_all(
@@ -80,32 +77,9 @@ async def run_all(
 ) -> list[Result]:
     warmup = min(WARMUP_EVENTS, args.events)
     await wait_for_group_coordinator(bootstrap)
-    results = []
-    if args.only in (None, "relay"):
-        results.append(
-            await relay.run(
-                bootstrap,
-                args.events,
-                args.repeat,
-                workdir,
-                warmup=warmup,
-                profiler=profiler,
-                progress=progress,
-            )
-        )
-    if args.only in (None, "consumer"):
-        results.append(
-            await consumer.run(
-                bootstrap,
-                args.events,
-                args.repeat,
-                workdir,
-                warmup=warmup,
-                profiler=profiler,
-                progress=progress,
-            )
-        )
-    return results
+    part = PartRun(bootstrap, args.events, args.repeat, workdir, warmup, profiler, progress)
+    parts = {"relay": relay.run, "consumer": consumer.run}
+    return [await run(part) for name, run in parts.items() if args.only in (None, name)]
 
 
 def _rate(x: float) -> str:
@@ -160,28 +134,24 @@ def render(results: list[Result], args: argparse.Namespace, elapsed_s: float, cp
     return "\n".join(lines)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally that stops the broker
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _terminate)
     started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="choreo-bench-") as tmp:
-            root = Path(tmp)
-            workdir = root / "db"
-            workdir.mkdir()
-            with kafka(root, progress) as (bootstrap, broker_pid):
-                profiler = Profiler(args.profile.absolute(), broker_pid) if args.profile else None
-                watch = CpuWatch(broker_pid)
-                results = asyncio.run(run_all(args, bootstrap, workdir, profiler))
-                cpu = watch.stop()
-    except Exception as exc:  # the report names the failure instead of a traceback wall
-        logging.getLogger("bench").exception("benchmark failed: %s", exc)
+    profiler: Profiler | None = None
+
+    def body(bootstrap: str, broker_pid: int | None, root: Path) -> tuple[list[Result], CpuUse]:
+        nonlocal profiler
+        workdir = root / "db"
+        workdir.mkdir()
+        profiler = Profiler(args.profile.absolute(), broker_pid) if args.profile else None
+        watch = CpuWatch(broker_pid)
+        results = asyncio.run(run_all(args, bootstrap, workdir, profiler))
+        return results, watch.stop()
+
+    done = on_a_broker("choreo-bench-", progress, body)
+    if done is None:
         return 2
+    results, cpu = done
     elapsed = time.perf_counter() - started
     if args.json:
         doc: dict[str, Any] = {

@@ -43,32 +43,27 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from bench.common import (
     SERVICE,
-    Result,
-    Sample,
-    Series,
-    Span,
     applied,
     check,
     check_committed_to_end,
     codec_for,
     count_inbox,
     count_rows,
-    deadline_for,
     new_database,
     new_topic,
     ping_router,
     pings,
-    rotate,
     topic_size,
     unique,
 )
-from bench.profiling import Profiler
+from bench.runs import PartRun, Result, Sample, Series, Span, deadline_for, rotate
 from events.consumer import EventConsumer
 from events.envelope import Envelope
 from events.kafka import manual_consumer, reliable_producer
 from events.outbox import Outbox
 
 TARGET = 0.30
+SPAN = "consumer start -> all N applied, db-committed and offsets committed"
 _DEFAULTS = inspect.signature(EventConsumer.__init__).parameters
 FETCH_TIMEOUT_MS: int = _DEFAULTS["fetch_timeout_ms"].default
 MAX_RECORDS: int = _DEFAULTS["max_batch"].default
@@ -205,16 +200,9 @@ async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str
     return span
 
 
-async def run(
-    bootstrap: str,
-    n: int,
-    repeat: int,
-    workdir: Path,
-    *,
-    warmup: int,
-    profiler: Profiler | None = None,
-    progress: Callable[[str], None] = lambda _: None,
-) -> Result:
+async def run(part: PartRun) -> Result:
+    bootstrap, n, workdir, progress = part.bootstrap, part.n, part.workdir, part.progress
+    repeat, warmup, profiler = part.repeat, part.warmup, part.profiler
     project = Series("full", "EventConsumer, handler inserts a row (the project's figure)", n)
     raw = Series(
         "raw",
@@ -267,14 +255,7 @@ async def run(
         with profiler.profile("consumer-raw"):
             await time_raw(bootstrap, topic, n)
 
-    result = Result(
-        name="consumer",
-        span="consumer start -> all N applied, db-committed and offsets committed",
-        target=TARGET,
-        project=project,
-        raw=raw,
-        variants=[decode, noop],
-    )
+    result = Result("consumer", SPAN, TARGET, project, raw, [decode, noop])
     result.breakdown = [
         ("Kafka fetch, decode, envelope, commits (raw)", raw.median_s),
         ("+ validation, runtime bookkeeping", decode.median_s - raw.median_s),

@@ -2,44 +2,27 @@
 
 On a 2-core machine the broker, the benchmark's event loop and its SQLite thread already share
 the cores; anything else running (a test suite, another broker) makes the figures noisy. The
-CPU used by others is the machine's busy time (/proc/stat) minus this process and its broker.
+CPU used by others is the machine's busy time (bench.cpu) minus this process and its broker.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-_TICKS = os.sysconf("SC_CLK_TCK")
+from bench.cpu import machine_busy_s, process_s, self_s
 
 
 def _machine_busy_s() -> float | None:
     try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        return machine_busy_s()
     except (OSError, IndexError):
         return None
-    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-    busy = sum(values) - values[3] - values[4]
-    return busy / _TICKS
-
-
-def _self_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _process_s(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return 0.0 if pid is None else (process_s(pid) or 0.0)
 
 
 @dataclass
@@ -86,13 +69,13 @@ class CpuWatch:
         self.broker_pid = broker_pid
         self.started = time.perf_counter()
         self.machine = _machine_busy_s()
-        self.own = _self_s()
+        self.own = self_s()
         self.broker = _process_s(broker_pid)
 
     def stop(self) -> CpuUse:
         wall = max(time.perf_counter() - self.started, 1e-9)
         machine = _machine_busy_s()
-        own = _self_s() - self.own
+        own = self_s() - self.own
         broker = _process_s(self.broker_pid) - self.broker if self.broker_pid else None
         other = None
         if machine is not None and self.machine is not None:

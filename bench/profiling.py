@@ -2,8 +2,8 @@
 
 cProfile sees the event-loop thread only (every asyncio task: the relay or consumer, aiokafka's
 sender and fetcher). SQLite runs in aiosqlite's worker thread, so CPU seconds are also taken per
-thread from /proc (Linux), and for the broker's JVM when its pid is known: on a 2-core machine
-the broker, the loop thread and the database thread compete for the same cores.
+thread (``bench.cpu``: /proc on Linux), and for the broker's JVM when its pid is known: on a
+2-core machine the broker, the loop thread and the database thread compete for the same cores.
 """
 
 from __future__ import annotations
@@ -11,31 +11,17 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import io
-import os
 import pstats
-import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+from bench.cpu import process_s, self_s
 
 
-def _cpu_of(stat_path: Path) -> float:
-    """utime + stime in seconds from a /proc/.../stat file (0 when unreadable)."""
-    try:
-        text = stat_path.read_text()
-    except OSError:
-        return 0.0
-    fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _process_cpu() -> float:
-    """This process, every thread included (also threads that ended meanwhile)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _broker_s(pid: int | None) -> float | None:
+    return None if pid is None else (process_s(pid) or 0.0)
 
 
 @dataclass
@@ -68,10 +54,9 @@ class Profiler:
     @contextlib.contextmanager
     def profile(self, name: str) -> Iterator[None]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        broker_stat = Path(f"/proc/{self.broker_pid}/stat") if self.broker_pid else None
-        process_before = _process_cpu()
+        process_before = self_s()
         loop_before = time.thread_time()  # this thread runs the event loop
-        broker_before = _cpu_of(broker_stat) if broker_stat else 0.0
+        broker_before = _broker_s(self.broker_pid) or 0.0
         started = time.perf_counter()
         prof = cProfile.Profile()
         prof.enable()
@@ -81,8 +66,9 @@ class Profiler:
             prof.disable()
             wall = time.perf_counter() - started
             loop = time.thread_time() - loop_before
-            others = max(0.0, _process_cpu() - process_before - loop)
-            broker = _cpu_of(broker_stat) - broker_before if broker_stat else None
+            others = max(0.0, self_s() - process_before - loop)
+            broker_now = _broker_s(self.broker_pid)
+            broker = None if broker_now is None else broker_now - broker_before
             self.cpu[name] = CpuSplit(wall, loop, others, broker)
             path = self.directory / f"{name}.pstats"
             prof.dump_stats(path)

@@ -29,21 +29,15 @@ from sqlalchemy import select
 
 from bench.common import (
     SERVICE,
-    Result,
-    Sample,
-    Series,
-    Span,
     check,
     codec_for,
     count_unsent,
-    deadline_for,
     new_database,
     new_topic,
     pings,
-    rotate,
     topic_size,
 )
-from bench.profiling import Profiler
+from bench.runs import PartRun, Result, Sample, Series, Span, deadline_for, rotate
 from events.db import Database
 from events.kafka import reliable_producer
 from events.outbox import Outbox, UnitOfWork
@@ -52,6 +46,7 @@ from events.tables import outbox
 
 TX_SIZE = 100
 TARGET = 0.50
+SPAN = "producer start -> all N acked by the broker and marked sent"
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 PHASES = ("select", "producer start", "send+ack", "mark sent")
 
@@ -156,16 +151,9 @@ async def time_raw(
     return span
 
 
-async def run(
-    bootstrap: str,
-    n: int,
-    repeat: int,
-    workdir: Path,
-    *,
-    warmup: int,
-    profiler: Profiler | None = None,
-    progress: Callable[[str], None] = lambda _: None,
-) -> Result:
+async def run(part: PartRun) -> Result:
+    bootstrap, n, workdir, progress = part.bootstrap, part.n, part.workdir, part.progress
+    repeat, warmup, profiler = part.repeat, part.warmup, part.profiler
     batch_size = RelayConfig().batch_size
     project = Series("relay", "OutboxRelay.drain()", n)
     raw = Series("raw", "raw aiokafka idempotent producer, all sends in flight", n)
@@ -221,14 +209,7 @@ async def run(
         finally:
             await db.dispose()
 
-    result = Result(
-        name="relay",
-        span="producer start -> all N acked by the broker and marked sent",
-        target=TARGET,
-        project=project,
-        raw=raw,
-        variants=[raw_batched],
-    )
+    result = Result("relay", SPAN, TARGET, project, raw, [raw_batched])
     # The phases of the run whose total is the median, so that they add up.
     mid = min(range(len(project.seconds)), key=lambda i: abs(project.seconds[i] - project.median_s))
     phases = {phase: project.extra[phase][mid] for phase in PHASES}

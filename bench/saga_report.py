@@ -25,62 +25,44 @@ def _target(name: str, want: str, value: float | None, ok: bool, unit: str) -> d
     return {"target": name, "want": want, "value": value, "unit": unit, "passed": ok}
 
 
+def _at_most(
+    name: str, limit: float, value: float | None, step: dict[str, Any] | None, unit: str
+) -> dict[str, Any]:
+    """A figure at a rate: met when the stack kept up there and the figure is within limit."""
+    ok = _kept_up(step) and value is not None and value <= limit
+    return _target(name, f"<= {limit:g}", value, ok, unit)
+
+
+def _capacity_and_p99(
+    title: str, backend: dict[str, Any], least: float, p99_limit: float
+) -> list[dict[str, Any]]:
+    """The two targets both databases have: sustained capacity, p99 at 100 orders/s."""
+    cap = float(backend["sweep"]["capacity"])
+    at100 = _step(backend, 100)
+    p99 = at100["latency_ms"]["p99"] if at100 else None
+    return [
+        _target(f"{title} sustained capacity", f">= {least:,g}", cap, cap >= least, "sagas/s"),
+        _at_most(f"{title} p99 at 100 orders/s", p99_limit, p99, at100, "ms"),
+    ]
+
+
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 15's targets for the backends that ran (a rate not measured is a miss)."""
     out = []
     sqlite = res["backends"].get("sqlite")
     if sqlite is not None:
-        cap = float(sqlite["sweep"]["capacity"])
-        out.append(_target("SQLite sustained capacity", ">= 1,000", cap, cap >= 1000, "sagas/s"))
+        out += _capacity_and_p99("SQLite", sqlite, 1000, 150)
         at100 = _step(sqlite, 100)
-        p99 = at100["latency_ms"]["p99"] if at100 else None
-        out.append(
-            _target(
-                "SQLite p99 at 100 orders/s",
-                "<= 150",
-                p99,
-                _kept_up(at100) and p99 is not None and p99 <= 150,
-                "ms",
-            )
-        )
         cores = at100["cpu"]["stack_cores"] if at100 else None
-        out.append(
-            _target(
-                "SQLite cores busy at 100 orders/s",
-                "<= 0.5",
-                cores,
-                _kept_up(at100) and cores is not None and cores <= 0.5,
-                "cores",
-            )
-        )
+        out.append(_at_most("SQLite cores busy at 100 orders/s", 0.5, cores, at100, "cores"))
         at10 = _step(sqlite, 10)
         above = (
             round(at10["cpu"]["stack_cores"] - sqlite["idle"]["stack_cores"], 3) if at10 else None
         )
-        out.append(
-            _target(
-                "SQLite cores above idle at 10 orders/s",
-                "<= 0.1",
-                above,
-                _kept_up(at10) and above is not None and above <= 0.1,
-                "cores",
-            )
-        )
+        out.append(_at_most("SQLite cores above idle at 10 orders/s", 0.1, above, at10, "cores"))
     pg = res["backends"].get("postgres")
     if pg is not None:
-        cap = float(pg["sweep"]["capacity"])
-        out.append(_target("PostgreSQL sustained capacity", ">= 500", cap, cap >= 500, "sagas/s"))
-        at100 = _step(pg, 100)
-        p99 = at100["latency_ms"]["p99"] if at100 else None
-        out.append(
-            _target(
-                "PostgreSQL p99 at 100 orders/s",
-                "<= 250",
-                p99,
-                _kept_up(at100) and p99 is not None and p99 <= 250,
-                "ms",
-            )
-        )
+        out += _capacity_and_p99("PostgreSQL", pg, 500, 250)
     return out
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import MetaData, func, insert, select
 
+from bench.common import applied_table
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
@@ -42,14 +43,7 @@ class Pong(EventModel):
 
 
 test_metadata = MetaData()
-applied = Table(
-    "applied",
-    test_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("aggregate_id", String, nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("event_id", String, nullable=False),
-)
+applied = applied_table("applied", test_metadata)
 
 
 def codec_for(ping_topic: str, pong_topic: str | None = None) -> AvroCodec:
