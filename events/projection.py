@@ -11,26 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.codec import AvroCodec
-from events.db import Database, is_transient
+from events.db import Database
 from events.dlq import send_dead_letter
 from events.envelope import Event, utcnow
-from events.kafka import reliable_producer
+from events.isolation import Isolation, is_infrastructure
+from events.kafka import reliable_producer, stop_quietly
 from events.metrics import PROJECTION_DEAD_LETTERED, PROJECTION_UNDECODABLE
 from events.models import EventModel
+from events.projection_store import Generation, ProjectionStore
 from events.reading import (
     CollectorFactory,
     Models,
@@ -40,7 +38,6 @@ from events.reading import (
     seek_to,
 )
 from events.routing import RetryPolicy
-from events.tables import projection_offsets, projections
 from events.telemetry import batch_spans
 from events.topics import partitions_of
 
@@ -52,27 +49,6 @@ CollectFn = Callable[[list[Event[Any]]], Any]
 WriteFn = Callable[[AsyncSession, "Generation", Any], Awaitable[None]]
 FlushFn = Callable[[AsyncSession, "Generation"], Awaitable[None]]
 DefineTables = Callable[[MetaData, str], None]
-
-# Events a generation left out, counted in the transaction that moves its offsets past them,
-# so the counts survive restarts and belong to the rows that miss them (a replay's
-# generation counts its own). A table of its own, created by ``ProjectionStore.ensure``:
-# databases made before it need no ALTER.
-_counts_metadata = MetaData()
-projection_skipped = Table(
-    "choreo_projection_skipped",
-    _counts_metadata,
-    Column("projection", String(255), primary_key=True),
-    Column("generation", Integer, primary_key=True),
-    # Applying them failed for good: the live runner dead-lettered them, a replay skipped them.
-    Column("dead_lettered", BigInteger, nullable=False),
-    Column("undecodable", BigInteger, nullable=False),  # bytes no contract reads
-)
-
-
-@dataclass
-class Skipped:
-    dead_lettered: int = 0
-    undecodable: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,174 +118,6 @@ class Projection:
         self.handlers[event_type] = handler
 
 
-class Generation:
-    """One generation's tables; ``gen["orders"]`` is the Table for base name ``orders``."""
-
-    def __init__(self, projection: Projection, number: int) -> None:
-        self.number = number
-        # True while a replay fills this generation: nothing reads it yet, and a replay
-        # killed midway drops it, so a projection may keep rows in memory across its
-        # transactions until ``Projection.flush_building``.
-        self.building = False
-        self.metadata = MetaData()
-        projection.define_tables(self.metadata, f"_g{number}")
-        suffix = f"_g{number}"
-        self.tables = {t.name.removesuffix(suffix): t for t in self.metadata.sorted_tables}
-
-    def __getitem__(self, base_name: str) -> Table:
-        return self.tables[base_name]
-
-
-class ProjectionStore:
-    """A projection's generations, offsets and active pointer in its database."""
-
-    def __init__(self, projection: Projection, db: Database) -> None:
-        self.projection = projection
-        self.db = db
-        self._generations: dict[int, Generation] = {}
-
-    def generation(self, number: int) -> Generation:
-        if number not in self._generations:
-            self._generations[number] = Generation(self.projection, number)
-        return self._generations[number]
-
-    async def ensure(self) -> int:
-        """Creates the state row and the first generation's tables if absent."""
-        async with self.db.engine.begin() as conn:
-            await conn.run_sync(_counts_metadata.create_all)
-        async with self.db.session() as s, s.begin():
-            row = await s.execute(
-                select(projections.c.active_generation).where(
-                    projections.c.projection == self.projection.name
-                )
-            )
-            active = row.scalar_one_or_none()
-            if active is None:
-                active = 1
-                await s.execute(
-                    projections.insert().values(
-                        projection=self.projection.name, active_generation=1, updated_at=utcnow()
-                    )
-                )
-        await self.create_tables(active)
-        return int(active)
-
-    async def state(self) -> tuple[int, int | None]:
-        async with self.db.session() as s:
-            row = (
-                await s.execute(
-                    select(
-                        projections.c.active_generation, projections.c.building_generation
-                    ).where(projections.c.projection == self.projection.name)
-                )
-            ).one()
-        return int(row[0]), (int(row[1]) if row[1] is not None else None)
-
-    async def create_tables(self, number: int) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.run_sync(self.generation(number).metadata.create_all)
-
-    async def drop_generation(self, number: int) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.run_sync(self.generation(number).metadata.drop_all)
-            await conn.execute(
-                delete(projection_offsets).where(
-                    projection_offsets.c.projection == self.projection.name,
-                    projection_offsets.c.generation == number,
-                )
-            )
-            await conn.execute(
-                delete(projection_skipped).where(
-                    projection_skipped.c.projection == self.projection.name,
-                    projection_skipped.c.generation == number,
-                )
-            )
-
-    async def offsets(self, number: int, session: AsyncSession | None = None) -> Positions:
-        query = select(
-            projection_offsets.c.topic,
-            projection_offsets.c.partition,
-            projection_offsets.c.next_offset,
-        ).where(
-            projection_offsets.c.projection == self.projection.name,
-            projection_offsets.c.generation == number,
-        )
-        if session is not None:
-            rows = (await session.execute(query)).all()
-        else:
-            async with self.db.session() as s:
-                rows = (await s.execute(query)).all()
-        return {TopicPartition(t, p): int(o) for t, p, o in rows}
-
-    async def active_for_update(self, session: AsyncSession) -> int:
-        """The active generation, locking the state row until the transaction ends."""
-        row = await session.execute(
-            select(projections.c.active_generation)
-            .where(projections.c.projection == self.projection.name)
-            .with_for_update()
-        )
-        return int(row.scalar_one())
-
-    async def skipped(self, number: int) -> Skipped:
-        """What the generation left out so far (``projection_skipped``)."""
-        t = projection_skipped
-        async with self.db.session() as s:
-            row = (
-                await s.execute(
-                    select(t.c.dead_lettered, t.c.undecodable).where(
-                        t.c.projection == self.projection.name, t.c.generation == number
-                    )
-                )
-            ).one_or_none()
-        return Skipped() if row is None else Skipped(int(row[0]), int(row[1]))
-
-    async def add_skipped(
-        self, session: AsyncSession, number: int, dead_lettered: int, undecodable: int
-    ) -> None:
-        """Counts events the generation leaves out, in the transaction that passes them."""
-        if not dead_lettered and not undecodable:
-            return
-        t = projection_skipped
-        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = upsert(t).values(
-            projection=self.projection.name,
-            generation=number,
-            dead_lettered=dead_lettered,
-            undecodable=undecodable,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["projection", "generation"],
-            set_={
-                "dead_lettered": t.c.dead_lettered + stmt.excluded.dead_lettered,
-                "undecodable": t.c.undecodable + stmt.excluded.undecodable,
-            },
-        )
-        await session.execute(stmt)
-
-    async def save_offsets(self, session: AsyncSession, number: int, positions: Positions) -> None:
-        rows = [
-            {
-                "projection": self.projection.name,
-                "generation": number,
-                "topic": tp.topic,
-                "partition": tp.partition,
-                "next_offset": offset,
-            }
-            for tp, offset in positions.items()
-        ]
-        if not rows:
-            return
-        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = upsert(projection_offsets).values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["projection", "generation", "topic", "partition"],
-            set_={"next_offset": stmt.excluded.next_offset},
-        )
-        await session.execute(stmt)
-
-
 async def apply_events(
     projection: Projection, session: AsyncSession, gen: Generation, events: list[Event[Any]]
 ) -> None:
@@ -321,97 +129,6 @@ async def apply_events(
         fn = projection.handlers[event.event_type].fn
         assert fn is not None  # only a batch function leaves it unset
         await fn(session, gen, event)
-
-
-Commit = Callable[[list[Event[Any]], Positions, int, int], Awaitable[bool]]
-"""One transaction: applies the events, saves the positions, counts that many dead-lettered
-and undecodable events; False when it did not apply them (a replay switched generations)."""
-OnPoison = Callable[[Event[Any], BaseException, int], Awaitable[None]]
-"""Called with an event that failed every attempt, its last error and the attempts made."""
-
-
-def is_infrastructure(exc: BaseException) -> bool:
-    """The database, the network or the broker failed, not the event: never a poison. So
-    did the schema on a ProgrammingError (a missing table or column): statements are the
-    projection's own, with the events' values bound, so no event can cause one, and taking
-    it for a poison would dead-letter every event until the schema is fixed."""
-    return isinstance(exc, OSError | KafkaError | ProgrammingError) or is_transient(exc)
-
-
-class Isolation:
-    """Finds the events of a failed batch that cannot be applied, by bisection, and applies
-    the rest in order.
-
-    A batch that failed as a whole is split in halves, each applied in a transaction of its
-    own (with the positions it reaches), the failing ones split again: one poison event
-    among 2,000 costs about 22 transactions, not 2,000. An event that fails alone is tried
-    ``retry.attempts`` times in all, then handed to ``on_poison`` and passed: the positions
-    past it are saved with its count in one transaction. An infrastructure error stops the
-    search (raised): what was committed stays, the caller reads on from its saved offsets.
-    """
-
-    def __init__(
-        self,
-        events: Sequence[Event[Any]],
-        end: Positions,
-        undecodable: int,
-        commit: Commit,
-        on_poison: OnPoison,
-        retry: RetryPolicy,
-    ) -> None:
-        self.events, self.end, self.undecodable = events, end, undecodable
-        self.commit, self.on_poison, self.retry = commit, on_poison, retry
-        self.poisoned = 0
-
-    async def split(self, error: BaseException) -> bool:
-        """Applies the batch that failed with ``error``; False if a commit did not apply."""
-        return await self._split(0, len(self.events), error)
-
-    async def _split(self, lo: int, hi: int, error: BaseException) -> bool:
-        if hi - lo == 1:
-            return await self._alone(lo, error)
-        mid = (lo + hi) // 2
-        for a, b in ((lo, mid), (mid, hi)):
-            try:
-                if not await self._commit(a, b):
-                    return False
-            except Exception as exc:
-                if is_infrastructure(exc):
-                    raise
-                if not await self._split(a, b, exc):
-                    return False
-        return True
-
-    async def _alone(self, i: int, error: BaseException) -> bool:
-        attempt = 1  # it failed once already, alone or in its segment
-        while attempt < self.retry.attempts:
-            await asyncio.sleep(self.retry.delay(attempt))  # backoff between attempts
-            attempt += 1
-            try:
-                return await self._commit(i, i + 1)
-            except Exception as exc:
-                if is_infrastructure(exc):
-                    raise
-                error = exc
-        await self.on_poison(self.events[i], error, attempt)
-        self.poisoned += 1
-        return await self._commit(i, i + 1, poison=True)
-
-    async def _commit(self, lo: int, hi: int, *, poison: bool = False) -> bool:
-        last = hi == len(self.events)
-        events = [] if poison else list(self.events[lo:hi])
-        undecodable = self.undecodable if last else 0  # counted once, with the batch's end
-        return await self.commit(events, self._through(hi), int(poison), undecodable)
-
-    def _through(self, hi: int) -> Positions:
-        """The positions just past ``events[:hi]`` (the batch's end for the last one, which
-        also passes the records the projection does not handle)."""
-        if hi == len(self.events):
-            return dict(self.end)
-        out: Positions = {}
-        for event in self.events[:hi]:
-            out[TopicPartition(event.topic, event.partition)] = event.offset + 1
-        return out
 
 
 # Attempts for an event that fails alone before it is dead-lettered: a projection's failures
@@ -503,14 +220,10 @@ class ProjectionRunner:
         PROJECTION_UNDECODABLE.labels(name).set(self.undecodable)
 
     async def close(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            with contextlib.suppress(KafkaError, OSError):
-                await consumer.stop()
-        if self._dlq is not None:
-            producer, self._dlq = self._dlq, None
-            with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()
+        consumer, self._consumer = self._consumer, None
+        await stop_quietly(consumer)
+        producer, self._dlq = self._dlq, None
+        await stop_quietly(producer)
 
     async def run(self, stop: asyncio.Event) -> None:
         if self._consumer is None:

@@ -29,15 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from events.codec import AvroCodec
 from events.db import Database, sqlite_file
 from events.envelope import Event, utcnow
-from events.projection import (
-    PROJECTION_RETRY,
-    Generation,
-    Isolation,
-    Projection,
-    ProjectionStore,
-    apply_events,
-    is_infrastructure,
-)
+from events.isolation import Isolation, is_infrastructure
+from events.projection import PROJECTION_RETRY, Projection, apply_events
+from events.projection_store import Generation, ProjectionStore
 from events.reading import (
     CollectorFactory,
     EachBatch,

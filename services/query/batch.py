@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from events.projection import Generation
+from events.projection_store import Generation
 from events.reading import NotCoPartitioned
 from services.query import sql
 from services.query.collect import Batch, Rows, customers_after, skus_after

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events.projection import Generation, ProjectionStore
+from events.projection_store import Generation, ProjectionStore
 from services.query.domain import ORDER_STATUSES
 from services.query.params import encode_cursor
 from services.query.store import Reader

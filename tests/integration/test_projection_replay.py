@@ -19,7 +19,8 @@ from events.codec import AvroCodec
 from events.db import Database
 from events.envelope import Event
 from events.outbox import Outbox
-from events.projection import Generation, Projection, ProjectionRunner, ProjectionStore
+from events.projection import Projection, ProjectionRunner
+from events.projection_store import Generation, ProjectionStore
 from events.relay import OutboxRelay
 from events.replay import replay
 from events.replay_readers import READER_ENTRY, ReaderError

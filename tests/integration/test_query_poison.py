@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.envelope import H_EVENT_ID, Envelope, utcnow
-from events.projection import ProjectionStore
+from events.projection_store import ProjectionStore
 from events.replay import replay
 from services.query.tables import CUSTOMERS
 from tests.integration.harness import read_all, topic_size

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from events.db import Database, is_sqlite, sqlite_file
-from events.projection import ProjectionStore
+from events.projection_store import ProjectionStore
 from events.replay import Progress, ReplayReport, replay
 from events.sqlite_wal import writes_aside
 from events.tables import metadata as platform_metadata

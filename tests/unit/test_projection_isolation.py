@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from events.projection import Isolation
+from events.isolation import Isolation
 from events.reading import Positions
 from events.routing import RetryPolicy
 
