@@ -47,7 +47,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.catalogue import Catalogue
-from events.cli.publish import Preparer, topic_partitions, validate_file
+from events.cli.preparer import Preparer, validate_file
+from events.cli.tail import topic_partitions
 from events.codec import AvroCodec
 from events.settings import REPO_ROOT
 from events.topics import apply_topics
@@ -91,7 +92,7 @@ def pre_encode(path: Path) -> list[Record]:
     preparer = Preparer(AvroCodec(Catalogue.load()))
     with contextlib.redirect_stderr(io.StringIO()):
         records = validate_file(str(path), preparer)
-    return [(r.topic, r.key.encode(), r.value, r.headers()) for r in records]
+    return [(r.topic, r.envelope.key.encode(), r.value, r.envelope.to_headers()) for r in records]
 
 
 async def new_prefix(bootstrap: str) -> str:

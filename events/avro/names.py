@@ -52,6 +52,49 @@ class NamedTypes:
             schema = self.lookup(schema["type"])
         return schema
 
+    # The walks below serve whoever reads a schema's shape rather than a datum (the CLI's
+    # --field parsing, its timestamp fixing and its field listing).
+
+    def kind(self, schema: Any) -> str:
+        """``string``, ``record``, ``timestamp-millis``, ``union``... of a schema, resolved."""
+        schema = self.resolve(schema)
+        if isinstance(schema, list):
+            return "union"
+        if isinstance(schema, str):
+            return schema
+        return str(schema.get("logicalType") or schema["type"])
+
+    def branches(self, schema: Any) -> list[Any]:
+        """A union's branches, each resolved (any other schema: itself, resolved, alone)."""
+        schema = self.resolve(schema)
+        return [self.resolve(b) for b in schema] if isinstance(schema, list) else [schema]
+
+    def record_of(self, schema: Any) -> dict[str, Any] | None:
+        """The record a schema is, or the first record branch of a union; else None."""
+        for branch in self.branches(schema):
+            if isinstance(branch, dict) and branch.get("type") == "record":
+                return branch
+        return None
+
+    def element(self, schema: Any) -> Any:
+        """What an array or map (or a union's first array or map branch) holds, resolved;
+        any other schema: itself."""
+        for branch in self.branches(schema):
+            if isinstance(branch, dict) and branch.get("type") in ("array", "map"):
+                return self.resolve(branch.get("items", branch.get("values")))
+        return schema
+
+    def field_type(self, schema: Any, path: list[str] | tuple[str, ...]) -> Any | None:
+        """The schema of a path of field names through nested records, or None if none."""
+        for part in path:
+            record = self.record_of(schema)
+            if record is None:
+                return None
+            schema = next((f["type"] for f in record["fields"] if f["name"] == part), None)
+            if schema is None:
+                return None
+        return schema
+
 
 def short_name(fullname: str) -> str:
     """``Address`` of ``choreo.orders.Address``."""

@@ -27,9 +27,9 @@ from aiokafka.errors import KafkaError
 
 from events.catalogue import Catalogue
 from events.cli import main as cli
-from events.cli import publish as cli_publish
+from events.cli import tail as cli_tail
 from events.cli.errors import CliError
-from events.cli.publish import tail
+from events.cli.tail import tail
 from events.codec import AvroCodec
 from events.envelope import Envelope
 from events.topics import apply_topics
@@ -492,7 +492,7 @@ async def test_tail_failing_right_after_start_reports_the_failure(
     async def refuse(*args: Any) -> None:
         raise KafkaError("refused at once")
 
-    monkeypatch.setattr(cli_publish, "_assign_all", refuse)
+    monkeypatch.setattr(cli_tail, "_assign_all", refuse)
     with pytest.raises(CliError, match=r"cannot tail .*refused at once"):
         await tail(env.bootstrap, codec_of(env), env.topic("orders.requests"))
 

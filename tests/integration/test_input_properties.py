@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from events.catalogue import Catalogue
-from events.cli.publish import InputError, Preparer
+from events.cli.payloads import InputError
+from events.cli.preparer import Preparer
 from events.codec import AvroCodec
 from events.service import ServiceContext
 from events.tables import outbox

@@ -19,29 +19,24 @@ from hypothesis import strategies as st
 from events.avro.names import NamedTypes
 from events.avro.validate import Validator, first_error
 from events.catalogue import Catalogue, SchemaVersion, schema_fingerprint
-from events.cli.publish import (
-    EventIds,
+from events.cli.catalogue_view import field_line, type_name
+from events.cli.payloads import (
     InputError,
     LineRecord,
     NoKeyError,
-    Prepared,
-    Preparer,
-    Progress,
     UnknownTypeError,
-    decode_message,
-    field_line,
     infer_key,
     key_field,
-    normalise_payload,
     parse_fields,
     parse_line,
     parse_value,
-    register,
     resolve_event_type,
-    tail_topic,
-    to_epoch,
-    type_name,
 )
+from events.cli.preparer import EventIds, Preparer
+from events.cli.progress import Meter
+from events.cli.publish import register
+from events.cli.tail import decode_message, tail_topic
+from events.cli.timestamps import normalise_payload, to_epoch
 from events.codec import AvroCodec
 from events.envelope import Envelope
 
@@ -341,9 +336,10 @@ def test_epoch_conversion_writes_what_fastavro_writes_for_a_datetime():
 def test_a_valid_payload_is_encoded_keyed_and_enveloped():
     codec = AvroCodec(CATALOGUE.prefixed("env."))
     record = Preparer(codec).prepare("OrderPlaced", order_placed())
-    assert (record.topic, record.key, record.version) == ("env.orders.requests", ORDER_ID, 1)
-    assert record.correlation_id == record.event_id
-    assert uuid.UUID(record.event_id).version == 4
+    env = record.envelope
+    assert (record.topic, env.key, env.schema_version) == ("env.orders.requests", ORDER_ID, 1)
+    assert env.correlation_id == env.event_id
+    assert uuid.UUID(env.event_id).version == 4
     decoded = codec.decode(record.value).payload
     assert decoded["placed_at"] == datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -376,7 +372,8 @@ def test_envelope_fields_given_are_kept_and_a_bad_event_id_refused():
     record = preparer.prepare(
         "OrderPlaced", order_placed(), key="k", event_id=ORDER_ID, correlation_id="corr"
     )
-    assert (record.key, record.event_id, record.correlation_id) == ("k", ORDER_ID, "corr")
+    env = record.envelope
+    assert (env.key, env.event_id, env.correlation_id) == ("k", ORDER_ID, "corr")
     with pytest.raises(InputError, match="event id 'abc' is not a UUID"):
         preparer.prepare("OrderPlaced", order_placed(), event_id="abc")
 
@@ -392,26 +389,18 @@ def test_no_key_and_no_id_field_asks_for_a_key():
     preparer = Preparer(AvroCodec(catalogue))
     with pytest.raises(NoKeyError):
         preparer.prepare("Note", {"text": "hi"})
-    assert preparer.prepare("Note", {"text": "hi"}, key="k").key == "k"
+    assert preparer.prepare("Note", {"text": "hi"}, key="k").envelope.key == "k"
 
 
 def _version(event_type: str, raw: dict[str, Any]) -> SchemaVersion:
     return SchemaVersion(event_type, "t", 1, raw, parse_schema(raw), schema_fingerprint(raw))
 
 
-def test_headers_are_those_of_the_envelope():
+def test_the_envelope_names_the_cli_and_survives_its_headers():
     record = Preparer(AvroCodec(CATALOGUE)).prepare("OrderPlaced", order_placed())
-    envelope = Envelope(
-        event_id=record.event_id,
-        event_type=record.event_type,
-        schema_version=record.version,
-        occurred_at=record.occurred_at,
-        producer="choreo-cli",
-        correlation_id=record.correlation_id,
-        key=record.key,
-    )
-    assert record.headers() == envelope.to_headers()
-    assert Envelope.from_headers(record.headers(), record.key.encode()) == envelope
+    env = record.envelope
+    assert (env.producer, env.event_type, env.causation_id) == ("choreo-cli", "OrderPlaced", None)
+    assert Envelope.from_headers(env.to_headers(), env.key.encode()) == env
 
 
 def test_event_ids_are_distinct_version_4_uuids():
@@ -632,26 +621,48 @@ def test_field_lines_show_type_and_how_to_leave_a_field_out():
     assert type_name({"type": "fixed", "name": "a.b.Two", "size": 2}, names) == "Two"
 
 
-def test_progress_on_a_terminal_redraws_a_bar_with_rate_and_eta():
-    stream = io.StringIO()
-    clock = iter([0.0, 1.0, 1.0]).__next__
-    progress = Progress(stream, "publishing", 1024, tty=True, clock=clock)
-    progress.update(512, 512)
-    progress.finish()
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_on_a_terminal_redraws_a_bar_with_count_rate_and_time_left():
+    stream, clock = io.StringIO(), Clock()
+    meter = Meter("publishing", 1024, stream=stream, tty=True, clock=clock)
+    clock.now = 1.0
+    meter.update(512, 512)
+    clock.now = 2.0
+    meter.update(768, 768)
+    meter.finish()
     out = stream.getvalue()
-    assert out.startswith("\r[############............]  publishing 512 events   50%")
-    assert "512 events/s" in out and "ETA 1s" in out and out.endswith("\n")
+    last = out.rsplit("\r", 1)[-1]  # the bar as left on screen
+    assert "━" in last and "publishing 768 events" in last and "75%" in last
+    assert "384 events/s" in last and "0:00:01" in last  # 256 left at 256/s
+    assert out.endswith("\n\x1b[?25h")  # a new line after the bar; the cursor shown again
 
 
 def test_progress_elsewhere_prints_a_plain_line_now_and_then():
-    stream = io.StringIO()
-    times = iter([0.0, 0.5, 2.5, 2.6]).__next__
-    progress = Progress(stream, "validating", None, tty=False, every_s=2.0, clock=times)
-    progress.update(100, 256)  # 0.5s: too soon
-    progress.update(200, 512)  # 2.5s: a line
-    progress.update(300, 513)  # not a multiple of 256: the clock is not even read
-    progress.finish()
-    assert stream.getvalue() == "validating 512 events  205 events/s\n"
+    stream, clock = io.StringIO(), Clock()
+    meter = Meter("validating", None, stream=stream, tty=False, every_s=2.0, clock=clock)
+    clock.now = 0.5
+    meter.update(100, 256)  # too soon
+    clock.now = 2.5
+    meter.update(200, 512)  # a line
+    clock.now = 9.0
+    meter.update(300, 513)  # not a multiple of 256: the clock is not even read
+    meter.finish()
+    assert stream.getvalue() == "validating 512 events 205 events/s\n"
+
+
+def test_a_short_run_off_a_terminal_prints_nothing():
+    stream, clock = io.StringIO(), Clock()
+    with Meter("publishing", 1000, stream=stream, tty=False, clock=clock) as meter:
+        for count in range(1, 1001):
+            meter.update(count, count)
+    assert stream.getvalue() == ""
 
 
 def test_an_undecodable_message_is_shown_with_the_reason():
@@ -668,10 +679,16 @@ def test_a_decodable_message_is_shown_compactly_even_without_an_envelope():
     codec = AvroCodec(CATALOGUE)
     record = Preparer(codec).prepare("OrderCancellationRequested", _cancel())
     good = SimpleNamespace(
-        topic="t", partition=0, offset=3, key=b"k", value=record.value, headers=record.headers()
+        topic="t",
+        partition=0,
+        offset=3,
+        key=b"k",
+        value=record.value,
+        headers=record.envelope.to_headers(),
     )
     assert decode_message(codec, good).text() == (
-        f'0@3 OrderCancellationRequested key=k id={record.event_id} {{"order_id":"{ORDER_ID}",'
+        f"0@3 OrderCancellationRequested key=k id={record.envelope.event_id} "
+        f'{{"order_id":"{ORDER_ID}",'
         '"reason":"changed my mind","requested_at":"2026-01-01T00:00:00+00:00"}'
     )
     bare = SimpleNamespace(**{**vars(good), "headers": []})
@@ -700,5 +717,7 @@ def test_the_commands_register_and_their_help_explains_timestamps():
     assert "*_at is set to now" in help_text and "'now'" in help_text
 
 
-def test_prepared_keeps_only_bytes_of_the_payload():
-    assert "payload" not in Prepared.__slots__
+def test_a_prepared_event_keeps_only_bytes_of_the_payload():
+    record = Preparer(AvroCodec(CATALOGUE)).prepare("OrderPlaced", order_placed())
+    assert record._fields == ("topic", "value", "envelope")
+    assert isinstance(record.value, bytes)
