@@ -1,5 +1,8 @@
-"""Running a service: its database, outbox relay, idempotent consumer and HTTP API in one
-process, started from settings built once at the entrypoint, stopped cleanly on SIGTERM."""
+"""Running a service: its database and the components it declares (outbox relay,
+idempotent consumer, projection runners, background tasks) and its HTTP API, in one process
+started from settings built once at the entrypoint and stopped on SIGTERM within
+``SHUTDOWN_TIMEOUT_S`` (``events.components``). Every service, read side included, gets the
+same logs, tracing, ``/health``, ``/ready`` and ``/metrics`` from here."""
 
 from __future__ import annotations
 
@@ -7,12 +10,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,21 +23,43 @@ from sqlalchemy import MetaData, text
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.components import (
+    Component,
+    HttpServer,
+    Readiness,
+    http_component,
+    run_components,
+    uvicorn_server,
+)
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
 from events.http_input import install_input_guards
-from events.logs import configure_logging, json_logs_wanted
 from events.outbox import EventTooLarge, Outbox, UnitOfWork
+from events.process import ProcessSettings, observed
 from events.relay import OutboxRelay, RelayConfig
 from events.routing import Router
-from events.settings import PlatformSettings, load_settings
+from events.settings import load_settings
 from events.tables import metadata as platform_metadata
-from events.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "Component",
+    "HttpServer",
+    "Readiness",
+    "Service",
+    "ServiceContext",
+    "ServiceSettings",
+    "build_app",
+    "build_context",
+    "http_server",
+    "prepare",
+    "run",
+    "serve",
+]
 
-class ServiceSettings(PlatformSettings):
+
+class ServiceSettings(ProcessSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default var/<service>.db")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds")
     http_port: int = Field(default=0, ge=0, le=65535, description="HTTP port (0: none)")
@@ -43,17 +67,6 @@ class ServiceSettings(PlatformSettings):
     outbox_retention_hours: float = Field(
         default=168, ge=0, description="How long sent outbox rows are kept before purging"
     )
-    log_format: Literal["auto", "json", "console"] = Field(
-        default="auto", description="auto: JSON unless stderr is a terminal"
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
-    trace_exporter: Literal["none", "console", "otlp"] = Field(
-        default="none", description="Where spans go (otlp: OTEL endpoint, e.g. Jaeger)"
-    )
-    otlp_endpoint: str = Field(
-        default="", description="OTLP/HTTP traces URL, e.g. http://jaeger:4318/v1/traces"
-    )
-    shutdown_timeout_s: float = Field(default=20.0, gt=0, description="Bound on graceful stop")
     relay_stall_s: float = Field(
         default=30.0,
         gt=0,
@@ -69,7 +82,7 @@ class ServiceSettings(PlatformSettings):
 
 @dataclass
 class ServiceContext:
-    """What handlers' neighbours (HTTP routes, seeding) need: built once per process."""
+    """What handlers' neighbours (HTTP routes, components) need: built once per process."""
 
     name: str
     settings: ServiceSettings
@@ -79,35 +92,41 @@ class ServiceContext:
     relay: OutboxRelay
     consumer: EventConsumer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    components: list[Component] = field(default_factory=list)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.db, self.outbox)
 
 
-Background = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
-"""A task a service runs beside its consumer and relay (a watchdog, a scheduler): given the
-context and the stop event, it returns soon after the event is set."""
+ComponentFactory = Callable[[ServiceContext], Component]
+"""Builds a component from the service's context (a watchdog, a projection runner); it
+may leave what the API needs in ``ctx.extras``."""
 
 
 @dataclass
 class Service:
+    """A service's description: no client or connection exists until it is served."""
+
     name: str
     metadata: MetaData
-    router: Router
-    topics: list[str]
+    router: Router = field(default_factory=Router)
+    topics: list[str] = field(default_factory=list)
     api: Callable[[ServiceContext], APIRouter] | None = None
-    background: list[Background] = field(default_factory=list)
-    single_connection: bool = True  # see events.db.make_engine
-    sqlite_page_size: int | None = None  # for its database file when created (make_engine)
+    components: list[ComponentFactory] = field(default_factory=list)
+    relay: bool = True  # False: the service emits no events, so no relay runs
+    # How it opens its database from the URL (page sizes, pools, connection settings).
+    database: Callable[[str], Database] = Database
+    # What the app serves beyond /health, /ready, /metrics and the api under /api/v1
+    # (pages, exception handlers of its own).
+    http: Callable[[FastAPI, ServiceContext], None] | None = None
+    # How /ready asks whether the database answers (default: SELECT 1 on its engine).
+    probe: Callable[[ServiceContext], Awaitable[None]] | None = None
+    description: str = ""
 
 
 def build_context(service: Service, settings: ServiceSettings) -> ServiceContext:
     codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
-    db = Database(
-        settings.database_url_for(service.name),
-        single_connection=service.single_connection,
-        page_size=service.sqlite_page_size,
-    )
+    db = service.database(settings.database_url_for(service.name))
     outbox = Outbox(codec, service.name, max_event_bytes=settings.max_event_bytes)
     relay = OutboxRelay(
         db,
@@ -132,8 +151,39 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
     return ctx
 
 
+def build_components(service: Service, ctx: ServiceContext) -> list[Component]:
+    """The relay, the consumer and the service's own components, in ``ctx.components``."""
+    components: list[Component] = []
+    if service.relay:
+        components.append(Component("relay", run=ctx.relay.run))
+    if ctx.consumer is not None:
+        components.append(_consumer_component(ctx.consumer))
+    components.extend(make(ctx) for make in service.components)
+    ctx.components = components
+    return components
+
+
+def _consumer_component(consumer: EventConsumer) -> Component:
+    async def start() -> None:
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.close()  # the next attempt starts clean
+            raise
+
+    return Component("consumer", start=start, run=consumer.run)
+
+
+async def prepare(service: Service, settings: ServiceSettings) -> ServiceContext:
+    """The service's context with its tables created and its components built."""
+    ctx = build_context(service, settings)
+    await ctx.db.create_all(platform_metadata, service.metadata)
+    build_components(service, ctx)
+    return ctx
+
+
 def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
-    app = FastAPI(title=f"choreo {service.name}", version="1")
+    app = FastAPI(title=f"choreo {service.name}", version="1", description=service.description)
     install_input_guards(app)  # 413 for huge bodies; a 422 whatever the input was
 
     @app.get("/health")
@@ -142,28 +192,22 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        checks = {"database": False, "consumer": ctx.consumer is None}
-        with contextlib.suppress(Exception):
-            async with ctx.db.session() as session:
-                await session.execute(text("SELECT 1"))
-            checks["database"] = True
-        if ctx.consumer is not None:
-            checks["consumer"] = bool(ctx.consumer.assignment)
-        reasons: list[str] = []
-        stalled = ctx.relay.stall_reason(ctx.settings.relay_stall_s)
-        checks["outbox"] = stalled is None
-        if stalled is not None:
-            reasons.append(stalled)
-        ok = all(checks.values())
-        body: dict[str, Any] = {"ready": ok, "checks": checks}
-        if reasons:
-            body["reasons"] = reasons
-        return JSONResponse(body, status_code=200 if ok else 503)
+        state = await readiness(service, ctx)
+        body: dict[str, Any] = {"ready": state.ok, "checks": state.checks}
+        if state.reasons:
+            body["reasons"] = state.reasons
+        return JSONResponse(body, status_code=200 if state.ok else 503)
 
     @app.exception_handler(EventTooLarge)
     async def event_too_large(request: Request, exc: EventTooLarge) -> JSONResponse:
         # The request's content would make an event Kafka refuses: the client's to shrink.
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_fault(request: Request, exc: Exception) -> JSONResponse:
+        # Client mistakes are 4xx before they get here; this is a fault of the service.
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, 500)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -171,100 +215,83 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
 
     if service.api is not None:
         app.include_router(service.api(ctx), prefix="/api/v1")
+    if service.http is not None:
+        service.http(app, ctx)
     return app
 
 
-class HttpServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The service owns SIGTERM/SIGINT: it stops consuming before the API goes away.
-        yield
+async def readiness(service: Service, ctx: ServiceContext) -> Readiness:
+    """The database answers, the consumer has partitions, the relay keeps up, and every
+    component that has a say is ready."""
+    state = Readiness(ok=True, checks={"database": False})
+    with contextlib.suppress(Exception):
+        await (service.probe or _select_one)(ctx)
+        state.checks["database"] = True
+    if not state.checks["database"]:
+        state.ok = False
+        state.reasons.append(f"the {service.name} database does not answer")
+    if ctx.consumer is not None:
+        state.checks["consumer"] = bool(ctx.consumer.assignment)
+        state.ok = state.ok and bool(ctx.consumer.assignment)
+    if service.relay:
+        stalled = ctx.relay.stall_reason(ctx.settings.relay_stall_s)
+        state.checks["outbox"] = stalled is None
+        if stalled is not None:
+            state.ok = False
+            state.reasons.append(stalled)
+    for component in ctx.components:
+        if component.ready is not None:
+            part = await component.ready()
+            state.checks.update(part.checks)
+            state.ok = state.ok and part.ok
+            state.reasons.extend(part.reasons)
+    return state
+
+
+async def _select_one(ctx: ServiceContext) -> None:
+    async with ctx.db.session() as session:
+        await session.execute(text("SELECT 1"))
 
 
 def http_server(app: FastAPI, settings: ServiceSettings) -> HttpServer:
-    """uvicorn for a service's API; the service runs ``serve()`` as one of its tasks."""
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
-    return HttpServer(config)
+    """uvicorn for a service's API on its settings' host and port (not yet serving)."""
+    return uvicorn_server(app, settings.http_host, settings.http_port)
 
 
-async def serve(service: Service, settings: ServiceSettings) -> None:
-    ctx = build_context(service, settings)
-    await ctx.db.create_all(platform_metadata, service.metadata)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    tasks = [asyncio.create_task(ctx.relay.run(stop), name="relay")]
-    if ctx.consumer is not None:
-        await _start_with_retry(ctx.consumer, stop)
-        tasks.append(asyncio.create_task(ctx.consumer.run(stop), name="consumer"))
-    for i, job in enumerate(service.background):
-        tasks.append(asyncio.create_task(job(ctx, stop), name=f"background-{i}"))
-    server: HttpServer | None = None
-    if settings.http_port:
-        server = http_server(build_app(service, ctx), settings)
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
-    log.info("%s started (http port %s)", service.name, settings.http_port or "none")
-
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    failed = [t for t in done if t is not stopper and t.exception() is not None]
-    stop.set()
-    if server is not None:
-        server.should_exit = True
+async def serve(
+    service: Service, settings: ServiceSettings, *, stop: asyncio.Event | None = None
+) -> None:
+    """Runs the service until SIGTERM/SIGINT (or until ``stop`` is set, when given)."""
+    ctx = await prepare(service, settings)
     try:
-        async with asyncio.timeout(settings.shutdown_timeout_s):
-            await asyncio.gather(*tasks, return_exceptions=True)
-    except TimeoutError:
-        log.error("%s: shutdown took longer than %.0fs", service.name, settings.shutdown_timeout_s)
-    await ctx.db.dispose()
-    if failed:
-        raise failed[0].exception()  # type: ignore[misc]
+        components = list(ctx.components)
+        if settings.http_port:
+            app = build_app(service, ctx)
+            components.append(http_component(app, settings.http_host, settings.http_port))
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        log.info("%s started (http port %s)", service.name, settings.http_port or "none")
+        await run_components(service.name, components, stop, settings.shutdown_timeout_s)
+    finally:
+        await ctx.db.dispose()
     log.info("%s stopped", service.name)
-
-
-async def _start_with_retry(consumer: EventConsumer, stop: asyncio.Event) -> None:
-    """The broker may still be starting: retry, bounded by the stop signal."""
-    delay = 0.2
-    while True:
-        try:
-            await consumer.start()
-            return
-        except Exception as exc:
-            await consumer.close()
-            if stop.is_set():
-                raise
-            log.warning("%s: cannot reach Kafka yet (%s); retrying", consumer.name, exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await stop.wait()
-            delay = min(delay * 2, 5.0)
 
 
 S = TypeVar("S", bound=ServiceSettings)
 
 
 def run(service: Service | Callable[[S], Service], settings_cls: type[S]) -> None:
-    """A service's console entrypoint: settings are read once, here, then passed in.
+    """A service's console entrypoint: settings are read once, here, then passed in; logs
+    and tracing are set up before anything else runs.
 
     ``service`` is the Service, or a function building it from the settings (for services
-    whose handlers need configuration).
+    whose handlers or components need configuration).
     """
     name = service.name if isinstance(service, Service) else settings_cls.__module__.split(".")[1]
     settings = load_settings(name, settings_cls)
-    configure_logging(name, json=json_logs_wanted(settings.log_format), level=settings.log_level)
-    provider = setup_tracing(name, settings.trace_exporter, settings.otlp_endpoint or None)
-    built = service if isinstance(service, Service) else service(settings)
-    try:
+    with observed(name, settings):
+        built = service if isinstance(service, Service) else service(settings)
         asyncio.run(serve(built, settings))
-    finally:
-        if provider is not None:
-            provider.shutdown()  # flush the spans still buffered

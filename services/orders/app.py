@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from fastapi import APIRouter
 from pydantic import Field
 
-from events.service import Service, ServiceContext, ServiceSettings, run
+from events.service import Component, Service, ServiceContext, ServiceSettings, run
 from services.orders.api import api
 from services.orders.handlers import build_router
 from services.orders.tables import metadata
@@ -52,8 +51,8 @@ def build_service(settings: Settings) -> Service:
     def routes(ctx: ServiceContext) -> APIRouter:
         return api(ctx, deadline)
 
-    async def watchdog(ctx: ServiceContext, stop: asyncio.Event) -> None:
-        await Watchdog(ctx.db, ctx.outbox, config).run(stop)
+    def watchdog(ctx: ServiceContext) -> Component:
+        return Component("watchdog", run=Watchdog(ctx.db, ctx.outbox, config).run)
 
     return Service(
         name=NAME,
@@ -61,7 +60,7 @@ def build_service(settings: Settings) -> Service:
         router=build_router(deadline),
         topics=["orders.requests", "inventory.events", "payments.events", "shipping.events"],
         api=routes,
-        background=[watchdog],
+        components=[watchdog],
     )
 
 

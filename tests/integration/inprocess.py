@@ -1,4 +1,5 @@
-"""All five services in this test process (same event loop), against the real broker.
+"""All five saga services and the query service in this test process (same event loop),
+against the real broker, each run by the platform's own component loop.
 
 Used where a test must see inside every service at once: spans collected in memory, log
 lines captured. The e2e suite runs the same services as separate OS processes.
@@ -16,8 +17,8 @@ import httpx
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
-from events.service import Service, ServiceContext, ServiceSettings, build_app, build_context
-from events.tables import metadata as platform_metadata
+from events.components import run_components
+from events.service import Service, ServiceContext, ServiceSettings, build_app, prepare
 from events.topics import apply_topics
 from services.inventory.app import SERVICE as INVENTORY
 from services.inventory.app import Settings as InventorySettings
@@ -27,6 +28,8 @@ from services.orders.app import Settings as OrdersSettings
 from services.orders.app import build_service as orders_service
 from services.payments.app import SERVICE as PAYMENTS
 from services.payments.app import Settings as PaymentsSettings
+from services.query.app import Settings as QuerySettings
+from services.query.app import build_service as query_service
 from services.shipping.app import Settings as ShippingSettings
 from services.shipping.app import build_service as shipping_service
 
@@ -58,12 +61,15 @@ async def saga_in_process(
     assert isinstance(ship_settings, ShippingSettings)
     orders_settings = settings(OrdersSettings, "orders")
     assert isinstance(orders_settings, OrdersSettings)
+    query_settings = settings(QuerySettings, "query")
+    assert isinstance(query_settings, QuerySettings)
     services: list[tuple[Service, ServiceSettings]] = [
         (orders_service(orders_settings), orders_settings),
         (INVENTORY, settings(InventorySettings, "inventory")),
         (PAYMENTS, settings(PaymentsSettings, "payments")),
         (shipping_service(ship_settings), ship_settings),
         (NOTIFICATIONS, settings(NotificationsSettings, "notifications")),
+        (query_service(query_settings), query_settings),
     ]
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -71,13 +77,10 @@ async def saga_in_process(
     clients: dict[str, httpx.AsyncClient] = {}
     try:
         for service, cfg in services:
-            ctx = build_context(service, cfg)
-            await ctx.db.create_all(platform_metadata, service.metadata)
+            ctx = await prepare(service, cfg)
             contexts[service.name] = ctx
-            tasks.append(asyncio.create_task(ctx.relay.run(stop)))
-            assert ctx.consumer is not None
-            await ctx.consumer.start()
-            tasks.append(asyncio.create_task(ctx.consumer.run(stop)))
+            run = run_components(service.name, ctx.components, stop, cfg.shutdown_timeout_s)
+            tasks.append(asyncio.create_task(run))
             clients[service.name] = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://test"
             )

@@ -18,12 +18,12 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from events.service import build_context
-from events.tables import metadata as platform_metadata
+from events.components import close_components
+from events.service import build_app, prepare
 from infra.broker import free_port
 from services.query import analytics_proxy
 from services.query.analytics_proxy import AnalyticsClient
-from services.query.app import SERVICE, Settings, build_app, build_side
+from services.query.app import Settings, build_service
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -227,15 +227,13 @@ def _settings(database_url: Callable[[str], str], analytics_url: str) -> Setting
 @contextlib.asynccontextmanager
 async def open_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The query app in-process (broker unreachable: the dashboard routes do not need it)."""
-    ctx = build_context(SERVICE, settings)
-    await ctx.db.create_all(platform_metadata)
-    side = build_side(ctx, settings)
-    app = build_app(ctx)
+    service = build_service(settings)
+    ctx = await prepare(service, settings)
+    app = build_app(service, ctx)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
             yield http
     finally:
-        await ctx.extras["analytics"].aclose()
-        await side.reads.reader.dispose()
+        await close_components("query", ctx.components)  # the analytics client, the reader
         await ctx.db.dispose()

@@ -21,6 +21,8 @@ from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
 
+QUERY = "projection-query"  # the consumer name on the query projection's handling spans
+
 ADDRESS = {
     "name": "Ada",
     "line1": "1 Main St",
@@ -68,7 +70,7 @@ async def seed(bootstrap, codec, sku, customer):
     )
 
 
-def check_one_trace_following_causation(finished, order_id: str) -> int:
+def check_one_trace_following_causation(finished, order_id: str) -> set[str]:
     root = [
         s
         for s in finished
@@ -83,7 +85,7 @@ def check_one_trace_following_causation(finished, order_id: str) -> int:
     for span in handling:
         parent = by_span_id.get(span.parent.span_id) if span.parent else None
         assert parent is not None, f"{span.name} has no parent in the trace"
-    return len(services)
+    return {name.split(".")[-1] for name in services}
 
 
 async def test_one_order_gives_one_connected_trace_across_all_services(
@@ -119,12 +121,24 @@ async def test_one_order_gives_one_connected_trace_across_all_services(
             lambda: wanted <= _causation_edges(spans.get_finished_spans(), bad_id),
             what="the compensations' spans",
         )
+        # The read side projects each order's events in the same traces.
+        for oid, last in ((ok_id, "CustomerNotified"), (bad_id, "StockReleased")):
+            await eventually(
+                lambda oid=oid, last=last: (
+                    (last, QUERY) in _causation_edges(spans.get_finished_spans(), oid)
+                ),
+                what=f"the query's span of {last} for {oid}",
+            )
         finished = spans.get_finished_spans()
 
-    # Success: orders, inventory, payments, shipping, notifications (and inventory ships).
-    assert check_one_trace_following_causation(finished, ok_id) == 5
+    saga = {"orders", "inventory", "payments", "shipping", "notifications"}
+    # Success: the five saga services (and inventory ships), and the query's projection.
+    assert check_one_trace_following_causation(finished, ok_id) == saga | {QUERY}
     # Compensation: the same trace reaches refund (payments) and release (inventory).
-    assert check_one_trace_following_causation(finished, bad_id) == 5
+    assert check_one_trace_following_causation(finished, bad_id) == saga | {QUERY}
+    projected = _causation_edges(finished, ok_id)
+    for event_type in ("OrderCreated", "StockReserved", "PaymentCaptured", "ShipmentScheduled"):
+        assert (event_type, QUERY) in projected, f"the query did not trace {event_type}"
 
 
 def _causation_edges(finished, order_id):

@@ -24,13 +24,12 @@ from fastapi import FastAPI
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.components import run_components
 from events.publisher import Draft, Published, publish
-from events.service import ServiceContext, build_context
-from events.tables import metadata as platform_metadata
+from events.service import ServiceContext, build_app, prepare
 from events.topics import apply_topics
 from services.query.api import ReadSide
-from services.query.app import SERVICE, Settings, _feed, build_app, build_side
-from services.query.store import tune_sqlite
+from services.query.app import Settings, build_service
 from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
@@ -100,13 +99,13 @@ async def start_env(bootstrap: str, database_url: str, prefix: str | None = None
         database_url=database_url,
         http_port=0,
     )
-    ctx = build_context(SERVICE, settings)
-    tune_sqlite(ctx.db)
-    await ctx.db.create_all(platform_metadata)
-    side = build_side(ctx, settings)
-    app = build_app(ctx)
+    service = build_service(settings)
+    ctx = await prepare(service, settings)
+    side: ReadSide = ctx.extras["read_side"]
+    app = build_app(service, ctx)
     stop = asyncio.Event()
-    task = asyncio.create_task(_feed(side.runner, stop))
+    # The service's own loop (start-up retry, shutdown, closing), without its HTTP server.
+    task = asyncio.create_task(run_components("query", ctx.components, stop, 30))
     http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://query"
     )
@@ -117,9 +116,8 @@ async def start_env(bootstrap: str, database_url: str, prefix: str | None = None
 
 async def stop_env(env: QueryEnv) -> None:
     env.stop.set()
-    await asyncio.wait_for(env.task, 30)
+    await asyncio.wait_for(env.task, 30)  # the components closed, the read side's too
     await env.http.aclose()
-    await env.side.reads.reader.dispose()
     await env.ctx.db.dispose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -15,13 +16,13 @@ import pytest
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.components import close_components
 from events.db import sqlite_url
-from events.service import build_context
+from events.service import build_app, prepare
 from events.settings import REPO_ROOT
-from events.tables import metadata as platform_metadata
 from events.topics import apply_topics
 from infra.broker import free_port
-from services.query.app import SERVICE, Settings, build_app, build_side
+from services.query.app import Settings, build_service
 from tests.integration.test_query_kit import PATHS, Bus, Saga, min_position, publish_saga
 from tests.support import eventually, unique
 
@@ -86,6 +87,11 @@ async def test_the_service_process_serves_and_stops_gracefully(
     text = (tmp_path / "query.log").read_text()
     assert "query started" in text and "query stopped" in text
     assert "Traceback" not in text
+    # The platform's structured logs, as every service writes them (events.logs).
+    for line in text.splitlines():
+        record = json.loads(line)
+        assert record["service"] == "query", line
+        assert {"event", "level", "logger", "timestamp", "module"} <= record.keys(), line
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path):
@@ -108,10 +114,9 @@ async def test_before_the_projection_starts_reads_say_so(database_url):
     settings = Settings(
         kafka_bootstrap_servers="127.0.0.1:1", database_url=database_url("early"), http_port=0
     )
-    ctx = build_context(SERVICE, settings)
-    await ctx.db.create_all(platform_metadata)
-    side = build_side(ctx, settings)
-    transport = httpx.ASGITransport(app=build_app(ctx), raise_app_exceptions=False)
+    service = build_service(settings)
+    ctx = await prepare(service, settings)
+    transport = httpx.ASGITransport(app=build_app(service, ctx), raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
             assert (await http.get("/health")).status_code == 200
@@ -125,5 +130,5 @@ async def test_before_the_projection_starts_reads_say_so(database_url):
             r = await http.get("/api/v1/orders", params={"min_position": "t:0:1"})
             assert r.status_code == 503
     finally:
-        await side.reads.reader.dispose()
+        await close_components("query", ctx.components)
         await ctx.db.dispose()
