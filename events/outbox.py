@@ -13,7 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.bulk import insert_rows
@@ -23,6 +23,7 @@ from events.envelope import Envelope, new_event_id, utcnow
 from events.models import EventModel
 from events.routing import PermanentError
 from events.tables import outbox as outbox_table
+from events.tables import outbox_quarantine
 from events.telemetry import current_traceparent
 
 OnCommit = Callable[[], None]
@@ -238,3 +239,29 @@ class UnitOfWork:
         if self._emitted:
             self._emitted = False
             self._outbox.committed()
+
+
+async def unsent_backlog(db: Database) -> tuple[int, float | None]:
+    """The outbox's unsent rows and the age in seconds of the oldest one."""
+    async with db.session() as session:
+        count, oldest = (
+            await session.execute(
+                select(func.count(), func.min(outbox_table.c.created_at)).where(
+                    outbox_table.c.sent_at.is_(None)
+                )
+            )
+        ).one()
+    if oldest is None:
+        return int(count), None
+    if oldest.tzinfo is None:  # SQLite returns naive datetimes
+        oldest = oldest.replace(tzinfo=utcnow().tzinfo)
+    return int(count), (utcnow() - oldest).total_seconds()
+
+
+async def quarantined_rows(db: Database) -> int:
+    """Rows the relay moved to the quarantine (events.relay_batch)."""
+    async with db.session() as session:
+        n = (
+            await session.execute(select(func.count()).select_from(outbox_quarantine))
+        ).scalar_one()
+    return int(n)

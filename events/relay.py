@@ -3,30 +3,14 @@
 A crash between the broker's acknowledgement and the mark re-publishes the rows (the
 consumers' inbox makes that harmless); nothing is ever marked sent before it is acked.
 
-A row Kafka refuses for good (too large, not authorised, a topic the catalogue does not
-know: see :mod:`events.kafka_errors`) is quarantined: moved to ``choreo_outbox_quarantine``
-in the transaction that removes it from the outbox, counted, and logged once; ``choreo
-outbox`` lists, re-queues or drops it. A broker refuses a whole batch for one oversized
-record, so before quarantining the relay sends the first refused row alone, with a fresh
-producer: if it goes through, its batchmates were at fault (or nobody) and the rows are
-published again, in order; if it is refused again, the row is the poison.
-
-The later rows of a quarantined row's key are not held back: they flow. Holding a key for
-ever is exactly the jam quarantine removes, and an aggregate whose event is missing is
-what sagas already watch for (the orders watchdog reports the order stuck, and cancels it
-when SAGA_TIMEOUT_ENABLED). Re-queueing puts the row at the end of the outbox, after them.
+A row Kafka refuses for good is quarantined, and the later rows of its key flow
+(events.relay_batch).
 
 One relay publishes per outbox database. SQLite has one writer at a time anyway. On
-PostgreSQL the relay holding the outbox's lease publishes: a session-level advisory lock
-(``pg_try_advisory_lock``) held on a connection of its own, in autocommit, which also runs the
-relay's selects and marks (one round trip each, no transaction: the old claim held rows with
-``FOR UPDATE SKIP LOCKED`` in a transaction open across the send, plus a second select per
-key, and committed with an fsync per batch). Another relay of the same database is a standby:
-it tries for the lease every ``lease_retry_s``. Losing the connection loses the lease (the
-server releases the lock): the next statement fails, and the relay publishes nothing until it
-holds the lease again; meanwhile a standby may take over. The rows the old leader had in
-flight may then be published twice (the consumers' inbox skips the copies), never out of
-order: every relay publishes a key's unsent rows from the oldest one, in id order.
+PostgreSQL the relay holding the outbox's lease publishes (events.outbox_lease); the others
+stand by. When a standby takes over, the rows the old leader had in flight may be published
+twice (the consumers' inbox skips the copies), never out of order: every relay publishes a
+key's unsent rows from the oldest one, in id order.
 
 Acked rows are marked sent in one statement at most every ``mark_every_s``, and the next select
 starts after the last published id, so acked rows waiting for their mark are not published
@@ -41,32 +25,34 @@ Health: a monitor beside the publishing loop measures the backlog, the oldest un
 and the quarantined rows from the database, whether or not publishing succeeds, and
 :meth:`OutboxRelay.stall_reason` says when rows wait and nothing has been published for
 longer than a bound (``/ready`` answers 503 with it).
+
+Kept whole at about 440 lines: the publishing loop, the position it selects from, the
+marks it defers and the lease share one state and one order; a batch's sending and
+quarantine (events.relay_batch) and the lease (events.outbox_lease) stand apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import ARRAY, BigInteger, Select, any_, bindparam, delete, func, select, update
+from sqlalchemy import ARRAY, BigInteger, Select, any_, bindparam, delete, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from events.db import Database, is_transient
 from events.envelope import utcnow
-from events.kafka import reliable_producer
-from events.kafka_errors import TopicNotInCatalogue, describe, is_permanent
+from events.kafka import reliable_producer, stop_quietly
+from events.kafka_errors import describe, is_permanent
 from events.metrics import (
     EVENTS_PRODUCED,
     OUTBOX_BACKLOG,
@@ -74,8 +60,11 @@ from events.metrics import (
     OUTBOX_QUARANTINED,
     OUTBOX_QUARANTINED_TOTAL,
 )
+from events.outbox import quarantined_rows, unsent_backlog
+from events.outbox_lease import LeaseLost, OutboxLease
 from events.prepared import Prepared
-from events.tables import outbox, outbox_quarantine
+from events.relay_batch import Outcome, Unsent, log_quarantined, send, send_in_order, settle
+from events.tables import outbox
 
 log = logging.getLogger(__name__)
 
@@ -92,44 +81,9 @@ _MARK_SENT_PG = (
     .values(sent_at=bindparam("now"))
 )
 
-LEASE_KEY = 0x63686F72656F  # "choreo": the advisory lock of one outbox database
-_TRY_LEASE = select(func.pg_try_advisory_lock(bindparam("key", type_=BigInteger)))
-_RELEASE_LEASE = select(func.pg_advisory_unlock(bindparam("key", type_=BigInteger)))
-
-
-class _Unsent(NamedTuple):
-    """An outbox row to publish, as read on SQLite (PostgreSQL's rows have these fields)."""
-
-    id: int
-    topic: str
-    key: str
-    event_type: str
-    payload: bytes
-    headers: str
-
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
 AfterPublish = Callable[[Sequence[Any]], Awaitable[None]]
-
-
-class LeaseLost(Exception):
-    """The relay's lease connection went away between two statements: publish nothing more
-    until the lease is held again."""
-
-
-class _NotSent(Exception):
-    """A row after one whose send raised: it was not handed to the producer."""
-
-
-@dataclass
-class _Outcome:
-    """What became of a batch: rows to mark sent, rows to quarantine (with the refusal),
-    and the failure to back off for (transient: the rows not marked are sent again)."""
-
-    sent: list[Any] = field(default_factory=list)
-    quarantine: list[tuple[Any, BaseException]] = field(default_factory=list)
-    failure: BaseException | None = None
-    moved: list[dict[str, Any]] = field(default_factory=list)  # quarantine rows written
 
 
 @dataclass(frozen=True)
@@ -180,13 +134,10 @@ class OutboxRelay:
         self._unmarked: list[int] = []
         self._after = 0
         self._next_mark = 0.0
-        # PostgreSQL: the lease (a session-level advisory lock held on a connection of its
-        # own, which also runs the relay's selects and marks) and the next rescan.
-        self._lease: AsyncConnection | None = None
-        self._lease_lock = asyncio.Lock()  # the monitor's flush and the loop share it
-        self._next_lease_try = 0.0
+        # PostgreSQL: the lease (its connection also runs the relay's selects and marks)
+        # and the next rescan.
+        self._lease = OutboxLease(db, self.config.lease_retry_s)
         self._next_rescan = 0.0
-        self.standby = False  # another relay holds the lease
         # Health: when a batch last went through (monotonic), the last failure, and the
         # monitor's latest measurement of the rows waiting.
         self.last_ok = time.monotonic()
@@ -197,7 +148,12 @@ class OutboxRelay:
     @property
     def holds_lease(self) -> bool:
         """PostgreSQL: this relay holds the outbox's lease (as far as it knows)."""
-        return self._lease is not None
+        return self._lease.held
+
+    @property
+    def standby(self) -> bool:
+        """PostgreSQL: another relay holds the outbox's lease."""
+        return self._lease.standby
 
     def notify(self) -> None:
         """A unit of work committed rows: publish without waiting for the poll."""
@@ -218,15 +174,12 @@ class OutboxRelay:
         """Stops the producer and hands the lease back (PostgreSQL)."""
         with contextlib.suppress(DBAPIError, OSError, LeaseLost):
             await self.flush_marks()
-        async with self._lease_lock:
-            await self._drop_lease()
+        await self._lease.release()
         await self._close_producer()
 
     async def _close_producer(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()
+        producer, self._producer = self._producer, None
+        await stop_quietly(producer)
 
     async def publish_batch(self) -> int:
         """Publish the oldest unsent rows; return how many left the queue (acknowledged, or
@@ -251,7 +204,7 @@ class OutboxRelay:
             self._after = 0
             if outcome.quarantine:
                 async with self.db.session() as session, session.begin():
-                    await self._settle(session, outcome)
+                    await settle(session, outcome)
             elif outcome.sent:
                 await self._mark_sent([r.id for r in outcome.sent])
         elif outcome.sent:
@@ -270,119 +223,25 @@ class OutboxRelay:
         params = {"after": self._after}
         if self.db.is_sqlite:
             async with self.db.session() as session:
-                return [_Unsent(**r) for r in await self._unsent().rows(session, params)]
-        async with self._on_lease() as conn:
+                return [Unsent(**r) for r in await self._unsent().rows(session, params)]
+        async with self._lease.connection() as conn:
             return list((await conn.execute(self._unsent().statement, params)).all())
 
-    # --- PostgreSQL: the lease ----------------------------------------------------------
-
     async def _hold_lease(self) -> bool:
-        """Whether this relay holds the outbox's lease; tries for it when it does not (at
-        most every ``lease_retry_s``: a standby's wake-ups cost nothing)."""
-        if self._lease is not None:
+        """PostgreSQL: whether this relay holds the outbox's lease; tries for it if not."""
+        if self._lease.held:
             return True
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._next_lease_try:
+        if not await self._lease.take():
             return False
-        self._next_lease_try = loop.time() + self.config.lease_retry_s
-        conn = await self.db.engine.connect()
-        try:
-            # Autocommit: each statement is one round trip, no BEGIN/COMMIT around it; the
-            # session-level advisory lock outlives every statement.
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            held = (await conn.execute(_TRY_LEASE, {"key": LEASE_KEY})).scalar_one()
-        except BaseException:
-            await conn.invalidate()
-            await conn.close()
-            raise
-        if not held:
-            await conn.close()
-            self.standby = True
-            return False
-        self._lease = conn
-        self.standby = False
         # A new leader starts from the oldest unsent row: another relay may have left rows
         # published and not marked, or unpublished, anywhere.
         self._after = 0
         self._next_rescan = 0.0
-        log.info("outbox relay: holds the outbox lease, publishing")
         return True
 
-    @contextlib.asynccontextmanager
-    async def _on_lease(self) -> AsyncIterator[AsyncConnection]:
-        """The lease's connection for one statement. A failure drops the lease (the server
-        released the lock if the connection is gone): the relay publishes nothing more
-        until it holds the lease again."""
-        async with self._lease_lock:
-            conn = self._lease
-            if conn is None:
-                raise LeaseLost("the outbox lease was lost")
-            try:
-                yield conn
-            except DBAPIError:
-                await self._drop_lease(broken=True)
-                raise
-
-    async def _drop_lease(self, *, broken: bool = False) -> None:
-        conn, self._lease = self._lease, None
-        self._next_lease_try = 0.0
-        if conn is None:
-            return
-        if not broken:
-            try:
-                await conn.execute(_RELEASE_LEASE, {"key": LEASE_KEY})
-                await conn.close()  # back to the pool, without the lock
-                return
-            except DBAPIError:
-                pass
-        # Closing the server connection releases the lock with it.
-        with contextlib.suppress(DBAPIError, OSError):
-            await conn.invalidate()
-        with contextlib.suppress(DBAPIError, OSError):
-            await conn.close()
-
-    async def _settle(self, session: AsyncSession, outcome: _Outcome) -> None:
-        """Marks the sent rows and moves the quarantined ones aside, in the caller's
-        transaction."""
-        if outcome.sent:
-            await session.execute(
-                update(outbox)
-                .where(outbox.c.id.in_([r.id for r in outcome.sent]))
-                .values(sent_at=utcnow())
-            )
-        if not outcome.quarantine:
-            return
-        why = {row.id: exc for row, exc in outcome.quarantine}
-        full = (await session.execute(select(outbox).where(outbox.c.id.in_(why)))).mappings()
-        now = utcnow()
-        moved = [
-            {
-                **{k: v for k, v in row.items() if k not in ("id", "sent_at")},
-                "outbox_id": row["id"],
-                "error_type": type(why[row["id"]]).__name__,
-                "reason": describe(why[row["id"]]),
-                "quarantined_at": now,
-            }
-            for row in full.all()
-        ]
-        if moved:
-            await session.execute(outbox_quarantine.insert(), moved)
-        await session.execute(delete(outbox).where(outbox.c.id.in_(why)))
-        outcome.moved = moved
-
-    def _account(self, outcome: _Outcome) -> None:
+    def _account(self, outcome: Outcome) -> None:
         """Counts and logs what a committed batch did."""
-        for q in outcome.moved:
-            log.error(
-                "outbox relay: quarantined row %s (event %s, %s, topic %s, key %s): %s; "
-                "the rows behind it flow (see `choreo outbox list`)",
-                q["outbox_id"],
-                q["event_id"],
-                q["event_type"],
-                q["topic"],
-                q["key"],
-                q["reason"],
-            )
+        log_quarantined(outcome)
         if outcome.sent:
             self.published += len(outcome.sent)
             for event_type, n in Counter(r.event_type for r in outcome.sent).items():
@@ -414,47 +273,14 @@ class OutboxRelay:
             .limit(self.config.batch_size)
         )
 
-    async def _publish(self, rows: Sequence[Any]) -> _Outcome:
-        """Sends rows in order and waits for every ack. A row is marked sent only when it
-        and every earlier row of its key in the batch were acked (one key, one partition:
-        the rest are sent again, in order). The first refused row, when the refusal is
-        permanent, is sent alone to learn whether it is the poison."""
-        outcome = _Outcome()
+    async def _publish(self, rows: Sequence[Any]) -> Outcome:
+        """Sends rows in order and waits for every ack (``send_in_order``). The first
+        refused row, when the refusal is permanent, is sent alone to learn whether it is
+        the poison."""
         if not rows:
-            return outcome
+            return Outcome()
         producer = await self._ensure_producer()
-        futures: list[Awaitable[Any]] = []
-        results: list[BaseException | None] = []
-        for i, row in enumerate(rows):
-            if self._known_topics is not None and row.topic not in self._known_topics:
-                # Never sent, so it holds no later row of its key back.
-                unknown = TopicNotInCatalogue(f"topic {row.topic!r} is not in the catalogue")
-                outcome.quarantine.append((row, unknown))
-                results.append(_NotSent())
-                continue
-            try:
-                futures.append(await self._send(producer, row))
-                results.append(None)
-            except (KafkaError, OSError, TimeoutError) as exc:
-                # aiokafka refuses some records before sending (larger than its request
-                # size, no metadata for the topic): the rows after it wait for the next try.
-                results.append(exc)
-                results.extend(_NotSent() for _ in rows[i + 1 :])
-                break
-        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
-        # Each sent row's slot gets its ack (metadata) or the exception that failed it.
-        results = [next(acks) if r is None else r for r in results]
-        skipped = {id(row) for row, _ in outcome.quarantine}
-        failed_keys: set[str] = set()
-        first: tuple[Any, BaseException] | None = None
-        for row, result in zip(rows, results, strict=True):
-            if id(row) in skipped:
-                continue
-            if isinstance(result, BaseException):
-                failed_keys.add(row.key)
-                first = first or (row, result)
-            elif row.key not in failed_keys:
-                outcome.sent.append(row)
+        outcome, first = await send_in_order(producer, rows, self._known_topics)
         if first is not None:
             row, refusal = first
             if not is_permanent(refusal):
@@ -474,24 +300,17 @@ class OutboxRelay:
             await self._after_publish(outcome.sent)
         return outcome
 
-    async def _send(self, producer: AIOKafkaProducer, row: Any) -> Awaitable[Any]:
-        headers = [(k, v.encode()) for k, v in json.loads(row.headers).items()]
-        future: Awaitable[Any] = await producer.send(
-            row.topic, row.payload, key=row.key.encode(), headers=headers
-        )
-        return future
-
     async def _send_alone(self, row: Any) -> None:
         producer = await self._ensure_producer()
-        await (await self._send(producer, row))
+        await (await send(producer, row))
 
     async def _mark_sent(self, ids: list[int]) -> None:
         params = {"ids": ids, "now": utcnow()}
         if self.db.is_sqlite:
             async with self.db.session() as session, session.begin():
                 await _MARK_SENT.run(session, params)
-        elif self._lease is not None:
-            async with self._on_lease() as conn:
+        elif self._lease.held:
+            async with self._lease.connection() as conn:
                 await conn.execute(_MARK_SENT_PG, params)  # autocommit: one round trip
         else:  # the lease is gone; the rows were acked all the same
             async with self.db.session() as session, session.begin():
@@ -517,33 +336,14 @@ class OutboxRelay:
 
     async def backlog(self) -> tuple[int, float | None]:
         """Unsent rows and the age in seconds of the oldest one."""
-        async with self.db.session() as session:
-            count, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(outbox.c.created_at)).where(
-                        outbox.c.sent_at.is_(None)
-                    )
-                )
-            ).one()
-        if oldest is None:
-            return int(count), None
-        if oldest.tzinfo is None:  # SQLite returns naive datetimes
-            oldest = oldest.replace(tzinfo=utcnow().tzinfo)
-        return int(count), (utcnow() - oldest).total_seconds()
-
-    async def quarantine_size(self) -> int:
-        async with self.db.session() as session:
-            n = (
-                await session.execute(select(func.count()).select_from(outbox_quarantine))
-            ).scalar_one()
-        return int(n)
+        return await unsent_backlog(self.db)
 
     async def refresh_gauges(self) -> None:
         """Measures the backlog, the oldest unsent age and the quarantine in the database
         (so the figures survive a restart and do not depend on publishing succeeding)."""
         await self.flush_marks()  # rows acked but not yet marked are not waiting
         count, age = await self.backlog()
-        quarantined = await self.quarantine_size()
+        quarantined = await quarantined_rows(self.db)
         self.waiting, self.oldest_age_s = count, age
         OUTBOX_BACKLOG.set(count)
         OUTBOX_OLDEST_AGE.set(age or 0.0)
@@ -574,7 +374,7 @@ class OutboxRelay:
         the lease is taken if free and handed back at the end; a standby drains nothing
         (the relay holding the lease publishes)."""
         total = 0
-        self._next_lease_try = 0.0
+        self._lease.try_now()
         try:
             while True:
                 n = await self.publish_batch()
@@ -589,8 +389,7 @@ class OutboxRelay:
             if not self.db.is_sqlite:
                 with contextlib.suppress(DBAPIError, OSError, LeaseLost):
                     await self.flush_marks()
-                async with self._lease_lock:
-                    await self._drop_lease()
+                await self._lease.release()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set, then flush what is committed and close."""
