@@ -338,8 +338,8 @@ async def _replay(
     started = time.monotonic()
     name = f"replay-{projection.name}-{number}"
     consumer = reader(bootstrap, name)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that could not start still holds a client
         tps = await partitions_of(bootstrap, projection.topics)
         await seek_to(consumer, tps, {})
         if pool is not None:

@@ -65,14 +65,17 @@ def database_urls(
     SQLite file ``var_dir/<name>.db`` when it exists (a service that keeps no database, or
     never ran, is left out). The operator commands find outboxes and parked events here."""
     env = os.environ if environ is None else environ
-    urls: dict[str, str] = {}
-    for name in names:
-        url = env.get(f"{name.upper()}_DATABASE_URL", "")
-        if url:
-            urls[name] = url
-        elif (var_dir / f"{name}.db").exists():
-            urls[name] = sqlite_url(var_dir / f"{name}.db")
-    return urls
+    return {
+        name: database_url(name, var_dir, env)
+        for name in names
+        if env.get(f"{name.upper()}_DATABASE_URL") or (var_dir / f"{name}.db").exists()
+    }
+
+
+def database_url(name: str, var_dir: Path, environ: Mapping[str, str]) -> str:
+    """The database ``start`` gives the service ``name``: ``<NAME>_DATABASE_URL``, else the
+    SQLite file ``var_dir/<name>.db`` (the service's default, created when it first runs)."""
+    return environ.get(f"{name.upper()}_DATABASE_URL") or sqlite_url(var_dir / f"{name}.db")
 
 
 def _paths(var_dir: Path, name: str) -> tuple[Path, Path]:

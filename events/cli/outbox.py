@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from events.catalogue import Catalogue
+from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import DATABASE_ERRORS, CliError, database_unreachable
+from events.cli.output import add_output_option, as_indented_json, print_rows
 from events.codec import AvroCodec
 from events.db import Database
 from events.outbox_admin import (
@@ -74,6 +74,13 @@ def _refs(settings: PlatformSettings, ids: list[str]) -> dict[str, list[int]]:
     return per_service
 
 
+def _row_line(s: dict[str, Any]) -> str:
+    return (
+        f"{s['id']}  {s['event_type']} {s['event_id']}  key {s['key']}  to "
+        f"{s['topic']}  {s['size']} bytes  {s['reason'][:120]}"
+    )
+
+
 def _missing(service: str, exc: LookupError) -> CliError:
     ids = ", ".join(f"{service}:{n}" for n in exc.args)
     return CliError(f"no such quarantined row: {ids} (see `choreo outbox list`)")
@@ -82,14 +89,7 @@ def _missing(service: str, exc: LookupError) -> CliError:
 def outbox_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     if args.action == "list":
         rows = asyncio.run(_list_all(_databases(settings, args.service)))
-        for row in rows:
-            if args.output == "json":
-                print(json.dumps(row.summary()))
-            else:
-                print(
-                    f"{row.ref}  {row.event_type} {row.event_id}  key {row.key}  to "
-                    f"{row.topic}  {row.size} bytes  {row.reason[:120]}"
-                )
+        print_rows(args.output, [row.summary() for row in rows], _row_line)
         if args.output != "json":
             print(f"{len(rows)} quarantined row(s)")
         return 0
@@ -121,10 +121,11 @@ def _act(
     numbers: list[int],
 ) -> None:
     if args.action == "show":
-        codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
+        codec = AvroCodec(load_catalogue(settings))
         for n in numbers:
             shown = asyncio.run(_on(service, url, partial(show, row_id=n, codec=codec)))
-            print(json.dumps({**shown, "id": f"{service}:{n}"}, indent=2, default=str))
+            row = {**shown, "id": f"{service}:{n}"}
+            print_rows(args.output, [row], as_indented_json)
     elif args.action == "retry":
         for old, new in asyncio.run(_on(service, url, lambda db: requeue(db, numbers))):
             print(f"re-queued {service}:{old} as outbox row {new}")
@@ -139,9 +140,10 @@ def register(sub: Any) -> None:
     o_sub = o.add_subparsers(dest="action", required=True, parser_class=type(o))
     ls = o_sub.add_parser("list", help="quarantined rows of every service, with the reason")
     ls.add_argument("--service", help="only this service's rows")
-    ls.add_argument("--output", choices=["text", "json"], default="text")
+    add_output_option(ls)
     show_p = o_sub.add_parser("show", help="one row's envelope, reason and decoded payload")
     show_p.add_argument("ids", nargs="+", metavar="SERVICE:NUMBER")
+    add_output_option(show_p)
     retry = o_sub.add_parser("retry", help="put rows back into the outbox to publish again")
     retry.add_argument("ids", nargs="*", metavar="SERVICE:NUMBER")
     retry.add_argument("--all", action="store_true", help="every quarantined row")

@@ -28,7 +28,7 @@ from events.codec import AvroCodec
 from events.reading import tune_gc
 from events.replay import Progress, ReplayReport, replay
 from events.replay_readers import ReaderError, default_readers
-from events.settings import settings_error
+from events.settings import PlatformSettings, settings_error
 from events.tables import metadata as platform_metadata
 from events.topics import TopicError
 from events.unreachable import database_unreachable
@@ -94,11 +94,19 @@ def summary(report: ReplayReport) -> list[str]:
 
 
 async def rebuild(
-    name: str, settings: Settings, *, verify: bool, batch: int, readers: int
+    name: str,
+    settings: PlatformSettings,
+    database_url: str,
+    *,
+    verify: bool,
+    batch: int,
+    readers: int,
 ) -> ReplayReport:
+    """Replays the projection ``name`` into the query database at ``database_url`` (the
+    ``choreo replay`` command passes the query service's URL; this module's main, its own)."""
     projection = PROJECTIONS[name](settings.topic_prefix)
     catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
-    db = open_database(settings.database_url_for("query"))
+    db = open_database(database_url)
     progress = ProgressLine(sys.stderr, name)
     try:
         await db.create_all(platform_metadata)
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             rebuild(
                 args.projection,
                 settings,
+                settings.database_url_for("query"),
                 verify=args.verify,
                 batch=args.batch,
                 readers=args.readers,

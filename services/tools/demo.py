@@ -4,18 +4,14 @@ the saga, a table of outcomes and a check of the invariants. `choreo demo` runs 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter
-from pathlib import Path
 
-from events.catalogue import Catalogue
 from events.cli.errors import CliError
 from events.codec import AvroCodec
 from events.publisher import Draft, publish
 from events.settings import PlatformSettings
-from events.supervisor import SupervisorError, load_manifest, start, stop, wait_ready
-from events.topics import apply_topics
+from events.supervisor import load_manifest, stop
 from services.saga_check import (
     SERVICEABLE,
     UNSERVICEABLE,
@@ -30,6 +26,7 @@ from services.saga_check import (
     statuses,
     wait_for,
 )
+from services.tools.startup import broker_and_topics, start_services
 
 # path -> the terminal outcomes it may end in ("CANCELLED/payments" = status/failed step)
 EXPECTED = {
@@ -156,36 +153,18 @@ def _print_table(world: World, rows: dict[str, dict[str, object]]) -> None:
 def run_demo(settings: PlatformSettings, orders_per_path: int, deadline: float, keep: bool) -> int:
     """Start broker, topics and services, drive ``orders_per_path`` orders down each path
     within ``deadline`` seconds, print the outcomes and check the invariants."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker_spec = None
-    if not external:
-        from infra.broker import BrokerError, default_spec, up
-
-        broker_spec = default_spec()
-        print("starting the local Kafka broker ...", flush=True)
-        try:
-            st = up(broker_spec)
-        except BrokerError as exc:
-            raise CliError(str(exc)) from None
-        print(f"broker at {st.bootstrap} (log {st.log_file})")
-    bootstrap = external or settings.kafka_bootstrap_servers
-    catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
-    report = asyncio.run(apply_topics(bootstrap, list(catalogue.topics.values())))
-    print(f"topics: {len(report.created)} created, {len(report.unchanged)} already there")
+    bootstrap, catalogue = broker_and_topics(settings)
     specs = load_manifest()
-    var_dir: Path = settings.var_dir
-    print(f"starting {len(specs)} services (logs in {var_dir / 'logs'}) ...", flush=True)
     try:
-        start(specs, var_dir=var_dir, bootstrap=bootstrap)
-        wait_ready(specs, var_dir=var_dir, deadline_s=90)
+        start_services(specs, settings, bootstrap, deadline_s=90)
         print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
         query = next((s for s in specs if s.name == "query"), None)
         if query is not None:
             print(f"dashboard: http://127.0.0.1:{query.port}/dashboard (--keep to leave it up)")
         return asyncio.run(run(AvroCodec(catalogue), bootstrap, orders_per_path, deadline))
-    except (SupervisorError, TimeoutError) as exc:
+    except TimeoutError as exc:  # the orders did not end in time
         raise CliError(str(exc)) from None
     finally:
         if not keep:
-            stop(specs, var_dir=var_dir)
+            stop(specs, var_dir=settings.var_dir)
             print("services stopped (the broker keeps running: `choreo broker down`)")

@@ -1,23 +1,23 @@
 """The ``choreo`` command with the reference system's commands: ``demo`` (the main job),
-``up``, ``down`` and ``ps``, on top of the platform's commands in :mod:`events.cli.main`.
-This is the ``choreo`` script's entrypoint."""
+``up``, ``down``, ``ps`` and ``replay``, on top of the platform's commands in
+:mod:`events.cli.main`. This is the ``choreo`` script's entrypoint."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from events.catalogue import Catalogue
 from events.cli import main as platform
-from events.cli.errors import BROKER_ERRORS, USAGE, CliError, broker_unreachable
+from events.cli.errors import USAGE, CliError
+from events.cli.output import add_output_option, print_rows
 from events.settings import PlatformSettings
-from events.supervisor import SupervisorError, load_manifest, start, status, stop, wait_ready
-from events.topics import TopicError
-from infra.broker import BrokerError, default_spec, down, up
+from events.supervisor import load_manifest, status, stop
+from services.tools import replay
+from services.tools.startup import broker_and_topics, start_services
+
+SOME_DOWN = 3  # `ps` with a service not ready, as `choreo status`
 
 
 def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
@@ -29,19 +29,9 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    try:
-        st = up(default_spec())
-        print(f"broker running at {st.bootstrap}")
-        catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
-        topics = list(catalogue.topics.values())
-        asyncio.run(platform.apply_bounded(settings.kafka_bootstrap_servers, topics))
-        specs = load_manifest()
-        start(specs, var_dir=settings.var_dir, bootstrap=settings.kafka_bootstrap_servers)
-        wait_ready(specs, var_dir=settings.var_dir)
-    except (BrokerError, SupervisorError, TopicError) as exc:
-        raise CliError(str(exc)) from None
-    except BROKER_ERRORS as exc:
-        raise broker_unreachable(settings.kafka_bootstrap_servers, exc) from None
+    bootstrap, _ = broker_and_topics(settings)
+    specs = load_manifest()
+    start_services(specs, settings, bootstrap, deadline_s=60)
     for spec in specs:
         print(
             f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
@@ -54,26 +44,37 @@ def _down(args: argparse.Namespace, settings: PlatformSettings) -> int:
     stopped = stop(load_manifest(), var_dir=settings.var_dir)
     print(f"stopped: {', '.join(stopped) or 'no services were running'}")
     if args.broker:
-        print("broker stopped" if down(default_spec()) else "broker was not running")
+        from infra.broker import BrokerError, default_spec, down
+
+        try:
+            print("broker stopped" if down(default_spec()) else "broker was not running")
+        except BrokerError as exc:
+            raise CliError(str(exc)) from None
     return 0
 
 
 def _ps(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    rows = status(load_manifest(), var_dir=settings.var_dir)
-    for row in rows:
-        state = "ready" if row.ready else ("starting" if row.running else "down")
-        if args.output == "json":
-            doc = {"service": row.name, "state": state, "pid": row.pid, "url": row.url}
-            print(json.dumps({**doc, "log": str(row.log_file)}))
-        else:
-            print(
-                f"{row.name:<14} {state:<9} pid {row.pid or '-':<8} {row.url}  log: {row.log_file}"
-            )
-    return 0 if all(r.ready for r in rows) else 3
+    rows = [
+        {
+            "service": row.name,
+            "state": "ready" if row.ready else ("starting" if row.running else "down"),
+            "pid": row.pid,
+            "url": row.url,
+            "log": str(row.log_file),
+        }
+        for row in status(load_manifest(), var_dir=settings.var_dir)
+    ]
+    print_rows(args.output, rows, _ps_line)
+    return 0 if all(r["state"] == "ready" for r in rows) else SOME_DOWN
+
+
+def _ps_line(r: dict[str, Any]) -> str:
+    pid = r["pid"] or "-"
+    return f"{r['service']:<14} {r['state']:<9} pid {pid:<8} {r['url']}  log: {r['log']}"
 
 
 def register(sub: Any) -> None:
-    """Add demo, up, down and ps to ``choreo``'s subcommands."""
+    """Add demo, up, down, ps and replay to ``choreo``'s subcommands."""
     demo = sub.add_parser("demo", help="run the order saga end to end and check invariants")
     demo.add_argument(
         "--orders-per-path",
@@ -98,8 +99,9 @@ def register(sub: Any) -> None:
     down_.add_argument("--broker", action="store_true", help="stop the local broker too")
     down_.set_defaults(run=_down)
     ps = sub.add_parser("ps", help="which services run, where, and their logs")
-    ps.add_argument("--output", choices=["text", "json"], default="text")
+    add_output_option(ps)
     ps.set_defaults(run=_ps)
+    replay.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

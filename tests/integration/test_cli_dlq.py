@@ -80,6 +80,9 @@ async def test_dead_letter_listed_shown_and_redriven(kafka_bootstrap, new_db, mo
         assert await _cli(["dlq", "show", letter["id"]]) == 0
         shown = json.loads(capsys.readouterr().out)
         assert deposit_id in shown["payload"]
+        assert await _cli(["dlq", "show", letter["id"], letter["id"], "--output", "json"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [json.loads(line) for line in lines] == [shown, shown]  # a line each
 
         assert await _cli(["status", "--output", "json"]) == 3  # no service HTTP is up
         status = json.loads(capsys.readouterr().out)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +204,56 @@ async def test_replay_with_its_database_unopenable_fails_in_one_line(
     catalogue = Catalogue.load().prefixed(env["TOPIC_PREFIX"])
     await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
     ran = choreo("replay", "query", env=env)
+    # 2: the replay could not run (1 is --verify's "differences"), in one line.
     assert ran.status == 2 and "Traceback" not in ran.err, ran
     (line,) = ran.err.strip().splitlines()
-    assert line.startswith("query: cannot use the query database sqlite+aiosqlite:///"), line
+    assert line.startswith("choreo: error: cannot use the query database sqlite+aiosqlite:///")
+    assert "QUERY_DATABASE_URL" in line
+
+
+@pytest.mark.no_database
+def test_replay_with_the_broker_down_fails_in_one_line(tmp_path: Path) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    ran = choreo("replay", "query", "--readers", "0", env=_env(tmp_path, nobody))
+    assert ran.status == 2 and "Traceback" not in ran.err, ran
+    (line,) = ran.err.strip().splitlines()
+    assert line.startswith(f"choreo: error: cannot reach Kafka at {nobody}"), line
+
+
+# --------------------------------------------------------------------------- starting the stack
+
+
+@pytest.fixture
+def port_in_use() -> Iterator[int]:
+    """A port something listens on: the local broker cannot start there."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+@pytest.mark.no_database
+@pytest.mark.parametrize("command", [["up"], ["demo", "--orders-per-path", "1"]])
+def test_up_and_demo_use_the_broker_the_settings_name_and_fail_in_one_line_when_it_is_down(
+    tmp_path: Path, command: list[str], port_in_use: int
+) -> None:
+    # Were the local broker started instead, it would fail on the busy port: another line.
+    nobody = f"127.0.0.1:{free_port()}"
+    env = _env(tmp_path, nobody, CHOREO_KAFKA_HOME=str(tmp_path / "kafka"))
+    env["CHOREO_KAFKA_PORT"] = str(port_in_use)
+    ran = choreo(*command, env=env)
+    assert_one_line_error(ran, f"cannot reach Kafka at {nobody}", "choreo broker up")
+    assert not (tmp_path / "logs").exists()  # no service was started
+
+
+@pytest.mark.no_database
+@pytest.mark.parametrize(
+    "command",
+    [["broker", "status"], ["broker", "up"], ["down", "--broker"], ["up"], ["demo"]],
+)
+def test_the_local_broker_commands_with_a_bad_port_setting_fail_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = _env(tmp_path, "unused:9092", CHOREO_KAFKA_HOME=str(tmp_path / "kafka"))
+    del env["KAFKA_BOOTSTRAP_SERVERS"]  # the local broker is the one to use
+    env["CHOREO_KAFKA_PORT"] = "ninety"
+    ran = choreo(*command, env=env)
+    assert_one_line_error(ran, "CHOREO_KAFKA_PORT must be a port number, got 'ninety'")

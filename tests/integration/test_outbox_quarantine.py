@@ -165,6 +165,10 @@ async def test_a_row_too_large_for_its_topic_is_quarantined_and_the_rows_behind_
         assert shown["id"] == first and shown["key"] == a
         assert "MessageSizeTooLarge" in shown["reason"]
         assert shown["size"] > 2 * LIMIT and shown["event_type"] == "Ping"
+        assert await cli(["outbox", "show", first, second, "--output", "json"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [json.loads(line)["id"] for line in lines] == [first, second]
+        assert json.loads(lines[0]) == shown
 
         assert await cli(["outbox", "drop", second]) == 0
         assert "dropped 1 row" in capsys.readouterr().out

@@ -161,7 +161,7 @@ async def test_choreo_status_shows_the_quarantine_and_why_a_service_is_not_ready
                 await uow.commit()
             await eventually(lambda: ctx.relay.stall_reason(0.3), what="the relay to stall")
             monkeypatch.setattr(
-                "events.cli.ops.load_manifest", lambda: [ProcessSpec("svc", "svc", port)]
+                "events.cli.status.load_manifest", lambda: [ProcessSpec("svc", "svc", port)]
             )
             monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", DEAD)
             capsys.readouterr()

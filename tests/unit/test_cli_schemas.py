@@ -61,3 +61,19 @@ def test_bad_arguments_exit_non_zero_with_one_line(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "frobnicate" in err
+
+
+def test_check_lists_its_problems_as_json_lines(tmp_path, capsys):
+    root = catalogue_with(tmp_path, [{"name": "colour", "type": "string"}])
+    assert main(["schemas", "check", "--root", str(root), "--output", "json"]) == 1
+    problems = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert problems and all(set(p) == {"path", "message"} for p in problems)
+    assert any(p["path"].endswith("v2.avsc") and "colour" in p["message"] for p in problems)
+
+
+def test_a_clean_check_is_an_empty_json_listing(tmp_path, capsys):
+    root = catalogue_with(
+        tmp_path, [{"name": "colour", "type": ["null", "string"], "default": None}]
+    )
+    assert main(["schemas", "check", "--root", str(root), "--output", "json"]) == 0
+    assert capsys.readouterr().out == ""
