@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +35,16 @@ class Refusal(PermanentError):
     blocks_key = False
 
 
+@contextmanager
+def refusing(*errors: type[Exception]) -> Iterator[None]:
+    """Turns the domain's refusals (``errors``) raised inside into a ``Refusal``, whose
+    message is the domain's reason."""
+    try:
+        yield
+    except errors as exc:
+        raise Refusal(str(exc)) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
     event_type: str
@@ -45,22 +56,11 @@ class HandlerSpec:
 
 
 class Router:
-    """Collects handlers; a service hands its router to the consumer runtime."""
+    """Collects handlers, declared one way: ``@router.on(Model)``; a service hands its router
+    to the consumer runtime."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, HandlerSpec] = {}
-
-    def add(
-        self,
-        event_type: str,
-        fn: HandlerFn,
-        model: type[EventModel] | None = None,
-        *,
-        sequenced: bool = True,
-    ) -> None:
-        if event_type in self.handlers:
-            raise ValueError(f"two handlers for {event_type}")
-        self.handlers[event_type] = HandlerSpec(event_type, fn, model, sequenced)
 
     def on(
         self, model: type[M], *, sequenced: bool = True
@@ -68,10 +68,14 @@ class Router:
         [Callable[[UnitOfWork, Event[M]], Awaitable[None]]],
         Callable[[UnitOfWork, Event[M]], Awaitable[None]],
     ]:
+        """Registers the decorated function as the handler of ``model``'s events."""
+
         def register(
             fn: Callable[[UnitOfWork, Event[M]], Awaitable[None]],
         ) -> Callable[[UnitOfWork, Event[M]], Awaitable[None]]:
-            self.add(model.event_type, fn, model, sequenced=sequenced)
+            if model.event_type in self.handlers:
+                raise ValueError(f"two handlers for {model.event_type}")
+            self.handlers[model.event_type] = HandlerSpec(model.event_type, fn, model, sequenced)
             return fn
 
         return register

@@ -6,14 +6,14 @@ import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from events.http_input import STORABLE_TEXT
+from events.http_reads import read_or_404
 from events.service import ServiceContext
 from schemas.models import StockLine
-from services.inventory.tables import reservations, stock
+from services.inventory.repository import InventoryRepository
 
 Sku = Annotated[
     str,
@@ -41,19 +41,18 @@ def api(ctx: ServiceContext) -> APIRouter:
 
     @router.get("/stock/{sku}", response_model=StockView)
     async def get_stock(sku: Sku) -> StockView:
-        async with ctx.db.session() as s:
-            row = (await s.execute(select(stock).where(stock.c.sku == sku))).mappings().first()
-        if row is None:
-            raise HTTPException(404, f"sku {sku} not found")
-        return StockView.model_validate(dict(row))
+        row = await read_or_404(
+            ctx.db, lambda s: InventoryRepository(s).stock(sku), f"sku {sku} not found"
+        )
+        return StockView.model_validate(row)
 
     @router.get("/reservations/{order_id}", response_model=ReservationView)
     async def get_reservation(order_id: OrderId) -> ReservationView:
-        query = select(reservations).where(reservations.c.order_id == str(order_id))
-        async with ctx.db.session() as s:
-            row = (await s.execute(query)).mappings().first()
-        if row is None:
-            raise HTTPException(404, f"no reservation for order {order_id}")
+        row = await read_or_404(
+            ctx.db,
+            lambda s: InventoryRepository(s).reservation_row(str(order_id)),
+            f"no reservation for order {order_id}",
+        )
         return ReservationView(
             order_id=row["order_id"], status=row["status"], lines=json.loads(row["lines"])
         )

@@ -8,7 +8,7 @@ past ``INT64_MAX`` is refused (``Refused``); on hand, reserved and shipped never
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -136,21 +136,27 @@ def reserve(stock: Mapping[str, StockLevel], lines: Iterable[Line]) -> Reservati
 
 def release(reservation: Reservation, stock: Mapping[str, StockLevel]) -> bool:
     """Puts a held reservation back on hand; False (nothing changes) unless it is RESERVED."""
-    if reservation.status is not ReservationStatus.RESERVED:
-        return False
-    for line in reservation.lines:
-        stock[line.sku].unhold(line.quantity)
-    reservation.status = ReservationStatus.RELEASED
-    return True
+    return _settle(reservation, stock, StockLevel.unhold, ReservationStatus.RELEASED)
 
 
 def ship(reservation: Reservation, stock: Mapping[str, StockLevel]) -> bool:
     """Moves a held reservation out of the warehouse; False unless it is RESERVED."""
+    return _settle(reservation, stock, StockLevel.ship, ReservationStatus.SHIPPED)
+
+
+def _settle(
+    reservation: Reservation,
+    stock: Mapping[str, StockLevel],
+    take: Callable[[StockLevel, int], None],
+    status: ReservationStatus,
+) -> bool:
+    """Takes every line of a held reservation off reserved (``take``: back on hand, or out
+    of the warehouse) and marks it ``status``; False unless it is RESERVED."""
     if reservation.status is not ReservationStatus.RESERVED:
         return False
     for line in reservation.lines:
-        stock[line.sku].ship(line.quantity)
-    reservation.status = ReservationStatus.SHIPPED
+        take(stock[line.sku], line.quantity)
+    reservation.status = status
     return True
 
 

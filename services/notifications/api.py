@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import select
 
+from events.http_reads import NOT_FOUND, read_or_404
 from events.service import ServiceContext
-from services.notifications.tables import sent
+from services.notifications.repository import NotificationsRepository
 
 
 class NotificationView(BaseModel):
@@ -19,25 +19,16 @@ class NotificationView(BaseModel):
     message: str
 
 
-class NotFound(BaseModel):
-    detail: str
-
-
 def api(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["notifications"])
 
-    @router.get("/notifications/{order_id}", responses={404: {"model": NotFound}})
+    @router.get("/notifications/{order_id}", responses=NOT_FOUND)
     async def get_notification(order_id: UUID) -> NotificationView:
-        query = select(sent).where(sent.c.order_id == str(order_id))
-        async with ctx.db.session() as session:
-            row = (await session.execute(query)).first()
-        if row is None:
-            raise HTTPException(404, detail=f"no notification for order {order_id}")
-        return NotificationView(
-            order_id=row.order_id,
-            notification_id=row.notification_id,
-            order_status=row.order_status,
-            message=row.message,
+        row = await read_or_404(
+            ctx.db,
+            lambda s: NotificationsRepository(s).get(str(order_id)),
+            f"no notification for order {order_id}",
         )
+        return NotificationView.model_validate(row)
 
     return router

@@ -7,18 +7,18 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
 from events.envelope import utcnow
 from events.http_input import STORABLE_TEXT
+from events.http_reads import read_or_404
 from events.service import ServiceContext
 from events.telemetry import root_span
 from schemas.models import MAX_LINES, Address, Id, OrderLine, OrderPlaced, ValidUnicode
 from services.orders.domain import Fact, Status
 from services.orders.handlers import apply_fact, place_order
-from services.orders.tables import orders
+from services.orders.repository import OrdersRepository
 
 OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
 
@@ -83,14 +83,9 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
     router = APIRouter(tags=["orders"])
 
     async def load(order_id: str) -> OrderView:
-        async with ctx.db.session() as s:
-            row = (
-                (await s.execute(select(orders).where(orders.c.order_id == order_id)))
-                .mappings()
-                .first()
-            )
-        if row is None:
-            raise HTTPException(404, f"order {order_id} not found")
+        row = await read_or_404(
+            ctx.db, lambda s: OrdersRepository(s).get(order_id), f"order {order_id} not found"
+        )
         return _view(row)
 
     @router.post("/orders", status_code=201, response_model=OrderView)
@@ -122,22 +117,14 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
         customer_id: Annotated[str | None, Query(max_length=255, pattern=STORABLE_TEXT)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[OrderView]:
-        query = select(orders).order_by(orders.c.created_at, orders.c.order_id).limit(limit)
-        if status is not None:
-            query = query.where(orders.c.status == status)
-        if customer_id is not None:
-            query = query.where(orders.c.customer_id == customer_id)
         async with ctx.db.session() as s:
-            rows = (await s.execute(query)).mappings().all()
+            rows = await OrdersRepository(s).listing(status, customer_id, limit)
         return [_view(r) for r in rows]
 
     @router.get("/orders-summary")
     async def summary() -> dict[str, int]:
         async with ctx.db.session() as s:
-            rows = (
-                await s.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
-            ).all()
-        return {status: int(n) for status, n in rows}
+            return await OrdersRepository(s).count_by_status()
 
     @router.post("/orders/{order_id}/cancel", response_model=OrderView)
     async def cancel(order_id: OrderId, body: CancelOrder | None = None) -> OrderView:

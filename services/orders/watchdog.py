@@ -21,7 +21,6 @@ from typing import Any
 
 import structlog
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Select, select, update
 
 from events.db import Database
 from events.envelope import utcnow
@@ -30,7 +29,7 @@ from events.telemetry import current_traceparent, parent_context, tracer
 from schemas.models import OrderStuck
 from services.orders.domain import Fact, Status, Step, is_overdue, time_out_reason
 from services.orders.handlers import apply_fact
-from services.orders.tables import orders
+from services.orders.repository import OrdersRepository
 
 log = structlog.get_logger(__name__)
 
@@ -77,26 +76,21 @@ class Watchdog:
 
     async def _due(self, now: datetime) -> list[str]:
         async with self.db.session() as s:
-            return list((await s.execute(due_query(now, self.config.batch))).scalars())
+            return await OrdersRepository(s).due(now, self.config.batch)
 
     async def flag(self, order_id: str, now: datetime) -> bool:
         """Flags one order if it is still overdue; False if it moved on, ended, or another
         watchdog flagged it first."""
         async with UnitOfWork(self.db, self.outbox) as uow:
+            repo = OrdersRepository(uow.session)
             # Locked (PostgreSQL): a second watchdog waits here, then sees the flag.
-            query = select(orders).where(orders.c.order_id == order_id).with_for_update()
-            row = (await uow.session.execute(query)).mappings().first()
+            row = await repo.lock(order_id)
             if row is None or row["waiting_on"] is None:
                 return False
             status, deadline_at = Status(row["status"]), utc(row["deadline_at"])
             if not is_overdue(status, deadline_at, row["stuck_at"], now):
                 return False
-            won = await uow.session.execute(
-                update(orders)
-                .where(orders.c.order_id == order_id, orders.c.stuck_at.is_(None))
-                .values(stuck_at=now, updated_at=now)
-            )
-            if getattr(won, "rowcount", 0) != 1:
+            if not await repo.flag_stuck(order_id, now):
                 return False  # another watchdog got there first
             await self._report(uow, row, now)
             await uow.commit()
@@ -136,21 +130,6 @@ class Watchdog:
                 await apply_fact(
                     uow, row["order_id"], Fact.TIMED_OUT, reason, failed_step=step.value
                 )
-
-
-def due_query(now: datetime, limit: int) -> Select[str]:
-    """Ids of orders in flight, not flagged, past their deadline: the terms of the partial
-    index ix_orders_orders_overdue plus the deadline, so the scan reads that index only."""
-    return (
-        select(orders.c.order_id)
-        .where(
-            orders.c.waiting_on.is_not(None),
-            orders.c.stuck_at.is_(None),
-            orders.c.deadline_at <= now,
-        )
-        .order_by(orders.c.deadline_at)
-        .limit(limit)
-    )
 
 
 def utc(moment: datetime) -> datetime:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from events.http_input import STORABLE_TEXT
+from events.http_reads import read_or_404
 from events.service import ServiceContext
-from services.payments.tables import accounts, payments
+from services.payments.repository import PaymentsRepository
 
 CustomerId = Annotated[
     str, Path(min_length=1, max_length=255, pattern=STORABLE_TEXT, description="The customer id")
@@ -39,20 +39,20 @@ def api(ctx: ServiceContext) -> APIRouter:
 
     @router.get("/accounts/{customer_id}", response_model=AccountView)
     async def get_account(customer_id: CustomerId) -> AccountView:
-        query = select(accounts).where(accounts.c.customer_id == customer_id)
-        async with ctx.db.session() as s:
-            row = (await s.execute(query)).mappings().first()
-        if row is None:
-            raise HTTPException(404, f"customer {customer_id} has no account")
-        return AccountView.model_validate(dict(row))
+        row = await read_or_404(
+            ctx.db,
+            lambda s: PaymentsRepository(s).account_row(customer_id),
+            f"customer {customer_id} has no account",
+        )
+        return AccountView.model_validate(row)
 
     @router.get("/payments/{order_id}", response_model=PaymentView)
     async def get_payment(order_id: OrderId) -> PaymentView:
-        query = select(payments).where(payments.c.order_id == str(order_id))
-        async with ctx.db.session() as s:
-            row = (await s.execute(query)).mappings().first()
-        if row is None:
-            raise HTTPException(404, f"no payment for order {order_id}")
-        return PaymentView.model_validate(dict(row))
+        row = await read_or_404(
+            ctx.db,
+            lambda s: PaymentsRepository(s).payment_row(str(order_id)),
+            f"no payment for order {order_id}",
+        )
+        return PaymentView.model_validate(row)
 
     return router

@@ -33,8 +33,9 @@ from schemas.models import (
 from services.orders.app import Settings, build_service
 from services.orders.domain import Fact
 from services.orders.handlers import apply_fact
+from services.orders.repository import due_query
 from services.orders.tables import orders
-from services.orders.watchdog import Watchdog, WatchdogConfig, due_query, utc
+from services.orders.watchdog import Watchdog, WatchdogConfig, utc
 from tests.integration.service_kit import (
     deliver,
     emitted,

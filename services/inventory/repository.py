@@ -1,0 +1,121 @@
+"""Inventory's statements: stock levels, reservations and applied restocks, for the handlers
+and the API. What a handler changes it reads ``FOR UPDATE`` (a no-op on SQLite, whose
+transactions hold the write lock already)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import bindparam, insert, select
+
+from events.prepared import InsertOnce, KeyedUpdate, Prepared, Repository, Row
+from schemas.models import StockRestocked
+from services.inventory.domain import Line, Reservation, ReservationStatus, StockLevel
+from services.inventory.tables import reservations, restocks, stock
+
+_RESTOCKS = InsertOnce(restocks.c.restock_id)
+
+_STOCK = Prepared(select(stock).where(stock.c.sku == bindparam("sku")))
+_LOCK_STOCK = Prepared(
+    select(stock)
+    .where(stock.c.sku.in_(bindparam("skus", expanding=True)))
+    .order_by(stock.c.sku)
+    .with_for_update()
+)
+_INSERT_STOCK = Prepared(insert(stock))
+_UPDATE_STOCK = KeyedUpdate(stock.c.sku)
+
+_BY_ORDER = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
+_RESERVATION = Prepared(_BY_ORDER)
+_LOCK_RESERVATION = Prepared(_BY_ORDER.with_for_update())
+_INSERT_RESERVATION = Prepared(insert(reservations))
+_UPDATE_RESERVATION = KeyedUpdate(reservations.c.order_id)
+
+
+class InventoryRepository(Repository):
+    """Inventory's rows in one session (a unit of work's, or a read's)."""
+
+    __slots__ = ()
+
+    async def record_restock(self, restock: StockRestocked) -> bool:
+        """Records a restock by its id; False when it was recorded already (under another
+        event id), so that it counts once."""
+        return await _RESTOCKS.add(self.session, restock.model_dump())
+
+    async def lock_stock(self, skus: Iterable[str]) -> dict[str, StockLevel]:
+        """The stored levels of ``skus`` (a SKU never stocked is missing), locked."""
+        # Sorted, so that two transactions lock shared SKUs in the same order (no deadlock).
+        rows = await _LOCK_STOCK.rows(self.session, {"skus": sorted(set(skus))})
+        return {
+            r["sku"]: StockLevel(r["sku"], r["on_hand"], r["reserved"], r["shipped"], r["received"])
+            for r in rows
+        }
+
+    async def save_stock(
+        self, levels: Iterable[StockLevel], now: datetime, *, new: bool = False
+    ) -> None:
+        """Writes ``levels`` back (``new``: inserts them)."""
+        for level in levels:
+            if new:
+                await _INSERT_STOCK.run(self.session, {"sku": level.sku, **_counts(level, now)})
+            else:
+                await _UPDATE_STOCK.set(self.session, level.sku, **_counts(level, now))
+
+    async def reservation(
+        self, order_id: str, *, lock: bool = False
+    ) -> tuple[str, Reservation] | None:
+        """The order's customer and reservation, if inventory has seen the order."""
+        query = _LOCK_RESERVATION if lock else _RESERVATION
+        found = await query.first(self.session, {"order_id": order_id})
+        if found is None:
+            return None
+        lines = tuple(Line(line["sku"], line["quantity"]) for line in json.loads(found["lines"]))
+        return found["customer_id"], Reservation(lines, ReservationStatus(found["status"]))
+
+    async def insert_reservation(
+        self,
+        order_id: str,
+        customer_id: str,
+        reservation: Reservation,
+        reason: str | None,
+        now: datetime,
+    ) -> None:
+        lines = [{"sku": x.sku, "quantity": x.quantity} for x in reservation.lines]
+        await _INSERT_RESERVATION.run(
+            self.session,
+            {
+                "order_id": order_id,
+                "customer_id": customer_id,
+                "status": reservation.status.value,
+                "lines": json.dumps(lines),
+                "reason": reason,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+
+    async def set_reservation_status(
+        self, order_id: str, reservation: Reservation, reason: str | None, now: datetime
+    ) -> None:
+        status = reservation.status.value
+        await _UPDATE_RESERVATION.set(
+            self.session, order_id, status=status, reason=reason, updated_at=now
+        )
+
+    async def stock(self, sku: str) -> Row | None:
+        return await _STOCK.first(self.session, {"sku": sku})
+
+    async def reservation_row(self, order_id: str) -> Row | None:
+        return await _RESERVATION.first(self.session, {"order_id": order_id})
+
+
+def _counts(level: StockLevel, now: datetime) -> dict[str, object]:
+    return {
+        "on_hand": level.on_hand,
+        "reserved": level.reserved,
+        "shipped": level.shipped,
+        "received": level.received,
+        "updated_at": now,
+    }

@@ -1,0 +1,42 @@
+"""Notifications' statements: the one notification each order's customer received."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import bindparam, insert, select
+
+from events.prepared import Prepared, Repository, Row
+from services.notifications.domain import Notification
+from services.notifications.tables import sent
+
+_SENT = Prepared(select(sent).where(sent.c.order_id == bindparam("order_id")))
+_ALREADY_SENT = Prepared(select(sent.c.order_id).where(sent.c.order_id == bindparam("order_id")))
+_INSERT = Prepared(insert(sent))
+
+
+class NotificationsRepository(Repository):
+    """Notifications' rows in one session (a unit of work's, or a read's)."""
+
+    __slots__ = ()
+
+    async def notified(self, order_id: str) -> bool:
+        """Whether the order's customer was told already."""
+        return await _ALREADY_SENT.first(self.session, {"order_id": order_id}) is not None
+
+    async def insert(self, note: Notification, cause_event_id: str, now: datetime) -> None:
+        await _INSERT.run(
+            self.session,
+            {
+                "order_id": note.order_id,
+                "notification_id": note.notification_id,
+                "customer_id": note.customer_id,
+                "order_status": note.order_status.value,
+                "message": note.message,
+                "cause_event_id": cause_event_id,
+                "notified_at": now,
+            },
+        )
+
+    async def get(self, order_id: str) -> Row | None:
+        return await _SENT.first(self.session, {"order_id": order_id})

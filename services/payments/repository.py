@@ -1,0 +1,120 @@
+"""Payments' statements: accounts, payments, applied deposits and orders cancelled before
+any payment, for the handlers and the API. Rows a handler changes are locked first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import bindparam, insert, select
+
+from events.prepared import InsertOnce, KeyedUpdate, Prepared, Repository, Row
+from schemas.models import FundsDeposited
+from services.payments.domain import INSUFFICIENT_FUNDS, Account, Payment, PaymentStatus
+from services.payments.tables import accounts, deposits, payments, tombstones
+
+_DEPOSITS = InsertOnce(deposits.c.deposit_id)
+
+_BY_CUSTOMER = select(accounts).where(accounts.c.customer_id == bindparam("customer_id"))
+_ACCOUNT = Prepared(_BY_CUSTOMER)
+_LOCK_ACCOUNT = Prepared(_BY_CUSTOMER.with_for_update())
+_INSERT_ACCOUNT = Prepared(insert(accounts))
+_UPDATE_ACCOUNT = KeyedUpdate(accounts.c.customer_id)
+
+_BY_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
+_PAYMENT = Prepared(_BY_ORDER)
+_LOCK_PAYMENT = Prepared(_BY_ORDER.with_for_update())
+_INSERT_PAYMENT = Prepared(insert(payments))
+_UPDATE_PAYMENT = KeyedUpdate(payments.c.order_id)
+
+_TOMBSTONED = Prepared(
+    select(tombstones.c.order_id).where(tombstones.c.order_id == bindparam("order_id"))
+)
+_INSERT_TOMBSTONE = Prepared(insert(tombstones))
+
+
+class PaymentsRepository(Repository):
+    """Payments' rows in one session (a unit of work's, or a read's)."""
+
+    __slots__ = ()
+
+    async def record_deposit(self, deposit: FundsDeposited) -> bool:
+        """Records a deposit by its id; False when it was recorded already (under another
+        event id), so that it credits once."""
+        return await _DEPOSITS.add(self.session, deposit.model_dump())
+
+    async def lock_account(self, customer_id: str) -> Account | None:
+        """The customer's stored account, locked; None for a customer never credited."""
+        row = await _LOCK_ACCOUNT.first(self.session, {"customer_id": customer_id})
+        if row is None:
+            return None
+        return Account(
+            customer_id,
+            balance=row["balance_cents"],
+            deposited=row["deposited_cents"],
+            captured=row["captured_cents"],
+            refunded=row["refunded_cents"],
+        )
+
+    async def save_account(self, account: Account, now: datetime, *, new: bool = False) -> None:
+        """Writes the account back (``new``: inserts it)."""
+        figures = {
+            "balance_cents": account.balance,
+            "deposited_cents": account.deposited,
+            "captured_cents": account.captured,
+            "refunded_cents": account.refunded,
+            "updated_at": now,
+        }
+        if new:
+            figures |= {"customer_id": account.customer_id, "created_at": now}
+            await _INSERT_ACCOUNT.run(self.session, figures)
+        else:
+            await _UPDATE_ACCOUNT.set(self.session, account.customer_id, **figures)
+
+    async def payment(self, order_id: str, *, lock: bool = False) -> Payment | None:
+        query = _LOCK_PAYMENT if lock else _PAYMENT
+        found = await query.first(self.session, {"order_id": order_id})
+        if found is None:
+            return None
+        return Payment(
+            order_id,
+            found["payment_id"],
+            found["customer_id"],
+            found["amount_cents"],
+            PaymentStatus(found["status"]),
+        )
+
+    async def insert_payment(self, payment: Payment, now: datetime) -> None:
+        declined = payment.status is PaymentStatus.DECLINED
+        await _INSERT_PAYMENT.run(
+            self.session,
+            {
+                "order_id": payment.order_id,
+                "payment_id": payment.payment_id,
+                "customer_id": payment.customer_id,
+                "amount_cents": payment.amount,
+                "status": payment.status.value,
+                "reason": INSUFFICIENT_FUNDS if declined else None,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+
+    async def set_payment_status(self, payment: Payment, reason: str | None, now: datetime) -> None:
+        status = payment.status.value
+        await _UPDATE_PAYMENT.set(
+            self.session, payment.order_id, status=status, reason=reason, updated_at=now
+        )
+
+    async def tombstoned(self, order_id: str) -> bool:
+        """Whether the order was cancelled before any payment (a charge must not follow)."""
+        return await _TOMBSTONED.first(self.session, {"order_id": order_id}) is not None
+
+    async def tombstone(self, order_id: str, reason: str, cancelled_at: datetime) -> None:
+        row = {"order_id": order_id, "reason": reason, "cancelled_at": cancelled_at}
+        await _INSERT_TOMBSTONE.run(self.session, row)
+
+    async def account_row(self, customer_id: str) -> Row | None:
+        return await _ACCOUNT.first(self.session, {"customer_id": customer_id})
+
+    async def payment_row(self, order_id: str) -> Row | None:
+        return await _PAYMENT.first(self.session, {"order_id": order_id})
