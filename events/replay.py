@@ -17,57 +17,36 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.codec import AvroCodec
 from events.db import Database, sqlite_file
-from events.envelope import Event, utcnow
-from events.isolation import Isolation, is_infrastructure
-from events.projection import PROJECTION_RETRY, Projection, apply_events
+from events.envelope import utcnow
+from events.projection import Projection
 from events.projection_store import Generation, ProjectionStore
-from events.reading import (
-    CollectorFactory,
-    EachBatch,
-    NotCoPartitioned,
-    Positions,
-    decode_records,
-    reader,
-    seek_to,
+from events.reading import NotCoPartitioned, Positions, reader, seek_to
+from events.replay_builder import (
+    Builder,
+    OnProgress,
+    PoisonInReaders,
+    Progress,
+    by_number,
+    keeps_keys,
 )
-from events.replay_readers import (
-    ReaderError,
-    Readers,
-    ReaderSpec,
-    below,
-    co_partitioned,
-    reader_processes,
-    readers_by_number,
-    split,
-    split_by_number,
-)
-from events.sqlite_wal import Sessions, checkpoints_aside, writes_aside
+from events.replay_readers import Readers, reader_processes
+from events.sqlite_wal import checkpoints_aside, writes_aside
 from events.tables import projections
 from events.topics import partitions_of
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Progress", "ReplayReport", "compare", "replay"]
+
 MAX_DIFFERENCES = 50
-
-
-@dataclass
-class Progress:
-    phase: str
-    events: int
-    total: int
-    rate: float
-    eta_s: float | None
 
 
 @dataclass
@@ -87,194 +66,6 @@ class ReplayReport:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
-
-
-OnProgress = Callable[[Progress], None]
-
-
-class PoisonInReaders(RuntimeError):
-    """A batch collected by reader processes failed to apply: the replay reads again in
-    this process, which finds and skips the events at fault (``Isolation``)."""
-
-
-class _Builder:
-    """Fills one generation from the topics, never past a given position per partition."""
-
-    def __init__(
-        self,
-        store: ProjectionStore,
-        codec: AvroCodec,
-        gen: Generation,
-        consumer: AIOKafkaConsumer,
-        tps: list[TopicPartition],
-        start: Positions,
-        batch: int,
-        on_progress: OnProgress | None,
-        sessions: Sessions,
-    ) -> None:
-        self.store, self.codec, self.gen = store, codec, gen
-        self.sessions = sessions  # for the generation's writes
-        self.consumer, self.tps, self.batch = consumer, tps, batch
-        self.positions: Positions = dict(start)
-        self.events = 0
-        self.undecodable = 0
-        self.skipped = 0
-        self.readers = 0
-        self.on_progress = on_progress
-        self.started = time.monotonic()
-
-    def reached(self, target: Positions) -> bool:
-        return all(self.positions[tp] >= target.get(tp, 0) for tp in self.tps)
-
-    async def fill_to(self, target: Positions, phase: str, total: int) -> None:
-        projection = self.store.projection
-        while not self.reached(target):
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.batch)
-            records, _ = below(self.consumer, batches, target)
-            if not records:
-                continue
-            decoded = decode_records(projection.name, projection.models, self.codec, records)
-            try:
-                await self._commit(decoded.events, decoded.positions, 0, decoded.undecodable)
-            except Exception as exc:
-                if is_infrastructure(exc) or not decoded.events:
-                    raise
-                isolation = Isolation(
-                    decoded.events,
-                    decoded.positions,
-                    decoded.undecodable,
-                    self._commit,
-                    self._skip,
-                    PROJECTION_RETRY,
-                )
-                await isolation.split(exc)
-                self.skipped += isolation.poisoned
-            self._done(decoded.positions, len(records), decoded.undecodable, phase, total)
-        await self._end_phase()
-
-    async def _commit(
-        self, events: list[Event[Any]], positions: Positions, dead: int, undecodable: int
-    ) -> bool:
-        async with self.sessions() as session, session.begin():
-            if events:
-                await apply_events(self.store.projection, session, self.gen, events)
-            await self.store.save_offsets(session, self.gen.number, positions)
-            await self.store.add_skipped(session, self.gen.number, dead, undecodable)
-        return True
-
-    async def _skip(self, event: Event[Any], error: BaseException, attempts: int) -> None:
-        # The live runner dead-lettered it already (or will): a replay only leaves it out.
-        log.warning(
-            "%s: replay skips %s %s at %s[%d]@%d: %r",
-            self.store.projection.name,
-            event.event_type,
-            event.event_id,
-            event.topic,
-            event.partition,
-            event.offset,
-            error,
-        )
-
-    async def fill_with_readers(
-        self,
-        target: Positions,
-        phase: str,
-        total: int,
-        pool: Readers,
-        bootstrap: str,
-        name: str,
-        keep_keys: bool,
-        scratch: str | None,
-    ) -> None:
-        """``fill_to`` with reading, decoding and collecting done by reader processes (the
-        replay's own consumer stays paused meanwhile; it reads the catch-up). ``keep_keys``:
-        with the projection's reader collector, on co-partitioned topics. ``scratch``: a
-        directory for files the readers hand to the writer (``CollectorFactory``)."""
-        projection = self.store.projection
-        assert projection.collect is not None and projection.write is not None
-        readers = len(pool.procs)
-        collector: CollectorFactory = partial(EachBatch, projection.collect)
-        shares = [
-            (tps, frozenset[TopicPartition]())
-            for tps in split(self.tps, readers, self._left(target))
-        ]
-        if _keeps_keys(projection, self.tps, keep_keys):
-            assert projection.reader_collector is not None
-            collector = projection.reader_collector
-            readers = await _by_number(pool, self.tps)
-            shares = split_by_number(self.tps, readers)
-        self.readers = len(shares)
-        specs = [
-            ReaderSpec(
-                bootstrap,
-                f"{name}-r{i}",
-                projection.name,
-                projection.models,
-                collector,
-                i,
-                self.codec,
-                tps,
-                {tp: self.positions[tp] for tp in tps},
-                target,
-                self.batch,
-                shared,
-                readers,
-                scratch,
-            )
-            for i, (tps, shared) in enumerate(shares)
-        ]
-        received = await pool.start(specs)
-        while (chunk := await received.get()) is not None:
-            if isinstance(chunk, ReaderError):
-                raise chunk
-            # Readers sharing a partition report it each: the furthest counts.
-            positions = {tp: max(n, self.positions[tp]) for tp, n in chunk.positions.items()}
-            try:
-                async with self.sessions() as session, session.begin():
-                    await projection.write(session, self.gen, chunk.value)
-                    await self.store.save_offsets(session, self.gen.number, positions)
-                    await self.store.add_skipped(session, self.gen.number, 0, chunk.undecodable)
-            except NotCoPartitioned:
-                raise
-            except Exception as exc:
-                if is_infrastructure(exc):
-                    raise
-                raise PoisonInReaders(f"a batch from the readers failed: {exc!r}") from exc
-            self._done(positions, chunk.records, chunk.undecodable, phase, total)
-        await self._end_phase()
-
-    def _left(self, target: Positions) -> dict[TopicPartition, int]:
-        return {tp: max(target.get(tp, 0) - self.positions[tp], 0) for tp in self.tps}
-
-    async def _end_phase(self) -> None:
-        await self.flush()
-        # Records fetched past the target were dropped: the next phase reads them again.
-        for tp in self.tps:
-            self.consumer.seek(tp, self.positions[tp])
-        self.consumer.resume(*self.tps)
-
-    def _done(self, positions: Positions, records: int, bad: int, phase: str, total: int) -> None:
-        self.positions.update(positions)
-        self.events += records
-        self.undecodable += bad
-        self._report(phase, total)
-
-    async def flush(self) -> None:
-        """Writes what the projection kept in memory, so the tables hold every event read."""
-        flush = self.store.projection.flush_building
-        if flush is not None and self.gen.building:
-            async with self.sessions() as session, session.begin():
-                await flush(session, self.gen)
-
-    def _report(self, phase: str, total: int) -> None:
-        if self.on_progress is None:
-            return
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.events / elapsed
-        left = max(total - self.events, 0)
-        self.on_progress(
-            Progress(phase, self.events, total, rate, left / rate if rate > 0 else None)
-        )
 
 
 async def replay(
@@ -344,8 +135,8 @@ async def _replay(
         await seek_to(consumer, tps, {})
         if pool is not None:
             consumer.pause(*tps)  # the readers fetch the rebuild: no prefetching meanwhile
-            if _keeps_keys(projection, tps, keep_keys):
-                await _by_number(pool, tps)  # any more readers import while offsets are read
+            if keeps_keys(projection, tps, keep_keys):
+                await by_number(pool, tps)  # any more readers import while offsets are read
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         total = sum(end[tp] - begin[tp] for tp in tps)
@@ -360,9 +151,7 @@ async def _replay(
         async with contextlib.AsyncExitStack() as stack:
             scratch_dir = stack.enter_context(scratch)
             sessions = await stack.enter_async_context(checkpoints_aside(db))
-            builder = _Builder(
-                store, codec, gen, consumer, tps, begin, batch, on_progress, sessions
-            )
+            builder = Builder(store, codec, gen, consumer, tps, begin, batch, on_progress, sessions)
             if pool is not None:
                 await builder.fill_with_readers(
                     end, "rebuild", total, pool, bootstrap, name, keep_keys, scratch_dir
@@ -421,21 +210,6 @@ def _scratch(
     )
 
 
-def _keeps_keys(projection: Projection, tps: list[TopicPartition], keep_keys: bool) -> bool:
-    """Whether readers take ``tps`` by partition number with the projection's reader
-    collector (which keeps what it collects per key)."""
-    return keep_keys and projection.reader_collector is not None and co_partitioned(tps)
-
-
-async def _by_number(pool: Readers, tps: list[TopicPartition]) -> int:
-    """How many readers take ``tps`` by partition number (``readers_by_number`` of the
-    pool's size), with the processes that takes started."""
-    readers = readers_by_number(len({tp.partition for tp in tps}), len(pool.procs))
-    if readers > len(pool.procs):
-        await pool.spawn(readers - len(pool.procs))
-    return readers
-
-
 async def _set_building(db: Database, name: str, number: int | None) -> None:
     async with db.session() as s, s.begin():
         await s.execute(
@@ -455,7 +229,7 @@ async def _switch(db: Database, name: str, number: int) -> None:
 
 
 async def _verify(
-    store: ProjectionStore, builder: _Builder, active: int, begin: Positions, deadline_s: float
+    store: ProjectionStore, builder: Builder, active: int, begin: Positions, deadline_s: float
 ) -> list[str]:
     """Compares the rebuilt generation with the live one at the very same positions."""
     end = time.monotonic() + deadline_s

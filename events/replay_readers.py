@@ -125,10 +125,12 @@ def key_share(key: bytes | None, readers: int) -> int:
     return zlib.crc32(key or b"") % readers
 
 
-def main() -> None:
-    """A reader process: its spec pickled on stdin, chunks out on the file descriptor given
-    as the next-to-last argument."""
-    out = int(sys.argv[-2])
+def main(argv: Sequence[str] | None = None) -> None:
+    """A reader process, started by ``Readers.spawn`` as ``python -c READER_ENTRY FD NAME``:
+    its chunks go out on the inherited file descriptor FD, NAME labels it in ``ps``, and its
+    spec comes pickled on stdin. Only the replay starts it (no options, so no argparse)."""
+    _, fd, _name = sys.argv if argv is None else argv  # argv[0] is "-c"
+    out = int(fd)
     try:
         # Inside the try: a spec naming what this interpreter cannot import is reported
         # to the replay as the reason, not lost on stderr.
