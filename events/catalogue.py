@@ -1,7 +1,9 @@
 """The Avro contract catalogue: every event type, every version, found by fingerprint.
 
 Contracts live at ``schemas/<context>/<EventName>/vN.avsc``. The topic catalogue
-(``schemas/topics.yaml``) says which topic each event type travels on.
+(``schemas/topics.yaml``) says which topic each event type travels on. ``contract_files``
+and ``read_contract`` find and read them for both the runtime's ``Catalogue.load`` and the
+compatibility gate (events.compat).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 SCHEMAS_ROOT = Path(__file__).resolve().parent.parent / "schemas"
-_VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
+_VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,58 @@ def schema_fingerprint(raw: dict[str, Any]) -> bytes:
     return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
+@dataclass(frozen=True, slots=True)
+class ContractFile:
+    """One contract file of the layout ``<context>/<EventName>/vN.avsc``."""
+
+    context: str
+    event_type: str
+    version: int
+    path: Path
+
+
+def _is_layout_dir(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith((".", "_"))
+
+
+def contract_files(root: Path, problems: list[Problem] | None = None) -> list[ContractFile]:
+    """The contract files under ``root``, by context, event type and file name. A file off
+    the layout (or folders starting with ``.`` or ``_``) is left out, and reported in
+    ``problems`` when given (the compatibility gate)."""
+    found: list[ContractFile] = []
+    if not root.is_dir():
+        if problems is not None:
+            problems.append(Problem(str(root), "schema root is not a directory"))
+        return found
+    if problems is not None:
+        for stray in sorted(root.rglob("*.avsc")):
+            parts = stray.relative_to(root).parts
+            if len(parts) != 3 or any(p.startswith((".", "_")) for p in parts[:2]):
+                message = "schema file outside the layout <context>/<Event>/vN.avsc"
+                problems.append(Problem(str(stray), message))
+    for context_dir in sorted(p for p in root.iterdir() if _is_layout_dir(p)):
+        for event_dir in sorted(p for p in context_dir.iterdir() if _is_layout_dir(p)):
+            for file in sorted(event_dir.glob("*.avsc")):
+                match = _VERSION_FILE.match(file.name)
+                if match is not None:
+                    found.append(
+                        ContractFile(context_dir.name, event_dir.name, int(match[1]), file)
+                    )
+                elif problems is not None:
+                    message = "schema file name must be vN.avsc with N = 1, 2, ..."
+                    problems.append(Problem(str(file), message))
+    return found
+
+
+def read_contract(path: Path) -> Any:
+    """A contract file's JSON; a ``CatalogueError`` naming the file if it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = Problem(str(path), f"not valid JSON: {exc}")
+        raise CatalogueError(str(problem), [problem]) from None
+
+
 class Catalogue:
     """All contracts under one root, indexed by event type and by fingerprint."""
 
@@ -106,19 +160,15 @@ class Catalogue:
     @classmethod
     def load(cls, root: Path = SCHEMAS_ROOT, topics_file: Path | None = None) -> Catalogue:
         versions: list[SchemaVersion] = []
-        for path in sorted(root.glob("*/*/v*.avsc")):
-            match = _VERSION_FILE.match(path.name)
-            if not match:
-                continue
-            raw = json.loads(path.read_text())
-            event_type = path.parent.name
-            if raw.get("name") != event_type:
-                raise CatalogueError(f"{path}: record name must be {event_type}")
+        for file in contract_files(root):
+            raw = read_contract(file.path)
+            if not isinstance(raw, dict) or raw.get("name") != file.event_type:
+                raise CatalogueError(f"{file.path}: record name must be {file.event_type}")
             versions.append(
                 SchemaVersion(
-                    event_type=event_type,
-                    context=path.parent.parent.name,
-                    version=int(match.group(1)),
+                    event_type=file.event_type,
+                    context=file.context,
+                    version=file.version,
                     raw=raw,
                     parsed=parse_schema(raw),
                     fingerprint=schema_fingerprint(raw),

@@ -18,10 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from fastavro.schema import parse_schema
 
 from events.avro.compatibility import InvalidSchema, parse, reader_problems
-from events.catalogue import CatalogueError, Problem
+from events.catalogue import (
+    CatalogueError,
+    Problem,
+    contract_files,
+    read_contract,
+    schema_fingerprint,
+)
 
 __all__ = [
     "LOCK_FILE_NAME",
@@ -34,7 +40,6 @@ __all__ = [
 LOCK_FILE_NAME = "fingerprints.lock"
 NAMESPACE_PREFIX = "choreo"
 
-_VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 _LOCK_LINE = re.compile(r"^([^/\s]+)/([^/\s]+)/v([1-9][0-9]*) ([0-9a-f]{16})$")
 
 
@@ -67,46 +72,26 @@ class _Scan:
                 yield by_number[number]
 
 
-def _is_layout_dir(path: Path) -> bool:
-    return path.is_dir() and not path.name.startswith((".", "_"))
-
-
 def _scan(root: Path) -> _Scan:
     scan = _Scan()
-    if not root.is_dir():
-        scan.add(root, "schema root is not a directory")
-        return scan
-    for stray in sorted(root.rglob("*.avsc")):
-        parts = stray.relative_to(root).parts
-        if len(parts) != 3 or any(p.startswith((".", "_")) for p in parts[:2]):
-            scan.add(stray, "schema file outside the layout <context>/<Event>/vN.avsc")
-    for context_dir in sorted(p for p in root.iterdir() if _is_layout_dir(p)):
-        for event_dir in sorted(p for p in context_dir.iterdir() if _is_layout_dir(p)):
-            versions: dict[int, _Version] = {}
-            for file in sorted(event_dir.glob("*.avsc")):
-                match = _VERSION_FILE.match(file.name)
-                if match is None:
-                    scan.add(file, "schema file name must be vN.avsc with N = 1, 2, ...")
-                    continue
-                version = _Version(context_dir.name, event_dir.name, int(match[1]), file)
-                _load(version, scan)
-                versions[version.number] = version
-            if versions:
-                scan.versions[(context_dir.name, event_dir.name)] = versions
+    for file in contract_files(root, scan.problems):
+        version = _Version(file.context, file.event_type, file.version, file.path)
+        _load(version, scan)
+        scan.versions.setdefault((file.context, file.event_type), {})[version.number] = version
     return scan
 
 
 def _load(version: _Version, scan: _Scan) -> None:
     """Parse one version file; record problems instead of raising."""
     try:
-        schema: object = json.loads(version.path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        scan.add(version.path, f"not valid JSON: {exc}")
+        schema: object = read_contract(version.path)
+    except CatalogueError as exc:
+        scan.problems.extend(exc.problems)
         return
     try:
         parse(schema)  # the avro parser: names, duplicates, unions, enum symbols...
         parse_schema(json.loads(json.dumps(schema)))  # fastavro's checks (defaults, ...)
-        fp = fingerprint(to_parsing_canonical_form(json.loads(json.dumps(schema))), "CRC-64-AVRO")
+        fp = schema_fingerprint(json.loads(json.dumps(schema))).hex()
     except InvalidSchema as exc:
         scan.add(version.path, f"not a valid Avro schema: {exc}")
         return
