@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                     figs = run_one(pythons[s], tree, BENCHES[name], args.short, path)
                     runs[name][s].append(figs)
                     say(f"{name} {s}: {json.dumps(figs)}")
+            # The table so far, so that an interrupted comparison keeps what it measured.
+            (out / "table.md").write_text(table((sides["old"][0], sides["new"][0]), runs) + "\n")
     except AbError as exc:
         print(f"bench/ab.sh: {exc}", file=sys.stderr)
         return 2

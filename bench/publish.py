@@ -40,19 +40,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.entry import on_a_broker, progress_for
 from events.catalogue import Catalogue
 from events.cli.preparer import Preparer, validate_file
 from events.cli.tail import topic_partitions
 from events.codec import AvroCodec
 from events.settings import REPO_ROOT
 from events.topics import apply_topics
-from infra.broker import BrokerSpec, down, free_port, up
 
 TARGET = 0.50
 TOPIC = "orders.requests"
@@ -61,8 +60,7 @@ DEFAULT_REPEAT = 3
 Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic suffix, key, value, headers
 
 
-def progress(message: str) -> None:
-    print(f"[bench publish {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+progress = progress_for("bench publish")
 
 
 def write_events(path: Path, n: int) -> None:
@@ -223,27 +221,6 @@ def _result(n: int, times: dict[str, list[float]], size_mb: float) -> dict[str, 
     }
 
 
-@contextlib.contextmanager
-def kafka(root: Path) -> Iterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        progress(f"using the broker at {external} (KAFKA_BOOTSTRAP_SERVERS)")
-        yield external
-        return
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
-    spec = BrokerSpec(home=root / "kafka", port=port, controller_port=controller_port)
-    progress(f"starting a private broker on {spec.bootstrap}")
-    try:
-        up(spec)
-        yield spec.bootstrap
-    finally:
-        progress("stopping the private broker")
-        down(spec)
-
-
 def render(result: dict[str, Any]) -> str:
     runs = len(result["seconds"]["project"])
     lines = [
@@ -270,11 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, metavar="R")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    with (
-        tempfile.TemporaryDirectory(prefix="choreo-bench-broker-") as tmp,
-        kafka(Path(tmp)) as bootstrap,
-    ):
-        result = run(bootstrap, args.events, args.repeat)
+    result = on_a_broker(
+        "choreo-bench-broker-",
+        progress,
+        lambda bootstrap, _pid, _root: run(bootstrap, args.events, args.repeat),
+    )
+    if result is None:
+        return 2
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0 if result["result"] == "PASS" else 1
 
