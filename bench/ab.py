@@ -7,15 +7,19 @@ code. The console script is the side's own: the venv's ``choreo`` names whatever
 was installed last, so each side gets a venv of links (``/tmp/ab-<commit>-venv``: the repo's
 interpreter and site-packages, a ``choreo`` script written from the side's pyproject).
 
-For every benchmark, ``--pairs`` times: old, then new, each run a process under the shared
-machine lock (``flock /work/notes/machine.lock``), ``--json`` kept in ``--out``. The table
-gives each figure's runs per side, the mean of each side and new against old; the CPU used
-by other processes, where a benchmark reports it, says whether a run was quiet.
+``--pairs`` rounds, each a pair (old, then new) of every benchmark, each run a process with
+``--json`` kept in ``--out``. The shared machine lock (``/work/notes/machine.lock``, taken as
+``flock(1)`` takes it) is held for a pair, so that its two runs meet the same machine and
+other work gets its turn between pairs. The table gives each figure's runs per side, the
+mean of each side and new against old; the CPU used by other processes, where a benchmark
+reports it, says whether a run was quiet.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -24,7 +28,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,13 +145,22 @@ def side_venv(tree: Path, label: str) -> Path:
     return shim / "bin" / "python"
 
 
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """The shared lock of heavy work on this machine (flock(2), as flock(1) takes it)."""
+    with LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_one(python: Path, tree: Path, bench: Bench, short: bool, out: Path) -> Figures:
     cmd = [str(python), "-m", bench.module, *(bench.short if short else bench.args), "--json"]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("VIRTUAL_ENV", None)
-    done = subprocess.run(
-        ["flock", str(LOCK), *cmd], cwd=tree, env=env, capture_output=True, text=True
-    )
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     out.with_suffix(".stderr").write_text(done.stderr)
     out.write_text(done.stdout)
     if done.returncode not in (0, 1):  # 1: a target missed, figures still printed
@@ -191,6 +204,24 @@ def table(labels: tuple[str, str], runs: dict[str, dict[str, list[Figures]]]) ->
     return "\n".join(lines)
 
 
+def run_pair(
+    name: str,
+    i: int,
+    args: argparse.Namespace,
+    sides: dict[str, tuple[str, Path]],
+    pythons: dict[str, Path],
+    runs: dict[str, dict[str, list[Figures]]],
+    out: Path,
+) -> None:
+    for s in ("old", "new"):
+        label, tree = sides[s]
+        say(f"{name}: pair {i + 1}/{args.pairs}, {s} ({label})")
+        path = out / f"{name}-{s}-{i + 1}.json"
+        figs = run_one(pythons[s], tree, BENCHES[name], args.short, path)
+        runs[name][s].append(figs)
+        say(f"{name} {s}: {json.dumps(figs)}")
+
+
 def say(message: str) -> None:
     print(f"[bench.ab {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -221,19 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sides = {s: worktree(rev) for s, rev in (("old", args.old), ("new", args.new))}
         pythons = {s: side_venv(tree, label) for s, (label, tree) in sides.items()}
-        runs: dict[str, dict[str, list[Figures]]] = {}
-        for name in names:
-            runs[name] = {"old": [], "new": []}
-            for i in range(args.pairs):
-                for s in ("old", "new"):
-                    label, tree = sides[s]
-                    say(f"{name}: pair {i + 1}/{args.pairs}, {s} ({label})")
-                    path = out / f"{name}-{s}-{i + 1}.json"
-                    figs = run_one(pythons[s], tree, BENCHES[name], args.short, path)
-                    runs[name][s].append(figs)
-                    say(f"{name} {s}: {json.dumps(figs)}")
-            # The table so far, so that an interrupted comparison keeps what it measured.
-            (out / "table.md").write_text(table((sides["old"][0], sides["new"][0]), runs) + "\n")
+        runs: dict[str, dict[str, list[Figures]]] = {name: {"old": [], "new": []} for name in names}
+        # Pair by pair across the benchmarks: a first pair of every figure comes early.
+        for i in range(args.pairs):
+            for name in names:
+                say(f"{name}: pair {i + 1}/{args.pairs}, waiting for {LOCK}")
+                with machine_lock():
+                    run_pair(name, i, args, sides, pythons, runs, out)
+                # The table so far: an interrupted comparison keeps what it measured.
+                labels = (sides["old"][0], sides["new"][0])
+                (out / "table.md").write_text(table(labels, runs) + "\n")
     except AbError as exc:
         print(f"bench/ab.sh: {exc}", file=sys.stderr)
         return 2
