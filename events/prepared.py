@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import aiosqlite
-from sqlalchemy import Column, Select, bindparam, insert, select, update
+from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -113,49 +113,6 @@ class Prepared:
         if plan is _MISSING:
             plan = self._plans[key] = _compile(self.statement, dialect, key[1])
         return driver, plan  # type: ignore[return-value]
-
-
-class Repository:
-    """Base of a service's repository: its statements, run in one session (a unit of
-    work's, or a read's)."""
-
-    __slots__ = ("session",)
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-
-_ROW_KEY = "row_key"  # not a column name: SQLAlchemy keeps those for the SET clause
-
-
-class KeyedUpdate(Prepared):
-    """``UPDATE table SET <the columns a call gives> WHERE key = <the row's key>``: one
-    statement for every set of columns a repository changes (a plan per set, compiled once)."""
-
-    def __init__(self, key: Column[Any], *conditions: Any) -> None:
-        super().__init__(update(key.table).where(key == bindparam(_ROW_KEY), *conditions))
-
-    async def set(self, session: AsyncSession, key: Any, /, **values: Any) -> int:
-        """Sets ``values`` on the row whose key is ``key``; returns the rows it matched."""
-        values[_ROW_KEY] = key
-        return await self.run(session, values)
-
-
-class InsertOnce:
-    """Rows recorded once by their key (an applied request's id, so that the same request
-    sent twice, even as two events, counts once)."""
-
-    def __init__(self, key: Column[Any]) -> None:
-        self._key = key.key
-        self._seen = Prepared(select(key).where(key == bindparam(key.key)))
-        self._insert = Prepared(insert(key.table))
-
-    async def add(self, session: AsyncSession, row: Mapping[str, Any]) -> bool:
-        """Inserts ``row`` unless its key is there already; False then."""
-        if await self._seen.first(session, {self._key: row[self._key]}) is not None:
-            return False
-        await self._insert.run(session, row)
-        return True
 
 
 def _statement(plan: _Plan, params: Mapping[str, Any]) -> tuple[str, list[Any]]:

@@ -8,30 +8,23 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 
-from events.prepared import InsertOnce, KeyedUpdate, Prepared, Repository, Row
+from events.prepared import Prepared, Row
+from events.repository import InsertOnce, KeyedRows, Repository
 from schemas.models import StockRestocked
 from services.inventory.domain import Line, Reservation, ReservationStatus, StockLevel
 from services.inventory.tables import reservations, restocks, stock
 
 _RESTOCKS = InsertOnce(restocks.c.restock_id)
-
-_STOCK = Prepared(select(stock).where(stock.c.sku == bindparam("sku")))
+_STOCK = KeyedRows(stock.c.sku)
 _LOCK_STOCK = Prepared(
     select(stock)
     .where(stock.c.sku.in_(bindparam("skus", expanding=True)))
     .order_by(stock.c.sku)
     .with_for_update()
 )
-_INSERT_STOCK = Prepared(insert(stock))
-_UPDATE_STOCK = KeyedUpdate(stock.c.sku)
-
-_BY_ORDER = select(reservations).where(reservations.c.order_id == bindparam("order_id"))
-_RESERVATION = Prepared(_BY_ORDER)
-_LOCK_RESERVATION = Prepared(_BY_ORDER.with_for_update())
-_INSERT_RESERVATION = Prepared(insert(reservations))
-_UPDATE_RESERVATION = KeyedUpdate(reservations.c.order_id)
+_RESERVATIONS = KeyedRows(reservations.c.order_id)
 
 
 class InventoryRepository(Repository):
@@ -59,16 +52,15 @@ class InventoryRepository(Repository):
         """Writes ``levels`` back (``new``: inserts them)."""
         for level in levels:
             if new:
-                await _INSERT_STOCK.run(self.session, {"sku": level.sku, **_counts(level, now)})
+                await _STOCK.insert(self.session, {"sku": level.sku, **_counts(level, now)})
             else:
-                await _UPDATE_STOCK.set(self.session, level.sku, **_counts(level, now))
+                await _STOCK.set(self.session, level.sku, **_counts(level, now))
 
     async def reservation(
         self, order_id: str, *, lock: bool = False
     ) -> tuple[str, Reservation] | None:
         """The order's customer and reservation, if inventory has seen the order."""
-        query = _LOCK_RESERVATION if lock else _RESERVATION
-        found = await query.first(self.session, {"order_id": order_id})
+        found = await _RESERVATIONS.get(self.session, order_id, lock=lock)
         if found is None:
             return None
         lines = tuple(Line(line["sku"], line["quantity"]) for line in json.loads(found["lines"]))
@@ -83,7 +75,7 @@ class InventoryRepository(Repository):
         now: datetime,
     ) -> None:
         lines = [{"sku": x.sku, "quantity": x.quantity} for x in reservation.lines]
-        await _INSERT_RESERVATION.run(
+        await _RESERVATIONS.insert(
             self.session,
             {
                 "order_id": order_id,
@@ -100,15 +92,15 @@ class InventoryRepository(Repository):
         self, order_id: str, reservation: Reservation, reason: str | None, now: datetime
     ) -> None:
         status = reservation.status.value
-        await _UPDATE_RESERVATION.set(
+        await _RESERVATIONS.set(
             self.session, order_id, status=status, reason=reason, updated_at=now
         )
 
     async def stock(self, sku: str) -> Row | None:
-        return await _STOCK.first(self.session, {"sku": sku})
+        return await _STOCK.get(self.session, sku)
 
     async def reservation_row(self, order_id: str) -> Row | None:
-        return await _RESERVATION.first(self.session, {"order_id": order_id})
+        return await _RESERVATIONS.get(self.session, order_id)
 
 
 def _counts(level: StockLevel, now: datetime) -> dict[str, object]:

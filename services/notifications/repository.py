@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 
-from events.prepared import Prepared, Repository, Row
+from events.prepared import Prepared, Row
+from events.repository import KeyedRows, Repository
 from services.notifications.domain import Notification
 from services.notifications.tables import sent
 
-_SENT = Prepared(select(sent).where(sent.c.order_id == bindparam("order_id")))
-_ALREADY_SENT = Prepared(select(sent.c.order_id).where(sent.c.order_id == bindparam("order_id")))
-_INSERT = Prepared(insert(sent))
+_SENT = KeyedRows(sent.c.order_id)
+_NOTIFIED = Prepared(select(sent.c.order_id).where(sent.c.order_id == bindparam("order_id")))
 
 
 class NotificationsRepository(Repository):
@@ -22,10 +22,10 @@ class NotificationsRepository(Repository):
 
     async def notified(self, order_id: str) -> bool:
         """Whether the order's customer was told already."""
-        return await _ALREADY_SENT.first(self.session, {"order_id": order_id}) is not None
+        return await _NOTIFIED.first(self.session, {"order_id": order_id}) is not None
 
     async def insert(self, note: Notification, cause_event_id: str, now: datetime) -> None:
-        await _INSERT.run(
+        await _SENT.insert(
             self.session,
             {
                 "order_id": note.order_id,
@@ -39,4 +39,4 @@ class NotificationsRepository(Repository):
         )
 
     async def get(self, order_id: str) -> Row | None:
-        return await _SENT.first(self.session, {"order_id": order_id})
+        return await _SENT.get(self.session, order_id)

@@ -88,7 +88,7 @@ async def place_order(uow: UnitOfWork, placed: OrderPlaced, saga_deadline: timed
 
 
 async def _locked(repo: OrdersRepository, order_id: str) -> Row:
-    row = await repo.lock(order_id)
+    row = await repo.get(order_id, lock=True)
     if row is None:
         raise PermanentError(f"unknown order {order_id}")
     return row

@@ -1,50 +1,43 @@
 """The orders table's statements, for the handlers, the API and the watchdog (built once, at
-import: see ``events.prepared``)."""
+import: see ``events.repository``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, select
+from sqlalchemy import Select, bindparam, func, select
 
-from events.prepared import KeyedUpdate, Prepared, Repository, Row
+from events.prepared import Prepared, Row
+from events.repository import KeyedRows, KeyedUpdate, Repository
 from services.orders.domain import Status, Transition, Waiting
 from services.orders.tables import orders
 
-_THIS_ORDER = orders.c.order_id == bindparam("order_id")
-_EXISTS = Prepared(select(orders.c.order_id).where(_THIS_ORDER))
-_GET = Prepared(select(orders).where(_THIS_ORDER))
-_LOCK = Prepared(select(orders).where(_THIS_ORDER).with_for_update())
-_INSERT = Prepared(insert(orders))
-_UPDATE = KeyedUpdate(orders.c.order_id)
+_ORDERS = KeyedRows(orders.c.order_id)
+_EXISTS = Prepared(select(orders.c.order_id).where(orders.c.order_id == bindparam("order_id")))
 # Conditional: the row count says which of several watchdogs flagged the order.
 _FLAG_UNFLAGGED = KeyedUpdate(orders.c.order_id, orders.c.stuck_at.is_(None))
 
 
 class OrdersRepository(Repository):
-    """The orders of one session (a unit of work's, or a read's)."""
+    """Orders in one session (a unit of work's, or a read's)."""
 
     __slots__ = ()
 
     async def exists(self, order_id: str) -> bool:
         return await _EXISTS.first(self.session, {"order_id": order_id}) is not None
 
-    async def get(self, order_id: str) -> Row | None:
-        return await _GET.first(self.session, {"order_id": order_id})
-
-    async def lock(self, order_id: str) -> Row | None:
-        """The order's row, locked until the transaction ends (PostgreSQL; SQLite's
-        transaction holds the write lock already)."""
-        return await _LOCK.first(self.session, {"order_id": order_id})
+    async def get(self, order_id: str, *, lock: bool = False) -> Row | None:
+        """The order's row (``lock``: locked until the transaction ends)."""
+        return await _ORDERS.get(self.session, order_id, lock=lock)
 
     async def insert(self, order: dict[str, Any]) -> None:
-        await _INSERT.run(self.session, order)
+        await _ORDERS.insert(self.session, order)
 
     async def set_waiting(self, order_id: str, waiting: Waiting, now: datetime) -> None:
         # stuck_at was about the step it left: cleared, so the watchdog can flag the order
         # again at the new step if the saga is still overdue.
-        await _UPDATE.set(
+        await _ORDERS.set(
             self.session,
             order_id,
             waiting_on=waiting.step.value,
@@ -54,12 +47,12 @@ class OrdersRepository(Repository):
         )
 
     async def set_late_facts(self, order_id: str, late_facts: str) -> None:
-        await _UPDATE.set(self.session, order_id, late_facts=late_facts)
+        await _ORDERS.set(self.session, order_id, late_facts=late_facts)
 
     async def end(
         self, order_id: str, transition: Transition, shipment_id: str | None, now: datetime
     ) -> None:
-        await _UPDATE.set(
+        await _ORDERS.set(
             self.session,
             order_id,
             status=transition.status,

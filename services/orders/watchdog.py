@@ -84,7 +84,7 @@ class Watchdog:
         async with UnitOfWork(self.db, self.outbox) as uow:
             repo = OrdersRepository(uow.session)
             # Locked (PostgreSQL): a second watchdog waits here, then sees the flag.
-            row = await repo.lock(order_id)
+            row = await repo.get(order_id, lock=True)
             if row is None or row["waiting_on"] is None:
                 return False
             status, deadline_at = Status(row["status"]), utc(row["deadline_at"])

@@ -5,31 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select
-
-from events.prepared import InsertOnce, KeyedUpdate, Prepared, Repository, Row
+from events.prepared import Row
+from events.repository import InsertOnce, KeyedRows, Repository
 from schemas.models import FundsDeposited
 from services.payments.domain import INSUFFICIENT_FUNDS, Account, Payment, PaymentStatus
 from services.payments.tables import accounts, deposits, payments, tombstones
 
 _DEPOSITS = InsertOnce(deposits.c.deposit_id)
-
-_BY_CUSTOMER = select(accounts).where(accounts.c.customer_id == bindparam("customer_id"))
-_ACCOUNT = Prepared(_BY_CUSTOMER)
-_LOCK_ACCOUNT = Prepared(_BY_CUSTOMER.with_for_update())
-_INSERT_ACCOUNT = Prepared(insert(accounts))
-_UPDATE_ACCOUNT = KeyedUpdate(accounts.c.customer_id)
-
-_BY_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
-_PAYMENT = Prepared(_BY_ORDER)
-_LOCK_PAYMENT = Prepared(_BY_ORDER.with_for_update())
-_INSERT_PAYMENT = Prepared(insert(payments))
-_UPDATE_PAYMENT = KeyedUpdate(payments.c.order_id)
-
-_TOMBSTONED = Prepared(
-    select(tombstones.c.order_id).where(tombstones.c.order_id == bindparam("order_id"))
-)
-_INSERT_TOMBSTONE = Prepared(insert(tombstones))
+_ACCOUNTS = KeyedRows(accounts.c.customer_id)
+_PAYMENTS = KeyedRows(payments.c.order_id)
+_TOMBSTONES = KeyedRows(tombstones.c.order_id)
 
 
 class PaymentsRepository(Repository):
@@ -44,7 +29,7 @@ class PaymentsRepository(Repository):
 
     async def lock_account(self, customer_id: str) -> Account | None:
         """The customer's stored account, locked; None for a customer never credited."""
-        row = await _LOCK_ACCOUNT.first(self.session, {"customer_id": customer_id})
+        row = await _ACCOUNTS.get(self.session, customer_id, lock=True)
         if row is None:
             return None
         return Account(
@@ -66,13 +51,12 @@ class PaymentsRepository(Repository):
         }
         if new:
             figures |= {"customer_id": account.customer_id, "created_at": now}
-            await _INSERT_ACCOUNT.run(self.session, figures)
+            await _ACCOUNTS.insert(self.session, figures)
         else:
-            await _UPDATE_ACCOUNT.set(self.session, account.customer_id, **figures)
+            await _ACCOUNTS.set(self.session, account.customer_id, **figures)
 
     async def payment(self, order_id: str, *, lock: bool = False) -> Payment | None:
-        query = _LOCK_PAYMENT if lock else _PAYMENT
-        found = await query.first(self.session, {"order_id": order_id})
+        found = await _PAYMENTS.get(self.session, order_id, lock=lock)
         if found is None:
             return None
         return Payment(
@@ -85,7 +69,7 @@ class PaymentsRepository(Repository):
 
     async def insert_payment(self, payment: Payment, now: datetime) -> None:
         declined = payment.status is PaymentStatus.DECLINED
-        await _INSERT_PAYMENT.run(
+        await _PAYMENTS.insert(
             self.session,
             {
                 "order_id": payment.order_id,
@@ -101,20 +85,20 @@ class PaymentsRepository(Repository):
 
     async def set_payment_status(self, payment: Payment, reason: str | None, now: datetime) -> None:
         status = payment.status.value
-        await _UPDATE_PAYMENT.set(
+        await _PAYMENTS.set(
             self.session, payment.order_id, status=status, reason=reason, updated_at=now
         )
 
     async def tombstoned(self, order_id: str) -> bool:
         """Whether the order was cancelled before any payment (a charge must not follow)."""
-        return await _TOMBSTONED.first(self.session, {"order_id": order_id}) is not None
+        return await _TOMBSTONES.get(self.session, order_id) is not None
 
     async def tombstone(self, order_id: str, reason: str, cancelled_at: datetime) -> None:
         row = {"order_id": order_id, "reason": reason, "cancelled_at": cancelled_at}
-        await _INSERT_TOMBSTONE.run(self.session, row)
+        await _TOMBSTONES.insert(self.session, row)
 
     async def account_row(self, customer_id: str) -> Row | None:
-        return await _ACCOUNT.first(self.session, {"customer_id": customer_id})
+        return await _ACCOUNTS.get(self.session, customer_id)
 
     async def payment_row(self, order_id: str) -> Row | None:
-        return await _PAYMENT.first(self.session, {"order_id": order_id})
+        return await _PAYMENTS.get(self.session, order_id)

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select
-
-from events.prepared import KeyedUpdate, Prepared, Repository, Row
+from events.prepared import Row
+from events.repository import KeyedRows, Repository
 from services.shipping.domain import Shipment, Status
 from services.shipping.tables import shipments
 
-_BY_ORDER = select(shipments).where(shipments.c.order_id == bindparam("order_id"))
-_GET = Prepared(_BY_ORDER)
-_LOCK = Prepared(_BY_ORDER.with_for_update())
-_INSERT = Prepared(insert(shipments))
-_UPDATE = KeyedUpdate(shipments.c.order_id)
+_SHIPMENTS = KeyedRows(shipments.c.order_id)
 
 
 class ShippingRepository(Repository):
@@ -26,7 +21,7 @@ class ShippingRepository(Repository):
 
     async def lock(self, order_id: str) -> Shipment | None:
         """The order's shipment (or tombstone), locked; None if shipping never saw it."""
-        row = await _LOCK.first(self.session, {"order_id": order_id})
+        row = await _SHIPMENTS.get(self.session, order_id, lock=True)
         if row is None:
             return None
         return Shipment(
@@ -41,7 +36,7 @@ class ShippingRepository(Repository):
         self, shipment: Shipment, customer_id: str, address: str | None, now: datetime
     ) -> None:
         """A new row; ``address`` is the JSON of the shipping address (None: a tombstone)."""
-        await _INSERT.run(
+        await _SHIPMENTS.insert(
             self.session,
             {
                 "order_id": shipment.order_id,
@@ -58,9 +53,9 @@ class ShippingRepository(Repository):
 
     async def set_status(self, shipment: Shipment, now: datetime) -> None:
         status = shipment.status.value
-        await _UPDATE.set(
+        await _SHIPMENTS.set(
             self.session, shipment.order_id, status=status, reason=shipment.reason, updated_at=now
         )
 
     async def get(self, order_id: str) -> Row | None:
-        return await _GET.first(self.session, {"order_id": order_id})
+        return await _SHIPMENTS.get(self.session, order_id)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from events.db import Database
 from events.prepared import Prepared, sqlite_driver
+from events.repository import InsertOnce, KeyedUpdate
 
 md = MetaData()
 items = Table(
@@ -140,3 +141,36 @@ async def test_on_sqlite_it_runs_on_aiosqlites_own_connection(db: Database) -> N
             assert driver is (await (await s.connection()).get_raw_connection()).driver_connection
         else:
             assert driver is None and dialect.name == "postgresql"
+
+
+_SET = KeyedUpdate(items.c.item_id)
+_SET_UNSEEN = KeyedUpdate(items.c.item_id, items.c.seen_at.is_(None))
+_ONCE = InsertOnce(items.c.item_id)
+
+
+async def test_keyed_update_sets_only_the_columns_given(db: Database) -> None:
+    at = datetime(2026, 12, 6, 6, 0, 0, 123000, tzinfo=UTC)
+    async with db.session() as s, s.begin():
+        await _INSERT.run(s, {**_row("a", 1, None), "note": "kept"})
+        await _INSERT.run(s, _row("b", 2, None))
+        assert await _SET.set(s, "a", count=10) == 1
+        assert await _SET.set(s, "a", flag=True, seen_at=at) == 1  # another set of columns
+        assert await _SET.set(s, "missing", count=1) == 0
+        # The extra condition: a row already seen is not matched.
+        assert await _SET_UNSEEN.set(s, "a", count=99) == 0
+        assert await _SET_UNSEEN.set(s, "b", count=20) == 1
+    async with db.session() as s:
+        a = await _ONE.first(s, {"item_id": "a"})
+        b = await _ONE.first(s, {"item_id": "b"})
+    assert a is not None and (a["count"], a["flag"], a["note"]) == (10, True, "kept")
+    assert a["seen_at"].replace(tzinfo=UTC) == at
+    assert b is not None and (b["count"], b["flag"]) == (20, True)
+
+
+async def test_insert_once_records_a_key_once(db: Database) -> None:
+    async with db.session() as s, s.begin():
+        assert await _ONCE.add(s, _row("once", 1, None)) is True
+        assert await _ONCE.add(s, _row("once", 2, None)) is False  # the same key again
+    async with db.session() as s:
+        rows = await _SOME.rows(s, {"ids": ["once"]})
+    assert rows == [{"item_id": "once", "count": 1}]  # the first row, untouched
