@@ -32,17 +32,9 @@ from sqlalchemy.orm import Session
 from events.projection_store import Generation
 from events.reading import NotCoPartitioned
 from services.query import sql
-from services.query.collect import Batch, Rows, customers_after, skus_after
-from services.query.domain import (
-    Customer,
-    Folded,
-    Sku,
-    View,
-    fold,
-    join_into,
-    money_changes,
-    stock_changes,
-)
+from services.query.collect import Batch, Changes, Rows, customers_after, skus_after
+from services.query.domain import View, join_into
+from services.query.figures import Customer, Folded, Sku, fold, money_changes, stock_changes
 from services.query.handover import RowsFile, read_rows
 from services.query.rows import (
     created_then_id,
@@ -89,30 +81,20 @@ class SqlStore:
     def restocks_seen(self, keys: Iterable[str]) -> set[str]:
         return sql.existing(self.session, self.gen[RESTOCKS], keys)
 
-    def save(
-        self,
-        *,
-        orders: dict[str, View],
-        rows: Rows,
-        timeline: Rows,
-        deposits: list[tuple[str, str, int]],
-        restocks: list[tuple[str, str, int]],
-        customers: list[Customer],
-        skus: list[Sku],
-    ) -> None:
+    def save(self, changes: Changes) -> None:
         s, gen = self.session, self.gen
-        self._save_orders(orders)
+        self._save_orders(changes.orders)
         # Rows a replay reader made whole: no other reader had these orders (``claim``), and
         # the table must not have them either.
-        self._insert_fresh(gen[ORDERS], rows)
-        if isinstance(timeline, RowsFile):
-            sql.insert_file(s, gen[TIMELINE], timeline, new_only=True)
+        self._insert_fresh(gen[ORDERS], changes.rows)
+        if isinstance(changes.timeline, RowsFile):
+            sql.insert_file(s, gen[TIMELINE], changes.timeline, new_only=True)
         else:
-            sql.insert_new(s, gen[TIMELINE], timeline)
-        sql.insert_new(s, gen[DEPOSITS], deposits)
-        sql.insert_new(s, gen[RESTOCKS], restocks)
-        sql.upsert(s, gen[CUSTOMERS], [customer_row(c) for c in customers])
-        sql.upsert(s, gen[SKUS], [sku_row(k) for k in skus])
+            sql.insert_new(s, gen[TIMELINE], changes.timeline)
+        sql.insert_new(s, gen[DEPOSITS], changes.deposits)
+        sql.insert_new(s, gen[RESTOCKS], changes.restocks)
+        sql.upsert(s, gen[CUSTOMERS], [customer_row(c) for c in changes.customers])
+        sql.upsert(s, gen[SKUS], [sku_row(k) for k in changes.skus])
 
     def _save_orders(self, views: dict[str, View]) -> dict[str, tuple[Any, ...]]:
         """New orders inserted; stored ones updated in the columns that changed only, one
@@ -196,8 +178,8 @@ class BuildingStore(SqlStore):
         self.cache.dirty.update(patches)
         return Folded({}, {}, {})
 
-    def save(self, **rest: Any) -> None:
-        super().save(**rest)
+    def save(self, changes: Changes) -> None:
+        super().save(changes)
         if len(self.cache.views) > self.cache.limit:
             self.flush()
             self.cache.clear()  # bounded memory: later batches load what they touch again

@@ -1,11 +1,11 @@
 """What a batch of the query projection's events changes, collected without I/O.
 
-Each event becomes a partial order view (see ``domain``) plus a timeline row, or a credited
-deposit or received restock (the owners' facts, never the requests), folded into a
-``Batch`` (``collect_events``, the projection's ``collect``); ``Batch.write_to`` later
-joins it with what a ``Store`` holds and saves the result (``services.query.batch`` has the
-SQL store and the transaction hook). Every value comes from the events (their own times,
-never the clock), so a replay rebuilds the very same rows.
+Each event becomes a partial order view (``patches``, joined by ``domain``'s rules) plus a
+timeline row, or a credited deposit or received restock (the owners' facts, never the
+requests), folded into a ``Batch`` (``collect_events``, the projection's ``collect``);
+``Batch.write_to`` later joins it with what a ``Store`` holds and saves the result
+(``services.query.batch`` has the SQL store and the transaction hook). Every value comes
+from the events (their own times, never the clock), so a replay rebuilds the very same rows.
 
 No SQLAlchemy and no service code here: a replay's reader processes import this module to
 collect, and start faster for not importing the rest of the service (a reader that hands
@@ -14,33 +14,29 @@ its rows over in a file uses the standard library's sqlite3, see ``handover``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 from events.envelope import Event
-from services.query.domain import (
-    Created,
+from services.query.domain import View, iso, join_into
+from services.query.figures import (
     Customer,
     Decline,
     Folded,
     Money,
     Sku,
     Stock,
-    Stuck,
-    Terminal,
-    View,
     apply_money,
     apply_stock,
-    iso,
-    join_into,
     later_decline,
     money_changes,
     stock_changes,
 )
 from services.query.handover import Handover, RowsFile
+from services.query.patches import ORDER_EVENTS, Payload
 from services.query.rows import created_then_id, order_row
 
 # A table's rows in its column order: in memory, or in a file a replay reader handed over.
@@ -118,13 +114,15 @@ class Batch:
         for _, sku, quantity in restocks:
             stock.setdefault(sku, Stock()).received += quantity
         store.save(
-            orders=folded.changed,
-            rows=self.rows,
-            timeline=timeline,
-            deposits=deposits,
-            restocks=restocks,
-            customers=customers_after(store, money, self.money_at, self.declines),
-            skus=skus_after(store, stock),
+            Changes(
+                orders=folded.changed,
+                rows=self.rows,
+                timeline=timeline,
+                deposits=deposits,
+                restocks=restocks,
+                customers=customers_after(store, money, self.money_at, self.declines),
+                skus=skus_after(store, stock),
+            )
         )
 
 
@@ -157,12 +155,25 @@ def skus_after(store: Store, stock: dict[str, Stock]) -> list[Sku]:
     return [apply_stock(stored.get(k) or Sku(k), d) for k, d in stock.items()]
 
 
+@dataclass(slots=True)
+class Changes:
+    """What a batch saves, per table."""
+
+    orders: dict[str, View]  # the joined views that changed
+    rows: Rows  # whole order rows a replay reader made
+    timeline: Rows
+    deposits: list[tuple[str, str, int]]  # (deposit id, customer, cents) not seen before
+    restocks: list[tuple[str, str, int]]  # (restock id, SKU, quantity) not seen before
+    customers: list[Customer]  # as changed
+    skus: list[Sku]  # as changed
+
+
 class Store(Protocol):
     """Where a batch reads the rows it touches and saves what changed."""
 
     def join_orders(self, patches: dict[str, View]) -> Folded:
         """Joins a batch's patches into the stored views: what changed, and what the changes
-        add per customer and SKU (``domain.fold``; a store may defer the figures)."""
+        add per customer and SKU (``figures.fold``; a store may defer the figures)."""
         ...
 
     def claim(self, reader: int, order_ids: set[str]) -> None:
@@ -175,168 +186,7 @@ class Store(Protocol):
     def deposits_seen(self, keys: Iterable[str]) -> set[str]: ...
     def restocks_seen(self, keys: Iterable[str]) -> set[str]: ...
 
-    def save(
-        self,
-        *,
-        orders: dict[str, View],
-        rows: Rows,
-        timeline: Rows,
-        deposits: list[tuple[str, str, int]],
-        restocks: list[tuple[str, str, int]],
-        customers: list[Customer],
-        skus: list[Sku],
-    ) -> None: ...
-
-
-Patch = dict[str, Any]
-Payload = dict[str, Any]
-ToPatch = Callable[[Payload, Event[Payload], "Batch"], Patch]
-
-
-# --- one function per event: what it says about its order (see domain.RULES) --------------
-# Payloads are the decoded Avro records (dicts; times are aware UTC datetimes): the batch
-# function takes them without a pydantic model each (see ``Projection.on_batch``).
-
-
-def order_created(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {
-        "customer_id": p["customer_id"],
-        "created": Created(iso(p["created_at"]), p["total_cents"], json.dumps(p["lines"])),
-    }
-
-
-def order_completed(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {
-        "customer_id": p["customer_id"],
-        "terminal": Terminal(iso(p["completed_at"]), e.event_id, "COMPLETED"),
-        "shipment_id": p["shipment_id"],
-        "stock_status": "SHIPPED",  # inventory ships a held reservation on OrderCompleted
-    }
-
-
-def order_rejected(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    at = iso(p["rejected_at"])
-    terminal = Terminal(at, e.event_id, "REJECTED", p["reason"], p["failed_step"])
-    return {"customer_id": p["customer_id"], "terminal": terminal}
-
-
-def order_cancelled(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    at = iso(p["cancelled_at"])
-    terminal = Terminal(at, e.event_id, "CANCELLED", p["reason"], p["failed_step"])
-    return {"customer_id": p["customer_id"], "terminal": terminal}
-
-
-def order_stuck(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    stuck = Stuck(
-        iso(p["detected_at"]),
-        e.event_id,
-        p["waiting_on"],
-        iso(p["waiting_since"]),
-        iso(p["deadline_at"]),
-    )
-    return {"customer_id": p["customer_id"], "stuck": stuck}
-
-
-def stock_reserved(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    lines = tuple((line["sku"], line["quantity"]) for line in p["lines"])
-    return {"customer_id": p["customer_id"], "stock_status": "RESERVED", "stock_lines": lines}
-
-
-def stock_rejected(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {
-        "customer_id": p["customer_id"],
-        "stock_status": "REJECTED",
-        "stock_reason": p["reason"],
-    }
-
-
-def stock_released(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {
-        "customer_id": p["customer_id"],
-        "stock_status": "RELEASED",
-        "stock_reason": p["reason"],
-    }
-
-
-def payment_captured(p: Payload, e: Event[Payload], batch: Batch) -> Patch:
-    batch.money(p["customer_id"], iso(p["captured_at"]))
-    return {
-        "customer_id": p["customer_id"],
-        "payment_id": p["payment_id"],
-        "payment_status": "CAPTURED",
-        "captured_cents": p["amount_cents"],
-    }
-
-
-def payment_declined(p: Payload, e: Event[Payload], batch: Batch) -> Patch:
-    decline = Decline(iso(p["declined_at"]), e.event_id, p["balance_cents"])
-    batch.decline(p["customer_id"], decline)
-    return {
-        "customer_id": p["customer_id"],
-        "payment_status": "DECLINED",
-        "payment_reason": p["reason"],
-    }
-
-
-def payment_refunded(p: Payload, e: Event[Payload], batch: Batch) -> Patch:
-    batch.money(p["customer_id"], iso(p["refunded_at"]))
-    return {
-        "customer_id": p["customer_id"],
-        "payment_id": p["payment_id"],
-        "payment_status": "REFUNDED",
-        "refunded_cents": p["amount_cents"],
-        "payment_reason": p["reason"],
-    }
-
-
-def shipment_scheduled(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {
-        "customer_id": p["customer_id"],
-        "shipment_id": p["shipment_id"],
-        "shipment_status": "SCHEDULED",
-        "carrier": p["carrier"],
-    }
-
-
-def shipment_failed(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {
-        "customer_id": p["customer_id"],
-        "shipment_status": "FAILED",
-        "shipment_reason": p["reason"],
-    }
-
-
-def shipment_cancelled(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {
-        "shipment_id": p["shipment_id"],
-        "shipment_status": "CANCELLED",
-        "shipment_reason": p["reason"],
-    }
-
-
-def customer_notified(p: Payload, e: Event[Payload], _: Batch) -> Patch:
-    return {"customer_id": p["customer_id"], "notified_at": iso(p["notified_at"])}
-
-
-# By event type name, not model class: a replay's reader processes import this module, and
-# the pydantic models would be most of their start-up (``projections`` checks the names).
-ORDER_EVENTS: Final[dict[str, ToPatch]] = {
-    "OrderCreated": order_created,
-    "OrderCompleted": order_completed,
-    "OrderRejected": order_rejected,
-    "OrderCancelled": order_cancelled,
-    "OrderStuck": order_stuck,
-    "StockReserved": stock_reserved,
-    "StockRejected": stock_rejected,
-    "StockReleased": stock_released,
-    "PaymentCaptured": payment_captured,
-    "PaymentDeclined": payment_declined,
-    "PaymentRefunded": payment_refunded,
-    "ShipmentScheduled": shipment_scheduled,
-    "ShipmentFailed": shipment_failed,
-    "ShipmentCancelled": shipment_cancelled,
-    "CustomerNotified": customer_notified,
-}
+    def save(self, changes: Changes) -> None: ...
 
 
 def order_event(batch: Batch, event: Event[Payload]) -> None:

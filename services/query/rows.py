@@ -6,17 +6,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from services.query.domain import (
-    PENDING,
-    Created,
-    Customer,
-    Decline,
-    Sku,
-    Stuck,
-    Terminal,
-    View,
-    stuck_now,
-)
+from services.query.domain import PENDING, Created, Stuck, Terminal, View, stuck_now
+from services.query.figures import Customer, Decline, Sku
 
 _json_text = json.encoder.encode_basestring_ascii  # what json.dumps quotes strings with
 

@@ -129,17 +129,14 @@ def define_tables(md: MetaData, suffix: str) -> None:
     )
 
     # Deposits and restocks counted, by the ids payments and inventory dedupe them by.
-    Table(
-        DEPOSITS + suffix,
-        md,
-        Column("deposit_id", String(36), primary_key=True),
-        Column("customer_id", String(255), nullable=False),
-        Column("amount_cents", BigInteger, nullable=False),
-    )
-    Table(
-        RESTOCKS + suffix,
-        md,
-        Column("restock_id", String(36), primary_key=True),
-        Column("sku", String(255), nullable=False),
-        Column("quantity", BigInteger, nullable=False),
-    )
+    for name, key, owner, amount in (
+        (DEPOSITS, "deposit_id", "customer_id", "amount_cents"),
+        (RESTOCKS, "restock_id", "sku", "quantity"),
+    ):
+        Table(
+            name + suffix,
+            md,
+            Column(key, String(36), primary_key=True),
+            Column(owner, String(255), nullable=False),
+            Column(amount, BigInteger, nullable=False),
+        )

@@ -11,7 +11,7 @@ from services.inventory.domain import StockLevel
 from services.orders.domain import TotalTooLarge, order_total
 from services.payments.domain import Account
 from services.payments.domain import Refused as PaymentRefused
-from services.query.domain import (
+from services.query.figures import (
     Customer,
     FigureOverflow,
     Money,

@@ -24,19 +24,14 @@ from services.query.domain import (
     PENDING,
     RULES,
     Created,
-    Customer,
-    Decline,
-    Money,
     Stuck,
     Terminal,
-    apply_money,
-    fold,
     iso,
     join,
     status,
-    stock_of,
     stuck_now,
 )
+from services.query.figures import Customer, Decline, Money, apply_money, fold, stock_of
 from services.query.rows import (
     customer_from_row,
     customer_row,
@@ -121,16 +116,16 @@ class MemoryStore:
             if self.owners.setdefault(order_id, reader) != reader:
                 raise NotCoPartitioned(order_id)
 
-    def save(self, *, orders, rows, timeline, deposits, restocks, customers, skus):
-        self.order_rows.update({k: order_row(k, v) for k, v in orders.items()})
-        assert isinstance(rows, list), "no hand-over files without a scratch directory"
-        self.order_rows.update({row[0]: row for row in rows})
-        for row in timeline:
+    def save(self, changes):
+        self.order_rows.update({k: order_row(k, v) for k, v in changes.orders.items()})
+        assert isinstance(changes.rows, list), "no hand-over files without a scratch directory"
+        self.order_rows.update({row[0]: row for row in changes.rows})
+        for row in changes.timeline:
             self.timeline.setdefault((row[0], row[1]), row)
-        self.deposit_ids.update(d[0] for d in deposits)
-        self.restock_ids.update(r[0] for r in restocks)
-        self.customer_rows.update({c.customer_id: customer_row(c) for c in customers})
-        self.sku_rows.update({s.sku: sku_row(s) for s in skus})
+        self.deposit_ids.update(d[0] for d in changes.deposits)
+        self.restock_ids.update(r[0] for r in changes.restocks)
+        self.customer_rows.update({c.customer_id: customer_row(c) for c in changes.customers})
+        self.sku_rows.update({s.sku: sku_row(s) for s in changes.skus})
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -482,7 +477,7 @@ def test_row_tuples_are_in_the_tables_column_order():
     assert len(order_row("o", {"updated_at": "t"})) == len(orders.columns)
     assert [c.name for c in orders.columns][:3] == ["order_id", "customer_id", "status"]
     assert len(customer_row(Customer("c"))) == len(md.tables[CUSTOMERS + "_t"].columns)
-    from services.query.domain import Sku
+    from services.query.figures import Sku
 
     assert len(sku_row(Sku("s"))) == len(md.tables[SKUS + "_t"].columns)
     row = customer_row(apply_money(Customer("c"), Money(1, 2, 3, 4), "t", Decline("t", "e", 5)))
