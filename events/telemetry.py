@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from events.envelope import Event
+from events.envelope import Envelope, Event
 
 Exporter = Literal["none", "console", "otlp"]
 _propagator = TraceContextTextMapPropagator()
@@ -130,6 +130,19 @@ def handling_span(
         yield s
 
 
+def event_span(consumer: str, topic: str, envelope: Envelope) -> Span:
+    """``start_handling_span`` for an event ``consumer`` read from ``topic``, with the
+    consumer's five attributes."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "choreo.consumer": consumer,
+        "choreo.event_type": envelope.event_type,
+        "choreo.event_id": envelope.event_id,
+    }
+    return start_handling_span(f"handle {envelope.event_type}", envelope.traceparent, attributes)
+
+
 @contextmanager
 def batch_spans(consumer: str, events: Sequence[Event[Any]]) -> Iterator[None]:
     """One handling span per event of a batch applied together (a projection's), each a
@@ -139,20 +152,7 @@ def batch_spans(consumer: str, events: Sequence[Event[Any]]) -> Iterator[None]:
     if not events or not tracing_enabled():
         yield
         return
-    spans = [
-        start_handling_span(
-            f"handle {event.envelope.event_type}",
-            event.envelope.traceparent,
-            {
-                "messaging.system": "kafka",
-                "messaging.destination.name": event.topic,
-                "choreo.consumer": consumer,
-                "choreo.event_type": event.envelope.event_type,
-                "choreo.event_id": event.envelope.event_id,
-            },
-        )
-        for event in events
-    ]
+    spans = [event_span(consumer, event.topic, event.envelope) for event in events]
     try:
         yield
     except BaseException as exc:

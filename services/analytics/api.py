@@ -37,7 +37,17 @@ def register(analytics: Analytics) -> None:
                 )
                 checks["assigned"] = bool(analytics.app.consumer.assignment())
             ok = all(checks.values())
-            return self.json({"ready": ok, "checks": checks}, status=200 if ok else 503)
+            body: dict[str, object] = {"ready": ok, "checks": checks}
+            if not ok:  # in words, as the other services' /ready (for `choreo status`)
+                body["reasons"] = [
+                    reason
+                    for check, reason in (
+                        ("recovered", "the tables are being recovered from their changelogs"),
+                        ("assigned", "no partitions are assigned yet"),
+                    )
+                    if not checks[check]
+                ]
+            return self.json(body, status=200 if ok else 503)
 
     @app.page("/metrics")
     class Metrics(View):

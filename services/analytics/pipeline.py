@@ -32,11 +32,13 @@ from typing import Any, cast
 import faust
 from faust.tables.wrappers import WindowWrapper
 from faust.types import EventT, Message, StreamT
+from opentelemetry.trace import use_span
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec, Decoded
 from events.envelope import Envelope, EnvelopeError
 from events.metrics import DUPLICATES, EVENTS_CONSUMED
+from events.telemetry import event_span, tracing_enabled
 from services.analytics.codec import PlatformAvroCodec, Undecodable
 from services.analytics.domain import (
     COUNTED,
@@ -178,6 +180,15 @@ def build(config: AnalyticsConfig) -> Analytics:
         envelope, value = read
         if value.event_type not in COUNTED:
             return
+        if not tracing_enabled():  # no tracer installed: skip building a no-op span
+            add(event, envelope, value)
+            return
+        # A handling span per counted event, in its saga's trace, as the other services'.
+        span = event_span(CONSUMER, event.message.topic, envelope)
+        with use_span(span, end_on_exit=True):
+            add(event, envelope, value)
+
+    def add(event: EventT[Any], envelope: Envelope, value: Decoded) -> None:
         at = envelope.occurred_at.timestamp()
         event_time.remember(event.message, at)
         if seen[envelope.event_id].value():

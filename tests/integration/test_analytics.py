@@ -4,6 +4,8 @@ serves match, number for number, the saga events published with known event time
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -82,22 +84,27 @@ class Analytics:
         return "\n".join(text.splitlines()[-lines:])
 
 
-@pytest.fixture
-async def analytics(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Analytics]:
+@contextlib.asynccontextmanager
+async def running_analytics(bootstrap: str, tmp_path: Path, **env: str) -> AsyncIterator[Analytics]:
+    """The analytics process over a fresh prefix; ``env`` adds to its environment."""
     prefix = unique("an") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(bootstrap, list(catalogue.topics.values()))
     spec = ProcessSpec("analytics", "services.analytics", free_port())
-    env = {"TOPIC_PREFIX": prefix, "LOG_FORMAT": "json"}
+    env = {"TOPIC_PREFIX": prefix, "LOG_FORMAT": "json", **env}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{spec.port}", timeout=10) as http:
-        svc = Analytics(
-            kafka_bootstrap, prefix, AvroCodec(catalogue), spec, tmp_path / "var", env, http
-        )
+        svc = Analytics(bootstrap, prefix, AvroCodec(catalogue), spec, tmp_path / "var", env, http)
         try:
             await svc.start()
             yield svc
         finally:
             await svc.stop()
+
+
+@pytest.fixture
+async def analytics(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Analytics]:
+    async with running_analytics(kafka_bootstrap, tmp_path) as svc:
+        yield svc
 
 
 # --- saga events as the services write them, at chosen event times ---------------------
@@ -382,3 +389,50 @@ async def test_figures_survive_a_restart(analytics: Analytics):
     expected[0].update(placed=13, completed=13)
     expected[0]["duration_ms"] = {"count": 13, "p50": 2000.0, "p90": 2000.0, "p99": 2000.0}
     await a.wait_for("minute", expected)
+
+
+async def test_the_platform_shell_json_logs_and_a_span_per_counted_event_in_its_trace(
+    kafka_bootstrap: str, tmp_path: Path
+):
+    """Logs and tracing as every service has them (events.process): spans go to the
+    console exporter, which writes them to the process's log file beside the JSON lines."""
+    env = {"TRACE_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    async with running_analytics(kafka_bootstrap, tmp_path, **env) as a:
+        trace_id = uuid.uuid4().hex
+        order_id = str(uuid.uuid4())
+        at = minute_in_the_last_hour()
+        line = {"sku": "SKU-1", "quantity": 1, "unit_price_cents": 500}
+        payload = {
+            "order_id": order_id,
+            "customer_id": "cust-1",
+            "lines": [line],
+            "total_cents": 500,
+            "shipping_address": ADDRESS,
+            "created_at": at,
+        }
+        envelope = Envelope(
+            new_event_id(),
+            "OrderCreated",
+            1,
+            at,
+            "test",
+            new_event_id(),
+            order_id,
+            traceparent=f"00-{trace_id}-{'1' * 16}-01",
+        )
+        topic = a.codec.catalogue.topic_for("OrderCreated")
+        value = a.codec.encode("OrderCreated", payload)
+        await send_raw(a, topic, order_id, value, envelope.to_headers())
+
+        def traced() -> bool:
+            text = a.log_tail(lines=100_000)
+            return f'"trace_id": "0x{trace_id}"' in text and '"handle OrderCreated"' in text
+
+        await eventually(traced, deadline_s=60, poll_s=0.2, what="the counted event's span")
+        assert (await a.http.get("/health")).json() == {"status": "ok", "service": "analytics"}
+    text = a.log_tail(lines=100_000)
+    assert '"choreo.consumer": "analytics"' in text
+    records = [json.loads(ln) for ln in text.splitlines() if ln.startswith('{"')]
+    assert records and all(r["service"] == "analytics" for r in records)
+    assert all({"event", "level", "logger", "timestamp"} <= r.keys() for r in records)
+    assert any(r["event"] == "analytics stopped" for r in records)
