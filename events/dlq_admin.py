@@ -97,25 +97,6 @@ async def read_dead_letters(bootstrap: str, dlq_topics: Sequence[str]) -> list[D
             await consumer.stop()
 
 
-async def count_dead_letters(bootstrap: str, dlq_topics: Sequence[str]) -> dict[str, int]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id="choreo-dlq-counter", enable_auto_commit=False
-    )
-    try:
-        await consumer.start()  # inside: a consumer that failed to start is stopped too
-        tps = await partitions_of(bootstrap, dlq_topics)
-        consumer.assign(tps)
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
-    finally:
-        with contextlib.suppress(KafkaError, OSError):
-            await consumer.stop()
-    counts: dict[str, int] = {t: 0 for t in dlq_topics}
-    for tp in tps:
-        counts[tp.topic] += end[tp] - begin[tp]
-    return counts
-
-
 async def redrive(bootstrap: str, letters: Sequence[DeadLetter]) -> list[str]:
     """Re-publishes each letter's original bytes and envelope to its original topic.
 

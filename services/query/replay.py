@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from aiokafka.errors import KafkaError
@@ -101,13 +102,15 @@ async def rebuild(
     verify: bool,
     batch: int,
     readers: int,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> ReplayReport:
     """Replays the projection ``name`` into the query database at ``database_url`` (the
-    ``choreo replay`` command passes the query service's URL; this module's main, its own)."""
+    ``choreo replay`` command passes the query service's URL and its progress renderer;
+    this module's main, its own URL, and progress is a :class:`ProgressLine`)."""
     projection = PROJECTIONS[name](settings.topic_prefix)
     catalogue = Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix)
     db = open_database(database_url)
-    progress = ProgressLine(sys.stderr, name)
+    progress = ProgressLine(sys.stderr, name) if on_progress is None else on_progress
     try:
         await db.create_all(platform_metadata)
         return await replay(
@@ -121,7 +124,8 @@ async def rebuild(
             readers=readers,
         )
     finally:
-        progress.end()
+        if isinstance(progress, ProgressLine):
+            progress.end()
         await db.dispose()
 
 

@@ -13,16 +13,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from events import unreachable
 from events.cli.errors import BROKER_ERRORS, DATABASE_ERRORS, USAGE, CliError
+from events.cli.progress import Meter
 from events.settings import PlatformSettings
 from events.supervisor import database_url
 from events.topics import TopicError
 
+if TYPE_CHECKING:  # the replay runtime is imported when the command runs, not by every command
+    from events.replay import Progress
+
 DIFFERENCES = 1
 FAILED = 2
+
+
+class PhaseMeters:
+    """The replay's progress reports drawn by the command line's one progress renderer
+    (:class:`events.cli.progress.Meter`), a meter per phase (rebuild, catch-up, verify).
+    Reports come after every fetched chunk, so they are drawn at most every
+    ``Meter.every_s``, and the last of a phase on a terminal."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.clock = name, clock
+        self.meter: Meter | None = None
+        self.phase = ""
+        self.next_at = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        if self.meter is None or p.phase != self.phase:
+            self.finish()
+            self.meter, self.phase = Meter(f"{self.name} {p.phase}", p.total), p.phase
+            self.next_at = self.clock() + self.meter.every_s
+        now = self.clock()
+        if now >= self.next_at or (self.meter.tty and p.events >= p.total):
+            self.next_at = now + self.meter.every_s
+            self.meter.show(p.events, p.events)
+
+    def finish(self) -> None:
+        if self.meter is not None:
+            self.meter.finish()
+            self.meter = None
 
 
 def replay_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
@@ -43,9 +77,18 @@ def replay_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     url = database_url("query", settings.var_dir, os.environ)
     bootstrap = settings.kafka_bootstrap_servers
     tune_gc()  # the process ends with the replay: the tuning outlives nothing else
+    progress = PhaseMeters(name)
     try:
         report = asyncio.run(
-            rebuild(name, settings, url, verify=args.verify, batch=BATCH, readers=readers)
+            rebuild(
+                name,
+                settings,
+                url,
+                verify=args.verify,
+                batch=BATCH,
+                readers=readers,
+                on_progress=progress,
+            )
         )
     # The replay's own deadline (the live generation not catching up) before the broker's.
     except TimeoutError as exc:
@@ -56,6 +99,8 @@ def replay_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
         raise CliError(unreachable.database_unreachable("query", url, exc), FAILED) from None
     except BROKER_ERRORS as exc:
         raise CliError(unreachable.broker_unreachable(bootstrap, exc), FAILED) from None
+    finally:
+        progress.finish()
     for line in summary(report):
         print(line)
     return DIFFERENCES if report.differences else 0
