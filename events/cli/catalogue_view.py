@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from events.avro.names import NamedTypes, short_name
 from events.catalogue import Catalogue, CatalogueError
 from events.cli.errors import CliError
+from events.cli.output import add_output_option
 from events.cli.payloads import InputError, compact, key_field, resolve_event_type
 from events.cli.timestamps import defaults_to_now
 from events.settings import PlatformSettings
@@ -175,5 +176,5 @@ def register(sub: argparse._SubParsersAction[_P]) -> None:
         description="List the catalogue's event types, or show one in detail.",
     )
     events.add_argument("event_type", nargs="?", metavar="TYPE", help="show this type in detail")
-    events.add_argument("--output", choices=["text", "json"], default="text")
+    add_output_option(events)
     events.set_defaults(run=_events)

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from events.cli import catalogue_view, tail
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import BROKER_ERRORS, CliError, broker_unreachable
+from events.cli.output import add_output_option
 from events.cli.payloads import (
     InputError,
     NoKeyError,
@@ -227,7 +227,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction[_P]) -> None:
-    """Adds ``choreo publish`` (and, for now, ``events`` and ``tail``) to the sub-commands."""
+    """Adds ``choreo publish`` to the sub-commands."""
     publish = sub.add_parser(
         "publish",
         help="publish events validated against their Avro contracts",
@@ -254,8 +254,5 @@ def register(sub: argparse._SubParsersAction[_P]) -> None:
     publish.add_argument(
         "--dry-run", action="store_true", help="validate and show what would be sent; send nothing"
     )
-    publish.add_argument("--output", choices=["text", "json"], default="text")
+    add_output_option(publish)
     publish.set_defaults(run=_publish)
-    # Until events.cli.main registers them itself:
-    catalogue_view.register(sub)
-    tail.register(sub)

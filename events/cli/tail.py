@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import CliError, broker_unreachable
+from events.cli.output import add_output_option
 from events.cli.payloads import compact
 from events.codec import AvroCodec, CodecError
 from events.envelope import Envelope, EnvelopeError
@@ -217,5 +218,5 @@ def register(sub: argparse._SubParsersAction[_P]) -> None:
         "--from-beginning", action="store_true", help="start at the oldest message, not the end"
     )
     tail_cmd.add_argument("--max", type=_positive, metavar="N", help="stop after N messages")
-    tail_cmd.add_argument("--output", choices=["text", "json"], default="text")
+    add_output_option(tail_cmd)
     tail_cmd.set_defaults(run=_tail)

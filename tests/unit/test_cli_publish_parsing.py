@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from events.avro.names import NamedTypes
 from events.avro.validate import Validator, first_error
 from events.catalogue import Catalogue, SchemaVersion, schema_fingerprint
+from events.cli import catalogue_view, publish, tail
 from events.cli.catalogue_view import field_line, type_name
 from events.cli.payloads import (
     InputError,
@@ -34,7 +35,6 @@ from events.cli.payloads import (
 )
 from events.cli.preparer import EventIds, Preparer
 from events.cli.progress import Meter
-from events.cli.publish import register
 from events.cli.tail import decode_message, tail_topic
 from events.cli.timestamps import normalise_payload, to_epoch
 from events.codec import AvroCodec
@@ -708,7 +708,8 @@ def test_tail_adds_the_topic_prefix_unless_given():
 def test_the_commands_register_and_their_help_explains_timestamps():
     parser = argparse.ArgumentParser(prog="choreo")
     sub = parser.add_subparsers(dest="command")
-    register(sub)
+    for module in (publish, catalogue_view, tail):
+        module.register(sub)
     args = parser.parse_args(["publish", "OrderPlaced", "--field", "a=1", "--field", "b=2"])
     assert args.field == ["a=1", "b=2"] and args.output == "text"
     assert parser.parse_args(["tail", "t", "--max", "3"]).max == 3
