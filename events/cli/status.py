@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from events.cli.dlq import dead_letter_topics
 from events.cli.output import add_output_option, print_document
@@ -37,6 +36,10 @@ METRICS = {
 def metric_sums(text: str) -> dict[str, float]:
     """Each sample name's sum over its labels; empty for text that is not the exposition
     format (a service too old to have /metrics answers 404's body, say)."""
+    # Imported here: prometheus_client's package sets up its default registry and
+    # collectors, start-up time that only this command needs.
+    from prometheus_client.parser import text_string_to_metric_families
+
     sums: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
