@@ -35,6 +35,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = Path("/work/notes/machine.lock")
+PAUSE_S = 10.0  # between pairs, for others waiting for the lock
 Figures = dict[str, float | None]
 
 
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"{name}: pair {i + 1}/{args.pairs}, waiting for {LOCK}")
                 with machine_lock():
                     run_pair(name, i, args, sides, pythons, runs, out)
+                # flock is not fair: without a pause this process would take the lock straight
+                # back and others waiting for it would never get their turn between pairs.
+                time.sleep(PAUSE_S)
                 # The table so far: an interrupted comparison keeps what it measured.
                 labels = (sides["old"][0], sides["new"][0])
                 (out / "table.md").write_text(table(labels, runs) + "\n")
