@@ -1,12 +1,15 @@
 """What the consumer runtime holds of the records it fetched, shared by the consumer
 (events.consumer) and its sequenced dead letters (events.sequencing): a decoded record with
-its handler, the counters, the failure of a parked event, and which errors are the
-infrastructure's rather than the event's."""
+its handler, the counters, the failure of a parked event, which errors are the
+infrastructure's rather than the event's, and the retry loop both apply events with."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
@@ -14,7 +17,10 @@ from pydantic import ValidationError
 from events.codec import CodecError
 from events.db import is_transient
 from events.envelope import EnvelopeError, Event
-from events.routing import HandlerSpec, PermanentError
+from events.metrics import RETRIES
+from events.routing import HandlerSpec, PermanentError, RetryPolicy
+
+log = logging.getLogger("events.consumer")
 
 # A record's bytes or headers that no contract reads: dead-lettered without a retry.
 UNDECODABLE = (CodecError, EnvelopeError, ValidationError)
@@ -68,3 +74,45 @@ def is_infrastructure(exc: BaseException) -> bool:
 def reason(error: BaseException) -> str:
     """An error as a block's stored reason."""
     return f"{type(error).__name__}: {error}"[:2000]
+
+
+class Retrying(Protocol):
+    """What ``with_retries`` needs of its consumer."""
+
+    name: str
+    retry: RetryPolicy
+    stats: ConsumerStats
+
+
+async def with_retries(
+    consumer: Retrying,
+    attempt_once: Callable[[], Awaitable[None]],
+    give_up: Callable[[Exception, int], Awaitable[None]],
+    what: str,
+    stop: asyncio.Event,
+) -> None:
+    """Runs ``attempt_once`` until it succeeds. An error of the event (one that fails for
+    good, or any after ``retry.attempts`` tries) goes to ``give_up`` with the attempts made;
+    an error of the database is not the event's fault, so it never dead-letters it: retried
+    without limit, raised once ``stop`` is set."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await attempt_once()
+            return
+        except Exception as exc:
+            error = exc.error if isinstance(exc, ParkedFailure) else exc
+            if is_infrastructure(error):
+                if stop.is_set():
+                    if error is exc:
+                        raise
+                    raise error from None
+                attempt = min(attempt, consumer.retry.attempts - 1)
+            elif fails_for_good(exc) or attempt >= consumer.retry.attempts:
+                await give_up(exc, attempt)
+                return
+            consumer.stats.retries += 1
+            RETRIES.labels(consumer.name).inc()
+            log.info("%s: %s failed (attempt %d): %r", consumer.name, what, attempt, error)
+            await asyncio.sleep(consumer.retry.delay(attempt))  # backoff between retries

@@ -8,9 +8,9 @@ an event that still fails is dead-lettered and consumption moves on.
 Sequenced dead letters: dead-lettering an event that has a key blocks the key for this
 consumer and parks the key's later events (events.sequencing, events.parking).
 
-Kept whole at about 430 lines: the fetch loop, the offsets it commits and the batch's
-transaction share the consumer's state and order; the parts that stand alone are in
-events.sequencing, events.inbox, events.rebalance and events.consumed.
+The parts that stand alone: events.sequencing, events.inbox (the inbox statements),
+events.rebalance (the rebalance listener) and events.consumed (the decoded item, the
+counters, the retry loop).
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from events.consumed import (
     UNDECODABLE,
     ConsumerStats,
     Item,
-    ParkedFailure,
-    fails_for_good,
     is_infrastructure,
+    with_retries,
 )
 from events.db import Database
 from events.dlq import send_dead_letter
@@ -44,7 +43,7 @@ from events.envelope import Envelope, EnvelopeError, Event, utcnow
 from events.inbox import claim_new, processed_among
 from events.kafka import manual_consumer, reliable_producer, stop_quietly
 from events.logs import bind_event, unbind_event
-from events.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_CONSUMED, HANDLER_SECONDS, RETRIES
+from events.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_CONSUMED, HANDLER_SECONDS
 from events.outbox import Outbox, UnitOfWork
 from events.rebalance import BatchLock, Hook
 from events.routing import RetryPolicy, Router
@@ -133,10 +132,8 @@ class EventConsumer(SequencedDeadLetters):
         if self._consumer is not None:
             with contextlib.suppress(KafkaError, OSError):
                 await self.flush_offsets()
-        consumer, self._consumer = self._consumer, None
-        await stop_quietly(consumer)
-        producer, self._dlq = self._dlq, None
-        await stop_quietly(producer)
+        clients, self._consumer, self._dlq = (self._consumer, self._dlq), None, None
+        await stop_quietly(*clients)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set: the batch in hand is finished and committed."""
@@ -359,40 +356,7 @@ class EventConsumer(SequencedDeadLetters):
             await self._dead_letter(item.record, exc, attempts=attempts)
 
         what = f"{item.event.event_type} {item.event.event_id}"
-        await self._with_retries(lambda: self._apply_batch([item]), give_up, what, stop)
-
-    async def _with_retries(
-        self,
-        attempt_once: Callable[[], Awaitable[None]],
-        give_up: Callable[[Exception, int], Awaitable[None]],
-        what: str,
-        stop: asyncio.Event,
-    ) -> None:
-        """Runs ``attempt_once`` until it succeeds. An error of the event (one that fails
-        for good, or any after ``retry.attempts`` tries) goes to ``give_up`` with the
-        attempts made; an error of the database is not the event's fault, so it never
-        dead-letters it: retried without limit, raised once ``stop`` is set."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await attempt_once()
-                return
-            except Exception as exc:
-                error = exc.error if isinstance(exc, ParkedFailure) else exc
-                if is_infrastructure(error):
-                    if stop.is_set():
-                        if error is exc:
-                            raise
-                        raise error from None
-                    attempt = min(attempt, self.retry.attempts - 1)
-                elif fails_for_good(exc) or attempt >= self.retry.attempts:
-                    await give_up(exc, attempt)
-                    return
-                self.stats.retries += 1
-                RETRIES.labels(self.name).inc()
-                log.info("%s: %s failed (attempt %d): %r", self.name, what, attempt, error)
-                await asyncio.sleep(self.retry.delay(attempt))  # backoff between retries
+        await with_retries(self, lambda: self._apply_batch([item]), give_up, what, stop)
 
     async def _dead_letter(
         self, record: ConsumerRecord, error: BaseException, attempts: int

@@ -41,8 +41,9 @@ def manual_consumer(bootstrap: str, *, group_id: str, **extra: Any) -> AIOKafkaC
     return AIOKafkaConsumer(**options)
 
 
-async def stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
-    """Stops a client on the way out: a broker that is gone must not fail a close."""
-    if client is not None:
-        with contextlib.suppress(KafkaError, OSError):
-            await client.stop()
+async def stop_quietly(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:
+    """Stops clients on the way out: a broker that is gone must not fail a close."""
+    for client in clients:
+        if client is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await client.stop()

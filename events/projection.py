@@ -29,14 +29,7 @@ from events.kafka import reliable_producer, stop_quietly
 from events.metrics import PROJECTION_DEAD_LETTERED, PROJECTION_UNDECODABLE
 from events.models import EventModel
 from events.projection_store import Generation, ProjectionStore
-from events.reading import (
-    CollectorFactory,
-    Models,
-    Positions,
-    decode_records,
-    reader,
-    seek_to,
-)
+from events.reading import CollectorFactory, Models, Positions, decode_records, reader, seek_to
 from events.routing import RetryPolicy
 from events.telemetry import batch_spans
 from events.topics import partitions_of
@@ -220,10 +213,8 @@ class ProjectionRunner:
         PROJECTION_UNDECODABLE.labels(name).set(self.undecodable)
 
     async def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        await stop_quietly(consumer)
-        producer, self._dlq = self._dlq, None
-        await stop_quietly(producer)
+        clients, self._consumer, self._dlq = (self._consumer, self._dlq), None, None
+        await stop_quietly(*clients)
 
     async def run(self, stop: asyncio.Event) -> None:
         if self._consumer is None:

@@ -32,13 +32,14 @@ from events.consumed import (
     ParkedFailure,
     is_infrastructure,
     reason,
+    with_retries,
 )
 from events.db import Database
 from events.dlq import send_dead_letter
 from events.envelope import utcnow
 from events.metrics import BLOCKED_KEYS, EVENTS_CONSUMED, PARKED_EVENTS
 from events.outbox import Outbox, UnitOfWork
-from events.routing import HandlerSpec, PermanentError
+from events.routing import HandlerSpec, PermanentError, RetryPolicy
 from events.tables import inbox
 from events.telemetry import tracing_enabled
 
@@ -63,6 +64,7 @@ class SequencedDeadLetters:
     outbox: Outbox
     handlers: dict[str, HandlerSpec]
     stats: ConsumerStats
+    retry: RetryPolicy
     sequenced: bool
     _dlq: AIOKafkaProducer | None
     _stop: asyncio.Event
@@ -84,14 +86,6 @@ class SequencedDeadLetters:
         async def _seen(self, session: Any, event_ids: list[str]) -> set[str]: ...
 
         async def _until_db(self, op: Callable[[], Awaitable[T]]) -> T: ...
-
-        async def _with_retries(
-            self,
-            attempt_once: Callable[[], Awaitable[None]],
-            give_up: Callable[[Exception, int], Awaitable[None]],
-            what: str,
-            stop: asyncio.Event,
-        ) -> None: ...
 
     def _init_blocks(self, block_sync_interval_ms: int) -> None:
         self._blocks: dict[str, str] = {}  # key -> id of the dead-lettered event blocking it
@@ -301,7 +295,7 @@ class SequencedDeadLetters:
             else:
                 await self._dead_letter(head, exc, attempts=attempts)
 
-        await self._with_retries(attempt_once, give_up, f"unblocking key {key}", stop)
+        await with_retries(self, attempt_once, give_up, f"unblocking key {key}", stop)
 
     async def _dead_letter_parked(
         self, key: str, head: ConsumerRecord | None, item: Item | None, failure: ParkedFailure
