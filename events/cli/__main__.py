@@ -1,5 +1,5 @@
 """``python -m events.cli``: the platform's commands (``choreo`` adds the reference
-system's demo, up, down and ps: ``python -m services.tools.stack``)."""
+system's demo, up, down, ps and replay: ``python -m services.tools.stack``)."""
 
 import sys
 
