@@ -9,8 +9,9 @@ applies them without it. Other keys flow as before.
 
 ``SequencedDeadLetters`` is a part of ``events.consumer.EventConsumer``, kept in a module of
 its own because it is a subject of its own (a cache of blocked keys, parking, unblocking);
-it works on the consumer's state and calls the consumer's decoding, handling and retrying,
-declared below for the type checker.
+it works on the consumer's state and calls the consumer's decoding and handling, declared
+below for the type checker. About 410 lines, most of them the one transaction that
+unblocks a key (``_drain``), which reads best whole.
 """
 
 from __future__ import annotations
