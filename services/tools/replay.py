@@ -62,7 +62,6 @@ class PhaseMeters:
 def replay_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     # Imported when run: the query service's modules (its store, SQLAlchemy's tables) cost
     # every other command's start-up time.
-    from events.reading import tune_gc
     from events.replay_readers import ReaderError, default_readers
     from services.query.projections import PROJECTIONS
     from services.query.replay import BATCH, rebuild, summary
@@ -76,7 +75,6 @@ def replay_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
         raise CliError("--readers must be 0 or more", USAGE)
     url = database_url("query", settings.var_dir, os.environ)
     bootstrap = settings.kafka_bootstrap_servers
-    tune_gc()  # the process ends with the replay: the tuning outlives nothing else
     progress = PhaseMeters(name)
     try:
         report = asyncio.run(
