@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -28,10 +27,12 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from infra.locks import exclusive
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = Path("/work/notes/machine.lock")
@@ -146,15 +147,9 @@ def side_venv(tree: Path, label: str) -> Path:
     return shim / "bin" / "python"
 
 
-@contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    """The shared lock of heavy work on this machine (flock(2), as flock(1) takes it)."""
-    with LOCK.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def machine_lock() -> contextlib.AbstractContextManager[None]:
+    """The shared lock of heavy work on this machine."""
+    return exclusive(LOCK)
 
 
 def run_one(python: Path, tree: Path, bench: Bench, short: bool, out: Path) -> Figures:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -25,12 +24,14 @@ import socket
 import string
 import subprocess
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
+
+from infra.locks import exclusive
 
 __all__ = [
     "BrokerError",
@@ -167,7 +168,7 @@ def ensure_jars(cache: Path | None = None) -> Path:
         return libs
     mvn = _which("mvn")
     libs.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(libs.parent / ".libs.lock"):
+    with exclusive(libs.parent / ".libs.lock"):
         if _read_text(marker) == digest:  # another process resolved them meanwhile
             return libs
         shutil.rmtree(libs, ignore_errors=True)
@@ -200,7 +201,7 @@ def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
     deadline = time.monotonic() + timeout
     java = _which("java")
     spec.home.mkdir(parents=True, exist_ok=True)
-    with _locked(spec.home / ".lock"):
+    with exclusive(spec.home / ".lock"):
         current = status(spec)
         if current.running:
             return current
@@ -255,17 +256,6 @@ def _read_text(path: Path) -> str | None:
         return path.read_text().strip()
     except OSError:
         return None
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock, so concurrent ``up()``/``ensure_jars()`` calls queue up."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _classpath(libs: Path) -> str:
