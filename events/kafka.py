@@ -1,12 +1,102 @@
-"""Kafka client construction in one place, so every producer keeps the same guarantees."""
+"""Kafka client construction in one place: where the brokers are and how to reach them
+(:class:`KafkaConnection`: TLS, SASL), and the guarantees every producer and consumer keeps."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where the brokers are and who connects: built once from the settings at an entrypoint
+    and passed to every client (producer, consumer, admin, replay reader, faust app).
+
+    The password is a ``SecretStr``, so ``repr``, logs and error messages never show it."""
+
+    bootstrap: str
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def principal(self) -> str:
+        """Kafka's name for whoever connects, as ACLs and error messages spell it."""
+        if self.uses_sasl and self.username:
+            return f"User:{self.username}"
+        return "User:ANONYMOUS"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A verifying context (the CA file, else the system's CAs); with a client
+        certificate and key for mutual TLS."""
+        if not self.uses_tls:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        if self.cert_file is not None:
+            keyfile = str(self.key_file) if self.key_file is not None else None
+            context.load_cert_chain(str(self.cert_file), keyfile)
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka's keyword arguments for a producer, consumer or admin client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            options["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            options["sasl_plain_username"] = self.username
+            options["sasl_plain_password"] = (
+                self.password.get_secret_value() if self.password is not None else None
+            )
+        return options
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The same connection for confluent-kafka (librdkafka's property names)."""
+        config = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.uses_tls:
+            if self.ca_file is not None:
+                config["ssl.ca.location"] = str(self.ca_file)
+            if self.cert_file is not None:
+                config["ssl.certificate.location"] = str(self.cert_file)
+            if self.key_file is not None:
+                config["ssl.key.location"] = str(self.key_file)
+        if self.uses_sasl:
+            config["sasl.mechanism"] = self.sasl_mechanism or "PLAIN"
+            config["sasl.username"] = self.username or ""
+            config["sasl.password"] = (
+                self.password.get_secret_value() if self.password is not None else ""
+            )
+        return config
 
 
 def reliable_producer(

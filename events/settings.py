@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from events.kafka import KafkaConnection, SaslMechanism, SecurityProtocol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +22,21 @@ class PlatformSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]"
     )
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="How clients reach Kafka: PLAINTEXT, SSL, SASL_SSL, ..."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols only)"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CAs that sign the brokers' certificates"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate (mutual TLS)"
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM client key (mutual TLS)")
     schemas_dir: Path = Field(
         default=REPO_ROOT / "schemas", description="Root of the Avro contract catalogue"
     )
@@ -37,6 +54,19 @@ class PlatformSettings(BaseSettings):
         description="Largest event (payload + key + headers) a unit of work accepts; keep "
         "it under the topics' max.message.bytes (Kafka's default: 1048588)",
     )
+
+    def kafka_connection(self) -> KafkaConnection:
+        """The one description of how this process reaches Kafka."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password,
+            ca_file=self.kafka_ssl_cafile,
+            cert_file=self.kafka_ssl_certfile,
+            key_file=self.kafka_ssl_keyfile,
+        )
 
 
 def settings_error(exc: Exception) -> str:
