@@ -1,6 +1,6 @@
 """Typed payloads of the reference order saga, one pydantic model per Avro contract.
 
-Each model mirrors ``schemas/<context>/<EventName>/v1.avsc`` field for field (checked by
+Each model mirrors the latest ``schemas/<context>/<EventName>/vN.avsc`` field for field (checked by
 ``tests/unit/test_contracts.py``). The models accept what the codec decodes and produce what
 it encodes:
 
@@ -237,10 +237,13 @@ class OrderStuck(EventModel):
 
 
 class StockRestocked(EventModel):
+    """v2: an optional unit price, set with the stock (None keeps the SKU's price)."""
+
     restock_id: Uuid
     sku: Id
     quantity: Quantity
     restocked_at: Timestamp
+    unit_price_cents: UnitPrice | None = None
 
 
 class StockReserved(EventModel):
@@ -277,6 +280,15 @@ class StockReceived(EventModel):
     quantity: Quantity
     restocked_at: Timestamp
     received_at: Timestamp
+
+
+class SkuPriced(EventModel):
+    """Inventory's fact: the SKU's unit price from now on (orders prices orders from it)."""
+
+    sku: Id
+    unit_price_cents: UnitPrice
+    restock_id: Uuid
+    priced_at: Timestamp
 
 
 # --- payments ------------------------------------------------------------------------------
@@ -380,6 +392,7 @@ ALL_EVENTS: dict[str, type[EventModel]] = {
         StockRejected,
         StockReleased,
         StockReceived,
+        SkuPriced,
         FundsDeposited,
         PaymentCaptured,
         PaymentDeclined,

@@ -537,9 +537,9 @@ async def test_events_details_one_type_or_suggests_a_name(env: Env, choreo: Chor
     ran = await choreo("events", "StockRestocked")
     assert ran.status == 0
     assert ran.out.splitlines()[0] == (
-        f"StockRestocked v1 (inventory) -> {env.topic('inventory.requests')}"
+        f"StockRestocked v2 (inventory) -> {env.topic('inventory.requests')}"
     )
-    assert "versions: 1; key: sku" in ran.out
+    assert "versions: 1, 2; key: sku" in ran.out
     assert "    quantity: int  # " in ran.out
 
     nested = await choreo("events", "OrderPlaced")

@@ -12,6 +12,7 @@ import typing
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import annotated_types
@@ -52,6 +53,7 @@ from schemas.models import (
     ShipmentFailed,
     ShipmentScheduled,
     Shortage,
+    SkuPriced,
     StockLine,
     StockReceived,
     StockRejected,
@@ -72,12 +74,18 @@ def codec(catalogue: Catalogue) -> AvroCodec:
     return AvroCodec(catalogue)
 
 
+def _version(path: Path) -> int:
+    return int(path.stem.removeprefix("v"))
+
+
 def _schema_files() -> dict[str, dict[str, Any]]:
-    """Event type -> raw v1 schema, straight from the files."""
-    return {
-        path.parent.name: json.loads(path.read_text())
-        for path in sorted(SCHEMAS_ROOT.glob("*/*/v1.avsc"))
-    }
+    """Event type -> raw latest schema (the one the models mirror), straight from the files."""
+    latest: dict[str, Path] = {}
+    for path in SCHEMAS_ROOT.glob("*/*/v*.avsc"):
+        best = latest.get(path.parent.name)
+        if best is None or _version(path) > _version(best):
+            latest[path.parent.name] = path
+    return {name: json.loads(path.read_text()) for name, path in sorted(latest.items())}
 
 
 # --- (a) models and schemas mirror each other ----------------------------------------------
@@ -123,7 +131,9 @@ def test_schemas_follow_the_conventions() -> None:
 def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
     if typing.get_origin(annotation) is typing.Annotated:
         inner, *extra = typing.get_args(annotation)
-        return _unwrap(inner, [*metadata, *extra])
+        # Field(ge=...) inside an Annotated in a union stays a FieldInfo: use its constraints.
+        flat = [m for e in extra for m in (e.metadata if isinstance(e, FieldInfo) else [e])]
+        return _unwrap(inner, [*metadata, *flat])
     return annotation, metadata
 
 
@@ -309,6 +319,19 @@ SAMPLES: list[EventModel] = [
         quantity=10,
         restocked_at=AT,
     ),
+    StockRestocked(
+        restock_id="0b7e9a4c-2f0e-4b8e-9b8a-3c1d2e4f5a6b",
+        sku="SKU-BOOK",
+        quantity=10,
+        restocked_at=AT,
+        unit_price_cents=1_999,
+    ),
+    SkuPriced(
+        sku="SKU-BOOK",
+        unit_price_cents=1_999,
+        restock_id="0b7e9a4c-2f0e-4b8e-9b8a-3c1d2e4f5a6b",
+        priced_at=AT + timedelta(seconds=1),
+    ),
     StockReserved(
         order_id=ORDER,
         customer_id=CUSTOMER,
@@ -417,8 +440,17 @@ def test_there_is_a_sample_of_every_event_type() -> None:
 def _round_trip(codec: AvroCodec, event: EventModel) -> EventModel:
     data = codec.encode(event.event_type, event.to_avro())
     decoded = codec.decode(data)
-    assert (decoded.event_type, decoded.writer_version) == (event.event_type, 1)
+    latest = codec.catalogue.latest(event.event_type).version
+    assert (decoded.event_type, decoded.writer_version) == (event.event_type, latest)
     return ALL_EVENTS[decoded.event_type].model_validate(decoded.payload)
+
+
+def test_a_v1_restock_reads_as_one_without_a_price(codec: AvroCodec) -> None:
+    # StockRestocked v2 added the price: a v1 writer's restock keeps the SKU's price.
+    payload = {"restock_id": str(uuid.uuid4()), "sku": "S", "quantity": 3, "restocked_at": AT}
+    decoded = codec.decode(codec.encode("StockRestocked", payload, version=1))
+    assert decoded.writer_version == 1
+    assert StockRestocked.model_validate(decoded.payload).unit_price_cents is None
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.event_type)
