@@ -41,7 +41,7 @@ from events.db import Database
 from events.dlq import send_dead_letter
 from events.envelope import Envelope, EnvelopeError, Event, utcnow
 from events.inbox import claim_new, processed_among
-from events.kafka import manual_consumer, reliable_producer, stop_quietly
+from events.kafka import KafkaConnection, manual_consumer, reliable_producer, stop_quietly
 from events.logs import bind_event, unbind_event
 from events.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_CONSUMED, HANDLER_SECONDS
 from events.outbox import Outbox, UnitOfWork
@@ -66,7 +66,7 @@ class EventConsumer(SequencedDeadLetters):
         db: Database,
         codec: AvroCodec,
         outbox: Outbox,
-        bootstrap: str,
+        kafka: KafkaConnection,
         retry: RetryPolicy | None = None,
         max_batch: int = 500,
         fetch_timeout_ms: int = 200,
@@ -83,7 +83,7 @@ class EventConsumer(SequencedDeadLetters):
         self.db = db
         self.codec = codec
         self.outbox = outbox
-        self.bootstrap = bootstrap
+        self.connection = kafka
         self.retry = retry or RetryPolicy()
         self.max_batch = max_batch
         self.fetch_timeout_ms = fetch_timeout_ms
@@ -117,14 +117,14 @@ class EventConsumer(SequencedDeadLetters):
         return set(self._listener.assigned)
 
     async def start(self) -> None:
-        self._dlq = reliable_producer(self.bootstrap, client_id=f"{self.name}-dlq")
+        self._dlq = reliable_producer(self.connection, client_id=f"{self.name}-dlq")
         try:
             await self._dlq.start()
         except BaseException:
             await self.close()
             raise
         options = {"client_id": self.name, **self._consumer_options}
-        self._consumer = manual_consumer(self.bootstrap, group_id=self.name, **options)
+        self._consumer = manual_consumer(self.connection, group_id=self.name, **options)
         self._consumer.subscribe(self.topics, listener=self._listener)
         await self._consumer.start()
 

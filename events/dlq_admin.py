@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
@@ -25,7 +24,7 @@ from events.dlq import (
     DLQ_TOPIC,
 )
 from events.envelope import H_EVENT_ID, H_EVENT_TYPE, headers_dict, utcnow
-from events.kafka import reliable_producer
+from events.kafka import KafkaConnection, plain_consumer, reliable_producer
 from events.parking import BlockedKey, blocks, request_release
 from events.supervisor import database_urls
 from events.topics import partitions_of
@@ -68,14 +67,12 @@ class DeadLetter:
         return f"{decoded.event_type} v{decoded.writer_version}: {decoded.payload}"
 
 
-async def read_dead_letters(bootstrap: str, dlq_topics: Sequence[str]) -> list[DeadLetter]:
+async def read_dead_letters(kafka: KafkaConnection, dlq_topics: Sequence[str]) -> list[DeadLetter]:
     """Every record currently in the dead-letter topics, oldest first per partition."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id="choreo-dlq-reader", enable_auto_commit=False
-    )
+    consumer = plain_consumer(kafka, group_id="choreo-dlq-reader", enable_auto_commit=False)
     try:
         await consumer.start()  # inside: a consumer that failed to start is stopped too
-        tps = await partitions_of(bootstrap, dlq_topics)
+        tps = await partitions_of(kafka, dlq_topics)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
@@ -97,13 +94,13 @@ async def read_dead_letters(bootstrap: str, dlq_topics: Sequence[str]) -> list[D
             await consumer.stop()
 
 
-async def redrive(bootstrap: str, letters: Sequence[DeadLetter]) -> list[str]:
+async def redrive(kafka: KafkaConnection, letters: Sequence[DeadLetter]) -> list[str]:
     """Re-publishes each letter's original bytes and envelope to its original topic.
 
     The event keeps its id: consumers that applied it before skip it (their inbox), the one
     that dead-lettered it (which recorded nothing) applies it now.
     """
-    producer = reliable_producer(bootstrap, client_id="choreo-dlq-redrive")
+    producer = reliable_producer(kafka, client_id="choreo-dlq-redrive")
     done: list[str] = []
     try:
         await producer.start()  # inside: a producer that failed to start is stopped too

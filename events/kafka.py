@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
@@ -32,6 +33,12 @@ class KafkaConnection:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+
+    def __str__(self) -> str:
+        """Where and as whom, for messages: never the password."""
+        if self.security_protocol == "PLAINTEXT":
+            return self.bootstrap
+        return f"{self.bootstrap} ({self.security_protocol} as {self.principal})"
 
     @property
     def uses_tls(self) -> bool:
@@ -100,11 +107,11 @@ class KafkaConnection:
 
 
 def reliable_producer(
-    bootstrap: str, *, client_id: str, request_timeout_ms: int = 15000, **extra: Any
+    kafka: KafkaConnection, *, client_id: str, request_timeout_ms: int = 15000, **extra: Any
 ) -> AIOKafkaProducer:
     """Idempotent, acks=all: a retry never duplicates or reorders within a partition."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **kafka.client_options(),
         "client_id": client_id,
         "enable_idempotence": True,
         "acks": "all",
@@ -116,10 +123,10 @@ def reliable_producer(
     return AIOKafkaProducer(**options)
 
 
-def manual_consumer(bootstrap: str, *, group_id: str, **extra: Any) -> AIOKafkaConsumer:
+def manual_consumer(kafka: KafkaConnection, *, group_id: str, **extra: Any) -> AIOKafkaConsumer:
     """Offsets are committed by the caller, after its database commit."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
+        **kafka.client_options(),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -129,6 +136,21 @@ def manual_consumer(bootstrap: str, *, group_id: str, **extra: Any) -> AIOKafkaC
     }
     options.update(extra)
     return AIOKafkaConsumer(**options)
+
+
+def plain_consumer(kafka: KafkaConnection, **options: Any) -> AIOKafkaConsumer:
+    """A consumer with the caller's options on this connection (readers, tails, tools)."""
+    return AIOKafkaConsumer(**{**kafka.client_options(), **options})
+
+
+def plain_producer(kafka: KafkaConnection, **options: Any) -> AIOKafkaProducer:
+    """A producer with the caller's options on this connection (tools and benchmarks)."""
+    return AIOKafkaProducer(**{**kafka.client_options(), **options})
+
+
+def admin_client(kafka: KafkaConnection, *, client_id: str, **extra: Any) -> AIOKafkaAdminClient:
+    """An admin client (topics, metadata) on this connection."""
+    return AIOKafkaAdminClient(**{**kafka.client_options(), "client_id": client_id, **extra})
 
 
 async def stop_quietly(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> None:

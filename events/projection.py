@@ -25,7 +25,7 @@ from events.db import Database
 from events.dlq import send_dead_letter
 from events.envelope import Event, utcnow
 from events.isolation import Isolation, is_infrastructure
-from events.kafka import reliable_producer, stop_quietly
+from events.kafka import KafkaConnection, reliable_producer, stop_quietly
 from events.metrics import PROJECTION_DEAD_LETTERED, PROJECTION_UNDECODABLE
 from events.models import EventModel
 from events.projection_store import Generation, ProjectionStore
@@ -145,7 +145,7 @@ class ProjectionRunner:
         projection: Projection,
         db: Database,
         codec: AvroCodec,
-        bootstrap: str,
+        kafka: KafkaConnection,
         *,
         batch: int = 2000,
         linger_s: float = 0.0,
@@ -154,7 +154,7 @@ class ProjectionRunner:
         self.projection = projection
         self.store = ProjectionStore(projection, db)
         self.codec = codec
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.batch = batch
         # At low rates a batch holds an event or two and each costs a transaction; after a
         # batch smaller than ``batch`` the runner waits this long before reading again, so
@@ -188,10 +188,10 @@ class ProjectionRunner:
 
     async def start(self) -> None:
         self.generation = await self.store.ensure()
-        self._consumer = reader(self.bootstrap, self.consumer_name)
+        self._consumer = reader(self.kafka, self.consumer_name)
         await self._consumer.start()
         try:
-            self._tps = await partitions_of(self.bootstrap, self.projection.topics)
+            self._tps = await partitions_of(self.kafka, self.projection.topics)
             await self._follow(self.generation)
         except BaseException:
             await self.close()
@@ -344,7 +344,7 @@ class ProjectionRunner:
             error,
         )
         if self._dlq is None:  # started on first use: most runners never need one
-            producer = reliable_producer(self.bootstrap, client_id=f"{self.consumer_name}-dlq")
+            producer = reliable_producer(self.kafka, client_id=f"{self.consumer_name}-dlq")
             await producer.start()
             self._dlq = producer
         await send_dead_letter(

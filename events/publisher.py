@@ -32,7 +32,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from events.codec import AvroCodec
 from events.envelope import Envelope, new_event_id, utcnow
-from events.kafka import reliable_producer
+from events.kafka import KafkaConnection, reliable_producer
 from events.telemetry import current_traceparent, root_span
 
 __all__ = [
@@ -127,7 +127,11 @@ def prepare(codec: AvroCodec, drafts: Sequence[Draft], producer: str) -> list[Ou
 
 
 async def publish(
-    codec: AvroCodec, bootstrap: str, drafts: Sequence[Draft], *, producer: str = "choreo-cli"
+    codec: AvroCodec,
+    kafka: KafkaConnection,
+    drafts: Sequence[Draft],
+    *,
+    producer: str = "choreo-cli",
 ) -> list[Published]:
     """Validate all, then send all and wait for every ack; where each landed, in draft order."""
     ready = prepare(codec, drafts, producer)
@@ -136,7 +140,7 @@ async def publish(
     def note(where: Landed) -> None:
         landed[id(where.record)] = where
 
-    await send_all(bootstrap, ready, note, client_id=producer)
+    await send_all(kafka, ready, note, client_id=producer)
     out = []
     for record in ready:
         where = landed[id(record)]
@@ -150,7 +154,7 @@ async def publish(
 
 
 async def send_all(
-    bootstrap: str,
+    kafka: KafkaConnection,
     records: Iterable[Outgoing],
     on_landed: OnLanded | None = None,
     *,
@@ -163,21 +167,21 @@ async def send_all(
     records = records if isinstance(records, Sequence) else list(records)
     if not records:
         return 0
-    kafka = reliable_producer(bootstrap, client_id=client_id)
-    batches = _Batches(kafka, on_landed or _ignore)
+    producer = reliable_producer(kafka, client_id=client_id)
+    batches = _Batches(producer, on_landed or _ignore)
     try:
-        await kafka.start()
+        await producer.start()
         for record in records:
             await batches.add(record)
         await batches.finish()
     except KafkaError as exc:
         raise PublishError(
-            f"cannot publish to {bootstrap}: {exc or type(exc).__name__} "
+            f"cannot publish to {kafka}: {exc or type(exc).__name__} "
             f"({batches.acked} of {len(records)} events acknowledged before the failure)"
         ) from None
     finally:
         with contextlib.suppress(KafkaError, OSError):
-            await kafka.stop()
+            await producer.stop()
     return batches.acked
 
 

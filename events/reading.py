@@ -15,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from events.codec import AvroCodec, CodecError
 from events.envelope import H_EVENT_TYPE, Envelope, EnvelopeError, Event
+from events.kafka import KafkaConnection, plain_consumer
 
 if TYPE_CHECKING:
     from events.models import EventModel
@@ -133,11 +134,11 @@ def _event_type(record: ConsumerRecord) -> str | None:
     return None
 
 
-def reader(bootstrap: str, client_id: str) -> AIOKafkaConsumer:
+def reader(kafka: KafkaConnection, client_id: str) -> AIOKafkaConsumer:
     # A group id without subscribe(): offsets live in the projection's database, not in
     # Kafka; the id only avoids aiokafka's group-less coordinator shutdown quirk.
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    return plain_consumer(
+        kafka,
         group_id=f"{client_id}-reader",
         client_id=client_id,
         enable_auto_commit=False,

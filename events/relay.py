@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError
 
 from events.db import Database, is_transient
 from events.envelope import utcnow
-from events.kafka import reliable_producer, stop_quietly
+from events.kafka import KafkaConnection, reliable_producer, stop_quietly
 from events.kafka_errors import describe, is_permanent
 from events.metrics import (
     EVENTS_PRODUCED,
@@ -104,7 +104,7 @@ class OutboxRelay:
     def __init__(
         self,
         db: Database,
-        bootstrap: str,
+        kafka: KafkaConnection,
         *,
         config: RelayConfig | None = None,
         client_id: str = "choreo-relay",
@@ -116,9 +116,7 @@ class OutboxRelay:
         (None: any topic)."""
         self.db = db
         self.config = config or RelayConfig()
-        self._factory = producer_factory or (
-            lambda: reliable_producer(bootstrap, client_id=client_id)
-        )
+        self._factory = producer_factory or (lambda: reliable_producer(kafka, client_id=client_id))
         self._after_publish = after_publish
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from events.codec import AvroCodec
 from events.db import Database, sqlite_file
 from events.envelope import utcnow
+from events.kafka import KafkaConnection
 from events.projection import Projection
 from events.projection_store import Generation, ProjectionStore
 from events.reading import NotCoPartitioned, Positions, reader, seek_to
@@ -72,7 +73,7 @@ async def replay(
     projection: Projection,
     db: Database,
     codec: AvroCodec,
-    bootstrap: str,
+    kafka: KafkaConnection,
     *,
     verify: bool = False,
     on_progress: OnProgress | None = None,
@@ -85,7 +86,7 @@ async def replay(
     compares it with the live one and drops it). ``readers`` > 0: that many reader processes
     read, decode and collect the rebuild from offset 0 (``events.replay_readers``), for a
     projection that takes batches; the catch-up after it is read in this process."""
-    args = (projection, db, codec, bootstrap, verify, on_progress, batch, deadline_s)
+    args = (projection, db, codec, kafka, verify, on_progress, batch, deadline_s)
     if readers <= 0 or projection.collect is None:
         return await _replay(*args, drop_grace_s, None, False)
     try:
@@ -109,7 +110,7 @@ async def _replay(
     projection: Projection,
     db: Database,
     codec: AvroCodec,
-    bootstrap: str,
+    kafka: KafkaConnection,
     verify: bool,
     on_progress: OnProgress | None,
     batch: int,
@@ -128,10 +129,10 @@ async def _replay(
     await store.create_tables(number)
     started = time.monotonic()
     name = f"replay-{projection.name}-{number}"
-    consumer = reader(bootstrap, name)
+    consumer = reader(kafka, name)
     try:
         await consumer.start()  # inside: a consumer that could not start still holds a client
-        tps = await partitions_of(bootstrap, projection.topics)
+        tps = await partitions_of(kafka, projection.topics)
         await seek_to(consumer, tps, {})
         if pool is not None:
             consumer.pause(*tps)  # the readers fetch the rebuild: no prefetching meanwhile
@@ -154,7 +155,7 @@ async def _replay(
             builder = Builder(store, codec, gen, consumer, tps, begin, batch, on_progress, sessions)
             if pool is not None:
                 await builder.fill_with_readers(
-                    end, "rebuild", total, pool, bootstrap, name, keep_keys, scratch_dir
+                    end, "rebuild", total, pool, kafka, name, keep_keys, scratch_dir
                 )
             else:
                 await builder.fill_to(end, "rebuild", total)

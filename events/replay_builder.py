@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from events.codec import AvroCodec
 from events.envelope import Event
 from events.isolation import Isolation, is_infrastructure
+from events.kafka import KafkaConnection
 from events.projection import PROJECTION_RETRY, Projection, apply_events
 from events.projection_store import Generation, ProjectionStore
 from events.reading import CollectorFactory, EachBatch, NotCoPartitioned, Positions, decode_records
@@ -135,7 +136,7 @@ class Builder:
         phase: str,
         total: int,
         pool: Readers,
-        bootstrap: str,
+        kafka: KafkaConnection,
         name: str,
         keep_keys: bool,
         scratch: str | None,
@@ -160,7 +161,7 @@ class Builder:
         self.readers = len(shares)
         specs = [
             ReaderSpec(
-                bootstrap,
+                kafka,
                 f"{name}-r{i}",
                 projection.name,
                 projection.models,

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection
 from events.reading import (
     Collector,
     CollectorFactory,
@@ -63,7 +64,7 @@ class ReaderError(RuntimeError):
 
 @dataclass(frozen=True)
 class ReaderSpec:
-    bootstrap: str
+    kafka: KafkaConnection
     client_id: str
     projection: str  # its name, for log lines
     models: Models
@@ -162,7 +163,7 @@ def _send(fd: int, data: bytes) -> None:
 
 
 async def _read(out: int, spec: ReaderSpec) -> None:
-    consumer = reader(spec.bootstrap, spec.client_id)
+    consumer = reader(spec.kafka, spec.client_id)
     await consumer.start()
     try:
         await seek_to(consumer, spec.tps, spec.begin)

@@ -34,6 +34,7 @@ from events.components import (
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
 from events.http_input import install_input_guards
+from events.kafka import KafkaConnection
 from events.outbox import EventTooLarge, Outbox, UnitOfWork
 from events.process import ProcessSettings, observed
 from events.relay import OutboxRelay, RelayConfig
@@ -90,6 +91,7 @@ class ServiceContext:
     codec: AvroCodec
     outbox: Outbox
     relay: OutboxRelay
+    kafka: KafkaConnection  # how every Kafka client of this process connects
     consumer: EventConsumer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     components: list[Component] = field(default_factory=list)
@@ -128,15 +130,16 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
     codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
     db = service.database(settings.database_url_for(service.name))
     outbox = Outbox(codec, service.name, max_event_bytes=settings.max_event_bytes)
+    kafka = settings.kafka_connection()
     relay = OutboxRelay(
         db,
-        settings.kafka_bootstrap_servers,
+        kafka,
         client_id=f"{service.name}-relay",
         config=RelayConfig(retention=timedelta(hours=settings.outbox_retention_hours)),
         known_topics=codec.catalogue.topics,
     )
     outbox.on_commit(relay.notify)
-    ctx = ServiceContext(service.name, settings, db, codec, outbox, relay)
+    ctx = ServiceContext(service.name, settings, db, codec, outbox, relay, kafka)
     if service.router.handlers:
         ctx.consumer = EventConsumer(
             name=settings.topic_prefix + service.name,
@@ -145,7 +148,7 @@ def build_context(service: Service, settings: ServiceSettings) -> ServiceContext
             db=db,
             codec=codec,
             outbox=outbox,
-            bootstrap=settings.kafka_bootstrap_servers,
+            kafka=kafka,
             max_batch=settings.consumer_batch,
         )
     return ctx

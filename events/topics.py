@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from events.catalogue import TopicSpec, dead_letter_topic
+from events.kafka import KafkaConnection, admin_client
 
 TOPIC_ALREADY_EXISTS = 36
 
@@ -39,7 +40,7 @@ def _configs(spec: TopicSpec) -> dict[str, str]:
 
 
 async def apply_topics(
-    bootstrap: str,
+    kafka: KafkaConnection,
     specs: Sequence[TopicSpec],
     *,
     dead_letters: bool = True,
@@ -48,7 +49,7 @@ async def apply_topics(
     """Idempotent: creates missing topics, leaves existing ones alone and reports drift."""
     wanted = with_dead_letters(specs) if dead_letters else list(specs)
     report = TopicReport()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-topics")
+    admin = admin_client(kafka, client_id="choreo-topics")
     try:
         await admin.start()  # inside: a client that failed to start is closed too
         existing = set(await admin.list_topics())
@@ -106,9 +107,9 @@ async def _drift(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> list
     return differences
 
 
-async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
+async def partitions_of(kafka: KafkaConnection, topics: Sequence[str]) -> list[TopicPartition]:
     """Every partition of the topics; raises TopicError for a topic that does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-metadata")
+    admin = admin_client(kafka, client_id="choreo-metadata")
     try:
         await admin.start()  # inside: a client that failed to start is closed too
         described = await admin.describe_topics(list(topics))

@@ -9,6 +9,8 @@ import re
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from events.kafka import KafkaConnection
+
 # What talking to the broker raises when it is not there: aiokafka's errors, a socket's
 # OSError, and asyncio's TimeoutError from a bounded wait on bootstrap.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
@@ -45,9 +47,9 @@ def _reason(exc: BaseException, secret: str | None = None) -> str:
     return text
 
 
-def broker_unreachable(bootstrap: str, exc: BaseException) -> str:
+def broker_unreachable(kafka: KafkaConnection, exc: BaseException) -> str:
     return (
-        f"cannot reach Kafka at {bootstrap}: {_reason(exc)} (is the broker running? "
+        f"cannot reach Kafka at {kafka}: {_reason(exc)} (is the broker running? "
         "`choreo broker up` starts the local one; KAFKA_BOOTSTRAP_SERVERS says where it is)"
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection
 from events.envelope import utcnow
 from events.publisher import Draft, publish
 
@@ -79,7 +80,7 @@ class Api:
 async def seed(
     world: World,
     codec: AvroCodec,
-    bootstrap: str,
+    kafka: KafkaConnection,
     api: Api,
     stock: dict[str, int],
     deposits: dict[str, int],
@@ -115,7 +116,7 @@ async def seed(
                 cust,
             )
         )
-    await publish(codec, bootstrap, drafts, producer="choreo-demo")
+    await publish(codec, kafka, drafts, producer="choreo-demo")
 
     async def seeded() -> bool:
         for sku, qty in world.stock.items():

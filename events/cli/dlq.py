@@ -52,13 +52,13 @@ def _letters(settings: PlatformSettings, topic: str | None) -> list[DeadLetter]:
         if wanted not in topics:
             raise CliError(f"no dead-letter topic {wanted}; known: {', '.join(topics)}")
         topics = [wanted]
-    bootstrap = settings.kafka_bootstrap_servers
+    kafka = settings.kafka_connection()
     try:
-        return asyncio.run(read_dead_letters(bootstrap, topics))
+        return asyncio.run(read_dead_letters(kafka, topics))
     except TopicError as exc:
         raise CliError(str(exc)) from None
     except BROKER_ERRORS as exc:
-        raise broker_unreachable(bootstrap, exc) from None
+        raise broker_unreachable(kafka, exc) from None
 
 
 def _consumer_databases(settings: PlatformSettings) -> list[ConsumerDatabase]:
@@ -199,13 +199,13 @@ def _dlq_redrive(args: argparse.Namespace, settings: PlatformSettings) -> int:
         for letter in chosen:
             print(f"would re-publish {letter.id} to {letter.summary()['origin']}")
         return 0
-    bootstrap = settings.kafka_bootstrap_servers
+    kafka = settings.kafka_connection()
     try:
-        done = asyncio.run(redrive(bootstrap, chosen))
+        done = asyncio.run(redrive(kafka, chosen))
     except ValueError as exc:  # a letter that does not say where it came from
         raise CliError(str(exc)) from None
     except BROKER_ERRORS as exc:
-        raise broker_unreachable(bootstrap, exc) from None
+        raise broker_unreachable(kafka, exc) from None
     for line in done:
         print(f"re-published {line}")
     return 0

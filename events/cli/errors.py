@@ -9,6 +9,7 @@ command modules, so they cannot import it back from there).
 from __future__ import annotations
 
 from events import unreachable
+from events.kafka import KafkaConnection
 from events.unreachable import BROKER_ERRORS, DATABASE_ERRORS, masked
 
 __all__ = [
@@ -32,8 +33,8 @@ class CliError(Exception):
         self.status = status
 
 
-def broker_unreachable(bootstrap: str, exc: BaseException) -> CliError:
-    return CliError(unreachable.broker_unreachable(bootstrap, exc))
+def broker_unreachable(kafka: KafkaConnection, exc: BaseException) -> CliError:
+    return CliError(unreachable.broker_unreachable(kafka, exc))
 
 
 def database_unreachable(service: str, url: str, exc: BaseException) -> CliError:

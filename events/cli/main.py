@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Register] = ()) -> i
     # A command that let the broker's or a database's failure through still fails in one
     # line (the commands name the address or service; here only the broker's is known).
     except KafkaError as exc:
-        return _fail(broker_unreachable(settings.kafka_bootstrap_servers, exc))
+        return _fail(broker_unreachable(settings.kafka_connection(), exc))
     except SQLAlchemyError as exc:
         return _fail(CliError(f"database: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"))
     except BrokenPipeError:

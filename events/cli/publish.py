@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from events.cli.catalogue_view import load_catalogue
@@ -33,6 +32,7 @@ from events.cli.payloads import (
 from events.cli.preparer import PRODUCER, Preparer, collector_skipping_kept, validate_file
 from events.cli.progress import Meter
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection, admin_client
 from events.publisher import Landed, OnLanded, Outgoing, PublishError, send_all
 from events.settings import PlatformSettings
 
@@ -41,24 +41,24 @@ __all__ = ["register", "send"]
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 
-async def send(bootstrap: str, records: Sequence[Outgoing], on_landed: OnLanded) -> int:
+async def send(kafka: KafkaConnection, records: Sequence[Outgoing], on_landed: OnLanded) -> int:
     """Sends with the runtime's publisher after checking that the topics exist; CliError
     says what failed (and how many events were acknowledged before)."""
-    await _require_topics(bootstrap, sorted({r.topic for r in records}))
+    await _require_topics(kafka, sorted({r.topic for r in records}))
     try:
-        return await send_all(bootstrap, records, on_landed, client_id=PRODUCER)
+        return await send_all(kafka, records, on_landed, client_id=PRODUCER)
     except PublishError as exc:
         raise CliError(str(exc)) from None
 
 
-async def _require_topics(bootstrap: str, topics: list[str]) -> None:
+async def _require_topics(kafka: KafkaConnection, topics: list[str]) -> None:
     """Fails at once on a missing topic, where the producer would wait out its timeout."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=PRODUCER)
+    admin = admin_client(kafka, client_id=PRODUCER)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
     except BROKER_ERRORS as exc:
-        raise broker_unreachable(bootstrap, exc) from None
+        raise broker_unreachable(kafka, exc) from None
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await admin.close()
@@ -159,7 +159,7 @@ def _publish_one(
     if args.dry_run:
         report.would_send(record)
         return 0
-    asyncio.run(send(settings.kafka_bootstrap_servers, [record], report.landed))
+    asyncio.run(send(settings.kafka_connection(), [record], report.landed))
     return 0
 
 
@@ -201,7 +201,7 @@ def _publish_file(
             count += 1
             meter.update(count, count)
 
-        asyncio.run(send(settings.kafka_bootstrap_servers, records, landed))
+        asyncio.run(send(settings.kafka_connection(), records, landed))
     report.summary(topics, time.perf_counter() - started, dry_run=False)
     return 0
 

@@ -83,7 +83,7 @@ def _not_ready(ready: httpx.Response) -> list[str]:
 def _dead_letters_per_consumer(settings: PlatformSettings) -> tuple[Counter[str], str]:
     topics = dead_letter_topics(settings)  # a catalogue that cannot load is an error
     try:
-        letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, topics))
+        letters = asyncio.run(read_dead_letters(settings.kafka_connection(), topics))
     except Exception as exc:  # the broker being down is a status, not a crash
         return Counter(), f"unreachable ({type(exc).__name__})"
     return Counter(x.headers.get(DLQ_CONSUMER, "?") for x in letters), "reachable"

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from events.cli.catalogue_view import load_catalogue
@@ -25,6 +24,7 @@ from events.cli.output import add_output_option
 from events.cli.payloads import compact
 from events.codec import AvroCodec, CodecError
 from events.envelope import Envelope, EnvelopeError
+from events.kafka import KafkaConnection, admin_client, plain_consumer
 from events.settings import PlatformSettings
 
 __all__ = ["Shown", "decode_message", "register", "tail", "tail_topic", "topic_partitions"]
@@ -88,7 +88,7 @@ def tail_topic(topic: str, prefix: str) -> str:
 
 
 async def tail(
-    bootstrap: str,
+    kafka: KafkaConnection,
     codec: AvroCodec,
     topic: str,
     *,
@@ -100,8 +100,8 @@ async def tail(
 ) -> int:
     """Prints decoded messages as they arrive; returns how many were shown."""
     out = out or sys.stdout
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = plain_consumer(
+        kafka,
         group_id=None,  # no group: nothing is committed, nobody else's offsets move
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -109,7 +109,7 @@ async def tail(
     )
     shown = 0
     try:
-        partitions = await topic_partitions(bootstrap, topic)
+        partitions = await topic_partitions(kafka, topic)
         await consumer.start()
         await _assign_all(consumer, topic, partitions, from_beginning)
         start = "the beginning" if from_beginning else "the end"
@@ -126,18 +126,18 @@ async def tail(
                     shown += 1
             out.flush()  # a pipe would otherwise hold the lines until exit
     except KafkaConnectionError as exc:
-        raise broker_unreachable(bootstrap, exc) from None
+        raise broker_unreachable(kafka, exc) from None
     except KafkaError as exc:
-        raise CliError(f"cannot tail {topic} at {bootstrap}: {exc}") from None
+        raise CliError(f"cannot tail {topic} at {kafka}: {exc}") from None
     finally:
         await _stop_quietly(consumer)
     return shown
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+async def topic_partitions(kafka: KafkaConnection, topic: str) -> list[int]:
     """The topic's partition ids; CliError (with close names) when it does not exist."""
     # The admin client, because a consumer's topics() does not fill its own metadata.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="choreo-tail")
+    admin = admin_client(kafka, client_id="choreo-tail")
     await admin.start()
     try:
         existing = await admin.list_topics()
@@ -182,7 +182,7 @@ def _tail(args: argparse.Namespace, settings: PlatformSettings) -> int:
     try:
         asyncio.run(
             tail(
-                settings.kafka_bootstrap_servers,
+                settings.kafka_connection(),
                 codec,
                 topic,
                 from_beginning=args.from_beginning,

@@ -13,26 +13,27 @@ from events.catalogue import TopicSpec
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import BROKER_ERRORS, CliError, broker_unreachable
 from events.cli.output import add_output_option, print_document, print_rows
+from events.kafka import KafkaConnection
 from events.settings import PlatformSettings
 from events.topics import TopicError, TopicReport, apply_topics
 
 APPLY_TIMEOUT_S = 60.0  # a broker that accepts connections but never answers still ends
 
 
-async def apply_bounded(bootstrap: str, specs: list[TopicSpec]) -> TopicReport:
+async def apply_bounded(kafka: KafkaConnection, specs: list[TopicSpec]) -> TopicReport:
     """The catalogue's topics on the broker, or TimeoutError after a minute."""
     async with asyncio.timeout(APPLY_TIMEOUT_S):
-        return await apply_topics(bootstrap, specs)
+        return await apply_topics(kafka, specs)
 
 
-def apply_or_fail(bootstrap: str, specs: list[TopicSpec]) -> TopicReport:
+def apply_or_fail(kafka: KafkaConnection, specs: list[TopicSpec]) -> TopicReport:
     """:func:`apply_bounded` with its failures as one-line errors."""
     try:
-        return asyncio.run(apply_bounded(bootstrap, specs))
+        return asyncio.run(apply_bounded(kafka, specs))
     except TopicError as exc:
         raise CliError(f"topics apply: {exc}") from None
     except BROKER_ERRORS as exc:
-        raise broker_unreachable(bootstrap, exc) from None
+        raise broker_unreachable(kafka, exc) from None
 
 
 def topics_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
@@ -40,7 +41,7 @@ def topics_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     if args.action == "list":
         print_rows(args.output, map(_topic_row, specs), _topic_line)
         return 0
-    report = apply_or_fail(settings.kafka_bootstrap_servers, specs)
+    report = apply_or_fail(settings.kafka_connection(), specs)
     doc = {
         "created": report.created,
         "unchanged": report.unchanged,

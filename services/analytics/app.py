@@ -45,7 +45,7 @@ class Settings(ProcessSettings):
 
     def analytics_config(self) -> AnalyticsConfig:
         return AnalyticsConfig(
-            bootstrap=self.kafka_bootstrap_servers,
+            kafka=self.kafka_connection(),
             topic_prefix=self.topic_prefix,
             schemas_dir=self.schemas_dir,
             data_dir=self.analytics_data_dir or self.var_dir / "analytics",

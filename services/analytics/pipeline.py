@@ -32,11 +32,13 @@ from typing import Any, cast
 import faust
 from faust.tables.wrappers import WindowWrapper
 from faust.types import EventT, Message, StreamT
+from faust.types.auth import CredentialsT
 from opentelemetry.trace import use_span
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec, Decoded
 from events.envelope import Envelope, EnvelopeError
+from events.kafka import KafkaConnection
 from events.metrics import DUPLICATES, EVENTS_CONSUMED
 from events.telemetry import event_span, tracing_enabled
 from services.analytics.codec import PlatformAvroCodec, Undecodable
@@ -66,7 +68,7 @@ class TopologyError(Exception):
 class AnalyticsConfig:
     """What the faust app needs, taken from the settings at the entrypoint."""
 
-    bootstrap: str
+    kafka: KafkaConnection
     topic_prefix: str
     schemas_dir: Path
     data_dir: Path
@@ -131,6 +133,24 @@ def _time_of(message: Message) -> float:
         return float(message.timestamp)  # unreachable: such messages are skipped first
 
 
+def faust_credentials(kafka: KafkaConnection) -> CredentialsT | None:
+    """The platform's connection in faust's public credentials, which faust 0.15 hands to
+    aiokafka as they are (``credentials_to_aiokafka_auth``): the SASL mechanism's name goes
+    through unchanged, so SCRAM-SHA-256/512 work as they do for the other services; with
+    TLS the same verifying context (CA file, client certificate)."""
+    context = kafka.ssl_context()
+    if kafka.uses_sasl:
+        return faust.SASLCredentials(
+            username=kafka.username,
+            password=kafka.password.get_secret_value() if kafka.password is not None else None,
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism or "PLAIN",
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def build(config: AnalyticsConfig) -> Analytics:
     catalogue = Catalogue.load(config.schemas_dir).prefixed(config.topic_prefix)
     topics, partitions = source_topics(catalogue)
@@ -138,7 +158,8 @@ def build(config: AnalyticsConfig) -> Analytics:
     config.data_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
         name,
-        broker=[f"kafka://{h.strip()}" for h in config.bootstrap.split(",")],
+        broker=[f"kafka://{h.strip()}" for h in config.kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(config.kafka),
         store="memory://",  # rebuilt from the changelog topics at start
         datadir=str(config.data_dir / name),
         autodiscover=False,

@@ -60,7 +60,7 @@ def build_service(settings: Settings) -> Service:
             build_projection(settings.topic_prefix),
             ctx.db,
             ctx.codec,
-            settings.kafka_bootstrap_servers,
+            ctx.kafka,
             batch=settings.projection_batch,
             linger_s=settings.projection_linger_ms / 1000,
         )

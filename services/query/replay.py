@@ -117,7 +117,7 @@ async def rebuild(
             projection,
             db,
             AvroCodec(catalogue),
-            settings.kafka_bootstrap_servers,
+            settings.kafka_connection(),
             verify=verify,
             on_progress=progress,
             batch=batch,

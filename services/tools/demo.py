@@ -9,6 +9,7 @@ from collections import Counter
 
 from events.cli.errors import CliError
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection
 from events.publisher import Draft, publish
 from events.settings import PlatformSettings
 from events.supervisor import load_manifest, stop
@@ -38,11 +39,13 @@ EXPECTED = {
 }
 
 
-async def drive(world: World, codec: AvroCodec, bootstrap: str, api: Api, per_path: int) -> None:
+async def drive(
+    world: World, codec: AvroCodec, kafka: KafkaConnection, api: Api, per_path: int
+) -> None:
     await seed(
         world,
         codec,
-        bootstrap,
+        kafka,
         api,
         stock={"widget": per_path * 4 + 10, "rare": 3},
         deposits={"rich": 10_000_000, "poor": 1_000},
@@ -71,7 +74,7 @@ async def drive(world: World, codec: AvroCodec, bootstrap: str, api: Api, per_pa
         else:
             events.append(placed_draft(world, "customer cancel", cancel))
             events.append(cancel_draft(cancel["order_id"]))
-    await publish(codec, bootstrap, events, producer="choreo-demo")
+    await publish(codec, kafka, events, producer="choreo-demo")
 
 
 def outcome(order: dict[str, object]) -> str:
@@ -83,12 +86,12 @@ def outcome(order: dict[str, object]) -> str:
     return status
 
 
-async def run(codec: AvroCodec, bootstrap: str, per_path: int, deadline_s: float) -> int:
+async def run(codec: AvroCodec, kafka: KafkaConnection, per_path: int, deadline_s: float) -> int:
     api = Api()
     world = World()
     try:
         started = time.monotonic()
-        await drive(world, codec, bootstrap, api, per_path)
+        await drive(world, codec, kafka, api, per_path)
         total = len(world.orders)
         print(f"placed {total} orders ({per_path} per path), half over HTTP, half as events")
 
@@ -153,15 +156,15 @@ def _print_table(world: World, rows: dict[str, dict[str, object]]) -> None:
 def run_demo(settings: PlatformSettings, orders_per_path: int, deadline: float, keep: bool) -> int:
     """Start broker, topics and services, drive ``orders_per_path`` orders down each path
     within ``deadline`` seconds, print the outcomes and check the invariants."""
-    bootstrap, catalogue = broker_and_topics(settings)
+    kafka, catalogue = broker_and_topics(settings)
     specs = load_manifest()
     try:
-        start_services(specs, settings, bootstrap, deadline_s=90)
+        start_services(specs, settings, kafka, deadline_s=90)
         print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
         query = next((s for s in specs if s.name == "query"), None)
         if query is not None:
             print(f"dashboard: http://127.0.0.1:{query.port}/dashboard (--keep to leave it up)")
-        return asyncio.run(run(AvroCodec(catalogue), bootstrap, orders_per_path, deadline))
+        return asyncio.run(run(AvroCodec(catalogue), kafka, orders_per_path, deadline))
     except TimeoutError as exc:  # the orders did not end in time
         raise CliError(str(exc)) from None
     finally:

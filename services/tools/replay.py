@@ -74,7 +74,7 @@ def replay_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     if readers < 0:
         raise CliError("--readers must be 0 or more", USAGE)
     url = database_url("query", settings.var_dir, os.environ)
-    bootstrap = settings.kafka_bootstrap_servers
+    kafka = settings.kafka_connection()
     progress = PhaseMeters(name)
     try:
         report = asyncio.run(
@@ -96,7 +96,7 @@ def replay_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     except DATABASE_ERRORS as exc:
         raise CliError(unreachable.database_unreachable("query", url, exc), FAILED) from None
     except BROKER_ERRORS as exc:
-        raise CliError(unreachable.broker_unreachable(bootstrap, exc), FAILED) from None
+        raise CliError(unreachable.broker_unreachable(kafka, exc), FAILED) from None
     finally:
         progress.finish()
     for line in summary(report):

@@ -29,9 +29,9 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    bootstrap, _ = broker_and_topics(settings)
+    kafka, _ = broker_and_topics(settings)
     specs = load_manifest()
-    start_services(specs, settings, bootstrap, deadline_s=60)
+    start_services(specs, settings, kafka, deadline_s=60)
     for spec in specs:
         print(
             f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
