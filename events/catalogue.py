@@ -3,7 +3,8 @@
 Contracts live at ``schemas/<context>/<EventName>/vN.avsc``. The topic catalogue
 (``schemas/topics.yaml``) says which topic each event type travels on. ``contract_files``
 and ``read_contract`` find and read them for both the runtime's ``Catalogue.load`` and the
-compatibility gate (events.compat).
+compatibility gate (events.compat). The topic catalogue also says who produces and who
+consumes each topic, from which ``events.acls`` derives the principals' Kafka ACLs.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class TopicSpec:
     retention_ms: int
     event_types: tuple[str, ...]
     configs: dict[str, str]
+    # Who writes and who reads it: service names, or ``operator`` (the command line).
+    producers: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
 
     @property
     def dead_letter(self) -> str:
@@ -191,7 +195,15 @@ class Catalogue:
         if not prefix:
             return self
         topics = [
-            TopicSpec(prefix + t.name, t.partitions, t.retention_ms, t.event_types, t.configs)
+            TopicSpec(
+                prefix + t.name,
+                t.partitions,
+                t.retention_ms,
+                t.event_types,
+                t.configs,
+                t.producers,
+                t.consumers,
+            )
             for t in self.topics.values()
         ]
         return Catalogue(list(self._by_fp.values()), topics)
@@ -222,6 +234,9 @@ class Catalogue:
             raise CatalogueError(f"no topic carries event type {event_type!r}") from None
 
 
+_PARTY = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
 def load_topics(path: Path) -> list[TopicSpec]:
     doc = yaml.safe_load(path.read_text()) or {}
     defaults = doc.get("defaults", {})
@@ -235,6 +250,24 @@ def load_topics(path: Path) -> list[TopicSpec]:
                 retention_ms=int(body.get("retention_ms", defaults.get("retention_ms", -1))),
                 event_types=tuple(body.get("events", [])),
                 configs={str(k): str(v) for k, v in (body.get("configs") or {}).items()},
+                producers=_parties(path, name, "producers", body),
+                consumers=_parties(path, name, "consumers", body),
             )
         )
     return specs
+
+
+def _parties(path: Path, topic: str, key: str, body: dict[str, Any]) -> tuple[str, ...]:
+    """A topic's ``producers`` or ``consumers``: distinct names (the ACLs' principals)."""
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CatalogueError(f"{path}: topic {topic}: {key} must be a list of names")
+    bad = [v for v in value if not _PARTY.match(v)]
+    if bad:
+        raise CatalogueError(
+            f"{path}: topic {topic}: {key} {', '.join(map(repr, bad))} is not a name "
+            "(lower case letters, digits, - and _)"
+        )
+    if len(set(value)) != len(value):
+        raise CatalogueError(f"{path}: topic {topic}: {key} names someone twice")
+    return tuple(value)
