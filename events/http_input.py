@@ -23,9 +23,11 @@ STORABLE_TEXT = r"^[^\x00]*$"
 """Pattern for string query and path parameters: PostgreSQL cannot take NUL in a text value,
 so a NUL would be a database error (500) instead of a 422 or a plain 404."""
 
-MAX_BODY_BYTES = 1024 * 1024
-"""Far above the largest valid request (100 order lines of 128 four-byte characters, each
-JSON-escaped: about 160 KB)."""
+MAX_BODY_BYTES = 64 * 1024
+"""The default of ``HTTP_MAX_BODY_BYTES``: above the largest valid request sent as UTF-8
+(an order of 100 lines, every text at its longest in four-byte characters: about 60 KB).
+The same order with every character JSON-escaped (``\\ud83d\\ude00``) is about 170 KB and
+needs the setting raised."""
 
 _ECHO_CHARS = 200  # of an invalid string echoed in a 422: enough to recognise it
 _ECHO_ITEMS = 20  # of an invalid list or object echoed in a 422
@@ -60,8 +62,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 class BodyLimit:
-    """Refuses (413) a request body over ``limit`` bytes before the app parses any of it;
-    a body without Content-Length is read up to the limit first, then handed on."""
+    """Refuses (413) a request body over ``limit`` bytes before the app parses any of it:
+    a Content-Length over it is refused unread; a body without one (chunked) is read as it
+    streams and refused as soon as it passes the limit, else handed on whole."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app

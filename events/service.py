@@ -33,7 +33,13 @@ from events.components import (
 )
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
-from events.http_input import install_input_guards
+from events.http_input import MAX_BODY_BYTES, install_input_guards
+from events.http_limits import (
+    DEFAULT_ALLOWED_HOSTS,
+    DEFAULT_MAX_CONCURRENT,
+    AllowedHosts,
+    install_http_limits,
+)
 from events.kafka import KafkaConnection
 from events.outbox import EventTooLarge, Outbox, UnitOfWork
 from events.process import ProcessSettings, observed
@@ -72,6 +78,22 @@ class ServiceSettings(ProcessSettings):
         default=30.0,
         gt=0,
         description="/ready fails when outbox rows wait and none was published for this long",
+    )
+    http_max_body_bytes: int = Field(
+        default=MAX_BODY_BYTES,
+        ge=1024,
+        description="Largest HTTP request body; a larger one is a 413, refused unparsed",
+    )
+    allowed_hosts: AllowedHosts = Field(
+        default=DEFAULT_ALLOWED_HOSTS,
+        description="Host names the HTTP API answers for, comma-separated (*.example.com: "
+        "any subdomain; *: any); another Host header is a 400",
+    )
+    http_max_concurrent: int = Field(
+        default=DEFAULT_MAX_CONCURRENT,
+        ge=1,
+        description="HTTP requests in progress at once; beyond it a 503 with Retry-After "
+        "(/health and /ready exempt)",
     )
 
     def database_url_for(self, service: str) -> str:
@@ -187,7 +209,11 @@ async def prepare(service: Service, settings: ServiceSettings) -> ServiceContext
 
 def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
     app = FastAPI(title=f"choreo {service.name}", version="1", description=service.description)
-    install_input_guards(app)  # 413 for huge bodies; a 422 whatever the input was
+    settings = ctx.settings
+    install_input_guards(app, settings.http_max_body_bytes)  # 413 unparsed; a 422 always
+    install_http_limits(  # Host checked (400), requests in progress capped (503)
+        app, allowed_hosts=settings.allowed_hosts, max_concurrent=settings.http_max_concurrent
+    )
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -18,6 +18,7 @@ _POSITION = re.compile(
     r"^(?P<topic>[A-Za-z0-9._-]{1,249}):(?P<partition>[0-9]{1,9}):(?P<offset>[0-9]{1,18})$"
 )
 MAX_POSITIONS = 100
+_MAX_POSITION = 249 + 1 + 9 + 1 + 18 + 2  # the longest position, its comma and a space
 
 
 # Marks a cursor of a newest-first listing: it pages the other way, so it only goes with
@@ -66,13 +67,18 @@ def parse_positions(values: Iterable[str]) -> dict[tuple[str, int], int]:
     """``topic:partition:offset`` items (repeated and/or comma-separated) -> the highest
     offset wanted per partition."""
     wanted: dict[tuple[str, int], int] = {}
+    values = list(values)
+    # Counted and measured before splitting: the work stays bounded whatever arrives.
+    if len(values) > MAX_POSITIONS or sum(map(len, values)) > MAX_POSITIONS * _MAX_POSITION:
+        raise ValueError(f"at most {MAX_POSITIONS} positions")
     items = [item.strip() for value in values for item in value.split(",")]
     if len(items) > MAX_POSITIONS:
         raise ValueError(f"at most {MAX_POSITIONS} positions")
     for item in items:
         match = _POSITION.fullmatch(item)
         if match is None:
-            raise ValueError(f"{item!r} is not topic:partition:offset")
+            shown = item if len(item) <= 80 else item[:80] + "..."
+            raise ValueError(f"{shown!r} is not topic:partition:offset")
         topic, partition = match["topic"], int(match["partition"])
         offset = int(match["offset"])
         key = (topic, partition)

@@ -82,7 +82,7 @@ async def saga_in_process(
             run = run_components(service.name, ctx.components, stop, cfg.shutdown_timeout_s)
             tasks.append(asyncio.create_task(run))
             clients[service.name] = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://test"
+                transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://localhost"
             )
         yield InProcess(AvroCodec(catalogue), contexts, clients)
     finally:

@@ -154,7 +154,7 @@ async def outbox_records(ctx: ServiceContext) -> list[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def http_client(
-    ctx: ServiceContext, base_url: str = "http://test"
+    ctx: ServiceContext, base_url: str = "http://localhost"
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client calling the service's app in process (no server, no port)."""
     transport = httpx.ASGITransport(app=build_app(service_of(ctx), ctx))

@@ -192,7 +192,7 @@ async def test_a_slow_analytics_is_503_within_the_timeout(stub):
     app.include_router(analytics_proxy.routes(client), prefix="/api/v1")
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             started = time.monotonic()
             r = await http.get("/api/v1/analytics")
             assert time.monotonic() - started < 2
@@ -232,7 +232,7 @@ async def open_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app(service, ctx)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             yield http
     finally:
         await close_components("query", ctx.components)  # the analytics client, the reader

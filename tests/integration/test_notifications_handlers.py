@@ -152,7 +152,7 @@ async def test_a_cancellation_without_a_reason_reads_well(notifications):
 
 @pytest.fixture
 async def client(notifications) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client(notifications, "http://notifications") as http:
+    async with http_client(notifications) as http:
         yield http
 
 

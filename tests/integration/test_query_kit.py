@@ -107,7 +107,7 @@ async def start_env(bootstrap: str, database_url: str, prefix: str | None = None
     # The service's own loop (start-up retry, shutdown, closing), without its HTTP server.
     task = asyncio.create_task(run_components("query", ctx.components, stop, 30))
     http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://query"
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://localhost"
     )
     env = QueryEnv(bootstrap, prefix, ctx.codec, settings, ctx, side, app, http, stop, task)
     await eventually(side.runner.started.is_set, deadline_s=60, what="the runner to start")

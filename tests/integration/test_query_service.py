@@ -118,7 +118,7 @@ async def test_before_the_projection_starts_reads_say_so(database_url):
     ctx = await prepare(service, settings)
     transport = httpx.ASGITransport(app=build_app(service, ctx), raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://q") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             assert (await http.get("/health")).status_code == 200
             ready = await http.get("/ready")
             assert ready.status_code == 503 and not ready.json()["checks"]["projection_started"]

@@ -93,7 +93,7 @@ async def test_while_the_relay_cannot_publish_the_backlog_shows_and_ready_says_w
             service,
         ),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://t"
+            transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://localhost"
         ) as http,
     ):
         assert (await http.get("/ready")).status_code == 200  # nothing waits

@@ -230,7 +230,7 @@ async def test_orders_do_not_interfere(shipping):
 
 @pytest.fixture
 async def client(shipping) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client(shipping, "http://shipping") as http:
+    async with http_client(shipping) as http:
         yield http
 
 
