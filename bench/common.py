@@ -19,6 +19,7 @@ from events.catalogue import Catalogue, TopicSpec
 from events.codec import AvroCodec
 from events.db import Database, sqlite_url
 from events.envelope import Event
+from events.kafka import KafkaConnection
 from events.models import EventModel
 from events.outbox import UnitOfWork
 from events.routing import Router
@@ -130,7 +131,9 @@ async def new_topic(bootstrap: str, prefix: str, *, dead_letters: bool = False) 
     """A fresh topic with ``PARTITIONS`` partitions, whose leaders are known before return."""
     name = unique(prefix)
     await apply_topics(
-        bootstrap, [TopicSpec(name, PARTITIONS, -1, (), {})], dead_letters=dead_letters
+        KafkaConnection(bootstrap),
+        [TopicSpec(name, PARTITIONS, -1, (), {})],
+        dead_letters=dead_letters,
     )
     await wait_for_leaders(bootstrap, name)
     return name

@@ -59,7 +59,7 @@ from bench.common import (
 from bench.runs import PartRun, Result, Sample, Series, Span, deadline_for, rotate
 from events.consumer import EventConsumer
 from events.envelope import Envelope
-from events.kafka import manual_consumer, reliable_producer
+from events.kafka import KafkaConnection, manual_consumer, reliable_producer
 from events.outbox import Outbox
 
 TARGET = 0.30
@@ -102,7 +102,7 @@ async def fill(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     for ping in pings(n):
         row, env = box.row(ping.event_type, ping.to_avro(), key=ping.aggregate_id)
         records.append((row["key"].encode(), row["payload"], env.to_headers()))
-    producer = reliable_producer(bootstrap, client_id="bench-fill")
+    producer = reliable_producer(KafkaConnection(bootstrap), client_id="bench-fill")
     await producer.start()
     try:
         futures = [
@@ -122,7 +122,7 @@ async def time_raw(bootstrap: str, topic: str, n: int) -> Span:
     """The fair raw loop: the runtime's commit policy and its decoding, nothing else."""
     codec = codec_for(topic)
     group = unique("bench-raw")
-    consumer = manual_consumer(bootstrap, group_id=group, client_id=group)
+    consumer = manual_consumer(KafkaConnection(bootstrap), group_id=group, client_id=group)
     read = 0
     try:
         async with asyncio.timeout(deadline_for(n)):

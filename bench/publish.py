@@ -50,6 +50,7 @@ from events.catalogue import Catalogue
 from events.cli.preparer import Preparer, validate_file
 from events.cli.tail import topic_partitions
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection
 from events.settings import REPO_ROOT
 from events.topics import apply_topics
 
@@ -96,13 +97,17 @@ def pre_encode(path: Path) -> list[Record]:
 async def new_prefix(bootstrap: str) -> str:
     prefix = f"bench-{uuid.uuid4().hex[:10]}."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(bootstrap, [catalogue.topics[prefix + TOPIC]], dead_letters=False)
+    await apply_topics(
+        KafkaConnection(bootstrap), [catalogue.topics[prefix + TOPIC]], dead_letters=False
+    )
     return prefix
 
 
 async def topic_size(bootstrap: str, topic: str) -> int:
     # A group id avoids aiokafka's group-less coordinator, whose stop() can misbehave.
-    tps = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
+    tps = [
+        TopicPartition(topic, p) for p in await topic_partitions(KafkaConnection(bootstrap), topic)
+    ]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=f"size-{uuid.uuid4()}"
     )

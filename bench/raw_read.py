@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection
 from events.reading import reader, seek_to
 from events.topics import partitions_of
 
@@ -29,10 +30,14 @@ async def read_share(
     bootstrap: str, prefix: str, topics: list[str], share: int, of: int, batch: int
 ) -> int:
     codec = AvroCodec(Catalogue.load().prefixed(prefix))
-    tps = [tp for tp in await partitions_of(bootstrap, topics) if tp.partition % of == share]
+    tps = [
+        tp
+        for tp in await partitions_of(KafkaConnection(bootstrap), topics)
+        if tp.partition % of == share
+    ]
     if not tps:
         return 0
-    consumer = reader(bootstrap, f"bench-raw-read-{share}")
+    consumer = reader(KafkaConnection(bootstrap), f"bench-raw-read-{share}")
     await consumer.start()
     try:
         return await read_to_end(consumer, tps, codec, batch)

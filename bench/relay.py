@@ -39,7 +39,7 @@ from bench.common import (
 )
 from bench.runs import PartRun, Result, Sample, Series, Span, deadline_for, rotate
 from events.db import Database
-from events.kafka import reliable_producer
+from events.kafka import KafkaConnection, reliable_producer
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.tables import outbox
@@ -132,7 +132,7 @@ async def time_raw(
     bootstrap: str, topic: str, records: list[Record], *, await_every: int | None = None
 ) -> Span:
     n = len(records)
-    producer = reliable_producer(bootstrap, client_id="bench-raw")
+    producer = reliable_producer(KafkaConnection(bootstrap), client_id="bench-raw")
     try:
         async with asyncio.timeout(deadline_for(n)):
             started = Sample.now()

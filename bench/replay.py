@@ -58,6 +58,7 @@ from bench.replay_history import History, saga_history
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.db import sqlite_url
+from events.kafka import KafkaConnection
 from events.projection_store import ProjectionStore
 from events.reading import reader, tune_gc
 from events.replay import replay
@@ -101,7 +102,9 @@ async def prepare(bootstrap: str, n: int) -> tuple[str, AvroCodec, History]:
     """A fresh prefixed topic set filled with at least ``n`` saga events."""
     prefix = f"bench-{uuid.uuid4().hex[:10]}."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(bootstrap, list(catalogue.topics.values()), dead_letters=False)
+    await apply_topics(
+        KafkaConnection(bootstrap), list(catalogue.topics.values()), dead_letters=False
+    )
     codec = AvroCodec(catalogue)
     history = saga_history(codec, n)
     await publish_history(bootstrap, history)
@@ -140,10 +143,10 @@ async def time_raw_processes(
 async def time_raw(bootstrap: str, topics: list[str], codec: AvroCodec, total: int) -> float:
     """Seconds to read and decode every message of the topics with a bare consumer."""
     started = time.perf_counter()
-    consumer = reader(bootstrap, f"bench-raw-{uuid.uuid4().hex[:8]}")
+    consumer = reader(KafkaConnection(bootstrap), f"bench-raw-{uuid.uuid4().hex[:8]}")
     await consumer.start()
     try:
-        tps = await partitions_of(bootstrap, topics)
+        tps = await partitions_of(KafkaConnection(bootstrap), topics)
         decoded = await read_to_end(consumer, tps, codec, BATCH)
     finally:
         await consumer.stop()
@@ -165,7 +168,13 @@ async def time_replay(
         projection = build_projection(prefix)
         started = time.perf_counter()
         report = await replay(
-            projection, db, codec, bootstrap, batch=BATCH, readers=readers, drop_grace_s=0
+            projection,
+            db,
+            codec,
+            KafkaConnection(bootstrap),
+            batch=BATCH,
+            readers=readers,
+            drop_grace_s=0,
         )
         elapsed = time.perf_counter() - started
         if report.events != history.events:

@@ -19,7 +19,7 @@ from bench.saga_records import end_offsets, read_range, settle, stage_report, su
 from bench.saga_watch import CompletionWatch, SagaBenchError
 from bench.sweep import backlog_limit, capacity, judge, next_rate
 from events.codec import AvroCodec
-from events.kafka import reliable_producer
+from events.kafka import KafkaConnection, reliable_producer
 from events.publisher import Draft, prepare, publish
 from services.saga_check import SERVICEABLE, World, order_body, placed_draft
 
@@ -73,7 +73,7 @@ async def warm_up(bootstrap: str, target: Target, n: int) -> dict[str, int]:
     drafts = target.drafts(n)
     starts = await end_offsets(bootstrap, target.topics)
     target.watch.expect(_ids(drafts), time.perf_counter())
-    await publish(target.codec, bootstrap, drafts, producer=PRODUCER)
+    await publish(target.codec, KafkaConnection(bootstrap), drafts, producer=PRODUCER)
     await _wait_ids(target, _ids(drafts), 120, f"{target.name} warm-up")
     await settle(bootstrap, target.groups, target.topics)
     ends = await end_offsets(bootstrap, target.topics)
@@ -99,7 +99,9 @@ async def throughput(
     t0 = time.perf_counter()
     t0_wall_ms = time.time() * 1000
     target.watch.expect(ids, t0)
-    publisher = asyncio.create_task(publish(target.codec, bootstrap, drafts, producer=PRODUCER))
+    publisher = asyncio.create_task(
+        publish(target.codec, KafkaConnection(bootstrap), drafts, producer=PRODUCER)
+    )
     done_at = await _wait_ids(target, ids, 60 + n / 20, f"{target.name} throughput")
     cpu1 = probe.sample()
     published = await publisher
@@ -138,7 +140,7 @@ async def fixed_rate(
     total = max(1, int(rate * seconds))
     starts = await end_offsets(bootstrap, target.topics) if stages else {}
     progress(f"{target.name}: {rate:g} orders/s for {seconds:g}s ({total} orders)")
-    producer = reliable_producer(bootstrap, client_id=f"{PRODUCER}-paced")
+    producer = reliable_producer(KafkaConnection(bootstrap), client_id=f"{PRODUCER}-paced")
     await producer.start()
     ids: list[str] = []
     futures: list[Awaitable[Any]] = []

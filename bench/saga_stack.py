@@ -16,6 +16,7 @@ from bench.saga_load import Target
 from bench.saga_watch import CompletionWatch, SagaBenchError, key_matcher, saga_matcher
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection
 from events.settings import REPO_ROOT
 from events.supervisor import ProcessSpec, load_manifest, start, stop, wait_ready
 from events.topics import apply_topics
@@ -63,7 +64,7 @@ async def start_stack(
     catalogue = Catalogue.load().prefixed(prefix)
     if any(t.partitions != PARTITIONS for t in catalogue.topics.values()):
         raise SagaBenchError(f"the saga's topics no longer all have {PARTITIONS} partitions")
-    await apply_topics(bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(bootstrap), list(catalogue.topics.values()))
     manifest = load_manifest()
     specs = [
         ProcessSpec(s.name, s.module, port)
@@ -106,7 +107,7 @@ async def saga_target(stack: Stack, name: str = "saga") -> Target:
     await seed(
         world,
         codec,
-        stack.bootstrap,
+        KafkaConnection(stack.bootstrap),
         stack.api,
         stock={s: STOCK_PER_SKU for s in skus},
         deposits={c: DEPOSIT_CENTS for c in customers},

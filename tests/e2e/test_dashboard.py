@@ -23,6 +23,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from events.kafka import KafkaConnection
 from events.settings import REPO_ROOT
 from events.supervisor import start, wait_ready
 from services.saga_check import SERVICEABLE, World, order_body, place_http
@@ -209,7 +210,7 @@ async def test_the_dashboard_follows_the_sagas_live(
 
     # The mix of orders runs while the page is open; the counts move with it.
     world = World()
-    await drive(world, stack.codec, stack.bootstrap, stack.api, per_path=PER_PATH)
+    await drive(world, stack.codec, KafkaConnection(stack.bootstrap), stack.api, per_path=PER_PATH)
     placed = len(world.orders)
     await page.wait_for_function(
         """n => Number(document.querySelector(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from events.kafka import KafkaConnection
 from events.settings import REPO_ROOT
 from services.saga_check import World, statuses
 from services.tools.demo import drive
@@ -73,7 +74,7 @@ async def test_the_read_side_agrees_with_every_service_and_survives_a_replay(
     stack: Stack, query: httpx.AsyncClient
 ):
     world = World()
-    await drive(world, stack.codec, stack.bootstrap, stack.api, per_path=2)
+    await drive(world, stack.codec, KafkaConnection(stack.bootstrap), stack.api, per_path=2)
     rows = await settle(world, stack)
     await agree(world, stack, query)
 

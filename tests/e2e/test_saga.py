@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from events.kafka import KafkaConnection
 from events.publisher import publish
 from events.supervisor import EXIT_CODES
 from events.supervisor import status as supervisor_status
@@ -91,7 +92,7 @@ async def invariants_hold(world: World, stack: Stack, deadline_s: float) -> None
 
 async def test_every_path_ends_as_expected_and_invariants_hold(stack: Stack):
     world = World()
-    await drive(world, stack.codec, stack.bootstrap, stack.api, per_path=4)
+    await drive(world, stack.codec, KafkaConnection(stack.bootstrap), stack.api, per_path=4)
     rows = await settle(world, stack)
     seen: dict[str, set[str]] = {}
     for oid, path in world.orders.items():
@@ -109,7 +110,7 @@ async def test_cancel_racing_every_step_ends_consistently(stack: Stack):
     await seed(
         world,
         stack.codec,
-        stack.bootstrap,
+        KafkaConnection(stack.bootstrap),
         stack.api,
         stock={"widget": 200},
         deposits={"rich": 10_000_000},
@@ -132,8 +133,14 @@ async def test_cancel_racing_every_step_ends_consistently(stack: Stack):
         due = [oid for at, oid in pending_cancels if at <= i]
         pending_cancels = [(at, oid) for at, oid in pending_cancels if at > i]
         if due:
-            await publish(stack.codec, stack.bootstrap, [cancel_draft(oid) for oid in due])
-    await publish(stack.codec, stack.bootstrap, [cancel_draft(oid) for _, oid in pending_cancels])
+            await publish(
+                stack.codec, KafkaConnection(stack.bootstrap), [cancel_draft(oid) for oid in due]
+            )
+    await publish(
+        stack.codec,
+        KafkaConnection(stack.bootstrap),
+        [cancel_draft(oid) for _, oid in pending_cancels],
+    )
     rows = await settle(world, stack)
     outcomes = {outcome(r) for r in rows.values()}
     assert outcomes <= EXPECTED["customer cancel"]
@@ -146,7 +153,7 @@ async def test_sigkill_a_service_mid_flow_and_every_saga_still_ends(stack: Stack
     await seed(
         world,
         stack.codec,
-        stack.bootstrap,
+        KafkaConnection(stack.bootstrap),
         stack.api,
         stock={"widget": 500, "rare": 2},
         deposits={"rich": 10_000_000, "poor": 500},
@@ -159,7 +166,7 @@ async def test_sigkill_a_service_mid_flow_and_every_saga_still_ends(stack: Stack
                 world, f"{who}-{sku}", order_body(world, who, [(sku, qty, 900)], SERVICEABLE)
             )
         )
-    await publish(stack.codec, stack.bootstrap, drafts[:30])
+    await publish(stack.codec, KafkaConnection(stack.bootstrap), drafts[:30])
 
     async def some_ended() -> bool:
         rows = await statuses(world, stack.api)
@@ -167,7 +174,7 @@ async def test_sigkill_a_service_mid_flow_and_every_saga_still_ends(stack: Stack
 
     await eventually(some_ended, deadline_s=60, what="the saga to be under way")
     await asyncio.to_thread(stack.stop, victim, kill=True)
-    await publish(stack.codec, stack.bootstrap, drafts[30:])
+    await publish(stack.codec, KafkaConnection(stack.bootstrap), drafts[30:])
     await asyncio.to_thread(stack.start, victim)
     rows = await settle(world, stack)
     assert all(r["status"] in {"COMPLETED", "REJECTED", "CANCELLED"} for r in rows.values())
@@ -181,7 +188,7 @@ async def test_sigterm_mid_load_exits_zero_and_nothing_is_lost_or_applied_twice(
     await seed(
         world,
         stack.codec,
-        stack.bootstrap,
+        KafkaConnection(stack.bootstrap),
         stack.api,
         stock={"widget": 500},
         deposits={"rich": 10_000_000, "poor": 2_000},
@@ -190,7 +197,7 @@ async def test_sigterm_mid_load_exits_zero_and_nothing_is_lost_or_applied_twice(
         placed_draft(world, who, order_body(world, who, [("widget", 1, 900)], SERVICEABLE))
         for who in ["rich", "poor", "rich"] * 30
     ]
-    await publish(stack.codec, stack.bootstrap, drafts[:60])
+    await publish(stack.codec, KafkaConnection(stack.bootstrap), drafts[:60])
 
     async def some_ended() -> bool:
         rows = await statuses(world, stack.api)
@@ -201,7 +208,7 @@ async def test_sigterm_mid_load_exits_zero_and_nothing_is_lost_or_applied_twice(
     assert status.pid is not None
     await asyncio.to_thread(stack.stop, victim)
     assert EXIT_CODES.get(status.pid) == 0, f"{victim} exit code {EXIT_CODES.get(status.pid)}"
-    await publish(stack.codec, stack.bootstrap, drafts[60:])
+    await publish(stack.codec, KafkaConnection(stack.bootstrap), drafts[60:])
     await asyncio.to_thread(stack.start, victim)
     rows = await settle(world, stack)
     assert len(rows) == 90

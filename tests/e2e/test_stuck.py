@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from events.kafka import KafkaConnection
 from services.saga_check import (
     SERVICEABLE,
     World,
@@ -49,7 +50,7 @@ async def place_orders(world: World, stack: Stack) -> list[str]:
     await seed(
         world,
         stack.codec,
-        stack.bootstrap,
+        KafkaConnection(stack.bootstrap),
         stack.api,
         stock={"widget": 50},
         deposits={"ada": 1_000_000},

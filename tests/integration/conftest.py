@@ -8,6 +8,7 @@ import pytest
 
 from events.catalogue import TopicSpec
 from events.db import Database
+from events.kafka import KafkaConnection
 from events.topics import apply_topics
 from tests.integration.harness import new_database
 from tests.support import unique
@@ -23,7 +24,9 @@ def new_topic(kafka_bootstrap: str) -> NewTopic:
 
     async def create(partitions: int = 3, prefix: str = "t") -> str:
         name = unique(prefix)
-        await apply_topics(kafka_bootstrap, [TopicSpec(name, partitions, -1, (), {})])
+        await apply_topics(
+            KafkaConnection(kafka_bootstrap), [TopicSpec(name, partitions, -1, (), {})]
+        )
         return name
 
     return create

@@ -21,6 +21,7 @@ from events.codec import AvroCodec
 from events.consumer import EventConsumer
 from events.db import Database
 from events.envelope import Event
+from events.kafka import KafkaConnection
 from events.models import EventModel
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay
@@ -102,7 +103,7 @@ def ping_consumer(
         db=db,
         codec=codec,
         outbox=Outbox(codec, name) if outbox is None else outbox,
-        bootstrap=bootstrap,
+        kafka=KafkaConnection(bootstrap),
         **options,
     )
 

@@ -18,6 +18,7 @@ import httpx
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.components import run_components
+from events.kafka import KafkaConnection
 from events.service import Service, ServiceContext, ServiceSettings, build_app, prepare
 from events.topics import apply_topics
 from services.inventory.app import SERVICE as INVENTORY
@@ -46,7 +47,7 @@ async def saga_in_process(
     bootstrap: str, tmp: Path, prefix: str, database_url: Callable[[str], str]
 ) -> AsyncIterator[InProcess]:
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(bootstrap), list(catalogue.topics.values()))
 
     def settings(cls: type[ServiceSettings], name: str) -> ServiceSettings:
         return cls(
@@ -82,7 +83,8 @@ async def saga_in_process(
             run = run_components(service.name, ctx.components, stop, cfg.shutdown_timeout_s)
             tasks.append(asyncio.create_task(run))
             clients[service.name] = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://localhost"
+                transport=httpx.ASGITransport(app=build_app(service, ctx)),
+                base_url="http://localhost",
             )
         yield InProcess(AvroCodec(catalogue), contexts, clients)
     finally:

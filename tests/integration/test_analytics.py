@@ -23,7 +23,7 @@ from prometheus_client.samples import Sample
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.envelope import Envelope, new_event_id
-from events.kafka import reliable_producer
+from events.kafka import KafkaConnection, reliable_producer
 from events.publisher import Draft, publish
 from events.supervisor import ProcessSpec, start, stop, wait_ready
 from events.topics import apply_topics, partitions_of
@@ -89,7 +89,7 @@ async def running_analytics(bootstrap: str, tmp_path: Path, **env: str) -> Async
     """The analytics process over a fresh prefix; ``env`` adds to its environment."""
     prefix = unique("an") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(bootstrap), list(catalogue.topics.values()))
     spec = ProcessSpec("analytics", "services.analytics", free_port())
     env = {"TOPIC_PREFIX": prefix, "LOG_FORMAT": "json", **env}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{spec.port}", timeout=10) as http:
@@ -167,7 +167,7 @@ def window(start: datetime, size: timedelta, **figures: Any) -> dict[str, Any]:
 async def send_raw(
     a: Analytics, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]]
 ) -> None:
-    producer = reliable_producer(a.bootstrap, client_id="analytics-test")
+    producer = reliable_producer(KafkaConnection(a.bootstrap), client_id="analytics-test")
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
@@ -177,7 +177,7 @@ async def send_raw(
 
 async def changelog_keys(a: Analytics, topic: str) -> list[tuple[int, bytes]]:
     """(partition, key) of every record in a changelog topic, read to its end."""
-    tps = await partitions_of(a.bootstrap, [topic])
+    tps = await partitions_of(KafkaConnection(a.bootstrap), [topic])
     consumer = AIOKafkaConsumer(bootstrap_servers=a.bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -259,11 +259,11 @@ async def test_windows_count_what_was_sent_and_skip_unreadable_messages(analytic
         a, orders_topic, o1, b"not avro", envelope_headers("OrderCreated", o1, sec(t0, 1))
     )
     await send_raw(a, orders_topic, o2, a.codec.encode("OrderCreated", o2_created.payload), [])
-    await publish(a.codec, a.bootstrap, saga.drafts, producer="analytics-test")
+    await publish(a.codec, KafkaConnection(a.bootstrap), saga.drafts, producer="analytics-test")
     # What a relay's retry or a dead-letter redrive does: the same events again, same
     # envelopes. They are not counted twice.
     again = [d for d in saga.drafts if d.key in (o1, o3)]
-    await publish(a.codec, a.bootstrap, again, producer="analytics-test")
+    await publish(a.codec, KafkaConnection(a.bootstrap), again, producer="analytics-test")
 
     minute = timedelta(minutes=1)
     minutes = [
@@ -350,7 +350,7 @@ async def test_figures_survive_a_restart(analytics: Analytics):
         order_id = saga.created(sec(t0, i))
         saga.captured(order_id, sec(t0, i + 1), 100)
         saga.completed(order_id, sec(t0, i + 2))
-    await publish(a.codec, a.bootstrap, saga.drafts, producer="analytics-test")
+    await publish(a.codec, KafkaConnection(a.bootstrap), saga.drafts, producer="analytics-test")
     expected = [
         window(
             t0,
@@ -385,7 +385,7 @@ async def test_figures_survive_a_restart(analytics: Analytics):
     # and it goes on counting from where it was
     late = Saga()
     late.completed(late.created(sec(t0, 50)), sec(t0, 51))
-    await publish(a.codec, a.bootstrap, late.drafts, producer="analytics-test")
+    await publish(a.codec, KafkaConnection(a.bootstrap), late.drafts, producer="analytics-test")
     expected[0].update(placed=13, completed=13)
     expected[0]["duration_ms"] = {"count": 13, "p50": 2000.0, "p90": 2000.0, "p99": 2000.0}
     await a.wait_for("minute", expected)

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from events.catalogue import TopicSpec
+from events.kafka import KafkaConnection
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.topics import apply_topics
@@ -29,12 +30,14 @@ pytestmark = pytest.mark.integration
 async def test_outbox_survives_broker_outage(broker_factory, new_db):
     spec = await asyncio.to_thread(broker_factory)
     topic = unique("outage")
-    await apply_topics(spec.bootstrap, [TopicSpec(topic, 2, -1, (), {})])
+    await apply_topics(KafkaConnection(spec.bootstrap), [TopicSpec(topic, 2, -1, (), {})])
     codec = codec_for(topic)
     producer_db, consumer_db = await new_db("producer"), await new_db("consumer")
     outbox = Outbox(codec, "producer")
     relay = OutboxRelay(
-        producer_db, spec.bootstrap, config=RelayConfig(backoff_initial_s=0.2, backoff_max_s=2.0)
+        producer_db,
+        KafkaConnection(spec.bootstrap),
+        config=RelayConfig(backoff_initial_s=0.2, backoff_max_s=2.0),
     )
     outbox.on_commit(relay.notify)
     name = unique("consumer")

@@ -12,6 +12,7 @@ from events.cli.main import main
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
 from events.envelope import Event, utcnow
+from events.kafka import KafkaConnection
 from events.outbox import Outbox, UnitOfWork
 from events.publisher import Draft, publish
 from events.routing import PermanentError, Router
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 async def test_dead_letter_listed_shown_and_redriven(kafka_bootstrap, new_db, monkeypatch, capsys):
     prefix = unique("ops") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(kafka_bootstrap), list(catalogue.topics.values()))
     codec = AvroCodec(catalogue)
     db = await new_db("payments")
     broken = {"on": True}
@@ -47,12 +48,12 @@ async def test_dead_letter_listed_shown_and_redriven(kafka_bootstrap, new_db, mo
         db=db,
         codec=codec,
         outbox=Outbox(codec, name),
-        bootstrap=kafka_bootstrap,
+        kafka=KafkaConnection(kafka_bootstrap),
     )
     deposit_id = str(uuid.uuid4())
     await publish(
         codec,
-        kafka_bootstrap,
+        KafkaConnection(kafka_bootstrap),
         [
             Draft(
                 "FundsDeposited",
@@ -109,7 +110,7 @@ async def test_dlq_list_shows_parked_events_per_key_and_release_applies_them(
 ):
     prefix = unique("ops") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(kafka_bootstrap), list(catalogue.topics.values()))
     codec = AvroCodec(catalogue)
     db = await new_db("payments")
     customer = unique("c")
@@ -131,7 +132,7 @@ async def test_dlq_list_shows_parked_events_per_key_and_release_applies_them(
         db=db,
         codec=codec,
         outbox=Outbox(codec, name),
-        bootstrap=kafka_bootstrap,
+        kafka=KafkaConnection(kafka_bootstrap),
         block_sync_interval_ms=200,
     )
     drafts = [
@@ -147,7 +148,7 @@ async def test_dlq_list_shows_parked_events_per_key_and_release_applies_them(
         )
         for d in deposits
     ]
-    await publish(codec, kafka_bootstrap, drafts)
+    await publish(codec, KafkaConnection(kafka_bootstrap), drafts)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("TOPIC_PREFIX", prefix)
     monkeypatch.setenv("VAR_DIR", str(tmp_path))  # no other service's database is found

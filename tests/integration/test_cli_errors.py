@@ -20,6 +20,7 @@ import pytest
 
 from events.catalogue import Catalogue
 from events.db import sqlite_url
+from events.kafka import KafkaConnection
 from events.topics import apply_topics
 from infra.broker import free_port
 from tests.support import run_module, unique
@@ -141,7 +142,7 @@ async def test_dlq_list_reads_the_broker_and_names_each_database_it_cannot_read(
 ) -> None:
     env = _env(tmp_path, kafka_bootstrap, ORDERS_DATABASE_URL=_unopenable("pg", tmp_path))
     catalogue = Catalogue.load().prefixed(env["TOPIC_PREFIX"])
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(kafka_bootstrap), list(catalogue.topics.values()))
     ran = choreo("dlq", "list", env=env)
     assert ran.status == 0 and "0 dead letter(s)" in ran.out, ran
     (line,) = ran.err.splitlines()
@@ -202,7 +203,7 @@ async def test_replay_with_its_database_unopenable_fails_in_one_line(
     env = _env(tmp_path, kafka_bootstrap)
     env["QUERY_DATABASE_URL"] = _unopenable("sqlite directory", tmp_path)
     catalogue = Catalogue.load().prefixed(env["TOPIC_PREFIX"])
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(kafka_bootstrap), list(catalogue.topics.values()))
     ran = choreo("replay", "query", env=env)
     # 2: the replay could not run (1 is --verify's "differences"), in one line.
     assert ran.status == 2 and "Traceback" not in ran.err, ran

@@ -32,6 +32,7 @@ from events.cli.errors import CliError
 from events.cli.tail import tail
 from events.codec import AvroCodec
 from events.envelope import Envelope
+from events.kafka import KafkaConnection
 from events.topics import apply_topics
 from schemas.models import OrderCancellationRequested, OrderPlaced
 from tests.integration.harness import partition_ids, read_all
@@ -69,7 +70,7 @@ async def env(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Env:
     monkeypatch.setenv("TOPIC_PREFIX", prefix)
     catalogue = Catalogue.load().prefixed(prefix)
     specs = [catalogue.topics[prefix + name] for name in REQUEST_TOPICS]
-    await apply_topics(kafka_bootstrap, specs, dead_letters=False)
+    await apply_topics(KafkaConnection(kafka_bootstrap), specs, dead_letters=False)
     return Env(kafka_bootstrap, prefix)
 
 
@@ -404,7 +405,14 @@ async def test_tail_shows_events_published_after_it_starts_and_bad_bytes_with_wh
 
     out, ready = io.StringIO(), asyncio.Event()
     tailing = asyncio.create_task(
-        tail(env.bootstrap, codec_of(env), topic, max_messages=3, out=out, ready=_set(ready))
+        tail(
+            KafkaConnection(env.bootstrap),
+            codec_of(env),
+            topic,
+            max_messages=3,
+            out=out,
+            ready=_set(ready),
+        )
     )
     await asyncio.wait_for(ready.wait(), 30)
     later = str(uuid.uuid4())
@@ -433,7 +441,7 @@ async def test_tail_from_the_beginning_as_json(env: Env, choreo: Choreo) -> None
     out = io.StringIO()
     shown = await asyncio.wait_for(
         tail(
-            env.bootstrap,
+            KafkaConnection(env.bootstrap),
             codec_of(env),
             topic,
             from_beginning=True,
@@ -494,7 +502,7 @@ async def test_tail_failing_right_after_start_reports_the_failure(
 
     monkeypatch.setattr(cli_tail, "_assign_all", refuse)
     with pytest.raises(CliError, match=r"cannot tail .*refused at once"):
-        await tail(env.bootstrap, codec_of(env), env.topic("orders.requests"))
+        await tail(KafkaConnection(env.bootstrap), codec_of(env), env.topic("orders.requests"))
 
 
 def _order(order_id: str) -> str:

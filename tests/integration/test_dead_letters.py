@@ -11,6 +11,7 @@ from events.catalogue import dead_letter_topic
 from events.consumer import EventConsumer
 from events.dlq import DLQ_CONSUMER, DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC
 from events.envelope import Envelope, headers_dict, new_event_id, utcnow
+from events.kafka import KafkaConnection
 from events.outbox import Outbox
 from events.routing import RetryPolicy
 from tests.integration.harness import applied_rows, codec_for, ping_router, read_all, running
@@ -63,7 +64,7 @@ async def test_poison_messages_are_dead_lettered_with_reason_and_later_events_ap
         db=db,
         codec=codec,
         outbox=Outbox(codec, name),
-        bootstrap=kafka_bootstrap,
+        kafka=KafkaConnection(kafka_bootstrap),
         retry=RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05),
         # Every message here shares one key: unsequenced, so the later ones apply past the
         # poison (test_sequenced_dead_letters covers parking them behind it).

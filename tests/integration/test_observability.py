@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from events.envelope import utcnow
+from events.kafka import KafkaConnection
 from events.logs import configure_logging
 from events.publisher import Draft, publish
 from tests.integration.inprocess import saga_in_process
@@ -44,7 +45,7 @@ def spans() -> InMemorySpanExporter:
 async def seed(bootstrap, codec, sku, customer):
     await publish(
         codec,
-        bootstrap,
+        KafkaConnection(bootstrap),
         [
             Draft(
                 "StockRestocked",
@@ -217,7 +218,7 @@ async def test_metrics_and_health_move(kafka_bootstrap, tmp_path, database_url):
         sku = unique("sku")
         await publish(
             saga.codec,
-            kafka_bootstrap,
+            KafkaConnection(kafka_bootstrap),
             [
                 Draft(
                     "StockRestocked",

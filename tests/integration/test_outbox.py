@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from events.envelope import utcnow
+from events.kafka import KafkaConnection
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.tables import outbox
@@ -61,7 +62,9 @@ async def test_purge_removes_only_sent_rows_older_than_retention(new_db):
             update(outbox).where(outbox.c.id <= 2).values(sent_at=now - timedelta(days=10))
         )
         await s.execute(update(outbox).where(outbox.c.id.in_([3, 4])).values(sent_at=now))
-    relay = OutboxRelay(db, "127.0.0.1:1", config=RelayConfig(retention=timedelta(days=7)))
+    relay = OutboxRelay(
+        db, KafkaConnection("127.0.0.1:1"), config=RelayConfig(retention=timedelta(days=7))
+    )
     assert await relay.purge() == 2
     assert await count(db, outbox) == 4
     unsent, age = await relay.backlog()

@@ -18,6 +18,7 @@ from events.catalogue import TopicSpec
 from events.cli.main import main
 from events.consumer import EventConsumer
 from events.envelope import Event
+from events.kafka import KafkaConnection
 from events.outbox import EventTooLarge, Outbox, UnitOfWork
 from events.outbox_admin import list_rows
 from events.relay import OutboxRelay, RelayConfig
@@ -43,7 +44,7 @@ FAST = RelayConfig(batch_size=100, idle_poll_s=0.05, backoff_initial_s=0.05, gau
 async def small_topic(bootstrap: str, limit: int = LIMIT) -> str:
     name = unique("small")
     spec = TopicSpec(name, 3, -1, (), {"max.message.bytes": str(limit)})
-    await apply_topics(bootstrap, [spec], dead_letters=False)
+    await apply_topics(KafkaConnection(bootstrap), [spec], dead_letters=False)
     return name
 
 
@@ -115,7 +116,7 @@ async def test_a_row_too_large_for_its_topic_is_quarantined_and_the_rows_behind_
     )
     labels = {"event_type": "Ping", "error_type": "MessageSizeTooLargeError"}
     counted = sample("choreo_outbox_quarantined_total", **labels)
-    relay = OutboxRelay(db, kafka_bootstrap, config=FAST)
+    relay = OutboxRelay(db, KafkaConnection(kafka_bootstrap), config=FAST)
     async with running_relay(relay) as task:
         await eventually(lambda: relay.quarantined == 2, what="both poison rows quarantined")
         await eventually(lambda: relay.published == 5, what="the rows behind them published")
@@ -197,7 +198,7 @@ async def test_a_row_for_a_topic_the_catalogue_does_not_know_is_quarantined(
     db = await new_db("svc")
     await emit(db, Outbox(codec_for(gone), "svc"), [Ping(aggregate_id="k", seq=0)])
     await emit(db, Outbox(codec_for(topic), "svc"), [Ping(aggregate_id="k", seq=1)])
-    relay = OutboxRelay(db, kafka_bootstrap, config=FAST, known_topics={topic})
+    relay = OutboxRelay(db, KafkaConnection(kafka_bootstrap), config=FAST, known_topics={topic})
     assert await relay.drain() == 2
     assert (relay.quarantined, relay.published) == (1, 1)
     (row,) = await list_rows(db, "svc")
@@ -218,7 +219,7 @@ async def test_a_batch_too_large_for_the_topic_is_published_row_by_row_not_quara
     await emit(
         db, Outbox(codec, "svc"), [Ping(aggregate_id=key, seq=s, note=note) for s in range(4)]
     )
-    relay = OutboxRelay(db, kafka_bootstrap, config=FAST)
+    relay = OutboxRelay(db, KafkaConnection(kafka_bootstrap), config=FAST)
     assert await relay.drain() == 4
     assert relay.quarantined == 0
     assert per_key(await published(kafka_bootstrap, topic, codec)) == {key: [0, 1, 2, 3]}
@@ -257,14 +258,14 @@ async def test_emitting_an_event_over_the_limit_raises_and_its_cause_is_dead_let
         db=db,
         codec=codec,
         outbox=box,
-        bootstrap=kafka_bootstrap,
+        kafka=KafkaConnection(kafka_bootstrap),
     )
     await emit(
         db,
         Outbox(codec, "producer"),
         [Ping(aggregate_id="k", seq=1, note="ok"), Ping(aggregate_id="j", seq=2, note="q" * 500)],
     )
-    await OutboxRelay(db, kafka_bootstrap).drain()
+    await OutboxRelay(db, KafkaConnection(kafka_bootstrap)).drain()
     async with running(consumer):
         await eventually(lambda: consumer.stats.dead_lettered == 1, what="the cause dead-lettered")
         await eventually(lambda: 1 in echoed, what="the small one echoed")
@@ -296,7 +297,7 @@ async def test_a_row_the_client_refuses_before_sending_is_quarantined(
             Ping(aggregate_id="k", seq=2),
         ],
     )
-    relay = OutboxRelay(db, kafka_bootstrap, config=FAST)
+    relay = OutboxRelay(db, KafkaConnection(kafka_bootstrap), config=FAST)
     assert await relay.drain() == 3
     assert (relay.published, relay.quarantined) == (2, 1)
     (row,) = await list_rows(db, "svc")

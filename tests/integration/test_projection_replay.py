@@ -18,6 +18,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
 from events.codec import AvroCodec
 from events.db import Database
 from events.envelope import Event
+from events.kafka import KafkaConnection
 from events.outbox import Outbox
 from events.projection import Projection, ProjectionRunner
 from events.projection_store import Generation, ProjectionStore
@@ -109,7 +110,7 @@ async def rows(db, store: ProjectionStore) -> dict[str, tuple[int, int]]:
 async def produce(kafka_bootstrap, db, codec, aggregates, per, start=0):
     outbox = Outbox(codec, "producer")
     written = await write_pings(db, outbox, aggregates, per, per_tx=50, start=start)
-    relay = OutboxRelay(db, kafka_bootstrap)
+    relay = OutboxRelay(db, KafkaConnection(kafka_bootstrap))
     await relay.drain()
     await relay.close()
     return written
@@ -152,11 +153,13 @@ async def test_restart_neither_loses_nor_reapplies(kafka_bootstrap, scene):
     projection = counts_projection(topic)
     aggs = [unique("a") for _ in range(5)]
     written = await produce(kafka_bootstrap, producer_db, codec, aggs, 20)
-    runner = ProjectionRunner(projection, read_db, codec, kafka_bootstrap, batch=37)
+    runner = ProjectionRunner(
+        projection, read_db, codec, KafkaConnection(kafka_bootstrap), batch=37
+    )
     async with live(runner):
         await eventually(lambda: runner.applied >= len(written), what="first pass")
     written += await produce(kafka_bootstrap, producer_db, codec, aggs, 10, start=20)
-    again = ProjectionRunner(projection, read_db, codec, kafka_bootstrap)
+    again = ProjectionRunner(projection, read_db, codec, KafkaConnection(kafka_bootstrap))
     async with live(again):
         await eventually(lambda: again.applied >= 50, what="second pass")
         assert await rows(read_db, again.store) == expected(written)
@@ -165,7 +168,9 @@ async def test_restart_neither_loses_nor_reapplies(kafka_bootstrap, scene):
 
 async def test_read_your_writes_waits_for_the_position(kafka_bootstrap, scene):
     topic, codec, producer_db, read_db = await scene(1)
-    runner = ProjectionRunner(counts_projection(topic), read_db, codec, kafka_bootstrap)
+    runner = ProjectionRunner(
+        counts_projection(topic), read_db, codec, KafkaConnection(kafka_bootstrap)
+    )
     async with live(runner):
         assert not await runner.wait_for({TopicPartition(topic, 0): 0}, timeout_s=0.3)
         await produce(kafka_bootstrap, producer_db, codec, [unique("a")], 3)
@@ -177,7 +182,7 @@ async def test_a_reader_waiting_for_its_writes_cuts_the_linger_short(kafka_boots
     topic, codec, producer_db, read_db = await scene(1)
     # A linger far longer than the wait: the wait can only succeed if the reader ends it.
     runner = ProjectionRunner(
-        counts_projection(topic), read_db, codec, kafka_bootstrap, linger_s=600
+        counts_projection(topic), read_db, codec, KafkaConnection(kafka_bootstrap), linger_s=600
     )
     async with live(runner):
         await produce(kafka_bootstrap, producer_db, codec, [unique("a")], 1)
@@ -191,7 +196,7 @@ async def test_replay_under_live_traffic_matches_a_rebuild(kafka_bootstrap, scen
     projection = counts_projection(topic)
     aggs = [unique("a") for _ in range(10)]
     written = await produce(kafka_bootstrap, producer_db, codec, aggs, 100)
-    runner = ProjectionRunner(projection, read_db, codec, kafka_bootstrap)
+    runner = ProjectionRunner(projection, read_db, codec, KafkaConnection(kafka_bootstrap))
     async with live(runner):
         await eventually(lambda: runner.applied >= len(written), what="live caught up")
         traffic = asyncio.create_task(
@@ -206,7 +211,12 @@ async def test_replay_under_live_traffic_matches_a_rebuild(kafka_bootstrap, scen
 
         reading = asyncio.create_task(reader_loop())
         report = await replay(
-            projection, read_db, codec, kafka_bootstrap, batch=250, drop_grace_s=0.1
+            projection,
+            read_db,
+            codec,
+            KafkaConnection(kafka_bootstrap),
+            batch=250,
+            drop_grace_s=0.1,
         )
         written += await traffic
         await reading
@@ -223,7 +233,7 @@ async def test_replay_under_live_traffic_matches_a_rebuild(kafka_bootstrap, scen
         )
     assert all(answers), "the API had rows to read throughout the replay"
 
-    verify = await replay(projection, read_db, codec, kafka_bootstrap, verify=True)
+    verify = await replay(projection, read_db, codec, KafkaConnection(kafka_bootstrap), verify=True)
     assert verify.differences == [] and not verify.switched
     assert (await ProjectionStore(projection, read_db).state()) == (2, None)
 
@@ -238,7 +248,7 @@ async def test_killed_replay_changes_nothing_and_can_run_again(kafka_bootstrap, 
     written = await produce(
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(4)], 250
     )
-    runner = ProjectionRunner(projection, read_db, codec, kafka_bootstrap)
+    runner = ProjectionRunner(projection, read_db, codec, KafkaConnection(kafka_bootstrap))
     async with live(runner):
         await eventually(lambda: runner.applied >= len(written), what="live caught up")
         before = await rows(read_db, runner.store)
@@ -251,11 +261,18 @@ async def test_killed_replay_changes_nothing_and_can_run_again(kafka_bootstrap, 
 
         with pytest.raises(KeyboardInterrupt):
             await replay(
-                projection, read_db, codec, kafka_bootstrap, batch=100, on_progress=kill_midway
+                projection,
+                read_db,
+                codec,
+                KafkaConnection(kafka_bootstrap),
+                batch=100,
+                on_progress=kill_midway,
             )
         assert await ProjectionStore(projection, read_db).state() == (1, 2)
         assert await rows(read_db, runner.store) == before == expected(written)
-        report = await replay(projection, read_db, codec, kafka_bootstrap, drop_grace_s=0.1)
+        report = await replay(
+            projection, read_db, codec, KafkaConnection(kafka_bootstrap), drop_grace_s=0.1
+        )
         assert report.switched and report.generation == 3
         await eventually(lambda: runner.generation == 3, what="live follows generation 3")
         assert await rows(read_db, runner.store) == expected(written)
@@ -268,10 +285,14 @@ async def test_reader_processes_rebuild_what_one_process_does(kafka_bootstrap, s
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(7)], 60
     )
     store = ProjectionStore(projection, read_db)
-    report = await replay(projection, read_db, codec, kafka_bootstrap, batch=25, readers=2)
+    report = await replay(
+        projection, read_db, codec, KafkaConnection(kafka_bootstrap), batch=25, readers=2
+    )
     assert report.switched and report.events == len(written)
     assert await rows(read_db, store) == expected(written)
-    alone = await replay(projection, read_db, codec, kafka_bootstrap, batch=25, readers=0)
+    alone = await replay(
+        projection, read_db, codec, KafkaConnection(kafka_bootstrap), batch=25, readers=0
+    )
     assert alone.generation == report.generation + 1
     assert await rows(read_db, store) == expected(written)
 
@@ -284,7 +305,8 @@ async def test_reader_processes_beyond_the_partitions_are_let_go(kafka_bootstrap
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(3)], 40
     )
     report = await asyncio.wait_for(
-        replay(projection, read_db, codec, kafka_bootstrap, batch=25, readers=3), 60
+        replay(projection, read_db, codec, KafkaConnection(kafka_bootstrap), batch=25, readers=3),
+        60,
     )
     assert report.switched and report.events == len(written)
     assert await rows(read_db, ProjectionStore(projection, read_db)) == expected(written)
@@ -297,14 +319,16 @@ async def test_a_failing_reader_stops_the_replay_and_changes_nothing(kafka_boots
     written = await produce(
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(3)], 40
     )
-    runner = ProjectionRunner(good, read_db, codec, kafka_bootstrap)
+    runner = ProjectionRunner(good, read_db, codec, KafkaConnection(kafka_bootstrap))
     async with live(runner):
         await eventually(lambda: runner.applied >= len(written), what="live caught up")
         with pytest.raises(ReaderError, match=r"(?i)pickl"):
-            await replay(bad, read_db, codec, kafka_bootstrap, batch=30, readers=2)
+            await replay(bad, read_db, codec, KafkaConnection(kafka_bootstrap), batch=30, readers=2)
         assert await ProjectionStore(good, read_db).state() == (1, 2)
         assert await rows(read_db, runner.store) == expected(written)
-        report = await replay(good, read_db, codec, kafka_bootstrap, readers=2, drop_grace_s=0.1)
+        report = await replay(
+            good, read_db, codec, KafkaConnection(kafka_bootstrap), readers=2, drop_grace_s=0.1
+        )
         assert report.switched and report.generation == 3
         await eventually(lambda: runner.generation == 3, what="live follows generation 3")
         assert await rows(read_db, runner.store) == expected(written)
@@ -317,7 +341,7 @@ async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(kafka_boot
         kafka_bootstrap, producer_db, codec, [unique("a") for _ in range(4)], 100
     )
     task = asyncio.create_task(
-        replay(projection, read_db, codec, kafka_bootstrap, batch=10, readers=1)
+        replay(projection, read_db, codec, KafkaConnection(kafka_bootstrap), batch=10, readers=1)
     )
 
     def a_reader() -> int | None:
@@ -338,7 +362,7 @@ async def test_a_killed_reader_fails_the_replay_instead_of_hanging_it(kafka_boot
     with pytest.raises(ReaderError, match="died"):
         await asyncio.wait_for(task, 60)
     assert await ProjectionStore(projection, read_db).state() == (1, 2)
-    report = await replay(projection, read_db, codec, kafka_bootstrap, readers=1)
+    report = await replay(projection, read_db, codec, KafkaConnection(kafka_bootstrap), readers=1)
     assert report.switched and report.generation == 3
     assert await rows(read_db, ProjectionStore(projection, read_db)) == expected(written)
 
@@ -354,6 +378,6 @@ async def test_a_reader_that_cannot_import_the_collect_function_says_so(kafka_bo
     try:
         projection = batch_counts(topic, collect=only_here.collect)
         with pytest.raises(ReaderError, match=f"No module named '{only_here.__name__}'"):
-            await replay(projection, read_db, codec, kafka_bootstrap, readers=1)
+            await replay(projection, read_db, codec, KafkaConnection(kafka_bootstrap), readers=1)
     finally:
         del sys.modules[only_here.__name__]

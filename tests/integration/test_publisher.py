@@ -11,6 +11,7 @@ import pytest
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.envelope import Envelope, utcnow
+from events.kafka import KafkaConnection
 from events.publisher import Draft, Landed, PublishError, prepare, publish, send_all
 from events.topics import apply_topics
 from tests.integration.harness import read_all
@@ -24,7 +25,9 @@ TOPIC = "inventory.requests"
 async def _codec(bootstrap: str) -> AvroCodec:
     prefix = f"{unique('pub')}."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(bootstrap, [catalogue.topics[prefix + TOPIC]], dead_letters=False)
+    await apply_topics(
+        KafkaConnection(bootstrap), [catalogue.topics[prefix + TOPIC]], dead_letters=False
+    )
     return AvroCodec(catalogue)
 
 
@@ -46,7 +49,9 @@ async def test_every_event_is_reported_once_where_it_landed(kafka_bootstrap: str
     records = prepare(codec, drafts, "test-publisher")
     reported: list[Landed] = []
 
-    sent = await send_all(kafka_bootstrap, records, reported.append, client_id="test-publisher")
+    sent = await send_all(
+        KafkaConnection(kafka_bootstrap), records, reported.append, client_id="test-publisher"
+    )
 
     assert sent == len(records) == len(reported)
     assert Counter(id(landed.record) for landed in reported) == Counter(id(r) for r in records)
@@ -77,7 +82,9 @@ async def test_every_event_is_reported_once_where_it_landed(kafka_bootstrap: str
 async def test_publish_says_where_each_draft_landed_in_draft_order(kafka_bootstrap: str) -> None:
     codec = await _codec(kafka_bootstrap)
     drafts = [_restock(unique("sku"), i + 1) for i in range(20)]
-    published = await publish(codec, kafka_bootstrap, drafts, producer="test-publisher")
+    published = await publish(
+        codec, KafkaConnection(kafka_bootstrap), drafts, producer="test-publisher"
+    )
     assert [p.key for p in published] == [d.key for d in drafts]
     stored = await read_all(kafka_bootstrap, published[0].topic, len(drafts))
     at = {(m.partition, m.offset): m for m in stored}
@@ -93,8 +100,8 @@ async def test_a_failed_send_says_how_many_events_were_acknowledged() -> None:
     records = prepare(codec, [_restock("sku-a", 1), _restock("sku-b", 2)], "test-publisher")
     unreachable = "127.0.0.1:1"  # nothing listens on port 1
     with pytest.raises(PublishError, match=r"^cannot publish to 127\.0\.0\.1:1: .*\(0 of 2 events"):
-        await send_all(unreachable, records, client_id="test-publisher")
+        await send_all(KafkaConnection(unreachable), records, client_id="test-publisher")
 
 
 async def test_nothing_to_send_sends_nothing() -> None:
-    assert await send_all("127.0.0.1:1", [], client_id="test-publisher") == 0
+    assert await send_all(KafkaConnection("127.0.0.1:1"), [], client_id="test-publisher") == 0

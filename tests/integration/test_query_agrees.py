@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from events.codec import AvroCodec
 from events.envelope import Envelope, utcnow
+from events.kafka import KafkaConnection
 from events.publisher import Draft, publish
 from services.inventory.tables import stock
 from services.payments.tables import accounts
@@ -139,7 +140,7 @@ async def test_every_customer_and_sku_view_equals_the_owners_after_refused_reque
             first_deposit, first_restock = deposit(rich, 100_000), restock(sku_a, 100)
             await publish(
                 codec,
-                bootstrap,
+                KafkaConnection(bootstrap),
                 [
                     Draft("FundsDeposited", first_deposit, rich),
                     Draft("FundsDeposited", deposit(poor, 1_000), poor),
@@ -163,7 +164,7 @@ async def test_every_customer_and_sku_view_equals_the_owners_after_refused_reque
             # next requests are credited and counted (not parked behind the dead letters).
             await publish(
                 codec,
-                bootstrap,
+                KafkaConnection(bootstrap),
                 [
                     Draft("FundsDeposited", deposit(rich, 2_000), rich),
                     Draft("StockRestocked", restock(sku_a, 10), sku_a),

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.components import run_components
+from events.kafka import KafkaConnection
 from events.publisher import Draft, Published, publish
 from events.service import ServiceContext, build_app, prepare
 from events.topics import apply_topics
@@ -92,7 +93,7 @@ def min_position(published: Sequence[Published]) -> str:
 async def start_env(bootstrap: str, database_url: str, prefix: str | None = None) -> QueryEnv:
     prefix = prefix or unique("q") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(bootstrap), list(catalogue.topics.values()))
     settings = Settings(
         kafka_bootstrap_servers=bootstrap,
         topic_prefix=prefix,
@@ -107,7 +108,8 @@ async def start_env(bootstrap: str, database_url: str, prefix: str | None = None
     # The service's own loop (start-up retry, shutdown, closing), without its HTTP server.
     task = asyncio.create_task(run_components("query", ctx.components, stop, 30))
     http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://localhost"
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+        base_url="http://localhost",
     )
     env = QueryEnv(bootstrap, prefix, ctx.codec, settings, ctx, side, app, http, stop, task)
     await eventually(side.runner.started.is_set, deadline_s=60, what="the runner to start")
@@ -499,5 +501,5 @@ async def publish_saga(
     """Publishes the saga's events (or ``sent``), one publish call per emitting service."""
     out: list[Published] = []
     for producer, drafts in saga.drafts_by_producer(sent).items():
-        out += await publish(to.codec, to.bootstrap, drafts, producer=producer)
+        out += await publish(to.codec, KafkaConnection(to.bootstrap), drafts, producer=producer)
     return out

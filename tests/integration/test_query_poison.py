@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.envelope import H_EVENT_ID, Envelope, utcnow
+from events.kafka import KafkaConnection
 from events.projection_store import ProjectionStore
 from events.replay import replay
 from services.query.tables import CUSTOMERS
@@ -175,7 +176,7 @@ async def test_a_replay_skips_the_event_the_live_runner_dead_lettered(
             env.runner.projection,
             env.ctx.db,
             env.codec,
-            env.bootstrap,
+            KafkaConnection(env.bootstrap),
             readers=readers,
             drop_grace_s=0,
         )

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from events.db import Database, is_sqlite, sqlite_file
+from events.kafka import KafkaConnection
 from events.projection_store import ProjectionStore
 from events.replay import Progress, ReplayReport, replay
 from events.sqlite_wal import writes_aside
@@ -69,7 +70,9 @@ async def rebuild_from_scratch(env: QueryEnv, url: str) -> dict[str, Any]:
     await db.create_all(platform_metadata)
     projection = build_projection(env.prefix)
     try:
-        report = await replay(projection, db, env.codec, env.bootstrap, drop_grace_s=0)
+        report = await replay(
+            projection, db, env.codec, KafkaConnection(env.bootstrap), drop_grace_s=0
+        )
         return await dump(db, ProjectionStore(projection, db), report.generation)
     finally:
         await db.dispose()
@@ -124,7 +127,7 @@ async def test_replay_under_live_traffic_ends_as_a_rebuild_and_reads_never_fail(
         env.runner.projection,
         env.ctx.db,
         env.codec,
-        env.bootstrap,
+        KafkaConnection(env.bootstrap),
         batch=150,
         readers=2,
         drop_grace_s=0.2,
@@ -140,7 +143,9 @@ async def test_replay_under_live_traffic_ends_as_a_rebuild_and_reads_never_fail(
 
     live = await dump(env.ctx.db, env.runner.store)
     assert live == await rebuild_from_scratch(env, database_url("scratch"))
-    verify = await replay(env.runner.projection, env.ctx.db, env.codec, env.bootstrap, verify=True)
+    verify = await replay(
+        env.runner.projection, env.ctx.db, env.codec, KafkaConnection(env.bootstrap), verify=True
+    )
     assert verify.differences == [] and not verify.switched
     r = await env.get("/projections")
     assert r.json()[0]["active_generation"] == 2 and r.json()[0]["building_generation"] is None
@@ -156,7 +161,12 @@ async def test_a_rebuild_that_outgrows_its_order_cache_writes_the_same_rows(
     # batches load the orders they touch again (what a replay of millions of orders does).
     monkeypatch.setattr(query_batch, "ORDER_CACHE_LIMIT", 7)
     report = await replay(
-        env.runner.projection, env.ctx.db, env.codec, env.bootstrap, batch=40, drop_grace_s=0
+        env.runner.projection,
+        env.ctx.db,
+        env.codec,
+        KafkaConnection(env.bootstrap),
+        batch=40,
+        drop_grace_s=0,
     )
     assert report.switched
     assert await dump(env.ctx.db, env.runner.store, report.generation) == live
@@ -174,7 +184,7 @@ async def replay_logged(
             env.runner.projection,
             env.ctx.db,
             env.codec,
-            env.bootstrap,
+            KafkaConnection(env.bootstrap),
             batch=batch,
             readers=readers,
             drop_grace_s=0,
@@ -278,7 +288,12 @@ async def test_a_killed_replay_changes_nothing_and_the_next_one_completes(query_
 
     with pytest.raises(KeyboardInterrupt):
         await replay(
-            env.runner.projection, env.ctx.db, env.codec, env.bootstrap, batch=50, on_progress=kill
+            env.runner.projection,
+            env.ctx.db,
+            env.codec,
+            KafkaConnection(env.bootstrap),
+            batch=50,
+            on_progress=kill,
         )
     assert await env.runner.store.state() == (1, 2)  # a half-built generation, unused
     assert await dump(env.ctx.db, env.runner.store) == before_rows
@@ -290,7 +305,11 @@ async def test_a_killed_replay_changes_nothing_and_the_next_one_completes(query_
             assert after == before[path]
 
     report = await replay(
-        env.runner.projection, env.ctx.db, env.codec, env.bootstrap, drop_grace_s=0.1
+        env.runner.projection,
+        env.ctx.db,
+        env.codec,
+        KafkaConnection(env.bootstrap),
+        drop_grace_s=0.1,
     )
     assert report.switched and report.generation == 3
     await eventually(lambda: env.runner.generation == 3, what="the runner to follow generation 3")

@@ -18,6 +18,7 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.components import close_components
 from events.db import sqlite_url
+from events.kafka import KafkaConnection
 from events.service import build_app, prepare
 from events.settings import REPO_ROOT
 from events.topics import apply_topics
@@ -34,7 +35,7 @@ async def test_the_service_process_serves_and_stops_gracefully(
 ):
     prefix = unique("qs") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(kafka_bootstrap), list(catalogue.topics.values()))
     port = free_port()
     env = {
         **os.environ,

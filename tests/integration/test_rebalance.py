@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from events.consumer import EventConsumer
+from events.kafka import KafkaConnection
 from events.outbox import Outbox
 from events.relay import OutboxRelay
 from tests.integration.harness import (
@@ -28,7 +29,7 @@ async def test_members_joining_and_leaving_apply_each_event_once(
     codec = codec_for(topic)
     producer_db, service_db = await new_db("producer"), await new_db("service")
     outbox = Outbox(codec, "producer")
-    relay = OutboxRelay(producer_db, kafka_bootstrap)
+    relay = OutboxRelay(producer_db, KafkaConnection(kafka_bootstrap))
     outbox.on_commit(relay.notify)
     group = unique("group")
     aggregates = [unique("agg") for _ in range(8)]

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from events.consumer import EventConsumer
 from events.db import Database
 from events.envelope import Event
+from events.kafka import KafkaConnection
 from events.outbox import Outbox, UnitOfWork
 from events.relay import OutboxRelay, RelayConfig
 from events.routing import RetryPolicy, Router
@@ -62,7 +63,7 @@ async def test_a_relay_whose_connection_is_cut_mid_batch_still_publishes_every_r
 
     relay = OutboxRelay(
         db,
-        kafka_bootstrap,
+        KafkaConnection(kafka_bootstrap),
         config=RelayConfig(batch_size=10, idle_poll_s=0.05, backoff_initial_s=0.05),
         after_publish=cut_the_relays_connection,
     )
@@ -116,7 +117,7 @@ async def test_a_consumer_whose_connection_is_cut_again_and_again_dead_letters_n
         )
 
     written = await write_pings(producer_db, Outbox(codec, "producer"), [unique("agg")], 5)
-    await OutboxRelay(producer_db, kafka_bootstrap).drain()
+    await OutboxRelay(producer_db, KafkaConnection(kafka_bootstrap)).drain()
     consumer = EventConsumer(
         name=unique("group"),
         topics=[topic],
@@ -124,7 +125,7 @@ async def test_a_consumer_whose_connection_is_cut_again_and_again_dead_letters_n
         db=db,
         codec=codec,
         outbox=Outbox(codec, "consumer"),
-        bootstrap=kafka_bootstrap,
+        kafka=KafkaConnection(kafka_bootstrap),
         retry=retry,
     )
     try:

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from events.cli.main import main
 from events.db import Database
 from events.envelope import utcnow
-from events.kafka import reliable_producer
+from events.kafka import KafkaConnection, reliable_producer
 from events.outbox import Outbox
 from events.relay import OutboxRelay, RelayConfig
 from events.routing import Router
@@ -68,14 +68,16 @@ async def service_over(
     box = Outbox(codec, "svc", max_event_bytes=config.max_event_bytes)
     relay = OutboxRelay(
         db,
-        broker["at"],
+        KafkaConnection(broker["at"]),
         config=RelayConfig(
             idle_poll_s=0.05, backoff_initial_s=0.05, backoff_max_s=0.2, gauge_every_s=0.05
         ),
-        producer_factory=lambda: reliable_producer(broker["at"], client_id="svc-relay"),
+        producer_factory=lambda: reliable_producer(
+            KafkaConnection(broker["at"]), client_id="svc-relay"
+        ),
     )
     box.on_commit(relay.notify)
-    ctx = ServiceContext("svc", config, db, codec, box, relay)
+    ctx = ServiceContext("svc", config, db, codec, box, relay, KafkaConnection(broker["at"]))
     service = Service("svc", test_metadata, Router(), topics=[], api=pings_api)
     async with running_relay(relay):
         yield ctx, service

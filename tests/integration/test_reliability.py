@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from events.kafka import KafkaConnection
 from events.outbox import Outbox
 from events.relay import OutboxRelay
 from tests.integration.harness import (
@@ -38,7 +39,7 @@ async def test_relay_crash_after_publish_republishes_and_consumer_applies_once(
     async def die(rows):
         raise Crash(f"killed after {len(rows)} acks")
 
-    crashing = OutboxRelay(producer_db, kafka_bootstrap, after_publish=die)
+    crashing = OutboxRelay(producer_db, KafkaConnection(kafka_bootstrap), after_publish=die)
     with pytest.raises(Crash):
         await crashing.publish_batch()
     await crashing.close()
@@ -46,7 +47,7 @@ async def test_relay_crash_after_publish_republishes_and_consumer_applies_once(
     count, _ = await crashing.backlog()
     assert count == len(written)  # ...but none marked sent
 
-    relay = OutboxRelay(producer_db, kafka_bootstrap)
+    relay = OutboxRelay(producer_db, KafkaConnection(kafka_bootstrap))
     assert await relay.drain() == len(written)
     await relay.close()
     assert await topic_size(kafka_bootstrap, topic) == 2 * len(written)
@@ -74,7 +75,7 @@ async def test_consumer_crash_before_offset_commit_rereads_and_applies_once(
     producer_db, consumer_db = await new_db("producer"), await new_db("consumer")
     outbox = Outbox(codec, "producer")
     written = await write_pings(producer_db, outbox, [unique("agg") for _ in range(4)], 50)
-    relay = OutboxRelay(producer_db, kafka_bootstrap)
+    relay = OutboxRelay(producer_db, KafkaConnection(kafka_bootstrap))
     await relay.drain()
     await relay.close()
 
@@ -117,7 +118,7 @@ async def test_handler_emits_in_same_transaction_and_relay_wakes_on_commit(
     codec = codec_for(pings, pongs)
     producer_db, service_db = await new_db("producer"), await new_db("service")
     written = await write_pings(producer_db, Outbox(codec, "producer"), [unique("a")], 30)
-    relay = OutboxRelay(producer_db, kafka_bootstrap)
+    relay = OutboxRelay(producer_db, KafkaConnection(kafka_bootstrap))
     await relay.drain()
     await relay.close()
 
@@ -126,7 +127,9 @@ async def test_handler_emits_in_same_transaction_and_relay_wakes_on_commit(
     # Idle poll far longer than the test's deadline: only the commit wake-up can deliver.
     from events.relay import RelayConfig
 
-    service_relay = OutboxRelay(service_db, kafka_bootstrap, config=RelayConfig(idle_poll_s=600))
+    service_relay = OutboxRelay(
+        service_db, KafkaConnection(kafka_bootstrap), config=RelayConfig(idle_poll_s=600)
+    )
     service_outbox.on_commit(service_relay.notify)
     consumer = ping_consumer(
         name,

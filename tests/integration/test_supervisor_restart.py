@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from events.catalogue import Catalogue
+from events.kafka import KafkaConnection
 from events.supervisor import ProcessSpec, SupervisorError, start, stop, wait_ready
 from events.topics import apply_topics
 from infra.broker import free_ports
@@ -36,7 +37,7 @@ async def notifications(
 ) -> AsyncIterator[tuple[ProcessSpec, Path, dict[str, str]]]:
     prefix = unique("restart") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(kafka_bootstrap), list(catalogue.topics.values()))
     (port,) = free_ports(1)
     spec = ProcessSpec("notifications", "services.notifications", port)
     env = {"TOPIC_PREFIX": prefix, "NOTIFICATIONS_DATABASE_URL": database_url("notifications")}

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from events.db import Database
+from events.kafka import KafkaConnection
 from events.relay import OutboxRelay, RelayConfig
 from tests.integration.harness import (
     read_all,
@@ -60,7 +61,8 @@ async def test_a_standby_relay_takes_over_when_the_leader_stops(
     )
     aggregates = [unique("agg") for _ in range(12)]
     relays = [
-        OutboxRelay(db, kafka_bootstrap, config=CONFIG, client_id=f"relay-{i}") for i in (0, 1)
+        OutboxRelay(db, KafkaConnection(kafka_bootstrap), config=CONFIG, client_id=f"relay-{i}")
+        for i in (0, 1)
     ]
     stops = [asyncio.Event(), asyncio.Event()]
     first = asyncio.create_task(relays[0].run(stops[0]))
@@ -111,12 +113,12 @@ async def test_a_leader_whose_lease_connection_is_cut_stops_and_nothing_is_lost(
     relays = [
         OutboxRelay(
             db,
-            kafka_bootstrap,
+            KafkaConnection(kafka_bootstrap),
             config=CONFIG,
             client_id="relay-0",
             after_publish=cut_after_first_batch,
         ),
-        OutboxRelay(db, kafka_bootstrap, config=CONFIG, client_id="relay-1"),
+        OutboxRelay(db, KafkaConnection(kafka_bootstrap), config=CONFIG, client_id="relay-1"),
     ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(relays[0].run(stop))]

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from events.cli.errors import CliError, broker_unreachable, database_unreachable, masked
 from events.cli.main import main
+from events.kafka import KafkaConnection
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,11 @@ def test_an_unreachable_database_is_one_line_naming_service_and_url_never_the_se
 
 
 def test_an_unreachable_broker_names_its_address_and_what_to_do() -> None:
-    text = str(broker_unreachable("10.0.0.9:9092", KafkaConnectionError("Unable to bootstrap")))
+    text = str(
+        broker_unreachable(
+            KafkaConnection("10.0.0.9:9092"), KafkaConnectionError("Unable to bootstrap")
+        )
+    )
     assert text.startswith("cannot reach Kafka at 10.0.0.9:9092: no broker answered")
     assert "choreo broker up" in text and "KAFKA_BOOTSTRAP_SERVERS" in text
     assert "\n" not in text
