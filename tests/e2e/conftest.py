@@ -11,6 +11,7 @@ import pytest
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.kafka import KafkaConnection
 from events.supervisor import ProcessSpec, load_manifest, start, stop, wait_ready
 from events.topics import apply_topics
 from infra.broker import free_ports
@@ -50,7 +51,7 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     prefix = unique("e2e") + "."
     catalogue = Catalogue.load().prefixed(prefix)
-    await apply_topics(kafka_bootstrap, list(catalogue.topics.values()))
+    await apply_topics(KafkaConnection(kafka_bootstrap), list(catalogue.topics.values()))
     manifest = load_manifest()
     # Distinct ports: two services on one port would each answer the other's /ready.
     specs = [
