@@ -1,13 +1,15 @@
-"""The inventory HTTP API: stock levels per SKU and reservations per order (read only)."""
+"""The inventory HTTP API: stock levels and prices per SKU and reservations per order (read
+only)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.http_input import STORABLE_TEXT
 from events.http_reads import read_or_404
@@ -28,6 +30,9 @@ class StockView(BaseModel):
     reserved: int
     shipped: int
     received: int
+    unit_price_cents: int | None = Field(
+        description="The SKU's unit price (set by a restock); null until one names a price"
+    )
 
 
 class ReservationView(BaseModel):
@@ -41,10 +46,12 @@ def api(ctx: ServiceContext) -> APIRouter:
 
     @router.get("/stock/{sku}", response_model=StockView)
     async def get_stock(sku: Sku) -> StockView:
-        row = await read_or_404(
-            ctx.db, lambda s: InventoryRepository(s).stock(sku), f"sku {sku} not found"
-        )
-        return StockView.model_validate(row)
+        async def read(s: AsyncSession) -> dict[str, Any] | None:
+            repo = InventoryRepository(s)
+            row = await repo.stock(sku)
+            return None if row is None else {**row, "unit_price_cents": await repo.price(sku)}
+
+        return StockView.model_validate(await read_or_404(ctx.db, read, f"sku {sku} not found"))
 
     @router.get("/reservations/{order_id}", response_model=ReservationView)
     async def get_reservation(order_id: OrderId) -> ReservationView:

@@ -1,5 +1,5 @@
-"""Stock rules: reserve all lines of an order or none, release and ship reservations.
-Standard library only.
+"""Stock rules: reserve all lines of an order or none, release and ship reservations; a
+restock's price. Standard library only.
 
 Per SKU the books always balance: ``on_hand + reserved == received - shipped``.
 Every stored count is a 64-bit integer: a restock that would push the SKU's received total
@@ -102,6 +102,16 @@ class Shortages:
         return "insufficient stock: " + ", ".join(
             f"{s.sku} (requested {s.requested}, available {s.available})" for s in self.shortages
         )
+
+
+def new_price(current: int | None, requested: int | None) -> int | None:
+    """The SKU's price after a restock that asks for ``requested`` (None: keep it), or None
+    when the price does not change (so that no fact is published for it)."""
+    if requested is None or requested == current:
+        return None
+    if requested < 0:
+        raise ValueError(f"a unit price cannot be negative, got {requested}")
+    return requested
 
 
 def requested_per_sku(lines: Iterable[Line]) -> dict[str, int]:

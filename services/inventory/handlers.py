@@ -1,4 +1,4 @@
-"""Inventory's reactions to saga events: restock, reserve, release and ship.
+"""Inventory's reactions to saga events: restock (and price), reserve, release and ship.
 
 Every handler runs in the consumer's unit of work; it locks the rows it changes (the
 repository's) and leaves state alone when the transition was already made, so a redelivered
@@ -8,6 +8,7 @@ or repeated event emits nothing twice.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from events.avro.bounds import INT_MAX
 from events.envelope import Event, utcnow
@@ -19,6 +20,7 @@ from schemas.models import (
     OrderCreated,
     PaymentDeclined,
     PaymentRefunded,
+    SkuPriced,
     StockLine,
     StockReceived,
     StockRejected,
@@ -34,6 +36,7 @@ from services.inventory.domain import (
     ReservationStatus,
     Shortages,
     StockLevel,
+    new_price,
     release,
     reserve,
     ship,
@@ -54,9 +57,26 @@ async def on_stock_restocked(uow: UnitOfWork, event: Event[StockRestocked]) -> N
     level = levels.get(p.sku) or StockLevel(p.sku)
     with refusing(Refused):  # the transaction (and the restock's row) rolls back
         level.restock(p.quantity)
-    await repo.save_stock([level], utcnow(), new=p.sku not in levels)
+    now = utcnow()
+    await repo.save_stock([level], now, new=p.sku not in levels)
     # The fact read models count (a refused or repeated request has none).
-    uow.emit(StockReceived(**p.model_dump(), received_at=utcnow()), key=p.sku)
+    received = p.model_dump(exclude={"unit_price_cents"})
+    uow.emit(StockReceived(**received, received_at=now), key=p.sku)
+    await _set_price(repo, uow, p, now)
+
+
+async def _set_price(
+    repo: InventoryRepository, uow: UnitOfWork, p: StockRestocked, now: datetime
+) -> None:
+    """Stores the restock's price and publishes it (SkuPriced: orders prices orders from it)
+    when it changes the SKU's price."""
+    current = await repo.price(p.sku, lock=True)
+    cents = new_price(current, p.unit_price_cents)
+    if cents is None:
+        return
+    await repo.set_price(p.sku, cents, p.restock_id, now, new=current is None)
+    priced = SkuPriced(sku=p.sku, unit_price_cents=cents, restock_id=p.restock_id, priced_at=now)
+    uow.emit(priced, key=p.sku)
 
 
 @router.on(OrderCreated)

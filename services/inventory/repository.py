@@ -1,4 +1,4 @@
-"""Inventory's statements: stock levels, reservations and applied restocks, for the handlers
+"""Inventory's statements: stock levels, prices, reservations and applied restocks, for the handlers
 and the API. What a handler changes it reads ``FOR UPDATE`` (a no-op on SQLite, whose
 transactions hold the write lock already)."""
 
@@ -14,7 +14,7 @@ from events.prepared import Prepared, Row
 from events.repository import InsertOnce, KeyedRows, Repository
 from schemas.models import StockRestocked
 from services.inventory.domain import Line, Reservation, ReservationStatus, StockLevel
-from services.inventory.tables import reservations, restocks, stock
+from services.inventory.tables import prices, reservations, restocks, stock
 
 _RESTOCKS = InsertOnce(restocks.c.restock_id)
 _STOCK = KeyedRows(stock.c.sku)
@@ -25,6 +25,7 @@ _LOCK_STOCK = Prepared(
     .with_for_update()
 )
 _RESERVATIONS = KeyedRows(reservations.c.order_id)
+_PRICES = KeyedRows(prices.c.sku)
 
 
 class InventoryRepository(Repository):
@@ -95,6 +96,21 @@ class InventoryRepository(Repository):
         await _RESERVATIONS.set(
             self.session, order_id, status=status, reason=reason, updated_at=now
         )
+
+    async def price(self, sku: str, *, lock: bool = False) -> int | None:
+        """The SKU's unit price, None when it was never priced."""
+        row = await _PRICES.get(self.session, sku, lock=lock)
+        return None if row is None else int(row["unit_price_cents"])
+
+    async def set_price(
+        self, sku: str, cents: int, restock_id: str, now: datetime, *, new: bool
+    ) -> None:
+        """Stores the SKU's unit price (``new``: its first)."""
+        values = {"unit_price_cents": cents, "restock_id": restock_id, "priced_at": now}
+        if new:
+            await _PRICES.insert(self.session, {"sku": sku, **values})
+        else:
+            await _PRICES.set(self.session, sku, **values)
 
     async def stock(self, sku: str) -> Row | None:
         return await _STOCK.get(self.session, sku)

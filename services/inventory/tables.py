@@ -1,4 +1,5 @@
-"""The inventory service's tables (SQLAlchemy Core): stock per SKU, reservations per order."""
+"""The inventory service's tables (SQLAlchemy Core): stock and prices per SKU, reservations per
+order."""
 
 from __future__ import annotations
 
@@ -43,4 +44,16 @@ restocks = Table(
     Column("sku", String(255), nullable=False),
     Column("quantity", BigInteger, nullable=False),
     Column("restocked_at", DateTime(timezone=True), nullable=False),
+)
+
+# The unit price per SKU, set by a restock that names one (its own table, so that existing
+# databases need no ALTER: create_all adds it). A SKU never priced has no row.
+prices = Table(
+    "inventory_prices",
+    metadata,
+    Column("sku", String(255), primary_key=True),
+    Column("unit_price_cents", BigInteger, nullable=False),
+    Column("restock_id", String(36), nullable=False),  # the restock that set it
+    Column("priced_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("unit_price_cents >= 0", name="inventory_prices_non_negative"),
 )

@@ -7,20 +7,46 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from events.envelope import utcnow
 from events.http_input import STORABLE_TEXT
 from events.http_reads import read_or_404
 from events.service import ServiceContext
 from events.telemetry import root_span
-from schemas.models import MAX_LINES, Address, Id, OrderLine, OrderPlaced, ValidUnicode
-from services.orders.domain import Fact, Status
-from services.orders.handlers import apply_fact, place_order
+from schemas.models import MAX_LINES, Address, Id, Quantity, UnitPrice, ValidUnicode
+from services.orders.domain import Fact, PricingRefused, Requested, Status
+from services.orders.handlers import NewOrder, apply_fact, place_order
 from services.orders.repository import OrdersRepository
 
 OrderId = Annotated[uuid.UUID, Path(description="The order id (a UUID)")]
+Sku = Annotated[
+    str,
+    Path(min_length=1, max_length=255, pattern=STORABLE_TEXT, description="The stock keeping unit"),
+]
+
+
+class LineRequest(BaseModel):
+    """One line of an order to place. Prices come from the platform (inventory sets them
+    with the stock): a line may leave ``unit_price_cents`` out; one that sends it must send
+    the platform's current price, else 422 (so that a customer is never charged a price it
+    was not shown)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Id
+    quantity: Quantity
+    unit_price_cents: UnitPrice | None = Field(
+        default=None,
+        description="Optional: the unit price the customer was shown; it must equal the "
+        "platform's (GET /api/v1/prices/{sku}), else 422",
+    )
+
+
+class PriceView(BaseModel):
+    sku: str
+    unit_price_cents: int
+    priced_at: str
 
 
 class PlaceOrder(BaseModel):
@@ -29,7 +55,7 @@ class PlaceOrder(BaseModel):
 
     order_id: uuid.UUID | None = Field(default=None, description="Chosen by the client for retries")
     customer_id: Id
-    lines: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
+    lines: list[LineRequest] = Field(min_length=1, max_length=MAX_LINES)
     shipping_address: Address
 
 
@@ -79,6 +105,15 @@ def _maybe_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _pricing_errors(refused: PricingRefused) -> list[dict[str, Any]]:
+    """A 422's detail in FastAPI's shape: one entry per line the platform cannot price."""
+    field = {"unknown_sku": "sku", "price_mismatch": "unit_price_cents"}
+    return [
+        {"loc": ["body", "lines", p.line, field[p.kind]], "msg": p.message, "type": p.kind}
+        for p in refused.problems
+    ]
+
+
 def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
     router = APIRouter(tags=["orders"])
 
@@ -91,21 +126,32 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
     @router.post("/orders", status_code=201, response_model=OrderView)
     async def place(body: PlaceOrder, response: Response) -> OrderView:
         order_id = str(body.order_id or uuid.uuid4())
-        placed = OrderPlaced(
-            order_id=order_id,
-            customer_id=body.customer_id,
-            lines=body.lines,
-            shipping_address=body.shipping_address,
-            placed_at=utcnow(),
+        order = NewOrder(
+            order_id,
+            body.customer_id,
+            [Requested(ln.sku, ln.quantity, ln.unit_price_cents) for ln in body.lines],
+            body.shipping_address,
         )
         # The saga's trace starts here; every event it causes carries this trace.
         with root_span("POST /api/v1/orders", {"choreo.order_id": order_id}):
             async with ctx.uow() as uow:
-                created = await place_order(uow, placed, saga_deadline)
+                try:
+                    created = await place_order(uow, order, saga_deadline)
+                except PricingRefused as exc:  # nothing was written
+                    raise HTTPException(422, _pricing_errors(exc)) from None
                 await uow.commit()
         if not created:
             response.status_code = 200  # the same order id again: idempotent
         return await load(order_id)
+
+    @router.get("/prices/{sku}", response_model=PriceView)
+    async def get_price(sku: Sku) -> PriceView:
+        """The unit price orders charges for ``sku`` now (its replica of inventory's)."""
+        row = await read_or_404(
+            ctx.db, lambda s: OrdersRepository(s).price(sku), f"sku {sku} has no price"
+        )
+        cents, at = row["unit_price_cents"], str(row["priced_at"])
+        return PriceView(sku=row["sku"], unit_price_cents=cents, priced_at=at)
 
     @router.get("/orders/{order_id}", response_model=OrderView)
     async def get_order(order_id: OrderId) -> OrderView:

@@ -1,9 +1,9 @@
-"""Order rules: the only place that decides how an order ends, which step a pending order
-waits on, and when its saga is overdue. Standard library only."""
+"""Order rules: the only place that decides how an order is priced, how it ends, which step a
+pending order waits on, and when its saga is overdue. Standard library only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -150,3 +150,58 @@ def order_total(lines: Iterable[tuple[int, int]]) -> int:
         if total > INT64_MAX:
             raise TotalTooLarge(f"order total exceeds {INT64_MAX} cents")
     return total
+
+
+# --- pricing: the platform's prices, never the client's ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Requested:
+    """An order line as the customer asked for it: the unit price it was shown, if it says."""
+
+    sku: str
+    quantity: int
+    unit_price_cents: int | None = None
+
+
+@dataclass(frozen=True)
+class PriceProblem:
+    """Why one line cannot be priced: ``kind`` is ``unknown_sku`` or ``price_mismatch``."""
+
+    line: int  # index in the order's lines
+    sku: str
+    kind: str
+    message: str
+
+
+class PricingRefused(ValueError):
+    """An order the platform cannot price: a SKU it has no price for, or a price the client
+    sent that is not the platform's. Every problem is named; the message joins them."""
+
+    def __init__(self, problems: Sequence[PriceProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(p.message for p in self.problems))
+
+
+def price_lines(lines: Sequence[Requested], prices: Mapping[str, int]) -> list[int]:
+    """The unit price (cents) of each line, from ``prices`` (the platform's, per SKU).
+
+    A line may omit its price; one that sends a price must send the platform's (a stale or
+    forged price is refused, not silently corrected, so the customer is never charged what
+    it was not shown). Raises ``PricingRefused`` naming every line that cannot be priced.
+    """
+    problems: list[PriceProblem] = []
+    for i, line in enumerate(lines):
+        price = prices.get(line.sku)
+        if price is None:
+            message = f"unknown SKU {line.sku!r}: the platform has no price for it"
+            problems.append(PriceProblem(i, line.sku, "unknown_sku", message))
+        elif line.unit_price_cents is not None and line.unit_price_cents != price:
+            message = (
+                f"SKU {line.sku!r}: unit_price_cents {line.unit_price_cents} is not the "
+                f"platform's price {price}"
+            )
+            problems.append(PriceProblem(i, line.sku, "price_mismatch", message))
+    if problems:
+        raise PricingRefused(problems)
+    return [prices[line.sku] for line in lines]

@@ -1,10 +1,13 @@
-"""Orders handlers: place orders, follow their progress, and turn other services' facts into
-terminal states. The decisions are the domain's (``services.orders.domain``), the statements
-the repository's; ``place_order`` and ``apply_fact`` also serve the API and the watchdog."""
+"""Orders handlers: keep the platform's prices, place orders priced from them, follow their
+progress, and turn other services' facts into terminal states. The decisions are the domain's
+(``services.orders.domain``), the statements the repository's; ``place_order`` and
+``apply_fact`` also serve the API and the watchdog."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,24 +17,29 @@ from events.envelope import Event, utcnow
 from events.models import EventModel
 from events.outbox import UnitOfWork
 from events.prepared import Row
-from events.routing import PermanentError, Router
+from events.routing import PermanentError, Router, refusing
 from schemas.models import (
+    Address,
     OrderCancellationRequested,
     OrderCancelled,
     OrderCompleted,
     OrderCreated,
+    OrderLine,
     OrderPlaced,
     OrderRejected,
     PaymentCaptured,
     PaymentDeclined,
     ShipmentFailed,
     ShipmentScheduled,
+    SkuPriced,
     StockRejected,
     StockReserved,
 )
 from services.orders.domain import (
     Fact,
+    PricingRefused,
     Progress,
+    Requested,
     Status,
     Step,
     Transition,
@@ -39,6 +47,7 @@ from services.orders.domain import (
     deadline,
     decide,
     order_total,
+    price_lines,
     waiting_when_created,
 )
 from services.orders.repository import OrdersRepository
@@ -46,35 +55,57 @@ from services.orders.repository import OrdersRepository
 log = structlog.get_logger(__name__)
 
 
-async def place_order(uow: UnitOfWork, placed: OrderPlaced, saga_deadline: timedelta) -> bool:
-    """Creates the order and emits OrderCreated; False if the order id already exists.
+@dataclass(frozen=True)
+class NewOrder:
+    """An order to open as the customer asked for it (a line may leave its price out)."""
+
+    order_id: str
+    customer_id: str
+    lines: Sequence[Requested]
+    shipping_address: Address
+
+    @classmethod
+    def placed(cls, p: OrderPlaced) -> NewOrder:
+        lines = [Requested(ln.sku, ln.quantity, ln.unit_price_cents) for ln in p.lines]
+        return cls(p.order_id, p.customer_id, lines, p.shipping_address)
+
+
+async def place_order(uow: UnitOfWork, order: NewOrder, saga_deadline: timedelta) -> bool:
+    """Prices the order from the platform's prices, creates it and emits OrderCreated; False
+    if the order id already exists. Raises ``PricingRefused`` (nothing written) when a line
+    cannot be priced.
 
     The order's saga must end within ``saga_deadline`` (the watchdog reports it otherwise).
     """
     repo = OrdersRepository(uow.session)
-    if await repo.exists(placed.order_id):
+    if await repo.exists(order.order_id):
         return False
-    total = order_total((ln.quantity, ln.unit_price_cents) for ln in placed.lines)
+    prices = price_lines(order.lines, await repo.prices(ln.sku for ln in order.lines))
+    lines = [
+        OrderLine(sku=ln.sku, quantity=ln.quantity, unit_price_cents=price)
+        for ln, price in zip(order.lines, prices, strict=True)
+    ]
+    total = order_total((ln.quantity, ln.unit_price_cents) for ln in lines)
     now = utcnow()
     created = OrderCreated(
-        order_id=placed.order_id,
-        customer_id=placed.customer_id,
-        lines=placed.lines,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        lines=lines,
         total_cents=total,
-        shipping_address=placed.shipping_address,
+        shipping_address=order.shipping_address,
         created_at=now,
     )
     # Events orders emits later on its own (the watchdog's) join the saga's trace.
-    envelope = uow.emit(created, key=placed.order_id)
+    envelope = uow.emit(created, key=order.order_id)
     waiting = waiting_when_created(now)
     await repo.insert(
         {
-            "order_id": placed.order_id,
-            "customer_id": placed.customer_id,
+            "order_id": order.order_id,
+            "customer_id": order.customer_id,
             "status": Status.PENDING,
             "total_cents": total,
-            "lines": json.dumps([line.model_dump() for line in placed.lines]),
-            "shipping_address": placed.shipping_address.model_dump_json(),
+            "lines": json.dumps([line.model_dump() for line in lines]),
+            "shipping_address": order.shipping_address.model_dump_json(),
             "created_at": now,
             "updated_at": now,
             "deadline_at": deadline(now, saga_deadline),
@@ -166,7 +197,16 @@ def build_router(saga_deadline: timedelta) -> Router:
 
     @router.on(OrderPlaced)
     async def on_order_placed(uow: UnitOfWork, event: Event[OrderPlaced]) -> None:
-        await place_order(uow, event.payload, saga_deadline)
+        # An order the platform cannot price is dead-lettered with the reason (re-drive it
+        # once inventory prices the SKU); its key's later events do not wait on it.
+        with refusing(PricingRefused):
+            await place_order(uow, NewOrder.placed(event.payload), saga_deadline)
+
+    @router.on(SkuPriced)
+    async def on_sku_priced(uow: UnitOfWork, event: Event[SkuPriced]) -> None:
+        # Keyed by SKU: a SKU's prices arrive in the order inventory set them; the last wins.
+        p = event.payload
+        await OrdersRepository(uow.session).set_price(p.sku, p.unit_price_cents, p.priced_at)
 
     @router.on(OrderCancellationRequested)
     async def on_cancel_requested(

@@ -1,8 +1,9 @@
-"""The orders table's statements, for the handlers, the API and the watchdog (built once, at
-import: see ``events.repository``)."""
+"""The orders and prices tables' statements, for the handlers, the API and the watchdog (built
+once, at import: see ``events.repository``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -11,12 +12,18 @@ from sqlalchemy import Select, bindparam, func, select
 from events.prepared import Prepared, Row
 from events.repository import KeyedRows, KeyedUpdate, Repository
 from services.orders.domain import Status, Transition, Waiting
-from services.orders.tables import orders
+from services.orders.tables import orders, prices
 
 _ORDERS = KeyedRows(orders.c.order_id)
 _EXISTS = Prepared(select(orders.c.order_id).where(orders.c.order_id == bindparam("order_id")))
 # Conditional: the row count says which of several watchdogs flagged the order.
 _FLAG_UNFLAGGED = KeyedUpdate(orders.c.order_id, orders.c.stuck_at.is_(None))
+_PRICES = KeyedRows(prices.c.sku)
+_PRICES_OF = Prepared(
+    select(prices.c.sku, prices.c.unit_price_cents).where(
+        prices.c.sku.in_(bindparam("skus", expanding=True))
+    )
+)
 
 
 class OrdersRepository(Repository):
@@ -80,6 +87,20 @@ class OrdersRepository(Repository):
         if customer_id is not None:
             query = query.where(orders.c.customer_id == customer_id)
         return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    async def prices(self, skus: Iterable[str]) -> dict[str, int]:
+        """The known unit prices of ``skus`` (a SKU never priced is missing)."""
+        rows = await _PRICES_OF.rows(self.session, {"skus": sorted(set(skus))})
+        return {r["sku"]: int(r["unit_price_cents"]) for r in rows}
+
+    async def price(self, sku: str) -> Row | None:
+        return await _PRICES.get(self.session, sku)
+
+    async def set_price(self, sku: str, cents: int, priced_at: datetime) -> None:
+        """Keeps ``cents`` as the SKU's price (inserting its first)."""
+        if await _PRICES.set(self.session, sku, unit_price_cents=cents, priced_at=priced_at) == 0:
+            row = {"sku": sku, "unit_price_cents": cents, "priced_at": priced_at}
+            await _PRICES.insert(self.session, row)
 
     async def count_by_status(self) -> dict[str, int]:
         query = select(orders.c.status, func.count()).group_by(orders.c.status)

@@ -1,4 +1,4 @@
-"""The orders service's own tables."""
+"""The orders service's own tables: orders, and its replica of the platform's prices."""
 
 from __future__ import annotations
 
@@ -43,4 +43,14 @@ Index(
     orders.c.deadline_at,
     sqlite_where=_in_flight,
     postgresql_where=_in_flight,
+)
+
+# The unit price per SKU as inventory last published it (SkuPriced): what POST /orders prices
+# lines with. Its own table, so that existing databases need no ALTER (create_all adds it).
+prices = Table(
+    "orders_prices",
+    metadata,
+    Column("sku", String(255), primary_key=True),
+    Column("unit_price_cents", BigInteger, nullable=False),
+    Column("priced_at", DateTime(timezone=True), nullable=False),
 )

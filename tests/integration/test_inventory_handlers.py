@@ -20,6 +20,7 @@ from schemas.models import (
     PaymentDeclined,
     PaymentRefunded,
     Shortage,
+    SkuPriced,
     StockLine,
     StockReceived,
     StockRejected,
@@ -60,12 +61,15 @@ def sku() -> str:
     return f"SKU-{uuid.uuid4().hex[:8]}"
 
 
-def restock(sku_: str, quantity: int, restock_id: str | None = None) -> StockRestocked:
+def restock(
+    sku_: str, quantity: int, restock_id: str | None = None, price: int | None = None
+) -> StockRestocked:
     return StockRestocked(
         restock_id=restock_id or str(uuid.uuid4()),
         sku=sku_,
         quantity=quantity,
         restocked_at=utcnow(),
+        unit_price_cents=price,
     )
 
 
@@ -125,8 +129,19 @@ def completed(o: OrderCreated) -> OrderCompleted:
 
 
 async def emitted(ctx: ServiceContext) -> list[tuple[str, Any]]:
-    """The saga's events inventory emitted (the facts of counted restocks left out)."""
-    return [(k, e) for k, e in await outbox_events(ctx) if not isinstance(e, StockReceived)]
+    """The saga's events inventory emitted (the facts of counted restocks and prices left
+    out)."""
+    facts = (StockReceived, SkuPriced)
+    return [(k, e) for k, e in await outbox_events(ctx) if not isinstance(e, facts)]
+
+
+async def prices(ctx: ServiceContext) -> list[tuple[str, str, int]]:
+    """(key, restock id, price) of each SkuPriced fact, in write order."""
+    return [
+        (k, e.restock_id, e.unit_price_cents)
+        for k, e in await outbox_events(ctx)
+        if isinstance(e, SkuPriced)
+    ]
 
 
 async def received(ctx: ServiceContext) -> list[tuple[str, str, int]]:
@@ -150,6 +165,33 @@ async def test_restocks_add_up_and_the_same_restock_counts_once(ctx):
     assert await emitted(ctx) == []
     # One fact per counted restock, keyed by the SKU: the re-sent one has none.
     assert await received(ctx) == [(a, first.restock_id, 5), (a, second.restock_id, 3)]
+
+
+async def test_a_restock_that_names_a_new_price_publishes_it_once(ctx):
+    a = sku()
+    first = restock(a, 5, price=150)
+    await deliver(ctx, first)
+    await deliver(ctx, restock(a, 1))  # no price: keeps 150
+    await deliver(ctx, restock(a, 1, price=150))  # the same price: nothing to say
+    await deliver(ctx, restock(a, 1, restock_id=first.restock_id, price=999))  # a repeat
+    changed = restock(a, 2, price=175)
+    await deliver(ctx, changed)
+    assert await prices(ctx) == [(a, first.restock_id, 150), (a, changed.restock_id, 175)]
+    assert (await levels(ctx))[a] == (9, 0, 0, 9)
+    async with http_client(ctx) as http:
+        assert (await http.get(f"/api/v1/stock/{a}")).json()["unit_price_cents"] == 175
+
+
+async def test_a_refused_restock_sets_no_price(ctx):
+    a = sku()
+    await deliver(ctx, restock(a, 1, price=100))
+    async with ctx.db.session() as s, s.begin():
+        await s.execute(
+            stock.update().where(stock.c.sku == a).values(on_hand=2**63 - 2, received=2**63 - 2)
+        )
+    with pytest.raises(PermanentError, match="would pass"):
+        await deliver(ctx, restock(a, 2, price=200))
+    assert [p for _, _, p in await prices(ctx)] == [100]
 
 
 async def test_a_restock_past_the_64_bit_range_is_refused_and_counts_nothing(ctx):
@@ -309,7 +351,14 @@ async def test_http_reads_stock_and_reservations_with_json_404s(ctx):
     async with http_client(ctx) as http:
         got = await http.get(f"/api/v1/stock/{a}")
         assert got.status_code == 200
-        assert got.json() == {"sku": a, "on_hand": 5, "reserved": 2, "shipped": 0, "received": 7}
+        assert got.json() == {
+            "sku": a,
+            "on_hand": 5,
+            "reserved": 2,
+            "shipped": 0,
+            "received": 7,
+            "unit_price_cents": None,  # no restock named a price
+        }
         got = await http.get(f"/api/v1/reservations/{o.order_id}")
         assert got.json() == {
             "order_id": o.order_id,

@@ -28,6 +28,7 @@ from schemas.models import (
     OrderStuck,
     PaymentCaptured,
     ShipmentScheduled,
+    SkuPriced,
     StockReserved,
 )
 from services.orders.app import Settings, build_service
@@ -48,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 ADDRESS = Address(name="Ada", line1="1 Main St", city="Berlin", postal_code="10115", country="DE")
 DEADLINE = timedelta(seconds=60)
+PRICING = str(uuid.uuid4())
 
 
 def watchdog(ctx: ServiceContext, time_out: bool = False) -> Watchdog:
@@ -60,10 +62,15 @@ def db_url(database_url: Callable[[str], str]) -> str:
     return database_url("orders")
 
 
-def opened(tmp_path: Path, url: str, **settings: Any) -> Any:
-    return open_service(
+@contextlib.asynccontextmanager
+async def opened(tmp_path: Path, url: str, **settings: Any) -> AsyncIterator[ServiceContext]:
+    """The orders service, knowing the price of the SKU the tests order (SKU-1 at 150)."""
+    async with open_service(
         build_service, Settings, tmp_path, url, saga_deadline_s=DEADLINE.total_seconds(), **settings
-    )
+    ) as ctx:
+        price = SkuPriced(sku="SKU-1", unit_price_cents=150, restock_id=PRICING, priced_at=utcnow())
+        await deliver(ctx, price)
+        yield ctx
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from services.inventory.domain import (
     Shortage,
     Shortages,
     StockLevel,
+    new_price,
     release,
     requested_per_sku,
     reserve,
@@ -191,3 +192,14 @@ class StockBooks(RuleBasedStateMachine):
 
 StockBooks.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestStockBooks = StockBooks.TestCase
+
+
+def test_a_restock_changes_the_price_only_when_it_names_another():
+    assert new_price(None, 150) == 150  # the first price
+    assert new_price(150, 200) == 200
+    assert new_price(150, 0) == 0  # free is a price
+    assert new_price(150, 150) is None  # unchanged: no fact to publish
+    assert new_price(150, None) is None  # no price named: keep it
+    assert new_price(None, None) is None
+    with pytest.raises(ValueError, match="negative"):
+        new_price(None, -1)

@@ -10,7 +10,9 @@ from services.orders.domain import (
     STEPS,
     TERMINAL,
     Fact,
+    PricingRefused,
     Progress,
+    Requested,
     Status,
     Step,
     Transition,
@@ -20,6 +22,7 @@ from services.orders.domain import (
     decide,
     is_overdue,
     order_total,
+    price_lines,
     time_out_reason,
     waiting_when_created,
 )
@@ -130,3 +133,38 @@ def test_a_time_out_cancels_a_pending_order_naming_the_step_like_a_customer_canc
     assert decide(Status.PENDING, Fact.SHIPMENT_FAILED, "x", failed_step="payments") == (
         Transition(Status.CANCELLED, "x", "shipping")
     )
+
+
+# --- pricing ------------------------------------------------------------------------------
+
+PRICES = {"A": 150, "B": 1_000}
+
+
+def test_lines_are_priced_by_the_platform_when_the_client_omits_the_price():
+    assert price_lines([Requested("A", 2), Requested("B", 1)], PRICES) == [150, 1_000]
+
+
+def test_a_client_price_equal_to_the_platforms_is_accepted():
+    assert price_lines([Requested("A", 2, 150)], PRICES) == [150]
+
+
+def test_an_unknown_sku_and_a_wrong_price_are_both_named():
+    with pytest.raises(PricingRefused) as refused:
+        price_lines([Requested("A", 1, 99), Requested("Z", 1), Requested("B", 1)], PRICES)
+    problems = refused.value.problems
+    assert [(p.line, p.sku, p.kind) for p in problems] == [
+        (0, "A", "price_mismatch"),
+        (1, "Z", "unknown_sku"),
+    ]
+    assert "unit_price_cents 99 is not the platform's price 150" in str(refused.value)
+    assert "unknown SKU 'Z'" in str(refused.value)
+
+
+@given(st.integers(0, 10**10), st.integers(0, 10**10))
+def test_only_the_platforms_price_is_ever_charged(platform, sent):
+    try:
+        charged = price_lines([Requested("A", 1, sent)], {"A": platform})
+    except PricingRefused:
+        assert sent != platform
+    else:
+        assert charged == [platform] and sent == platform
