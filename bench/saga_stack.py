@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import PARTITIONS, new_topic, unique
-from bench.saga_load import Target
+from bench.saga_load import PRICE_CENTS, Target
 from bench.saga_watch import CompletionWatch, SagaBenchError, key_matcher, saga_matcher
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
@@ -111,6 +111,7 @@ async def saga_target(stack: Stack, name: str = "saga") -> Target:
         stack.api,
         stock={s: STOCK_PER_SKU for s in skus},
         deposits={c: DEPOSIT_CENTS for c in customers},
+        prices={s: PRICE_CENTS for s in skus},
     )
     watch = CompletionWatch(stack.bootstrap, stack.prefix + "orders.events", saga_matcher(codec))
     await watch.start()

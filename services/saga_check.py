@@ -42,6 +42,7 @@ class World:
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     stock: dict[str, int] = field(default_factory=dict)
     deposits: dict[str, int] = field(default_factory=dict)
+    prices: dict[str, int] = field(default_factory=dict)  # SKU -> unit price set with the stock
     orders: dict[str, str] = field(default_factory=dict)  # order id -> path
     lines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     customers: set[str] = field(default_factory=set)
@@ -84,11 +85,18 @@ async def seed(
     api: Api,
     stock: dict[str, int],
     deposits: dict[str, int],
+    *,
+    prices: dict[str, int],
 ) -> None:
+    """Restocks (at ``prices``: the platform's, per SKU name) and deposits, then waits until
+    inventory and payments counted them and orders knows every price."""
     drafts = []
     for name, qty in stock.items():
         sku = world.sku(name)
         world.stock[sku] = world.stock.get(sku, 0) + qty
+        price = prices.get(name)
+        if price is not None:
+            world.prices[sku] = price
         drafts.append(
             Draft(
                 "StockRestocked",
@@ -97,6 +105,7 @@ async def seed(
                     "sku": sku,
                     "quantity": qty,
                     "restocked_at": utcnow(),
+                    "unit_price_cents": price,
                 },
                 sku,
             )
@@ -127,18 +136,34 @@ async def seed(
             a = await api.get("payments", f"/accounts/{cust}")
             if a is None or a["deposited_cents"] < cents:
                 return False
+        for sku, cents in world.prices.items():  # orders prices orders from its replica
+            p = await api.get("orders", f"/prices/{sku}")
+            if p is None or p["unit_price_cents"] != cents:
+                return False
         return True
 
-    await wait_for(seeded, 60, "seed stock and deposits")
+    await wait_for(seeded, 60, "seed stock, prices and deposits")
 
 
 def order_body(
-    world: World, customer: str, lines: list[tuple[str, int, int]], address: dict[str, str]
+    world: World,
+    customer: str,
+    lines: list[tuple[str, int] | tuple[str, int, int]],
+    address: dict[str, str],
 ) -> dict[str, Any]:
+    """An order of (SKU name, quantity) lines; a line's third value is the unit price the
+    customer was shown (it must be the platform's, else 422), without it the platform's
+    price is charged."""
+    body_lines: list[dict[str, Any]] = []
+    for name, quantity, *shown in lines:
+        line: dict[str, Any] = {"sku": world.sku(name), "quantity": quantity}
+        if shown:
+            line["unit_price_cents"] = shown[0]
+        body_lines.append(line)
     return {
         "order_id": str(uuid.uuid4()),
         "customer_id": world.customer(customer),
-        "lines": [{"sku": world.sku(s), "quantity": q, "unit_price_cents": p} for s, q, p in lines],
+        "lines": body_lines,
         "shipping_address": address,
     }
 
@@ -155,7 +180,10 @@ def placed_draft(world: World, path: str, body: dict[str, Any]) -> Draft:
     world.orders[body["order_id"]] = path
     world.lines[body["order_id"]] = body["lines"]
     world.customers.add(body["customer_id"])
-    return Draft("OrderPlaced", {**body, "placed_at": utcnow()}, body["order_id"])
+    # The OrderPlaced contract carries a price per line: the one the customer was shown.
+    lines = [{"unit_price_cents": world.prices.get(ln["sku"]), **ln} for ln in body["lines"]]
+    payload = {**body, "lines": lines, "placed_at": utcnow()}
+    return Draft("OrderPlaced", payload, body["order_id"])
 
 
 def cancel_draft(order_id: str, reason: str = "customer changed their mind") -> Draft:

@@ -277,7 +277,7 @@ async def test_the_dashboard_follows_the_sagas_live(
         # Shipping down: a new order waits on it past the deadline and is listed stuck.
         stack.stop("shipping")
         oid = await place_http(
-            world, stack.api, "stuck", order_body(world, "rich", [("widget", 1, 100)], SERVICEABLE)
+            world, stack.api, "stuck", order_body(world, "rich", [("widget", 1)], SERVICEABLE)
         )
         row = page.locator(f'[data-testid=stuck-row][data-order-id="{oid}"]')
         await expect(row).to_have_attribute("data-waiting-on", "shipping", timeout=WAIT_MS)

@@ -114,6 +114,7 @@ async def test_cancel_racing_every_step_ends_consistently(stack: Stack):
         stack.api,
         stock={"widget": 200},
         deposits={"rich": 10_000_000},
+        prices={"widget": 700},
     )
     rng = random.Random(7)
     placed: list[str] = []
@@ -157,6 +158,7 @@ async def test_sigkill_a_service_mid_flow_and_every_saga_still_ends(stack: Stack
         stack.api,
         stock={"widget": 500, "rare": 2},
         deposits={"rich": 10_000_000, "poor": 500},
+        prices={"widget": 900, "rare": 900},
     )
     drafts = []
     for i in range(60):
@@ -192,6 +194,7 @@ async def test_sigterm_mid_load_exits_zero_and_nothing_is_lost_or_applied_twice(
         stack.api,
         stock={"widget": 500},
         deposits={"rich": 10_000_000, "poor": 2_000},
+        prices={"widget": 900},
     )
     drafts = [
         placed_draft(world, who, order_body(world, who, [("widget", 1, 900)], SERVICEABLE))

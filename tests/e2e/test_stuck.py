@@ -54,6 +54,7 @@ async def place_orders(world: World, stack: Stack) -> list[str]:
         stack.api,
         stock={"widget": 50},
         deposits={"ada": 1_000_000},
+        prices={"widget": PRICE},
     )
     return [
         await place_http(
