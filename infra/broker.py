@@ -8,11 +8,19 @@ by side on different ports, and data survives ``down()``/``up()``.
     spec = default_spec()   # <repo>/var/kafka on 127.0.0.1:9092
     up(spec)                # formats storage once, starts, waits for a metadata answer
     down(spec)              # SIGTERM, then SIGKILL after the deadline
+
+A *secured* broker (``default_spec(secure=True)``: ``<repo>/var/kafka-secure`` on
+127.0.0.1:9094) serves SASL_SSL with SCRAM-SHA-512 only, with KRaft's StandardAuthorizer and no
+access where no ACL grants it. Its home also holds a private CA and the broker's certificate
+(:mod:`infra.tls`) and one password per principal (:mod:`infra.credentials`); every principal's
+SCRAM credential is written into the metadata log when storage is formatted, and
+``spec.connection(name)`` / ``spec.environment(name)`` say how that principal connects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import hashlib
@@ -24,16 +32,22 @@ import socket
 import string
 import subprocess
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
+from events.kafka import KafkaConnection, SaslMechanism
+from infra.credentials import ADMIN, BROKER, OPERATOR, ensure_passwords
 from infra.locks import exclusive
+from infra.tls import TlsFiles, ensure_broker_tls, write_private
 
 __all__ = [
+    "ADMIN",
+    "OPERATOR",
     "BrokerError",
     "BrokerSpec",
     "BrokerStatus",
@@ -54,6 +68,9 @@ _POLL_S = 0.2
 _KAFKA_MAIN = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
 _JARS_MARKER = ".complete"
+_SECURE_PORT = 9094
+_SCRAM: SaslMechanism = "SCRAM-SHA-512"
+_SCRAM_ITERATIONS = 8192
 _INSTALL_HINT = {
     "java": "install a JDK 17+ (`make jdk` does, from Debian's default-jdk-headless)",
     "mvn": "install Maven 3 (Debian: apt-get install maven)",
@@ -66,12 +83,15 @@ class BrokerError(Exception):
 
 @dataclass(frozen=True)
 class BrokerSpec:
-    """Where a broker lives and which loopback ports it listens on."""
+    """Where a broker lives and which loopback ports it listens on; ``secure`` brokers serve
+    SASL_SSL to ``principals`` (one per service) and the built-in admin and operator."""
 
     home: Path
     port: int = 9092
     controller_port: int = 9093
     heap_mb: int = 512
+    secure: bool = False
+    principals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # The pid check compares command lines, so the home must be spelled one way.
@@ -102,6 +122,57 @@ class BrokerSpec:
     def pid_file(self) -> Path:
         return self.home / "broker.pid"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA a client of the secured broker trusts (``KAFKA_SSL_CAFILE``)."""
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.home / "credentials.json"
+
+    def passwords(self) -> dict[str, SecretStr]:
+        """Every principal's password (generated on first use, then reused)."""
+        return ensure_passwords(self.credentials_file, self.principals)
+
+    def connection(self, principal: str = ADMIN) -> KafkaConnection:
+        """How ``principal`` reaches this broker (a plaintext broker ignores the name)."""
+        if not self.secure:
+            return KafkaConnection(bootstrap=self.bootstrap)
+        passwords = self.passwords()
+        if principal not in passwords:
+            raise BrokerError(f"the secured broker has no principal {principal!r}")
+        return KafkaConnection(
+            bootstrap=self.bootstrap,
+            security_protocol="SASL_SSL",
+            sasl_mechanism=_SCRAM,
+            username=principal,
+            password=passwords[principal],
+            ca_file=self.ca_file,
+        )
+
+    def environment(self, principal: str = ADMIN) -> dict[str, str]:
+        """The same connection as the environment a choreo process reads its settings from.
+        It holds the password: pass it to a child process, never print it."""
+        conn = self.connection(principal)
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": conn.bootstrap,
+            "KAFKA_SECURITY_PROTOCOL": conn.security_protocol,
+        }
+        if self.secure:
+            assert conn.password is not None and conn.username is not None
+            env.update(
+                KAFKA_SASL_MECHANISM=_SCRAM,
+                KAFKA_SASL_USERNAME=conn.username,
+                KAFKA_SASL_PASSWORD=conn.password.get_secret_value(),
+                KAFKA_SSL_CAFILE=str(self.ca_file),
+            )
+        return env
+
 
 @dataclass
 class BrokerStatus:
@@ -119,17 +190,27 @@ def _kafka_dir() -> Path:
     return Path(__file__).resolve().parent / "kafka"
 
 
-def default_spec() -> BrokerSpec:
-    """``<repo>/var/kafka`` on ports 9092/9093, unless ``CHOREO_KAFKA_HOME``/``_PORT`` say."""
-    home = Path(os.environ.get("CHOREO_KAFKA_HOME") or repo_root() / "var" / "kafka")
-    port_text = os.environ.get("CHOREO_KAFKA_PORT")
-    if not port_text:
-        return BrokerSpec(home=home.resolve())
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise BrokerError(f"CHOREO_KAFKA_PORT must be a port number, got {port_text!r}") from None
-    return BrokerSpec(home=home.resolve(), port=port, controller_port=port + 1)
+def default_spec(secure: bool = False, principals: Iterable[str] = ()) -> BrokerSpec:
+    """``<repo>/var/kafka`` on ports 9092/9093, unless ``CHOREO_KAFKA_HOME``/``_PORT`` say;
+    secured: ``<repo>/var/kafka-secure`` on 9094/9095 (``CHOREO_KAFKA_SECURE_HOME``/``_PORT``),
+    with a principal per name in ``principals`` besides admin and operator."""
+    variable = "CHOREO_KAFKA_SECURE" if secure else "CHOREO_KAFKA"
+    default_home = repo_root() / "var" / ("kafka-secure" if secure else "kafka")
+    home = Path(os.environ.get(f"{variable}_HOME") or default_home).resolve()
+    port_text = os.environ.get(f"{variable}_PORT")
+    port = _SECURE_PORT if secure else 9092
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise BrokerError(f"{variable}_PORT must be a port number, got {port_text!r}") from None
+    return BrokerSpec(
+        home=home,
+        port=port,
+        controller_port=port + 1,
+        secure=secure,
+        principals=tuple(principals) if secure else (),
+    )
 
 
 def free_port() -> int:
@@ -221,6 +302,8 @@ def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
         process = _start(spec, java, libs)
         spec.pid_file.write_text(f"{process.pid}\n")
         _wait_until_ready(spec, process.pid, process, deadline, logs_seen)
+        if spec.secure:
+            _add_missing_principals(spec, max(deadline - time.monotonic(), 5.0))
         return status(spec)
 
 
@@ -280,20 +363,90 @@ def _jvm_options(spec: BrokerSpec, heap_mb: int) -> list[str]:
 
 
 def _write_config(spec: BrokerSpec) -> None:
-    template = string.Template((_kafka_dir() / "server.properties").read_text())
-    rendered = template.substitute(
-        PORT=spec.port, CONTROLLER_PORT=spec.controller_port, DATA_DIR=spec.data_dir
-    )
+    values: dict[str, object] = {
+        "PORT": spec.port,
+        "CONTROLLER_PORT": spec.controller_port,
+        "DATA_DIR": spec.data_dir,
+        "CLIENT": "SASL_SSL" if spec.secure else "PLAINTEXT",
+        "CONTROLLER": "SASL_PLAINTEXT" if spec.secure else "PLAINTEXT",
+    }
+    parts = [(_kafka_dir() / "server.properties").read_text()]
+    if spec.secure:
+        tls: TlsFiles = ensure_broker_tls(spec.tls_dir)
+        passwords = spec.passwords()
+        values.update(
+            TLS_KEYSTORE=tls.keystore,
+            TLS_CA=tls.ca_cert,
+            BROKER_PASSWORD=passwords[BROKER].get_secret_value(),
+            SUPER_USERS=f"User:{ADMIN};User:{BROKER}",
+        )
+        parts.append((_kafka_dir() / "secure.properties").read_text())
+    rendered = string.Template("\n".join(parts)).substitute(values)
     spec.data_dir.mkdir(parents=True, exist_ok=True)
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-    spec.config_file.write_text(rendered)
+    # 0600 always: a secured broker's config holds its password.
+    write_private(spec.config_file, rendered.encode())
 
 
 def _format_storage(spec: BrokerSpec, java: str, libs: Path) -> None:
     base = [java, *_jvm_options(spec, 128), "-cp", _classpath(libs), _STORAGE_TOOL]
     cluster_id = _run_tool(spec, [*base, "random-uuid"]).strip().splitlines()[-1]
+    scram: list[str] = []
+    if spec.secure:
+        for name, password in spec.passwords().items():
+            scram += ["--add-scram", _scram_argument(name, password)]
     _run_tool(
-        spec, [*base, "format", "-t", cluster_id, "-c", str(spec.config_file), "--standalone"]
+        spec,
+        [*base, "format", "-t", cluster_id, "-c", str(spec.config_file), "--standalone", *scram],
+    )
+
+
+def _add_missing_principals(spec: BrokerSpec, timeout_s: float) -> None:
+    """SCRAM credentials for principals named since storage was formatted (a new service),
+    added as admin through the broker (confluent-kafka: aiokafka's admin has no SCRAM API)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        # The documented names; the package has no __all__, so strict mypy thinks they are
+        # not re-exported.
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialAlteration,
+        UserScramCredentialUpsertion,
+    )
+
+    passwords = spec.passwords()
+    config: dict[str, str | int | float | bool] = {**spec.connection(ADMIN).librdkafka_config()}
+    admin = AdminClient(config)
+    try:
+        described = admin.describe_user_scram_credentials(request_timeout=timeout_s)
+        assert isinstance(described, concurrent.futures.Future)  # one future for all users
+        known = described.result(timeout_s)
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, _SCRAM_ITERATIONS)
+        upserts: list[UserScramCredentialAlteration] = [
+            UserScramCredentialUpsertion(name, info, password.get_secret_value().encode())
+            for name, password in passwords.items()
+            if name not in known
+        ]
+        if upserts:
+            for future in admin.alter_user_scram_credentials(upserts).values():
+                future.result(timeout_s)
+    except KafkaException as exc:
+        raise BrokerError(f"adding SCRAM credentials on {spec.bootstrap} failed: {exc}") from None
+
+
+def _scram_argument(name: str, password: SecretStr) -> str:
+    """A SCRAM credential for ``kafka-storage format --add-scram`` as salt and salted password
+    (PBKDF2, as RFC 5802's Hi()): the password itself never appears on a command line, where
+    any local user could read it from the process list."""
+    salt = os.urandom(32)
+    salted = hashlib.pbkdf2_hmac(
+        "sha512", password.get_secret_value().encode(), salt, _SCRAM_ITERATIONS
+    )
+    b64 = base64.b64encode
+    return (
+        f"{_SCRAM}=[name={name},iterations={_SCRAM_ITERATIONS},"
+        f'salt="{b64(salt).decode()}",saltedpassword="{b64(salted).decode()}"]'
     )
 
 
@@ -363,15 +516,17 @@ def _wait_until_ready(
                 f"Kafka broker pid {pid} did not answer on {spec.bootstrap} in time; "
                 f"see {spec.log_file} (stop it with down())"
             )
-        if _port_open(spec.port) and _run(_answers_metadata(spec.bootstrap, min(remaining, 5.0))):
+        if _port_open(spec.port) and _run(
+            _answers_metadata(spec.connection(ADMIN), min(remaining, 5.0))
+        ):
             return
         time.sleep(_POLL_S)
 
 
-async def _answers_metadata(bootstrap: str, budget_s: float) -> bool:
+async def _answers_metadata(kafka: KafkaConnection, budget_s: float) -> bool:
     """True when the broker returns cluster metadata that lists at least one broker."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(int(budget_s * 1000), 1000)
+        **kafka.client_options(), request_timeout_ms=max(int(budget_s * 1000), 1000)
     )
     try:
         async with asyncio.timeout(budget_s):
@@ -494,7 +649,13 @@ def _last_error(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def private_spec(home: Path) -> BrokerSpec:
+def private_spec(home: Path, secure: bool = False, principals: Iterable[str] = ()) -> BrokerSpec:
     """A broker of its own (tests, benchmarks): a fresh home and two distinct free ports."""
     port, controller_port = free_ports(2)
-    return BrokerSpec(home=home, port=port, controller_port=controller_port)
+    return BrokerSpec(
+        home=home,
+        port=port,
+        controller_port=controller_port,
+        secure=secure,
+        principals=tuple(principals),
+    )

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from events.outbox import UnitOfWork
 from events.service import Service, ServiceContext, ServiceSettings, build_app, build_context
 from events.tables import metadata as platform_metadata
 from events.tables import outbox
-from schemas.models import ALL_EVENTS
+from schemas.models import ALL_EVENTS, SkuPriced
 
 ServiceSource = Service | Callable[[Any], Service]
 """A service, or the function that builds it from its settings (as shipping's does)."""
@@ -113,6 +113,16 @@ async def deliver(
         await handler(uow, Event(env, payload, topic, 0, next(_offsets)))
         await uow.commit()
     return env
+
+
+async def set_prices(ctx: ServiceContext, prices: Mapping[str, int]) -> None:
+    """Gives the orders service ``ctx`` the platform's unit price of each SKU, as inventory's
+    SkuPriced facts (orders prices every order from them; an unknown SKU is a 422)."""
+    for sku, cents in prices.items():
+        priced = SkuPriced(
+            sku=sku, unit_price_cents=cents, restock_id=str(uuid.uuid4()), priced_at=utcnow()
+        )
+        await deliver(ctx, priced)
 
 
 async def _outbox_rows(ctx: ServiceContext) -> list[tuple[Any, Decoded]]:

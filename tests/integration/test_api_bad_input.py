@@ -27,7 +27,7 @@ from services.orders.tables import orders
 from services.payments.app import SERVICE as PAYMENTS
 from services.payments.app import Settings as PaymentsSettings
 from services.query.params import encode_cursor
-from tests.integration.service_kit import http_client, service_fixture
+from tests.integration.service_kit import http_client, service_fixture, set_prices
 from tests.integration.test_query_kit import QueryEnv, query_env
 
 __all__ = ["query_env"]  # the fixture, imported for pytest
@@ -136,6 +136,7 @@ async def test_the_largest_valid_order_is_accepted(orders_ctx: ServiceContext) -
         "lines": lines,
         "shipping_address": json.loads(ADDRESS),
     }
+    await set_prices(orders_ctx, {line["sku"]: BIG[1] for line in lines})
     async with http_client(orders_ctx) as http:
         answer = await http.post("/api/v1/orders", json=body)
     assert answer.status_code == 201, answer.text
@@ -167,6 +168,7 @@ async def test_a_huge_body_is_a_413_before_it_is_parsed(orders_ctx: ServiceConte
 async def test_a_bad_cancel_reason_is_a_422_and_the_order_stays_pending(
     orders_ctx: ServiceContext, raw: str
 ) -> None:
+    await set_prices(orders_ctx, {"s": 100})  # LINE's SKU, at the price it sends
     async with http_client(orders_ctx) as http:
         placed = await post(http, "/api/v1/orders", order_body())
         assert placed.status_code == 201, placed.text

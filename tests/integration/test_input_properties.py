@@ -14,17 +14,20 @@ Deterministic (derandomized) and short: the services run in process over their d
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from events.catalogue import Catalogue
 from events.cli.payloads import InputError
 from events.cli.preparer import Preparer
 from events.codec import AvroCodec
+from events.envelope import utcnow
 from events.service import ServiceContext
 from events.tables import outbox
 from schemas.models import (
@@ -36,6 +39,7 @@ from schemas.models import (
     MAX_QUANTITY,
     MAX_REASON_LENGTH,
     MAX_UNIT_PRICE_CENTS,
+    SkuPriced,
 )
 from services.inventory.app import SERVICE as INVENTORY
 from services.inventory.app import Settings as InventorySettings
@@ -43,7 +47,7 @@ from services.notifications.app import SERVICE as NOTIFICATIONS
 from services.notifications.app import Settings as NotificationsSettings
 from services.orders.app import Settings as OrdersSettings
 from services.orders.app import build_service as orders_service
-from tests.integration.service_kit import deliver, http_client, service_fixture
+from tests.integration.service_kit import deliver, http_client, service_fixture, set_prices
 from tests.integration.test_cli_publish import Choreo, Env, all_end_offsets, choreo, env
 
 __all__ = ["choreo", "env"]  # the fixtures, imported for pytest
@@ -196,6 +200,27 @@ async def follow(ctx: ServiceContext, key: str, event_type: str) -> Any:
     return ALL_EVENTS[event_type].model_validate(ctx.codec.decode(payload).payload)
 
 
+def first_prices(body: Any) -> dict[str, int]:
+    """Each SKU's first unit price in an order body, where both are a SKU and a price the
+    platform could set (so that a valid order is priced and goes down the saga)."""
+    out: dict[str, int] = {}
+    lines = body.get("lines") if isinstance(body, dict) else None
+    for line in lines if isinstance(lines, list) else []:
+        if not isinstance(line, dict):
+            continue
+        try:
+            priced = SkuPriced(
+                sku=line.get("sku"),
+                unit_price_cents=line.get("unit_price_cents"),
+                restock_id=str(uuid.uuid4()),
+                priced_at=utcnow(),
+            )
+        except ValidationError:
+            continue
+        out.setdefault(priced.sku, priced.unit_price_cents)
+    return out
+
+
 @SETTINGS
 @given(body=orders)
 async def test_any_order_request_is_4xx_or_a_saga_whose_events_fit_the_broker(
@@ -204,6 +229,7 @@ async def test_any_order_request_is_4xx_or_a_saga_whose_events_fit_the_broker(
     notes_ctx: ServiceContext,
     body: dict[str, Any],
 ) -> None:
+    await set_prices(orders_ctx, first_prices(body))
     async with http_client(orders_ctx) as http:
         answer = await http.post(
             "/api/v1/orders", content=raw(body), headers={"content-type": "application/json"}
@@ -233,6 +259,7 @@ async def test_any_cancel_request_is_4xx_or_an_event_that_fits_the_broker(
         "shipping_address": {"name": "n", "line1": "l", "city": "c", "postal_code": "1"}
         | {"country": "DE"},
     }
+    await set_prices(orders_ctx, {"s": 1})
     async with http_client(orders_ctx) as http:
         placed = await http.post("/api/v1/orders", json=order)
         order_id = placed.json()["order_id"]

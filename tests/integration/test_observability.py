@@ -54,6 +54,7 @@ async def seed(bootstrap, codec, sku, customer):
                     "sku": sku,
                     "quantity": 10,
                     "restocked_at": utcnow(),
+                    "unit_price_cents": 500,  # what the tests' orders are charged
                 },
                 sku,
             ),
@@ -152,7 +153,8 @@ def _causation_edges(finished, order_id):
 
 
 async def _stocked(saga, sku):
-    r = await saga.clients["inventory"].get(f"/api/v1/stock/{sku}")
+    # Orders knows the price once inventory counted the restock that set it (one commit).
+    r = await saga.clients["orders"].get(f"/api/v1/prices/{sku}")
     return r.status_code == 200
 
 

@@ -14,7 +14,7 @@ from events.envelope import utcnow
 from events.outbox_admin import list_rows
 from schemas.models import Address, OrderCreated, OrderLine
 from tests.integration.inprocess import saga_in_process
-from tests.integration.test_observability import ADDRESS, seed
+from tests.integration.test_observability import ADDRESS, _stocked, seed
 from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
@@ -42,10 +42,7 @@ async def test_an_ordinary_order_behind_a_poison_row_completes(
         sku, customer = unique("sku"), unique("cust")
         await seed(kafka_bootstrap, saga.codec, sku, customer)
 
-        async def stocked() -> bool:
-            return (await saga.clients["inventory"].get(f"/api/v1/stock/{sku}")).status_code == 200
-
-        await eventually(stocked, what="stock seeded")
+        await eventually(lambda: _stocked(saga, sku), what="stock and price seeded")
 
         # A row under the platform's size limit but over this topic's: Kafka refuses it. Its
         # key shares the order's partition, so each batch holding both fails as a whole.

@@ -71,13 +71,24 @@ def deposit(customer: str, cents: int, deposit_id: str | None = None) -> dict[st
     }
 
 
-def restock(sku: str, quantity: int, restock_id: str | None = None) -> dict[str, Any]:
+def restock(
+    sku: str, quantity: int, restock_id: str | None = None, price: int | None = None
+) -> dict[str, Any]:
     return {
         "restock_id": restock_id or str(uuid.uuid4()),
         "sku": sku,
         "quantity": quantity,
         "restocked_at": utcnow(),
+        "unit_price_cents": price,
     }
+
+
+async def priced(saga: InProcess, *skus: str) -> bool:
+    """Orders knows the price of every SKU in ``skus`` (set with its restock)."""
+    for sku in skus:
+        if (await saga.clients["orders"].get(f"/api/v1/prices/{sku}")).status_code != 200:
+            return False
+    return True
 
 
 async def owners(saga: InProcess) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -137,7 +148,7 @@ async def test_every_customer_and_sku_view_equals_the_owners_after_refused_reque
         query = await start_env(kafka_bootstrap, database_url("query"), prefix=prefix)
         try:
             codec, bootstrap = saga.codec, kafka_bootstrap
-            first_deposit, first_restock = deposit(rich, 100_000), restock(sku_a, 100)
+            first_deposit, first_restock = deposit(rich, 100_000), restock(sku_a, 100, price=1_000)
             await publish(
                 codec,
                 KafkaConnection(bootstrap),
@@ -145,7 +156,7 @@ async def test_every_customer_and_sku_view_equals_the_owners_after_refused_reque
                     Draft("FundsDeposited", first_deposit, rich),
                     Draft("FundsDeposited", deposit(poor, 1_000), poor),
                     Draft("StockRestocked", first_restock, sku_a),
-                    Draft("StockRestocked", restock(sku_b, 1), sku_b),
+                    Draft("StockRestocked", restock(sku_b, 1, price=100), sku_b),
                 ],
             )
             refused = [  # (event type, payload, key): none of these may show anywhere
@@ -180,14 +191,15 @@ async def test_every_customer_and_sku_view_equals_the_owners_after_refused_reque
                     and sku_a in levels
                     and levels[sku_a]["received"] == 110
                     and sku_b in levels
+                    and await priced(saga, sku_a, sku_b)
                 )
 
             await eventually(seeded, deadline_s=60, what="the seeding credited and counted")
             orders = {  # order id -> (customer, lines, country)
-                str(uuid.uuid4()): (rich, [(sku_a, 2, 1_000)], "DE"),  # completes
-                str(uuid.uuid4()): (poor, [(sku_a, 1, 5_000)], "DE"),  # declined, released
-                str(uuid.uuid4()): (rich, [(sku_b, 5, 100)], "DE"),  # out of stock
-                str(uuid.uuid4()): (rich, [(sku_a, 3, 700)], "AQ"),  # refunded, released
+                str(uuid.uuid4()): (rich, [(sku_a, 2)], "DE"),  # completes
+                str(uuid.uuid4()): (poor, [(sku_a, 2)], "DE"),  # 2,000 > 1,000: declined
+                str(uuid.uuid4()): (rich, [(sku_b, 5)], "DE"),  # out of stock
+                str(uuid.uuid4()): (rich, [(sku_a, 3)], "AQ"),  # refunded, released
             }
             for order_id, (customer, lines, country) in orders.items():
                 r = await saga.clients["orders"].post(
@@ -195,9 +207,7 @@ async def test_every_customer_and_sku_view_equals_the_owners_after_refused_reque
                     json={
                         "order_id": order_id,
                         "customer_id": customer,
-                        "lines": [
-                            {"sku": s, "quantity": q, "unit_price_cents": p} for s, q, p in lines
-                        ],
+                        "lines": [{"sku": s, "quantity": q} for s, q in lines],  # platform's price
                         "shipping_address": {**ADDRESS, "country": country},
                     },
                 )
