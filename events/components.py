@@ -2,7 +2,8 @@
 background tasks), and the one loop that starts, runs and stops them.
 
 Every part is a ``Component``: an optional ``start`` (connects; retried with backoff while
-the broker or the database is not there yet, for as long as the service is not stopping),
+the broker or the database is not there yet, for as long as the service is not stopping;
+never after Kafka refused the service's principal: ``events.kafka_auth.KafkaRefused``),
 an optional ``run(stop)`` (returns soon after ``stop`` is set), an optional ``close`` (what
 it holds, released once everything has stopped) and an optional ``ready`` (its part of
 ``/ready``). Components start side by side: the HTTP API answers, and ``/ready`` says
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI
+
+from events.kafka_auth import KafkaRefused
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ async def start_with_retry(component: Component, stop: asyncio.Event) -> bool:
         try:
             await component.start()
             return True
+        except KafkaRefused:
+            raise  # a wrong password or a missing ACL: retrying cannot help
         except Exception as exc:
             log.warning("%s: cannot start yet (%s); retrying", component.name, exc)
             with contextlib.suppress(TimeoutError):

@@ -42,6 +42,7 @@ from events.dlq import send_dead_letter
 from events.envelope import Envelope, EnvelopeError, Event, utcnow
 from events.inbox import claim_new, processed_among
 from events.kafka import KafkaConnection, manual_consumer, reliable_producer, stop_quietly
+from events.kafka_auth import refusals, stop_if_refused
 from events.logs import bind_event, unbind_event
 from events.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_CONSUMED, HANDLER_SECONDS
 from events.outbox import Outbox, UnitOfWork
@@ -117,16 +118,19 @@ class EventConsumer(SequencedDeadLetters):
         return set(self._listener.assigned)
 
     async def start(self) -> None:
+        """Connects; ``KafkaRefused`` (one line) when Kafka refuses the principal."""
         self._dlq = reliable_producer(self.connection, client_id=f"{self.name}-dlq")
         try:
-            await self._dlq.start()
+            async with refusals(self.connection, "write"):
+                await self._dlq.start()
         except BaseException:
             await self.close()
             raise
         options = {"client_id": self.name, **self._consumer_options}
         self._consumer = manual_consumer(self.connection, group_id=self.name, **options)
         self._consumer.subscribe(self.topics, listener=self._listener)
-        await self._consumer.start()
+        async with refusals(self.connection, "read"):
+            await self._consumer.start()
 
     async def close(self) -> None:
         if self._consumer is not None:
@@ -141,9 +145,13 @@ class EventConsumer(SequencedDeadLetters):
             await self.start()
         try:
             while not stop.is_set():
-                batches = await self.kafka.getmany(
-                    timeout_ms=self.fetch_timeout_ms, max_records=self.max_batch
-                )
+                try:
+                    batches = await self.kafka.getmany(
+                        timeout_ms=self.fetch_timeout_ms, max_records=self.max_batch
+                    )
+                except KafkaError as exc:  # a READ ACL missing on a topic or the group
+                    await stop_if_refused(self.connection, exc, "read")
+                    raise
                 if not batches:
                     if self._uncommitted or self._sync_due():
                         async with self._listener.lock:

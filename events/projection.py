@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +27,7 @@ from events.dlq import send_dead_letter
 from events.envelope import Event, utcnow
 from events.isolation import Isolation, is_infrastructure
 from events.kafka import KafkaConnection, reliable_producer, stop_quietly
+from events.kafka_auth import refusals, stop_if_refused
 from events.metrics import PROJECTION_DEAD_LETTERED, PROJECTION_UNDECODABLE
 from events.models import EventModel
 from events.projection_store import Generation, ProjectionStore
@@ -189,9 +191,10 @@ class ProjectionRunner:
     async def start(self) -> None:
         self.generation = await self.store.ensure()
         self._consumer = reader(self.kafka, self.consumer_name)
-        await self._consumer.start()
         try:
-            self._tps = await partitions_of(self.kafka, self.projection.topics)
+            async with refusals(self.kafka, "read"):
+                await self._consumer.start()
+                self._tps = await partitions_of(self.kafka, self.projection.topics)
             await self._follow(self.generation)
         except BaseException:
             await self.close()
@@ -236,7 +239,11 @@ class ProjectionRunner:
                     except Exception as exc:
                         backoff = self._stalled(exc, backoff)
                         continue
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=self.batch)
+                try:
+                    batches = await self._consumer.getmany(timeout_ms=200, max_records=self.batch)
+                except KafkaError as exc:  # a READ ACL missing shows here
+                    await stop_if_refused(self.kafka, exc, "read")
+                    raise
                 records = [r for recs in batches.values() for r in recs]
                 if records:
                     try:

@@ -52,6 +52,7 @@ from sqlalchemy.exc import DBAPIError
 from events.db import Database, is_transient
 from events.envelope import utcnow
 from events.kafka import KafkaConnection, reliable_producer, stop_quietly
+from events.kafka_auth import refusals
 from events.kafka_errors import describe, is_permanent
 from events.metrics import (
     EVENTS_PRODUCED,
@@ -118,6 +119,7 @@ class OutboxRelay:
         self.config = config or RelayConfig()
         self._factory = producer_factory or (lambda: reliable_producer(kafka, client_id=client_id))
         self._after_publish = after_publish
+        self._kafka = kafka
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
         self._known_topics = None if known_topics is None else frozenset(known_topics)
@@ -161,7 +163,10 @@ class OutboxRelay:
         if self._producer is None:
             producer = self._factory()
             try:
-                await producer.start()
+                # A wrong password or a missing ACL stops the service (KafkaRefused is not a
+                # KafkaError, so run() does not retry it); a broker that is away is retried.
+                async with refusals(self._kafka, "write"):
+                    await producer.start()
             except BaseException:
                 await producer.stop()
                 raise

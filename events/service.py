@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,6 +42,7 @@ from events.http_limits import (
     install_http_limits,
 )
 from events.kafka import KafkaConnection
+from events.kafka_auth import KafkaRefused
 from events.outbox import EventTooLarge, Outbox, UnitOfWork
 from events.process import ProcessSettings, observed
 from events.relay import OutboxRelay, RelayConfig
@@ -49,6 +51,10 @@ from events.settings import load_settings
 from events.tables import metadata as platform_metadata
 
 log = logging.getLogger(__name__)
+
+# sysexits' EX_CONFIG: Kafka refused the service's principal; restarting cannot help (a
+# supervisor can be told not to restart on it, e.g. systemd's RestartPreventExitStatus).
+EXIT_REFUSED = 78
 
 __all__ = [
     "Component",
@@ -321,6 +327,11 @@ def run(service: Service | Callable[[S], Service], settings_cls: type[S]) -> Non
     """
     name = service.name if isinstance(service, Service) else settings_cls.__module__.split(".")[1]
     settings = load_settings(name, settings_cls)
-    with observed(name, settings):
-        built = service if isinstance(service, Service) else service(settings)
-        asyncio.run(serve(built, settings))
+    try:
+        with observed(name, settings):
+            built = service if isinstance(service, Service) else service(settings)
+            asyncio.run(serve(built, settings))
+    except KafkaRefused as exc:
+        # Last on stderr: `choreo up` shows a service's last log line as why it exited.
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_REFUSED) from None

@@ -9,11 +9,13 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from events.catalogue import TopicSpec, dead_letter_topic
 from events.kafka import KafkaConnection, admin_client
 
 TOPIC_ALREADY_EXISTS = 36
+TOPIC_AUTHORIZATION_FAILED = 29
 
 
 class TopicError(Exception):
@@ -119,6 +121,8 @@ async def partitions_of(kafka: KafkaConnection, topics: Sequence[str]) -> list[T
     out: list[TopicPartition] = []
     for topic in topics:
         info = by_name.get(topic)
+        if info is not None and info.get("error_code") == TOPIC_AUTHORIZATION_FAILED:
+            raise TopicAuthorizationFailedError(topic)  # events.kafka_auth words it
         if info is None or info.get("error_code") or not info.get("partitions"):
             raise TopicError(f"topic {topic} does not exist (run `choreo topics apply`)")
         out.extend(

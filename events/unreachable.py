@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from events.kafka import KafkaConnection
+from events.kafka_auth import explain
 
 # What talking to the broker raises when it is not there: aiokafka's errors, a socket's
 # OSError, and asyncio's TimeoutError from a bounded wait on bootstrap.
@@ -48,6 +49,11 @@ def _reason(exc: BaseException, secret: str | None = None) -> str:
 
 
 def broker_unreachable(kafka: KafkaConnection, exc: BaseException) -> str:
+    """One line: Kafka's refusal of the principal (wrong password, untrusted certificate,
+    missing ACL: ``events.kafka_auth``), else the broker that did not answer."""
+    refused = explain(kafka, exc)
+    if refused is not None:
+        return refused
     return (
         f"cannot reach Kafka at {kafka}: {_reason(exc)} (is the broker running? "
         "`choreo broker up` starts the local one; KAFKA_BOOTSTRAP_SERVERS says where it is)"
