@@ -32,7 +32,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from events.acls import Acl
+from events.acls import Acl, in_environment
 from events.kafka import KafkaConnection
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,17 @@ def apply_acls(
     wanted: Sequence[Acl],
     principals: Collection[str],
     *,
+    prefix: str = "",
     timeout_s: float = REQUEST_TIMEOUT_S,
 ) -> AclReport:
     """Idempotent: creates the ``wanted`` bindings that are missing and reports the other
-    bindings of ``principals`` ("User:<name>") as extra; removes nothing."""
+    bindings of ``principals`` ("User:<name>") on the resources of the environment
+    ``prefix`` as extra; removes nothing."""
     admin = AdminClient(_admin_config(connection))
     existing = _describe(admin, connection, timeout_s)
     if existing is None:
         return AclReport(authorizer=False)
-    ours = {acl for acl in existing if acl.principal in principals}
+    ours = {acl for acl in existing if acl.principal in principals and in_environment(acl, prefix)}
     wanted_set = set(wanted)
     report = AclReport(
         unchanged=sorted(wanted_set & ours),
@@ -77,7 +79,8 @@ def apply_acls(
     )
     missing = sorted(wanted_set - ours)
     if missing:
-        _create(admin, connection, missing, timeout_s)
+        if not _create(admin, connection, missing, timeout_s):
+            return AclReport(authorizer=False)
         report.created = missing
     return report
 
@@ -130,14 +133,19 @@ def _describe(
 
 def _create(
     admin: AdminClient, connection: KafkaConnection, acls: list[Acl], timeout_s: float
-) -> None:
+) -> bool:
+    """Creates the bindings; False when the broker has no authorizer (Kafka 4 answers
+    DescribeAcls with no bindings then, and only CreateAcls says SECURITY_DISABLED)."""
     futures = admin.create_acls([_to_binding(acl) for acl in acls], request_timeout=timeout_s)
     for binding, future in futures.items():
         try:
             _result(future, timeout_s)
         except KafkaException as exc:
+            if _code(exc) == KafkaError.SECURITY_DISABLED:
+                return False
             what = f"create the ACL {_from_binding(binding)}"
             raise AclError(_message(what, connection, exc)) from None
+    return True
 
 
 def _result(future: Future[Any], timeout_s: float) -> Any:

@@ -90,6 +90,14 @@ def parties(topics: Iterable[TopicSpec]) -> list[str]:
     return sorted(names)
 
 
+def in_environment(acl: Acl, prefix: str) -> bool:
+    """Whether the binding is on a resource of the environment ``prefix`` (TOPIC_PREFIX):
+    its topics and groups, or the groups every environment shares. Bindings on other
+    environments' resources, on the same cluster, are theirs, not drift of this one."""
+    shared = {*FIXED_GROUPS.values(), OPERATOR_GROUP, REPLAY_GROUP_PREFIX}
+    return not prefix or acl.resource.startswith(prefix) or acl.resource in shared
+
+
 def desired_acls(topics: Iterable[TopicSpec], prefix: str) -> list[Acl]:
     """Every binding the catalogue's principals need, sorted and without repeats.
 

@@ -1,14 +1,18 @@
 """``choreo topics apply|list``: the catalogue's topics on the broker (create what is missing,
 report drift) or listed; :func:`apply_or_fail` is also how ``choreo up`` and ``demo`` apply
-them."""
+them. ``apply`` also grants the catalogue's least-privilege ACLs (``events.acls``) where the
+broker has an authorizer (:func:`apply_acls_or_fail`), and reports ACL drift."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
+from events.acl_admin import AclError, AclReport, apply_acls
+from events.acls import Acl, desired_acls, parties, principal
 from events.catalogue import TopicSpec
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import BROKER_ERRORS, CliError, broker_unreachable
@@ -36,19 +40,46 @@ def apply_or_fail(kafka: KafkaConnection, specs: list[TopicSpec]) -> TopicReport
         raise broker_unreachable(kafka, exc) from None
 
 
+def apply_acls_or_fail(kafka: KafkaConnection, specs: list[TopicSpec], prefix: str) -> AclReport:
+    """The ACLs the catalogue's topics call for (``specs`` as prefixed with ``prefix``) on
+    the broker; its failures as one-line errors. A broker without an authorizer is left
+    alone (the report says so)."""
+    wanted = desired_acls(specs, prefix)
+    principals = {principal(name) for name in parties(specs)}
+    try:
+        return apply_acls(kafka, wanted, principals, prefix=prefix)
+    except AclError as exc:
+        raise CliError(f"topics apply: ACLs: {exc}") from None
+
+
 def topics_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     specs = list(load_catalogue(settings).topics.values())
     if args.action == "list":
         print_rows(args.output, map(_topic_row, specs), _topic_line)
         return 0
-    report = apply_or_fail(settings.kafka_connection(), specs)
+    kafka = settings.kafka_connection()
+    report = apply_or_fail(kafka, specs)
+    acls = apply_acls_or_fail(kafka, specs, settings.topic_prefix)
     doc = {
         "created": report.created,
         "unchanged": report.unchanged,
         "differences": report.differences,
+        "acls": _acl_doc(acls),
     }
     print_document(args.output, doc, _report_lines)
-    return 1 if report.differences else 0
+    return 1 if report.differences or acls.extra else 0
+
+
+def _acl_doc(report: AclReport) -> dict[str, Any]:
+    def rows(acls: list[Acl]) -> list[dict[str, str]]:
+        return [asdict(acl) for acl in acls]
+
+    return {
+        "authorizer": report.authorizer,
+        "created": rows(report.created),
+        "unchanged": rows(report.unchanged),
+        "extra": rows(report.extra),
+    }
 
 
 def _topic_row(spec: TopicSpec) -> dict[str, Any]:
@@ -65,10 +96,18 @@ def _topic_line(row: dict[str, Any]) -> str:
     return f"{row['topic']}\t{row['partitions']} partitions\t{', '.join(row['event_types'])}"
 
 
-def _report_lines(doc: dict[str, list[str]]) -> Iterator[str]:
+def _report_lines(doc: dict[str, Any]) -> Iterator[str]:
     yield from (f"created   {name}" for name in doc["created"])
     yield from (f"ok        {name}" for name in doc["unchanged"])
     yield from (f"DIFFERS   {diff}" for diff in doc["differences"])
+    acls = doc["acls"]
+    if not acls["authorizer"]:
+        yield "ACLs: broker has no authorizer (skipped)"
+        return
+    yield from (f"missing   ACL {Acl(**row)} (created)" for row in acls["created"])
+    if acls["unchanged"]:
+        yield f"ok        {len(acls['unchanged'])} ACLs"
+    yield from (f"EXTRA     ACL {Acl(**row)} (not in the catalogue)" for row in acls["extra"])
 
 
 def register(sub: Any) -> None:

@@ -163,7 +163,9 @@ async def test_topics_apply_and_list_print_json(kafka_bootstrap: str, tmp_path: 
     assert f"{prefix}orders.events" in first["created"]
     assert f"{prefix}orders.events.dlq" in first["created"]
     again = json.loads(choreo("topics", "apply", "--output", "json", env=env).out)
+    acls = again.pop("acls")  # tests/integration/test_acls.py checks them
     assert again == {"created": [], "unchanged": first["created"], "differences": []}
+    assert acls["authorizer"] is False
 
     ran = choreo("topics", "list", "--output", "json", env=env)
     listed = {doc["topic"]: doc for doc in map(json.loads, ran.out.splitlines())}

@@ -20,6 +20,7 @@ from events.acls import (
     Acl,
     consumer_group,
     desired_acls,
+    in_environment,
     parties,
 )
 from events.catalogue import SCHEMAS_ROOT, Catalogue, CatalogueError, TopicSpec, load_topics
@@ -279,3 +280,13 @@ def test_the_catalogue_file_is_the_one_loaded() -> None:
     assert {s.name: (s.producers, s.consumers) for s in specs} == {
         t.name: (t.producers, t.consumers) for t in TOPICS
     }
+
+
+def test_drift_is_judged_within_the_environment() -> None:
+    other_env = Acl("User:orders", "TOPIC", "LITERAL", "env2-orders.events", "WRITE")
+    this_env = Acl("User:orders", "TOPIC", "LITERAL", "env1-payments.events", "WRITE")
+    shared = Acl("User:query", "GROUP", "LITERAL", "projection-query-reader", "READ")
+    assert not in_environment(other_env, "env1-")
+    assert in_environment(this_env, "env1-")
+    assert in_environment(shared, "env1-")
+    assert in_environment(other_env, "")  # no prefix: the whole cluster is the environment
