@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.common import PARTITIONS, new_topic, unique
 from bench.saga_load import PRICE_CENTS, Target
 from bench.saga_watch import CompletionWatch, SagaBenchError, key_matcher, saga_matcher
+from events.auth import local_stack_auth, operator_bearer
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.kafka import KafkaConnection
@@ -74,6 +75,9 @@ async def start_stack(
     if consumer_batch is not None:
         env["CONSUMER_BATCH"] = str(consumer_batch)
     var_dir = root / prefix.rstrip(".")
+    # Bearer tokens verified as deployed: a key of the run's own, an operator's token to read.
+    auth_env, secret = local_stack_auth(var_dir, {})
+    env.update(auth_env)
     pids = await asyncio.to_thread(start, specs, var_dir=var_dir, bootstrap=bootstrap, env=env)
     stack = Stack(
         bootstrap,
@@ -81,7 +85,7 @@ async def start_stack(
         var_dir,
         specs,
         env,
-        Api({s.name: s.port for s in specs}),
+        Api({s.name: s.port for s in specs}, operator_bearer(secret or "", 24 * 3600)),
         {s.name: pid for s, pid in zip(specs, pids, strict=True)},
     )
     try:

@@ -16,12 +16,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
 from sqlalchemy import MetaData, text
 
+from events.auth import (
+    OPERATOR_READ,
+    Authenticator,
+    AuthSettings,
+    authenticated,
+    requires,
+    warn_if_open,
+)
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.components import (
@@ -72,7 +80,7 @@ __all__ = [
 ]
 
 
-class ServiceSettings(ProcessSettings):
+class ServiceSettings(ProcessSettings, AuthSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default var/<service>.db")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds")
     http_port: int = Field(default=0, ge=0, le=65535, description="HTTP port (0: none)")
@@ -214,7 +222,18 @@ async def prepare(service: Service, settings: ServiceSettings) -> ServiceContext
 
 
 def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
-    app = FastAPI(title=f"choreo {service.name}", version="1", description=service.description)
+    # The schema is operator-only (below) and Swagger UI cannot send a bearer token to
+    # fetch it, so there is no /docs page: load /openapi.json into any viewer instead.
+    app = FastAPI(
+        title=f"choreo {service.name}",
+        version="1",
+        description=service.description,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.auth = Authenticator.from_settings(ctx.settings)
+    operator = [Depends(requires(OPERATOR_READ))]
     settings = ctx.settings
     install_input_guards(app, settings.http_max_body_bytes)  # 413 unparsed; a 422 always
     install_http_limits(  # Host checked (400), requests in progress capped (503)
@@ -244,12 +263,18 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, 500)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=operator)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=operator)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     if service.api is not None:
-        app.include_router(service.api(ctx), prefix="/api/v1")
+        # Every /api/v1 route needs a valid token; each route also names its scopes.
+        api = service.api(ctx)
+        app.include_router(api, prefix="/api/v1", dependencies=[Depends(authenticated)])
     if service.http is not None:
         service.http(app, ctx)
     return app
@@ -308,6 +333,7 @@ async def serve(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
+        warn_if_open(service.name, settings)
         log.info("%s started (http port %s)", service.name, settings.http_port or "none")
         await run_components(service.name, components, stop, settings.shutdown_timeout_s)
     finally:

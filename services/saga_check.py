@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from events.codec import AvroCodec
-from events.kafka import KafkaConnection
 from events.envelope import utcnow
+from events.kafka import KafkaConnection
 from events.publisher import Draft, publish
 
 PORTS = {
@@ -55,9 +55,12 @@ class World:
 
 
 class Api:
-    def __init__(self, ports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, ports: dict[str, int] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """``headers``: what every request carries (an operator's bearer token)."""
         self.ports = ports or PORTS
-        self.http = httpx.AsyncClient(timeout=10.0)
+        self.http = httpx.AsyncClient(timeout=10.0, headers=headers)
 
     def url(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}/api/v1{path}"

@@ -14,6 +14,13 @@ import pytest
 from events.db import sqlite_url
 from infra.broker import BrokerSpec, down, free_port, private_spec, up
 from infra.postgres import PgCluster, create_database, start_cluster, stop_cluster
+from tests.tokens import TEST_SECRET
+
+# Every service a test builds or starts (in process or as a child process) verifies bearer
+# tokens with the suite's secret, whatever the developer's environment says.
+os.environ.update(AUTH_MODE="jwt", AUTH_JWT_SECRET=TEST_SECRET)
+for _name in ("AUTH_JWT_SECRET_FILE", "AUTH_JWKS_FILE", "AUTH_JWKS_URL"):
+    os.environ.pop(_name, None)
 
 
 def _private_spec(home: Path) -> BrokerSpec:

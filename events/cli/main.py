@@ -20,7 +20,18 @@ from typing import Any, NoReturn
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
-from events.cli import broker, catalogue_view, dlq, outbox, publish, schemas, status, tail, topics
+from events.cli import (
+    broker,
+    catalogue_view,
+    dlq,
+    outbox,
+    publish,
+    schemas,
+    status,
+    tail,
+    token,
+    topics,
+)
 from events.cli.errors import USAGE, CliError, broker_unreachable
 from events.settings import PlatformSettings, settings_error
 
@@ -61,7 +72,18 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="choreo", description="Event-driven choreography on Kafka.")
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (broker, topics, schemas, status, dlq, outbox, publish, catalogue_view, tail):
+    for module in (
+        broker,
+        topics,
+        schemas,
+        status,
+        dlq,
+        outbox,
+        publish,
+        catalogue_view,
+        tail,
+        token,
+    ):
         module.register(sub)
     for register in extra:
         register(sub)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from events.auth import local_operator_headers
 from events.cli.dlq import dead_letter_topics
 from events.cli.output import add_output_option, print_document
 from events.dlq import DLQ_CONSUMER
@@ -51,12 +52,13 @@ def metric_sums(text: str) -> dict[str, float]:
     return sums
 
 
-def _probe(port: int) -> dict[str, Any]:
+def _probe(port: int, auth: dict[str, str]) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     try:
         health = httpx.get(f"{base}/health", timeout=2.0)
         ready = httpx.get(f"{base}/ready", timeout=2.0)
-        metrics = httpx.get(f"{base}/metrics", timeout=2.0).text
+        # /metrics is for operators: a token from `choreo up`'s local key, when there is one.
+        metrics = httpx.get(f"{base}/metrics", timeout=2.0, headers=auth).text
     except httpx.HTTPError:
         return {"up": False}
     sums = metric_sums(metrics)
@@ -91,11 +93,12 @@ def _dead_letters_per_consumer(settings: PlatformSettings) -> tuple[Counter[str]
 
 def status_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     per_consumer, kafka = _dead_letters_per_consumer(settings)
+    auth = local_operator_headers(settings.var_dir)
     rows = [
         {
             "service": spec.name,
             "port": spec.port,
-            **_probe(spec.port),
+            **_probe(spec.port, auth),
             "dead_letters": per_consumer.get(settings.topic_prefix + spec.name, 0),
         }
         for spec in load_manifest()

@@ -1,4 +1,8 @@
-"""Analytics over HTTP, on faust's own web server: the windows as JSON, health, metrics."""
+"""Analytics over HTTP, on faust's own web server: the windows as JSON, health, metrics.
+
+The windows and ``/metrics`` need an operator token (``events.auth``); faust's web server
+is aiohttp, not FastAPI, so the check is made here with the same verifier and answers the
+same 401/403 bodies."""
 
 from __future__ import annotations
 
@@ -10,13 +14,30 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from events.auth import OPERATOR_READ, Authenticator, Unauthenticated
 from services.analytics.pipeline import Analytics, window_parts
 from services.analytics.windows import BadQuery, analytics_json, parse_query
 
 SERVICE = "analytics"
 
 
-def register(analytics: Analytics) -> None:
+async def refused(view: View, auth: Authenticator, request: Request) -> Response | None:
+    """None when the request carries an operator token, else the 401 or 403 to answer."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    try:
+        caller = await auth.verify(token.strip() if scheme.lower() == "bearer" else None)
+    except Unauthenticated as exc:
+        challenge = 'Bearer realm="choreo", error="invalid_token"'
+        return view.json({"detail": str(exc)}, status=401, headers={"WWW-Authenticate": challenge})
+    if not caller.has(OPERATOR_READ):
+        detail = f"the token lacks the scope this needs: {OPERATOR_READ}"
+        challenge = f'Bearer error="insufficient_scope", scope="{OPERATOR_READ}"'
+        return view.json({"detail": detail}, status=403, headers={"WWW-Authenticate": challenge})
+    return None
+
+
+def register(analytics: Analytics, auth: Authenticator) -> None:
     app = analytics.app
 
     @app.page("/health")
@@ -52,12 +73,16 @@ def register(analytics: Analytics) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
+            if (refusal := await refused(self, auth, request)) is not None:
+                return refusal
             # As a header: aiohttp refuses a charset inside its content_type argument.
             return self.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/api/v1/analytics")
     class Windows(View):
         async def get(self, request: Request) -> Response:
+            if (refusal := await refused(self, auth, request)) is not None:
+                return refusal
             try:
                 spec, limit = parse_query(request.query)
             except BadQuery as exc:

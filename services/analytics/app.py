@@ -23,6 +23,7 @@ from pathlib import Path
 import faust
 from pydantic import Field
 
+from events.auth import Authenticator, AuthSettings, warn_if_open
 from events.process import ProcessSettings, observed
 from events.settings import load_settings
 from services.analytics.api import register
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 NAME = "analytics"
 
 
-class Settings(ProcessSettings):
+class Settings(ProcessSettings, AuthSettings):
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds")
     http_port: int = Field(default=8107, ge=1, le=65535, description="HTTP port")
     analytics_data_dir: Path | None = Field(
@@ -81,7 +82,8 @@ def main() -> None:
             for name in ("faust", "mode"):
                 logging.getLogger(name).setLevel(logging.WARNING)
         analytics = build(settings.analytics_config())
-        register(analytics)
+        register(analytics, Authenticator.from_settings(settings))
+        warn_if_open(NAME, settings)
         log.info(
             "analytics: counting %s as %s, http on %s:%s",
             ", ".join(analytics.topics),

@@ -7,10 +7,11 @@ import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from events.auth import OPERATOR_READ, requires
 from events.http_input import STORABLE_TEXT
 from events.http_reads import read_or_404
 from events.service import ServiceContext
@@ -42,7 +43,8 @@ class ReservationView(BaseModel):
 
 
 def api(ctx: ServiceContext) -> APIRouter:
-    router = APIRouter(tags=["inventory"])
+    # Operator reads only: a customer sees their order through orders and query.
+    router = APIRouter(tags=["inventory"], dependencies=[Depends(requires(OPERATOR_READ))])
 
     @router.get("/stock/{sku}", response_model=StockView)
     async def get_stock(sku: Sku) -> StockView:

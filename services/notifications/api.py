@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
+from events.auth import OPERATOR_READ, requires
 from events.http_reads import NOT_FOUND, read_or_404
 from events.service import ServiceContext
 from services.notifications.repository import NotificationsRepository
@@ -20,7 +21,8 @@ class NotificationView(BaseModel):
 
 
 def api(ctx: ServiceContext) -> APIRouter:
-    router = APIRouter(tags=["notifications"])
+    # Operator reads only: a customer sees their order through orders and query.
+    router = APIRouter(tags=["notifications"], dependencies=[Depends(requires(OPERATOR_READ))])
 
     @router.get("/notifications/{order_id}", responses=NOT_FOUND)
     async def get_notification(order_id: UUID) -> NotificationView:

@@ -7,9 +7,18 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from events.auth import (
+    OPERATOR_READ,
+    OPERATOR_WRITE,
+    ORDERS_READ,
+    ORDERS_WRITE,
+    Caller,
+    not_found,
+    requires,
+)
 from events.http_input import STORABLE_TEXT
 from events.http_reads import read_or_404
 from events.service import ServiceContext
@@ -24,6 +33,8 @@ Sku = Annotated[
     str,
     Path(min_length=1, max_length=255, pattern=STORABLE_TEXT, description="The stock keeping unit"),
 ]
+Reader = Annotated[Caller, Depends(requires(ORDERS_READ, OPERATOR_READ))]
+Writer = Annotated[Caller, Depends(requires(ORDERS_WRITE, OPERATOR_WRITE))]
 
 
 class LineRequest(BaseModel):
@@ -123,8 +134,16 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
         )
         return _view(row)
 
+    async def load_for(order_id: str, caller: Caller) -> OrderView:
+        view = await load(order_id)
+        if not caller.may_read(view.customer_id):
+            raise not_found(f"order {order_id}")  # another customer's: as if it did not exist
+        return view
+
     @router.post("/orders", status_code=201, response_model=OrderView)
-    async def place(body: PlaceOrder, response: Response) -> OrderView:
+    async def place(body: PlaceOrder, response: Response, caller: Writer) -> OrderView:
+        if not caller.may_act_for(body.customer_id):
+            raise HTTPException(403, "a customer's token places orders for that customer only")
         order_id = str(body.order_id or uuid.uuid4())
         order = NewOrder(
             order_id,
@@ -144,7 +163,12 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
             response.status_code = 200  # the same order id again: idempotent
         return await load(order_id)
 
-    @router.get("/prices/{sku}", response_model=PriceView)
+    # Customers see the prices they will be charged; so do operators.
+    @router.get(
+        "/prices/{sku}",
+        response_model=PriceView,
+        dependencies=[Depends(requires(ORDERS_READ, ORDERS_WRITE, OPERATOR_READ))],
+    )
     async def get_price(sku: Sku) -> PriceView:
         """The unit price orders charges for ``sku`` now (its replica of inventory's)."""
         row = await read_or_404(
@@ -154,27 +178,37 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
         return PriceView(sku=row["sku"], unit_price_cents=cents, priced_at=at)
 
     @router.get("/orders/{order_id}", response_model=OrderView)
-    async def get_order(order_id: OrderId) -> OrderView:
-        return await load(str(order_id))
+    async def get_order(order_id: OrderId, caller: Reader) -> OrderView:
+        return await load_for(str(order_id), caller)
 
     @router.get("/orders", response_model=list[OrderView])
     async def list_orders(
         status: Annotated[Status | None, Query()] = None,
         customer_id: Annotated[str | None, Query(max_length=255, pattern=STORABLE_TEXT)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        *,
+        caller: Reader,
     ) -> list[OrderView]:
+        if not caller.has(OPERATOR_READ):
+            if customer_id not in (None, caller.subject):
+                return []  # another customer's orders: none to see
+            customer_id = caller.subject
         async with ctx.db.session() as s:
             rows = await OrdersRepository(s).listing(status, customer_id, limit)
         return [_view(r) for r in rows]
 
-    @router.get("/orders-summary")
+    @router.get("/orders-summary", dependencies=[Depends(requires(OPERATOR_READ))])
     async def summary() -> dict[str, int]:
         async with ctx.db.session() as s:
             return await OrdersRepository(s).count_by_status()
 
     @router.post("/orders/{order_id}/cancel", response_model=OrderView)
-    async def cancel(order_id: OrderId, body: CancelOrder | None = None) -> OrderView:
-        await load(str(order_id))  # 404 before any write
+    async def cancel(
+        order_id: OrderId, caller: Writer, body: CancelOrder | None = None
+    ) -> OrderView:
+        view = await load(str(order_id))  # 404 before any write
+        if not caller.may_act_for(view.customer_id):
+            raise not_found(f"order {order_id}")
         reason = (body or CancelOrder()).reason
         async with ctx.uow() as uow:
             await apply_fact(uow, str(order_id), Fact.CANCEL_REQUESTED, reason)

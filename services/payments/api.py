@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 
+from events.auth import OPERATOR_READ, requires
 from events.http_input import STORABLE_TEXT
 from events.http_reads import read_or_404
 from events.service import ServiceContext
@@ -35,7 +36,8 @@ class PaymentView(BaseModel):
 
 
 def api(ctx: ServiceContext) -> APIRouter:
-    router = APIRouter(tags=["payments"])
+    # Operator reads only: a customer sees their order through orders and query.
+    router = APIRouter(tags=["payments"], dependencies=[Depends(requires(OPERATOR_READ))])
 
     @router.get("/accounts/{customer_id}", response_model=AccountView)
     async def get_account(customer_id: CustomerId) -> AccountView:

@@ -4,6 +4,10 @@ The page talks to one origin (this service), so the browser needs no CORS and th
 service need not be exposed. Analytics is optional: when it is down, slow or answers
 nonsense, the proxy says so quickly (503 or 502 with a ``detail``) and the page shows
 "analytics unavailable"; the read API is unaffected.
+
+It needs an operator token and forwards the caller's own ``Authorization`` header, which
+analytics verifies itself: no token of the query service's own to keep, and it works
+whether tokens are signed with a shared secret or a private key the platform never holds.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, ValidationError
+
+from events.auth import OPERATOR_READ, requires
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +77,14 @@ class AnalyticsClient:
         )
         self._down = False  # log transitions only, not every poll while it is down
 
-    async def windows(self, window: Window, limit: int) -> Analytics:
+    async def windows(
+        self, window: Window, limit: int, authorization: str | None = None
+    ) -> Analytics:
+        headers = {"Authorization": authorization} if authorization else {}
         try:
-            r = await self.http.get("/api/v1/analytics", params={"window": window, "limit": limit})
+            r = await self.http.get(
+                "/api/v1/analytics", params={"window": window, "limit": limit}, headers=headers
+            )
         except httpx.TimeoutException:
             raise self._unavailable("no answer in time") from None
         except httpx.HTTPError as exc:
@@ -104,7 +115,7 @@ class AnalyticsClient:
 
 
 def routes(client: AnalyticsClient) -> APIRouter:
-    router = APIRouter(tags=["dashboard"])
+    router = APIRouter(tags=["dashboard"], dependencies=[Depends(requires(OPERATOR_READ))])
 
     @router.get(
         "/analytics",
@@ -116,13 +127,14 @@ def routes(client: AnalyticsClient) -> APIRouter:
         },
     )
     async def analytics(
+        request: Request,
         window: Annotated[Window, Query(description="Window size")] = "minute",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Latest N windows")] = 60,
     ) -> Any:
         """The latest windows of the analytics service (orders by outcome, revenue, saga
         durations, failure reasons), oldest first."""
         try:
-            return await client.windows(window, limit)
+            return await client.windows(window, limit, request.headers.get("authorization"))
         except Unavailable as exc:
             raise HTTPException(503, f"analytics unavailable: {exc}") from None
         except BadAnswer as exc:

@@ -17,12 +17,17 @@ from aiokafka import TopicPartition
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
+from events.auth import OPERATOR_READ, ORDERS_READ, Caller, not_found, requires
 from events.http_input import STORABLE_TEXT
 from events.projection import ProjectionRunner
 from services.query.params import decode_cursor, parse_positions
 from services.query.reads import NotStarted, Reads
 
 MAX_WAIT_MS = 10_000
+
+# A customer reads their own orders and customer view; operators read everything.
+Reader = Annotated[Caller, Depends(requires(ORDERS_READ, OPERATOR_READ))]
+OPERATOR = [Depends(requires(OPERATOR_READ))]
 
 Status = Literal["PENDING", "COMPLETED", "REJECTED", "CANCELLED"]  # domain.ORDER_STATUSES
 
@@ -263,8 +268,11 @@ def routes(side: ReadSide) -> APIRouter:
         return row
 
     @router.get("/orders/{order_id}", response_model=Order, dependencies=consistent)
-    async def get_order(order_id: Annotated[uuid.UUID, Path()]) -> Any:
-        return found(await reads.order(str(order_id)), f"order {order_id}")
+    async def get_order(order_id: Annotated[uuid.UUID, Path()], caller: Reader) -> Any:
+        order = found(await reads.order(str(order_id)), f"order {order_id}")
+        if not caller.may_read(order["customer_id"]):
+            raise not_found(f"order {order_id}")  # another customer's: as if none
+        return order
 
     @router.get("/orders", response_model=OrderPage, dependencies=consistent)
     async def list_orders(
@@ -283,7 +291,13 @@ def routes(side: ReadSide) -> APIRouter:
         newest_first: Annotated[
             bool, Query(description="Page from the newest order back (cursors keep the order)")
         ] = False,
+        *,
+        caller: Reader,
     ) -> Any:
+        if not caller.has(OPERATOR_READ):
+            if customer_id not in (None, caller.subject):
+                return {"items": [], "next_cursor": None}  # another customer's: none to see
+            customer_id = caller.subject
         try:
             after = decode_cursor(cursor, newest_first) if cursor is not None else None
         except ValueError as exc:
@@ -298,11 +312,13 @@ def routes(side: ReadSide) -> APIRouter:
         )
         return {"items": items, "next_cursor": next_cursor}
 
-    @router.get("/stats", response_model=Stats, dependencies=consistent)
+    @router.get("/stats", response_model=Stats, dependencies=OPERATOR + consistent)
     async def get_stats() -> Any:
         return await reads.stats()
 
-    @router.get("/orders/{order_id}/timeline", response_model=Timeline, dependencies=consistent)
+    @router.get(
+        "/orders/{order_id}/timeline", response_model=Timeline, dependencies=OPERATOR + consistent
+    )
     async def get_timeline(order_id: Annotated[uuid.UUID, Path()]) -> Any:
         events = await reads.timeline(str(order_id))
         found(events or None, f"events of order {order_id}")
@@ -311,14 +327,19 @@ def routes(side: ReadSide) -> APIRouter:
     @router.get("/customers/{customer_id}", response_model=Customer, dependencies=consistent)
     async def get_customer(
         customer_id: Annotated[str, Path(max_length=255, pattern=STORABLE_TEXT)],
+        caller: Reader,
     ) -> Any:
+        if not caller.may_read(customer_id):
+            raise not_found(f"customer {customer_id}")
         return found(await reads.customer(customer_id), f"customer {customer_id}")
 
-    @router.get("/skus/{sku}", response_model=Sku, dependencies=consistent)
+    @router.get("/skus/{sku}", response_model=Sku, dependencies=OPERATOR + consistent)
     async def get_sku(sku: Annotated[str, Path(max_length=255, pattern=STORABLE_TEXT)]) -> Any:
         return found(await reads.sku(sku), f"SKU {sku}")
 
-    @router.get("/projections", response_model=list[ProjectionState], dependencies=consistent)
+    @router.get(
+        "/projections", response_model=list[ProjectionState], dependencies=OPERATOR + consistent
+    )
     async def get_projections() -> Any:
         return [await projection_state(side)]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
+from events.auth import OPERATOR_READ, requires
 from events.http_reads import NOT_FOUND, read_or_404
 from events.service import ServiceContext
 from services.shipping.domain import Status
@@ -21,7 +22,8 @@ class ShipmentView(BaseModel):
 
 
 def api(ctx: ServiceContext) -> APIRouter:
-    router = APIRouter(tags=["shipping"])
+    # Operator reads only: a customer sees their order through orders and query.
+    router = APIRouter(tags=["shipping"], dependencies=[Depends(requires(OPERATOR_READ))])
 
     @router.get("/shipments/{order_id}", responses=NOT_FOUND)
     async def get_shipment(order_id: UUID) -> ShipmentView:

@@ -4,9 +4,11 @@ the saga, a table of outcomes and a check of the invariants. `choreo demo` runs 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 
+from events.auth import local_operator_headers, local_stack_auth, operator_bearer
 from events.cli.errors import CliError
 from events.codec import AvroCodec
 from events.kafka import KafkaConnection
@@ -27,7 +29,7 @@ from services.saga_check import (
     statuses,
     wait_for,
 )
-from services.tools.startup import broker_and_topics, start_services
+from services.tools.startup import broker_and_topics, dashboard_url, start_services
 
 # path -> the terminal outcomes it may end in ("CANCELLED/payments" = status/failed step)
 EXPECTED = {
@@ -87,8 +89,15 @@ def outcome(order: dict[str, object]) -> str:
     return status
 
 
-async def run(codec: AvroCodec, kafka: KafkaConnection, per_path: int, deadline_s: float) -> int:
-    api = Api()
+async def run(
+    codec: AvroCodec,
+    kafka: KafkaConnection,
+    per_path: int,
+    deadline_s: float,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """``headers``: an operator's token for the services' APIs."""
+    api = Api(headers=headers)
     world = World()
     try:
         started = time.monotonic()
@@ -160,12 +169,20 @@ def run_demo(settings: PlatformSettings, orders_per_path: int, deadline: float, 
     kafka, catalogue = broker_and_topics(settings)
     specs = load_manifest()
     try:
-        start_services(specs, settings, kafka, deadline_s=90)
+        auth_env, secret = local_stack_auth(settings.var_dir, os.environ)
+        start_services(specs, settings, kafka, deadline_s=90, env=auth_env)
         print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
         query = next((s for s in specs if s.name == "query"), None)
-        if query is not None:
-            print(f"dashboard: http://127.0.0.1:{query.port}/dashboard (--keep to leave it up)")
-        return asyncio.run(run(AvroCodec(catalogue), kafka, orders_per_path, deadline))
+        if query is not None and secret is not None:
+            print(f"dashboard: {dashboard_url(query.port, secret)} (--keep to leave it up)")
+        ttl = deadline + 600  # the whole run
+        headers = (
+            operator_bearer(secret, ttl)
+            if secret is not None
+            else local_operator_headers(settings.var_dir, ttl)
+        )
+        codec = AvroCodec(catalogue)
+        return asyncio.run(run(codec, kafka, orders_per_path, deadline, headers))
     except TimeoutError as exc:  # the orders did not end in time
         raise CliError(str(exc)) from None
     finally:

@@ -5,17 +5,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from events.auth import local_stack_auth
 from events.cli import main as platform
 from events.cli.errors import USAGE, CliError
 from events.cli.output import add_output_option, print_rows
 from events.settings import PlatformSettings
 from events.supervisor import load_manifest, status, stop
 from services.tools import replay
-from services.tools.startup import broker_and_topics, start_services
+from services.tools.startup import broker_and_topics, dashboard_url, start_services
 
 SOME_DOWN = 3  # `ps` with a service not ready, as `choreo status`
 
@@ -31,12 +33,17 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
 def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
     kafka, _ = broker_and_topics(settings)
     specs = load_manifest()
-    start_services(specs, settings, kafka, deadline_s=60)
+    auth_env, secret = local_stack_auth(settings.var_dir, os.environ)
+    start_services(specs, settings, kafka, deadline_s=60, env=auth_env)
     for spec in specs:
         print(
             f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
             f"{settings.var_dir / 'logs' / (spec.name + '.log')}"
         )
+    query = next((s for s in specs if s.name == "query"), None)
+    if query is not None and secret is not None:
+        print(f"dashboard: {dashboard_url(query.port, secret)}")
+        print("tokens for the APIs: `choreo token --operator`, `choreo token --customer ID`")
     return 0
 
 

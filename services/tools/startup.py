@@ -4,8 +4,9 @@ started when it is not running), the catalogue's topics on it, then the services
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from events.auth import OPERATOR_READ, mint
 from events.catalogue import Catalogue
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import CliError
@@ -47,12 +48,24 @@ def start_services(
     settings: PlatformSettings,
     kafka: KafkaConnection,
     deadline_s: float,
+    env: Mapping[str, str] | None = None,
 ) -> None:
-    """Every service started and ready within ``deadline_s``; CliError naming one that is not."""
+    """Every service started and ready within ``deadline_s``, ``env`` added to their
+    environment; CliError naming one that is not."""
     logs = settings.var_dir / "logs"
     print(f"starting {len(specs)} services (logs in {logs}) ...", flush=True)
     try:
-        start(specs, var_dir=settings.var_dir, bootstrap=kafka.bootstrap)
+        start(specs, var_dir=settings.var_dir, bootstrap=kafka.bootstrap, env=env)
         wait_ready(specs, var_dir=settings.var_dir, deadline_s=deadline_s)
     except SupervisorError as exc:
         raise CliError(str(exc)) from None
+
+
+DASHBOARD_TOKEN_TTL_S = 12 * 3600  # a working day's session
+
+
+def dashboard_url(port: int, secret: str) -> str:
+    """The dashboard with an operator token in the URL's fragment, which the browser keeps
+    to itself: the page reads it, and no server (nor its logs) ever sees it in a URL."""
+    token = mint(secret, "operator", (OPERATOR_READ,), ttl_s=DASHBOARD_TOKEN_TTL_S)
+    return f"http://127.0.0.1:{port}/dashboard#token={token}"

@@ -17,6 +17,7 @@ from events.topics import apply_topics
 from infra.broker import free_ports
 from services.saga_check import Api
 from tests.support import unique
+from tests.tokens import operator_headers
 
 # faust is heavy to start: a test that wants analytics calls stack.start("analytics").
 ON_DEMAND = {"analytics"}
@@ -61,7 +62,7 @@ async def stack(
     env = {"TOPIC_PREFIX": prefix, "CONSUMER_BATCH": "200"}
     for s in specs:  # a database per service: SQLite files, or PostgreSQL databases
         env[f"{s.name.upper()}_DATABASE_URL"] = database_url(s.name)
-    api = Api({s.name: s.port for s in specs})
+    api = Api({s.name: s.port for s in specs}, operator_headers())
     st = Stack(kafka_bootstrap, prefix, tmp_path / "var", specs, AvroCodec(catalogue), api, env)
     st.start(*(s.name for s in specs if s.name not in ON_DEMAND))
     try:

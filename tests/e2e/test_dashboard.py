@@ -31,6 +31,7 @@ from services.tools.demo import drive
 from tests.e2e.conftest import Stack
 from tests.e2e.test_saga import settle
 from tests.support import eventually
+from tests.tokens import operator_headers, operator_token
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +58,7 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def query(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://127.0.0.1:{stack.spec('query').port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=operator_headers()) as http:
         yield http
 
 
@@ -200,6 +201,12 @@ async def test_the_dashboard_follows_the_sagas_live(
     await page.goto(f"{base}/")  # redirects to /dashboard
     await expect(page).to_have_url(re.compile(r"/dashboard$"))
     await expect(page.get_by_role("heading", level=1)).to_contain_text("saga dashboard")
+    # No token in the URL: the page asks for one, and polls with it once given.
+    await expect(page.get_by_test_id("token-form")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("token-why")).to_contain_text("operator token")
+    await page.get_by_test_id("token-input").fill(operator_token())
+    await page.get_by_role("button", name="Use token").click()
+    await expect(page.get_by_test_id("token-form")).to_be_hidden()
     for role in ("banner", "main", "contentinfo"):  # landmarks, for screen-reader users
         await expect(page.get_by_role(role)).to_have_count(1)
     for name in ("Orders by state", "Analytics", "Stuck orders", "Recent orders", "Order timeline"):
@@ -262,7 +269,11 @@ async def test_the_dashboard_follows_the_sagas_live(
     completed = next(oid for oid, r in rows.items() if r["status"] == "COMPLETED")
     narrow = await browser.new_page(viewport={"width": 380, "height": 800})
     await watch(narrow, errors)
-    await narrow.goto(f"{base}/dashboard#order={completed}")
+    # The token from the URL's fragment, which the page then drops from the address bar.
+    await narrow.goto(f"{base}/dashboard#token={operator_token()}")
+    await expect(narrow).to_have_url(re.compile(r"/dashboard$"))
+    await narrow.evaluate("id => { location.hash = `order=${id}`; }", completed)
+    await expect(narrow.get_by_test_id("token-form")).to_be_hidden()
     await order_matches(narrow, query, completed)
     await timeline_matches(narrow, query, completed)
     await expect(narrow.get_by_test_id("timeline-step").last).to_be_visible()

@@ -18,6 +18,7 @@ from services.tools.demo import drive
 from tests.e2e.conftest import Stack
 from tests.e2e.test_saga import settle
 from tests.support import eventually
+from tests.tokens import operator_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.e2e
 async def query(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the stack's query service."""
     base = f"http://127.0.0.1:{stack.spec('query').port}/api/v1"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=operator_headers()) as http:
         yield http
 
 

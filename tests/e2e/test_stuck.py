@@ -24,6 +24,7 @@ from services.saga_check import (
 from tests.e2e.conftest import Stack
 from tests.e2e.test_saga import invariants_hold, settle
 from tests.support import eventually
+from tests.tokens import operator_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,7 @@ PRICE = 700
 @pytest.fixture
 async def query(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://127.0.0.1:{stack.spec('query').port}/api/v1"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=operator_headers()) as http:
         yield http
 
 

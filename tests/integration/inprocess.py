@@ -33,6 +33,7 @@ from services.query.app import Settings as QuerySettings
 from services.query.app import build_service as query_service
 from services.shipping.app import Settings as ShippingSettings
 from services.shipping.app import build_service as shipping_service
+from tests.tokens import operator_headers
 
 
 @dataclass
@@ -85,6 +86,7 @@ async def saga_in_process(
             clients[service.name] = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=build_app(service, ctx)),
                 base_url="http://localhost",
+                headers=operator_headers(),
             )
         yield InProcess(AvroCodec(catalogue), contexts, clients)
     finally:

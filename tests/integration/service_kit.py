@@ -30,6 +30,7 @@ from events.service import Service, ServiceContext, ServiceSettings, build_app, 
 from events.tables import metadata as platform_metadata
 from events.tables import outbox
 from schemas.models import ALL_EVENTS, SkuPriced
+from tests.tokens import operator_headers
 
 ServiceSource = Service | Callable[[Any], Service]
 """A service, or the function that builds it from its settings (as shipping's does)."""
@@ -166,7 +167,9 @@ async def outbox_records(ctx: ServiceContext) -> list[dict[str, Any]]:
 async def http_client(
     ctx: ServiceContext, base_url: str = "http://localhost"
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client calling the service's app in process (no server, no port)."""
+    """An HTTP client calling the service's app in process (no server, no port), with an
+    operator's token (every scope)."""
     transport = httpx.ASGITransport(app=build_app(service_of(ctx), ctx))
-    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+    headers = operator_headers()
+    async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=headers) as http:
         yield http

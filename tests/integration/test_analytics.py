@@ -29,6 +29,7 @@ from events.supervisor import ProcessSpec, start, stop, wait_ready
 from events.topics import apply_topics, partitions_of
 from infra.broker import free_port
 from tests.support import eventually, unique
+from tests.tokens import operator_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
@@ -92,7 +93,8 @@ async def running_analytics(bootstrap: str, tmp_path: Path, **env: str) -> Async
     await apply_topics(KafkaConnection(bootstrap), list(catalogue.topics.values()))
     spec = ProcessSpec("analytics", "services.analytics", free_port())
     env = {"TOPIC_PREFIX": prefix, "LOG_FORMAT": "json", **env}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{spec.port}", timeout=10) as http:
+    base = f"http://127.0.0.1:{spec.port}"
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=operator_headers()) as http:
         svc = Analytics(bootstrap, prefix, AvroCodec(catalogue), spec, tmp_path / "var", env, http)
         try:
             await svc.start()

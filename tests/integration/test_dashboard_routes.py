@@ -25,6 +25,7 @@ from services.query import analytics_proxy
 from services.query.analytics_proxy import AnalyticsClient
 from services.query.app import Settings, build_service
 from tests.support import eventually
+from tests.tokens import operator_headers
 
 pytestmark = pytest.mark.integration
 
@@ -192,7 +193,10 @@ async def test_a_slow_analytics_is_503_within_the_timeout(stub):
     app.include_router(analytics_proxy.routes(client), prefix="/api/v1")
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        headers = operator_headers()
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=headers
+        ) as http:
             started = time.monotonic()
             r = await http.get("/api/v1/analytics")
             assert time.monotonic() - started < 2
@@ -232,7 +236,10 @@ async def open_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app(service, ctx)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        headers = operator_headers()
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=headers
+        ) as http:
             yield http
     finally:
         await close_components("query", ctx.components)  # the analytics client, the reader

@@ -32,6 +32,7 @@ from events.topics import apply_topics
 from services.query.api import ReadSide
 from services.query.app import Settings, build_service
 from tests.support import eventually, unique
+from tests.tokens import operator_headers
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,7 @@ async def start_env(bootstrap: str, database_url: str, prefix: str | None = None
     http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
         base_url="http://localhost",
+        headers=operator_headers(),
     )
     env = QueryEnv(bootstrap, prefix, ctx.codec, settings, ctx, side, app, http, stop, task)
     await eventually(side.runner.started.is_set, deadline_s=60, what="the runner to start")

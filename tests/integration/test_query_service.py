@@ -26,6 +26,7 @@ from infra.broker import free_port
 from services.query.app import Settings, build_service
 from tests.integration.test_query_kit import PATHS, Bus, Saga, min_position, publish_saga
 from tests.support import eventually, unique
+from tests.tokens import operator_headers
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ async def test_the_service_process_serves_and_stops_gracefully(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=operator_headers()) as http:
 
             async def ready() -> bool:
                 try:
@@ -119,7 +120,10 @@ async def test_before_the_projection_starts_reads_say_so(database_url):
     ctx = await prepare(service, settings)
     transport = httpx.ASGITransport(app=build_app(service, ctx), raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        headers = operator_headers()
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=headers
+        ) as http:
             assert (await http.get("/health")).status_code == 200
             ready = await http.get("/ready")
             assert ready.status_code == 503 and not ready.json()["checks"]["projection_started"]

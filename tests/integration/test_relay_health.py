@@ -35,6 +35,7 @@ from events.tables import outbox_quarantine
 from infra.broker import free_port
 from tests.integration.harness import Ping, codec_for, running_relay, test_metadata
 from tests.support import eventually, unique
+from tests.tokens import operator_headers
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,9 @@ async def test_while_the_relay_cannot_publish_the_backlog_shows_and_ready_says_w
             service,
         ),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=build_app(service, ctx)), base_url="http://localhost"
+            transport=httpx.ASGITransport(app=build_app(service, ctx)),
+            base_url="http://localhost",
+            headers=operator_headers(),
         ) as http,
     ):
         assert (await http.get("/ready")).status_code == 200  # nothing waits

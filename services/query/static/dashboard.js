@@ -1,6 +1,8 @@
 // The saga dashboard: polls the query service's read API (and its analytics proxy) every
 // poll_ms and re-renders only the parts whose HTML changed, so nothing flickers. The selected
 // order lives in the URL (#order=<id>), so a view can be linked and survives a reload.
+// Every call carries the operator's bearer token: taken from #token=<jwt> once (then removed
+// from the URL) or typed into the prompt shown when the API refuses; kept in memory only.
 import * as charts from "./charts.js";
 
 const { esc, money, duration } = charts;
@@ -24,6 +26,7 @@ const state = {
   timer: null,
   running: false,
   refreshes: 0,
+  token: null,
 };
 
 const el = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -45,15 +48,46 @@ async function get(path) {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), 8000);
   try {
-    const r = await fetch(path, { signal: abort.signal, headers: { Accept: "application/json" } });
+    const headers = { Accept: "application/json" };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    const r = await fetch(path, { signal: abort.signal, headers });
     let body = null;
     try { body = await r.json(); } catch { /* not JSON: keep null */ }
+    if (r.status === 401 || r.status === 403) askForToken(body && body.detail);
     return { ok: r.ok, status: r.status, body, reached: true };
   } catch (e) {
     return { ok: false, status: 0, body: null, reached: false, error: String(e) };
   } finally {
     clearTimeout(timer);
   }
+}
+
+// --- the token ---------------------------------------------------------------------------------
+
+function tokenFromHash() {
+  const m = /^#token=([A-Za-z0-9._-]+)$/.exec(location.hash);
+  if (!m) return null;
+  // Out of the address bar and history: a copied link must not carry it.
+  history.replaceState(null, "", location.pathname + location.search);
+  return m[1];
+}
+
+function askForToken(detail) {
+  const form = el("token-form");
+  if (!form.hidden) return;
+  form.hidden = false;
+  note(el("token-why"), state.token ? `The token was refused: ${detail || "not valid"}` : "The API needs an operator token.", true);
+  el("token-input").focus();
+}
+
+function onToken(event) {
+  event.preventDefault();
+  const value = el("token-input").value.trim();
+  if (!value) return;
+  state.token = value;
+  el("token-input").value = "";
+  el("token-form").hidden = true;
+  loop();
 }
 
 function why(res) {
@@ -351,6 +385,8 @@ function onRowClick(event) {
 }
 
 async function start() {
+  state.token = tokenFromHash();
+  el("token-form").addEventListener("submit", onToken);
   const cfg = await get("/dashboard/config");
   if (cfg.ok && cfg.body) state.config = { ...state.config, ...cfg.body };
   state.selected = selectedFromHash();
