@@ -7,12 +7,15 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from events.db import sqlite_url
-from infra.broker import BrokerSpec, down, free_port, private_spec, up
+from events.kafka import KafkaConnection
+from events.supervisor import load_manifest
+from infra.broker import ADMIN, BrokerSpec, down, free_port, private_spec, up
 from infra.postgres import PgCluster, create_database, start_cluster, stop_cluster
 from tests.tokens import TEST_SECRET
 
@@ -39,6 +42,42 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         up(spec)
         yield spec.bootstrap
+    finally:
+        down(spec)
+
+
+@dataclass(frozen=True)
+class SecureKafka:
+    """The session's secured broker (SASL_SSL, SCRAM-SHA-512, StandardAuthorizer): one
+    principal per service in services/manifest.yaml, plus admin (super user) and operator."""
+
+    spec: BrokerSpec
+
+    @property
+    def bootstrap(self) -> str:
+        return self.spec.bootstrap
+
+    @property
+    def ca_file(self) -> Path:
+        return self.spec.ca_file
+
+    def connection(self, principal: str = ADMIN) -> KafkaConnection:
+        return self.spec.connection(principal)
+
+    def environment(self, principal: str = ADMIN) -> dict[str, str]:
+        """``KAFKA_*`` variables for a child process connecting as ``principal``."""
+        return self.spec.environment(principal)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A secured broker of the session's own, started by the first test that asks for it
+    and stopped at the end of the session."""
+    names = [spec.name for spec in load_manifest()]
+    spec = private_spec(tmp_path_factory.mktemp("kafka-secure"), secure=True, principals=names)
+    try:
+        up(spec)
+        yield SecureKafka(spec)
     finally:
         down(spec)
 
