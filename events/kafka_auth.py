@@ -75,7 +75,10 @@ def _names(exc: BaseException) -> str:
 
 
 def _said(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    # A broker's error renders as "[Error 58] SaslAuthenticationFailed: <message>": the
+    # message alone reads better after the line's own words.
+    text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def refusal(kafka: KafkaConnection, exc: BaseException, doing: Doing | None = None) -> str | None:
@@ -119,7 +122,12 @@ def refusal(kafka: KafkaConnection, exc: BaseException, doing: Doing | None = No
         if isinstance(cause, TransactionalIdAuthorizationFailed):
             return f"kafka: {who} may not use transactional id {_names(cause)} ({ACL_FIX})"
         if isinstance(cause, ClusterAuthorizationFailedError):
-            return f"kafka: {who} may not make a cluster-level request ({ACL_FIX})"
+            # Mostly an idempotent producer's InitProducerId: Kafka allows it to a principal
+            # with WRITE on any topic (KIP-679), so a producer without ACLs meets this first.
+            return (
+                f"kafka: {who} may not make a cluster-level request such as an idempotent "
+                f"producer's (it needs WRITE on its topics; {ACL_FIX})"
+            )
     return None
 
 
