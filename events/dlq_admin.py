@@ -94,26 +94,74 @@ async def read_dead_letters(kafka: KafkaConnection, dlq_topics: Sequence[str]) -
             await consumer.stop()
 
 
-async def redrive(kafka: KafkaConnection, letters: Sequence[DeadLetter]) -> list[str]:
-    """Re-publishes each letter's original bytes and envelope to its original topic.
+class RedriveRefused(ValueError):
+    """Letters that must not be re-published, each with its reason."""
+
+
+def redrive_target(letter: DeadLetter, codec: AvroCodec) -> str:
+    """The topic ``letter`` goes back to: the one its DLQ topic is the twin of (``X.dlq``
+    -> ``X``), not what its header says (whoever can write to a DLQ topic writes the
+    headers too). RedriveRefused with the reason when the header names another topic or the
+    bytes are not an event the catalogue routes to that topic."""
+    target = letter.dlq_topic.removesuffix(".dlq")
+    spec = codec.catalogue.topics.get(target)
+    if target == letter.dlq_topic or spec is None:
+        raise RedriveRefused(f"{letter.id}: {letter.dlq_topic} is not the .dlq twin of a topic")
+    h = letter.headers
+    said = h.get(DLQ_TOPIC)
+    if said != target:
+        named = f"names {said}" if said else "is missing"
+        raise RedriveRefused(f"{letter.id}: its {DLQ_TOPIC} header {named}, not {target}")
+    try:
+        decoded = codec.decode(letter.record.value or b"")
+    except CodecError as exc:
+        raise RedriveRefused(f"{letter.id}: not an event of the catalogue: {exc}") from None
+    if decoded.event_type not in spec.event_types:
+        raise RedriveRefused(f"{letter.id}: {target} does not carry {decoded.event_type}")
+    typed = h.get(H_EVENT_TYPE, decoded.event_type)
+    if typed != decoded.event_type:
+        raise RedriveRefused(
+            f"{letter.id}: its {H_EVENT_TYPE} header says {typed}, its bytes {decoded.event_type}"
+        )
+    return target
+
+
+def redrive_plan(letters: Sequence[DeadLetter], codec: AvroCodec) -> list[tuple[DeadLetter, str]]:
+    """Each letter with its target topic; RedriveRefused naming every letter refused (all or
+    nothing: one refused letter holds the others back too)."""
+    plan: list[tuple[DeadLetter, str]] = []
+    refused: list[str] = []
+    for letter in letters:
+        try:
+            plan.append((letter, redrive_target(letter, codec)))
+        except RedriveRefused as exc:
+            refused.append(str(exc))
+    if refused:
+        raise RedriveRefused("; ".join(refused))
+    return plan
+
+
+async def redrive(
+    kafka: KafkaConnection, letters: Sequence[DeadLetter], codec: AvroCodec
+) -> list[str]:
+    """Re-publishes each letter's original bytes and envelope to the topic its DLQ topic is
+    the twin of, once every letter passed :func:`redrive_plan` (RedriveRefused, nothing
+    sent, otherwise).
 
     The event keeps its id: consumers that applied it before skip it (their inbox), the one
     that dead-lettered it (which recorded nothing) applies it now.
     """
+    plan = redrive_plan(letters, codec)
     producer = reliable_producer(kafka, client_id="choreo-dlq-redrive")
     done: list[str] = []
     try:
         await producer.start()  # inside: a producer that failed to start is stopped too
-        for letter in letters:
-            h = letter.headers
-            origin = h.get(DLQ_TOPIC)
-            if not origin:
-                raise ValueError(f"{letter.id} has no {DLQ_TOPIC} header")
+        for letter, target in plan:
             headers = [(k, v) for k, v in (letter.record.headers or ()) if k not in DLQ_HEADERS]
             md = await producer.send_and_wait(
-                origin, letter.record.value, key=letter.record.key, headers=headers
+                target, letter.record.value, key=letter.record.key, headers=headers
             )
-            done.append(f"{letter.id} -> {origin}[{md.partition}]@{md.offset}")
+            done.append(f"{letter.id} -> {target}[{md.partition}]@{md.offset}")
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await producer.stop()

@@ -26,11 +26,13 @@ from events.dlq import DLQ_CONSUMER
 from events.dlq_admin import (
     ConsumerDatabase,
     DeadLetter,
+    RedriveRefused,
     consumer_databases,
     parse_id,
     read_blocks,
     read_dead_letters,
     redrive,
+    redrive_plan,
     release,
 )
 from events.parking import BlockedKey
@@ -195,15 +197,20 @@ def _dlq_show(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 def _dlq_redrive(args: argparse.Namespace, settings: PlatformSettings) -> int:
     chosen = _chosen(args, settings)
+    codec = AvroCodec(load_catalogue(settings))
     if args.dry_run:
-        for letter in chosen:
-            print(f"would re-publish {letter.id} to {letter.summary()['origin']}")
+        try:
+            plan = redrive_plan(chosen, codec)
+        except RedriveRefused as exc:
+            raise CliError(f"would not re-drive: {exc}") from None
+        for letter, target in plan:
+            print(f"would re-publish {letter.id} to {target}")
         return 0
     kafka = settings.kafka_connection()
     try:
-        done = asyncio.run(redrive(kafka, chosen))
-    except ValueError as exc:  # a letter that does not say where it came from
-        raise CliError(str(exc)) from None
+        done = asyncio.run(redrive(kafka, chosen, codec))
+    except RedriveRefused as exc:  # nothing was published
+        raise CliError(f"not re-driven, nothing published: {exc}") from None
     except BROKER_ERRORS as exc:
         raise broker_unreachable(kafka, exc) from None
     for line in done:
@@ -223,7 +230,11 @@ def register(sub: Any) -> None:
     show.add_argument("ids", nargs="+", metavar="TOPIC:PARTITION:OFFSET")
     add_output_option(show)
     show.set_defaults(run=_dlq_show)
-    rd = d_sub.add_parser("redrive", help="re-publish dead letters to their original topic")
+    rd = d_sub.add_parser(
+        "redrive",
+        help="re-publish dead letters to the topic of their .dlq topic, each checked against "
+        "the catalogue first",
+    )
     rd.add_argument("ids", nargs="+", metavar="TOPIC:PARTITION:OFFSET")
     rd.add_argument("--dry-run", action="store_true")
     rd.set_defaults(run=_dlq_redrive)

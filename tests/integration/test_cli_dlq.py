@@ -7,18 +7,19 @@ import uuid
 
 import pytest
 
-from events.catalogue import Catalogue
+from events.catalogue import Catalogue, dead_letter_topic
 from events.cli.main import main
 from events.codec import AvroCodec
 from events.consumer import EventConsumer
-from events.envelope import Event, utcnow
-from events.kafka import KafkaConnection
+from events.dlq import DLQ_REASON, DLQ_TOPIC
+from events.envelope import H_EVENT_TYPE, Event, utcnow
+from events.kafka import KafkaConnection, reliable_producer
 from events.outbox import Outbox, UnitOfWork
-from events.publisher import Draft, publish
+from events.publisher import Draft, prepare, publish
 from events.routing import PermanentError, Router
 from events.topics import apply_topics
 from schemas.models import FundsDeposited
-from tests.integration.harness import running
+from tests.integration.harness import read_all, running, topic_size
 from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
@@ -182,3 +183,85 @@ async def test_dlq_list_shows_parked_events_per_key_and_release_applies_them(
         assert await _cli(["dlq", "list", "--output", "json"]) == 0
         (after,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert "blocked_key" not in after
+
+
+async def test_redrive_refuses_a_letter_it_cannot_trust_and_publishes_nothing(
+    kafka_bootstrap, monkeypatch, capsys
+):
+    # Letters written straight to a DLQ topic, as anyone allowed to write there could.
+    prefix = unique("ops") + "."
+    catalogue = Catalogue.load().prefixed(prefix)
+    kafka = KafkaConnection(kafka_bootstrap)
+    await apply_topics(kafka, list(catalogue.topics.values()))
+    codec = AvroCodec(catalogue)
+    target, elsewhere = f"{prefix}payments.requests", f"{prefix}orders.events"
+    dlq = dead_letter_topic(target)
+    payload = {"deposit_id": str(uuid.uuid4()), "customer_id": "c1", "amount_cents": 5}
+    (deposit,) = prepare(
+        codec, [Draft("FundsDeposited", payload | {"deposited_at": utcnow()}, "c1")], "t"
+    )
+    price = {
+        "sku": "s1",
+        "unit_price_cents": 9,
+        "restock_id": str(uuid.uuid4()),
+        "priced_at": utcnow(),
+    }
+    (priced,) = prepare(codec, [Draft("SkuPriced", price, "s1")], "t")
+
+    def headers(origin: str, event_type: str = "FundsDeposited") -> list[tuple[str, bytes]]:
+        kept = [(k, v) for k, v in deposit.envelope.to_headers() if k != H_EVENT_TYPE]
+        return [
+            *kept,
+            (H_EVENT_TYPE, event_type.encode()),
+            (DLQ_TOPIC, origin.encode()),
+            (DLQ_REASON, b"broken"),
+        ]
+
+    letters = {  # name: (value, headers)
+        "good": (deposit.value, headers(target)),
+        "header names another topic": (deposit.value, headers(elsewhere)),
+        "no origin header": (deposit.value, [h for h in headers(target) if h[0] != DLQ_TOPIC]),
+        "not an event": (b"\x00\x01not avro", headers(target)),
+        "an event of another topic": (priced.value, headers(target, event_type="SkuPriced")),
+        "header says another type": (deposit.value, headers(target, event_type="SkuPriced")),
+    }
+    ids: dict[str, str] = {}
+    producer = reliable_producer(kafka, client_id="dlq-writer")
+    await producer.start()
+    try:
+        for name, (value, hdrs) in letters.items():
+            md = await producer.send_and_wait(dlq, value, key=b"c1", headers=hdrs, partition=0)
+            ids[name] = f"{dlq}:0:{md.offset}"
+    finally:
+        await producer.stop()
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("TOPIC_PREFIX", prefix)
+    reasons = {
+        "header names another topic": f"header names {elsewhere}, not {target}",
+        "no origin header": "header is missing",
+        "not an event": "not an event of the catalogue",
+        "an event of another topic": f"{target} does not carry SkuPriced",
+        "header says another type": "header says SkuPriced, its bytes FundsDeposited",
+    }
+    capsys.readouterr()
+    for name, reason in reasons.items():
+        # With a good letter beside it: all or nothing.
+        assert await _cli(["dlq", "redrive", ids["good"], ids[name]]) == 1, name
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1, err
+        assert f"{ids[name]}: " in err and reason in err and "nothing published" in err, err
+        assert ids["good"] not in err  # only the refused letter is named
+        assert await _cli(["dlq", "redrive", "--dry-run", ids[name]]) == 1, name
+        assert reason in capsys.readouterr().err
+    assert await topic_size(kafka_bootstrap, target) == 0
+    assert await topic_size(kafka_bootstrap, elsewhere) == 0
+
+    assert await _cli(["dlq", "redrive", "--dry-run", ids["good"]]) == 0
+    assert capsys.readouterr().out == f"would re-publish {ids['good']} to {target}\n"
+    assert await topic_size(kafka_bootstrap, target) == 0
+    assert await _cli(["dlq", "redrive", ids["good"]]) == 0
+    assert f"{ids['good']} -> {target}[" in capsys.readouterr().out
+    (record,) = await read_all(kafka_bootstrap, target, 1)
+    assert record.value == deposit.value and record.key == b"c1"
+    assert not any(k.startswith("dlq-") for k, _ in record.headers)
+    assert await topic_size(kafka_bootstrap, elsewhere) == 0
