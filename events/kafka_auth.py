@@ -43,7 +43,7 @@ from aiokafka.errors import (
 
 from events.kafka import KafkaConnection
 
-Doing = Literal["read", "write", "describe"]
+Doing = Literal["read", "write", "describe", "create"]
 
 ACL_FIX = "add the ACL: choreo topics apply, or ask the cluster's admin"
 PROBE_TIMEOUT_S = 10.0

@@ -9,13 +9,14 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 
 from events.catalogue import TopicSpec, dead_letter_topic
 from events.kafka import KafkaConnection, admin_client
 
 TOPIC_ALREADY_EXISTS = 36
 TOPIC_AUTHORIZATION_FAILED = 29
+CLUSTER_AUTHORIZATION_FAILED = 31
 
 
 class TopicError(Exception):
@@ -64,6 +65,10 @@ async def apply_topics(
                 ]
             )
             for name, code, message in _topic_errors(response):
+                if code == TOPIC_AUTHORIZATION_FAILED:
+                    raise TopicAuthorizationFailedError(name)  # events.kafka_auth words it
+                if code == CLUSTER_AUTHORIZATION_FAILED:
+                    raise ClusterAuthorizationFailedError()
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     raise TopicError(f"cannot create topic {name}: error {code} {message or ''}")
             report.created = [s.name for s in missing]

@@ -16,7 +16,7 @@ from events.service import EXIT_REFUSED
 from events.settings import PlatformSettings
 from events.topics import apply_topics
 from tests.conftest import SecureKafka
-from tests.support import unique
+from tests.support import run_module, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
@@ -86,3 +86,15 @@ async def test_a_service_without_its_acls_exits_naming_principal_and_fix(
     assert "choreo topics apply" in lines[-1]
     password = secure_kafka.environment("notifications")["KAFKA_SASL_PASSWORD"]
     assert all(password not in line for line in lines)
+
+
+def test_topics_apply_as_a_service_principal_says_it_may_not_create_them(
+    secure_kafka: SecureKafka,
+) -> None:
+    env = {**secure_kafka.environment("orders"), "TOPIC_PREFIX": unique("nocreate") + "."}
+    done = run_module("events.cli", "topics", "apply", env={**os.environ, **env}, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("choreo: error: kafka: User:orders may not "), lines[0]
+    assert "choreo topics apply, or ask the cluster's admin" in lines[0]
