@@ -142,6 +142,10 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
 
     @router.post("/orders", status_code=201, response_model=OrderView)
     async def place(body: PlaceOrder, response: Response, caller: Writer) -> OrderView:
+        """Places an order priced by the platform (inventory's price per SKU): a line may
+        leave ``unit_price_cents`` out; a sent price must be the platform's. A 422 names each
+        line that cannot be priced (``type``: ``unknown_sku`` or ``price_mismatch``, with
+        both prices in ``msg``); nothing is written then."""
         if not caller.may_act_for(body.customer_id):
             raise HTTPException(403, "a customer's token places orders for that customer only")
         order_id = str(body.order_id or uuid.uuid4())
