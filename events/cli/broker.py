@@ -1,12 +1,17 @@
-"""``choreo broker up|down|status``: the local Kafka broker started from Maven jars
-(:mod:`infra.broker` does the work; this module parses and prints)."""
+"""``choreo broker up|down|status|env [--secure]``: the local Kafka broker started from Maven
+jars (:mod:`infra.broker` does the work; this module parses and prints). ``--secure`` is the
+secured broker beside it (SASL_SSL + SCRAM-SHA-512, ACLs enforced), with one principal per
+party the catalogue names; ``env`` prints a principal's connection as shell variables."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Any
 
-from events.cli.errors import CliError
+from events.acls import parties
+from events.cli.catalogue_view import load_catalogue
+from events.cli.errors import USAGE, CliError
 from events.settings import PlatformSettings
 
 NOT_RUNNING = 3  # `broker status` of a stopped broker, as `choreo status` of a down service
@@ -14,19 +19,39 @@ NOT_RUNNING = 3  # `broker status` of a stopped broker, as `choreo status` of a 
 
 def broker_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     # Imported when run: the broker module resolves jars and java, which no other command needs.
-    from infra.broker import BrokerError, default_spec, down, status, up
+    from infra.broker import ADMIN, BrokerError, default_spec, down, status, up
 
+    secure = args.secure or args.action == "env"
     try:
-        spec = default_spec()  # raises for a bad CHOREO_KAFKA_PORT
+        principals = parties(load_catalogue(settings).topics.values()) if secure else ()
+        spec = default_spec(secure=secure, principals=principals)  # raises for a bad port
+        what = "secured broker" if secure else "broker"
         if args.action == "up":
             st = up(spec)
-            print(f"broker running (pid {st.pid}) at {st.bootstrap}; log: {st.log_file}")
+            print(f"{what} running (pid {st.pid}) at {st.bootstrap}; log: {st.log_file}")
+            if secure:
+                print(
+                    f"SASL_SSL + SCRAM-SHA-512, CA {spec.ca_file}; passwords in "
+                    f"{spec.credentials_file}; a principal's settings: "
+                    f"`choreo broker env --principal {ADMIN}`"
+                )
         elif args.action == "down":
-            print("broker stopped" if down(spec) else "broker was not running")
+            print(f"{what} stopped" if down(spec) else f"{what} was not running")
+        elif args.action == "env":
+            name = args.principal or ADMIN
+            if not spec.credentials_file.exists():
+                raise CliError("the secured broker was never started: choreo broker up --secure")
+            if name not in spec.passwords():
+                known = ", ".join(spec.passwords())
+                raise CliError(f"no principal {name!r} on the secured broker ({known})", USAGE)
+            # Asked for explicitly, for a shell or an .env file: the one place a password
+            # is printed.
+            for key, value in spec.environment(name).items():
+                print(f"{key}={shlex.quote(value)}")
         else:
             st = status(spec)
             state = f"running (pid {st.pid})" if st.running else "stopped"
-            print(f"broker {state} at {st.bootstrap}; log: {st.log_file}")
+            print(f"{what} {state} at {st.bootstrap}; log: {st.log_file}")
             return 0 if st.running else NOT_RUNNING
     except BrokerError as exc:
         raise CliError(str(exc)) from None
@@ -35,5 +60,15 @@ def broker_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 def register(sub: Any) -> None:
     broker = sub.add_parser("broker", help="the local Kafka broker started from Maven jars")
-    broker.add_argument("action", choices=["up", "down", "status"])
+    broker.add_argument("action", choices=["up", "down", "status", "env"])
+    broker.add_argument(
+        "--secure",
+        action="store_true",
+        help="the secured broker (SASL_SSL, SCRAM-SHA-512, ACLs) in var/kafka-secure on 9094",
+    )
+    broker.add_argument(
+        "--principal",
+        metavar="NAME",
+        help="env: whose connection to print (default admin; services by name, operator)",
+    )
     broker.set_defaults(run=broker_command)

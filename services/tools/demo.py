@@ -163,14 +163,21 @@ def _print_table(world: World, rows: dict[str, dict[str, object]]) -> None:
         print(path.ljust(width) + cells + "    " + " or ".join(sorted(EXPECTED[path])))
 
 
-def run_demo(settings: PlatformSettings, orders_per_path: int, deadline: float, keep: bool) -> int:
-    """Start broker, topics and services, drive ``orders_per_path`` orders down each path
-    within ``deadline`` seconds, print the outcomes and check the invariants."""
-    kafka, catalogue = broker_and_topics(settings)
+def run_demo(
+    settings: PlatformSettings,
+    orders_per_path: int,
+    deadline: float,
+    keep: bool,
+    secure: bool = False,
+) -> int:
+    """Start broker, topics and services (on the secured broker with ``secure``), drive
+    ``orders_per_path`` orders down each path within ``deadline`` seconds, print the
+    outcomes and check the invariants."""
+    kafka, catalogue, service_env = broker_and_topics(settings, secure)
     specs = load_manifest()
     try:
         auth_env, secret = local_stack_auth(settings.var_dir, os.environ)
-        start_services(specs, settings, kafka, deadline_s=90, env=auth_env)
+        start_services(specs, settings, kafka, deadline_s=90, env=auth_env, service_env=service_env)
         print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
         query = next((s for s in specs if s.name == "query"), None)
         if query is not None and secret is not None:
@@ -188,4 +195,5 @@ def run_demo(settings: PlatformSettings, orders_per_path: int, deadline: float, 
     finally:
         if not keep:
             stop(specs, var_dir=settings.var_dir)
-            print("services stopped (the broker keeps running: `choreo broker down`)")
+            stop_broker = "choreo broker down" + (" --secure" if secure else "")
+            print(f"services stopped (the broker keeps running: `{stop_broker}`)")

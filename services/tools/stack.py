@@ -27,14 +27,14 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
     if args.orders_per_path < 1:
         raise CliError("--orders-per-path must be at least 1", USAGE)
-    return run_demo(settings, args.orders_per_path, args.deadline, args.keep)
+    return run_demo(settings, args.orders_per_path, args.deadline, args.keep, args.secure)
 
 
 def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    kafka, _ = broker_and_topics(settings)
+    kafka, _, service_env = broker_and_topics(settings, args.secure)
     specs = load_manifest()
     auth_env, secret = local_stack_auth(settings.var_dir, os.environ)
-    start_services(specs, settings, kafka, deadline_s=60, env=auth_env)
+    start_services(specs, settings, kafka, deadline_s=60, env=auth_env, service_env=service_env)
     for spec in specs:
         print(
             f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
@@ -54,7 +54,12 @@ def _down(args: argparse.Namespace, settings: PlatformSettings) -> int:
         from infra.broker import BrokerError, default_spec, down
 
         try:
-            print("broker stopped" if down(default_spec()) else "broker was not running")
+            # Whichever of the two local brokers runs (plaintext, secured).
+            stopped_brokers = [s for s in (False, True) if down(default_spec(secure=s))]
+            for secure in stopped_brokers:
+                print("secured broker stopped" if secure else "broker stopped")
+            if not stopped_brokers:
+                print("broker was not running")
         except BrokerError as exc:
             raise CliError(str(exc)) from None
     return 0
@@ -80,6 +85,15 @@ def _ps_line(r: dict[str, Any]) -> str:
     return f"{r['service']:<14} {r['state']:<9} pid {pid:<8} {r['url']}  log: {r['log']}"
 
 
+def _add_secure_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="on the local secured broker (SASL_SSL, SCRAM-SHA-512, the catalogue's ACLs), "
+        "each service as its own principal",
+    )
+
+
 def register(sub: Any) -> None:
     """Add demo, up, down, ps and replay to ``choreo``'s subcommands."""
     demo = sub.add_parser("demo", help="run the order saga end to end and check invariants")
@@ -98,9 +112,11 @@ def register(sub: Any) -> None:
         help="seconds the orders may take to end (default 180)",
     )
     demo.add_argument("--keep", action="store_true", help="leave the services running")
+    _add_secure_option(demo)
     demo.set_defaults(run=_demo)
 
     up_ = sub.add_parser("up", help="start the broker, topics and all services")
+    _add_secure_option(up_)
     up_.set_defaults(run=_up)
     down_ = sub.add_parser("down", help="stop all services (and the broker with --broker)")
     down_.add_argument("--broker", action="store_true", help="stop the local broker too")

@@ -1,46 +1,82 @@
 """What ``choreo up`` and ``choreo demo`` both do first: the broker (the one the settings
 name, ``KAFKA_BOOTSTRAP_SERVERS`` in the environment or ``.env``, else the local broker,
-started when it is not running), the catalogue's topics on it, then the services."""
+started when it is not running), the catalogue's topics and ACLs on it, then the services.
+
+With ``--secure`` the local broker is the secured one (SASL_SSL, SCRAM-SHA-512, ACLs): the
+command itself connects as ``admin`` and each service as its own principal."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from events.acls import parties
 from events.auth import OPERATOR_READ, mint
 from events.catalogue import Catalogue
 from events.cli.catalogue_view import load_catalogue
-from events.cli.errors import CliError
-from events.cli.topics import apply_or_fail
+from events.cli.errors import USAGE, CliError
+from events.cli.topics import apply_acls_or_fail, apply_or_fail
 from events.kafka import KafkaConnection
 from events.settings import PlatformSettings
-from events.supervisor import ProcessSpec, SupervisorError, start, wait_ready
+from events.supervisor import ProcessSpec, SupervisorError, load_manifest, start, wait_ready
+
+# A service's own Kafka settings (KAFKA_SASL_USERNAME, ...) by its name; none: the settings
+# the command was started with, inherited.
+ServiceKafkaEnv = Callable[[str], Mapping[str, str]]
 
 
-def ensure_broker(settings: PlatformSettings) -> KafkaConnection:
-    """How to reach the broker to use, the local broker started if it is the one; CliError
-    when it will not start."""
+def _inherited(name: str) -> Mapping[str, str]:
+    return {}
+
+
+def ensure_broker(
+    settings: PlatformSettings, secure: bool = False, principals: Sequence[str] = ()
+) -> tuple[KafkaConnection, ServiceKafkaEnv]:
+    """How this command reaches the broker to use and how each service does, the local
+    broker started if it is the one (the secured one with ``secure``, a principal per name in
+    ``principals``); CliError when it will not start."""
     if "kafka_bootstrap_servers" in settings.model_fields_set:
-        return settings.kafka_connection()  # someone else's broker: not ours to start
+        if secure:
+            raise CliError(
+                "--secure starts the local secured broker, but KAFKA_BOOTSTRAP_SERVERS names "
+                "another: leave --secure out and give that broker's KAFKA_SECURITY_PROTOCOL, "
+                "KAFKA_SASL_* and KAFKA_SSL_* settings instead",
+                USAGE,
+            )
+        return settings.kafka_connection(), _inherited  # someone else's broker: not ours
     # Imported when needed: the broker module resolves jars and java.
-    from infra.broker import BrokerError, default_spec, up
+    from infra.broker import ADMIN, BrokerError, default_spec, up
 
-    print("starting the local Kafka broker ...", flush=True)
+    what = "secured local Kafka broker" if secure else "local Kafka broker"
+    print(f"starting the {what} ...", flush=True)
     try:
-        st = up(default_spec())
+        spec = default_spec(secure=secure, principals=principals)
+        st = up(spec)
+        kafka = spec.connection(ADMIN)
     except BrokerError as exc:
         raise CliError(str(exc)) from None
     print(f"broker running at {st.bootstrap} (log {st.log_file})")
-    return KafkaConnection(st.bootstrap)
+    if not secure:
+        return kafka, _inherited
+    print(f"  SASL_SSL + SCRAM-SHA-512, CA {spec.ca_file}, passwords in {spec.credentials_file}")
+    return kafka, spec.environment
 
 
-def broker_and_topics(settings: PlatformSettings) -> tuple[KafkaConnection, Catalogue]:
-    """The broker's connection and the catalogue, its topics there; CliError when they are
-    not."""
-    kafka = ensure_broker(settings)
+def broker_and_topics(
+    settings: PlatformSettings, secure: bool = False
+) -> tuple[KafkaConnection, Catalogue, ServiceKafkaEnv]:
+    """The broker's connection, the catalogue (its topics and ACLs there) and each service's
+    Kafka settings; CliError when they are not."""
     catalogue = load_catalogue(settings)
-    report = apply_or_fail(kafka, list(catalogue.topics.values()))
+    specs = list(catalogue.topics.values())
+    # Every party the catalogue names and every service the manifest starts gets a principal.
+    names = sorted({*parties(specs), *(s.name for s in load_manifest())})
+    kafka, service_env = ensure_broker(settings, secure, names)
+    report = apply_or_fail(kafka, specs)
     print(f"topics: {len(report.created)} created, {len(report.unchanged)} already there")
-    return kafka, catalogue
+    acls = apply_acls_or_fail(kafka, specs, settings.topic_prefix)
+    if acls.authorizer:
+        print(f"ACLs: {len(acls.created)} created, {len(acls.unchanged)} already there")
+    return kafka, catalogue, service_env
 
 
 def start_services(
@@ -49,13 +85,16 @@ def start_services(
     kafka: KafkaConnection,
     deadline_s: float,
     env: Mapping[str, str] | None = None,
+    service_env: ServiceKafkaEnv = _inherited,
 ) -> None:
-    """Every service started and ready within ``deadline_s``, ``env`` added to their
-    environment; CliError naming one that is not."""
+    """Every service started and ready within ``deadline_s``, ``env`` and its own
+    ``service_env(name)`` added to its environment; CliError naming one that is not."""
     logs = settings.var_dir / "logs"
     print(f"starting {len(specs)} services (logs in {logs}) ...", flush=True)
     try:
-        start(specs, var_dir=settings.var_dir, bootstrap=kafka.bootstrap, env=env)
+        for spec in specs:
+            own = {**(env or {}), **service_env(spec.name)}
+            start([spec], var_dir=settings.var_dir, bootstrap=kafka.bootstrap, env=own)
         wait_ready(specs, var_dir=settings.var_dir, deadline_s=deadline_s)
     except SupervisorError as exc:
         raise CliError(str(exc)) from None
