@@ -21,6 +21,11 @@ start, their imports and their producer's start and stop:
 - validate-only (explains the gap, not a target): the CLI's validation pass alone, in this
   process.
 
+Beside the times: each spawned process's CPU (user + system, from its rusage: less disturbed
+by a busy machine than wall time) and the CPU used by other processes over the whole run
+(the spawned processes counted as the benchmark's own); over 0.25 cores says the figures
+are noisy.
+
 Run: ``python -m bench.publish [--events N] [--repeat R] [--json]`` (a private broker is
 started unless ``KAFKA_BOOTSTRAP_SERVERS`` is set). Target: project >= 50% of raw.
 """
@@ -34,18 +39,21 @@ import io
 import json
 import os
 import pickle
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.entry import on_a_broker, progress_for
+from bench.machine import CpuUse, CpuWatch
 from events.catalogue import Catalogue
 from events.cli.preparer import Preparer, validate_file
 from events.cli.tail import topic_partitions
@@ -127,14 +135,23 @@ def choreo_command() -> list[str]:
     return [sys.executable, "-m", "services.tools.stack"]
 
 
-def _timed_process(cmd: list[str], env: dict[str, str], what: str) -> float:
+def children_s() -> float:
+    """CPU seconds of this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_process(cmd: list[str], env: dict[str, str], what: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of a process from spawn to exit."""
+    cpu = children_s()
     started = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
+    cpu = children_s() - cpu
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         raise RuntimeError(f"{what} exited {done.returncode}: {detail[-1] if detail else ''}")
-    return elapsed
+    return elapsed, cpu
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -143,7 +160,7 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(bootstrap: str, prefix: str, path: Path) -> float:
+def run_cli(bootstrap: str, prefix: str, path: Path) -> tuple[float, float]:
     cmd = [*choreo_command(), "publish", "--file", str(path), "--output", "json"]
     # PYTHONPATH: the console script imports the tree this benchmark runs from (a worktree
     # of another commit for an A/B run), not wherever the package was installed from.
@@ -153,7 +170,7 @@ def run_cli(bootstrap: str, prefix: str, path: Path) -> float:
     return _timed_process(cmd, env, "choreo publish")
 
 
-def run_raw_batched(bootstrap: str, prefix: str, records_file: Path) -> float:
+def run_raw_batched(bootstrap: str, prefix: str, records_file: Path) -> tuple[float, float]:
     cmd = [
         sys.executable, "-m", "bench.raw_publish",
         "--bootstrap", bootstrap, "--prefix", prefix, "--records", str(records_file),
@@ -175,7 +192,9 @@ def _check_size(bootstrap: str, topic: str, n: int) -> None:
         raise RuntimeError(f"{topic} holds {size} events, expected {n}")
 
 
-def run(bootstrap: str, n: int, repeat: int = DEFAULT_REPEAT) -> dict[str, Any]:
+def run(
+    bootstrap: str, n: int, repeat: int = DEFAULT_REPEAT, broker_pid: int | None = None
+) -> dict[str, Any]:
     """Project and raw, ``repeat`` rounds each (alternating which goes first); medians."""
     with tempfile.TemporaryDirectory(prefix="choreo-bench-publish-") as tmp:
         path = Path(tmp) / "events.jsonl"
@@ -183,33 +202,56 @@ def run(bootstrap: str, n: int, repeat: int = DEFAULT_REPEAT) -> dict[str, Any]:
         records = Path(tmp) / "records.pickle"
         records.write_bytes(pickle.dumps(pre_encode(path)))
         times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        cpu: dict[str, list[float]] = {name: [] for name in VARIANTS[:2]}
+        watch, children = CpuWatch(broker_pid), children_s()
         for round_ in range(repeat):
             # A different order each round, so that no variant always runs first.
             shift = round_ % len(VARIANTS)
             for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                seconds = _run_variant(variant, bootstrap, path, records, n)
+                seconds, cpu_s = _run_variant(variant, bootstrap, path, records, n)
                 times[variant].append(seconds)
+                if variant in cpu:
+                    cpu[variant].append(cpu_s)
                 progress(f"round {round_ + 1}: {variant} {n / seconds:,.0f} events/s")
+        use = _with_children(watch.stop(), children_s() - children)
         size_mb = path.stat().st_size / 1e6
-    return _result(n, times, size_mb)
+    return _result(n, times, cpu, use, size_mb)
+
+
+def _with_children(use: CpuUse, children: float) -> CpuUse:
+    # CpuWatch counts this process and the broker; the processes timed here are the
+    # benchmark's own too, not "other processes".
+    share = children / use.wall_s
+    others = None if use.other_cores is None else max(0.0, use.other_cores - share)
+    return replace(use, bench_cores=use.bench_cores + share, other_cores=others)
 
 
 VARIANTS = ["project", "raw", "validate only"]
 
 
-def _run_variant(variant: str, bootstrap: str, path: Path, records: Path, n: int) -> float:
+def _run_variant(
+    variant: str, bootstrap: str, path: Path, records: Path, n: int
+) -> tuple[float, float]:
+    """(wall, CPU) seconds; the CPU of a spawned process (validate-only: its wall)."""
     if variant == "validate only":
-        return time_validation(path)
+        seconds = time_validation(path)
+        return seconds, seconds
     prefix = asyncio.run(new_prefix(bootstrap))
     if variant == "project":
-        seconds = run_cli(bootstrap, prefix, path)
+        timed = run_cli(bootstrap, prefix, path)
     else:
-        seconds = run_raw_batched(bootstrap, prefix, records)
+        timed = run_raw_batched(bootstrap, prefix, records)
     _check_size(bootstrap, prefix + TOPIC, n)
-    return seconds
+    return timed
 
 
-def _result(n: int, times: dict[str, list[float]], size_mb: float) -> dict[str, Any]:
+def _result(
+    n: int,
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    use: CpuUse,
+    size_mb: float,
+) -> dict[str, Any]:
     rates = {name: n / statistics.median(seconds) for name, seconds in times.items()}
     ratio = rates["project"] / rates["raw"]
     project, raw = times["project"], times["raw"]
@@ -218,6 +260,8 @@ def _result(n: int, times: dict[str, list[float]], size_mb: float) -> dict[str, 
         "events": n,
         "file_mb": round(size_mb, 1),
         "seconds": {name: [round(s, 3) for s in runs] for name, runs in times.items()},
+        "cpu_seconds": {name: [round(s, 3) for s in runs] for name, runs in cpu.items()},
+        "cpu": use.to_json(),
         "events_per_s": {name: round(rate) for name, rate in rates.items()},
         "ratio": round(ratio, 3),
         "paired_ratios": [round(r / p, 3) for p, r in zip(project, raw, strict=True)],
@@ -243,6 +287,12 @@ def render(result: dict[str, Any]) -> str:
         f"{100 * result['ratio']:.1f}% (target >= {100 * result['target']:.0f}%): "
         f"{'PASS' if result['result'] == 'PASS' else 'MISS'}; within each round: {paired}"
     )
+    for name, runs in result["cpu_seconds"].items():
+        cpu = ", ".join(f"{s:.2f}s" for s in runs)
+        lines.append(f"  CPU of the {labels[name]} process (user + system): {cpu}")
+    # The benchmark process's figure counts the processes it timed (see the docstring).
+    use = CpuUse(**{k: v for k, v in result["cpu"].items() if k != "noisy"})
+    lines.append(f"  {use.describe()}")
     return "\n".join(lines)
 
 
@@ -255,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     result = on_a_broker(
         "choreo-bench-broker-",
         progress,
-        lambda bootstrap, _pid, _root: run(bootstrap, args.events, args.repeat),
+        lambda bootstrap, pid, _root: run(bootstrap, args.events, args.repeat, pid),
     )
     if result is None:
         return 2
