@@ -125,6 +125,23 @@ def _pricing_errors(refused: PricingRefused) -> list[dict[str, Any]]:
     ]
 
 
+def _same_order(sent: PlaceOrder, stored: OrderView) -> bool:
+    """The order sent again is the stored one: same customer, and each line and the address
+    have the values the client sent (fields the platform fills in are not compared)."""
+
+    def agrees(given: dict[str, Any], kept: dict[str, Any]) -> bool:
+        return all(kept.get(name) == value for name, value in given.items())
+
+    lines = [line.model_dump(mode="json", exclude_unset=True) for line in sent.lines]
+    address = sent.shipping_address.model_dump(mode="json", exclude_unset=True)
+    return (
+        sent.customer_id == stored.customer_id
+        and len(lines) == len(stored.lines)
+        and all(agrees(given, kept) for given, kept in zip(lines, stored.lines, strict=True))
+        and agrees(address, stored.shipping_address)
+    )
+
+
 def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
     router = APIRouter(tags=["orders"])
 
@@ -163,9 +180,14 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
                 except PricingRefused as exc:  # nothing was written
                     raise HTTPException(422, _pricing_errors(exc)) from None
                 await uow.commit()
+        view = await load(order_id)
         if not created:
-            response.status_code = 200  # the same order id again: idempotent
-        return await load(order_id)
+            if not _same_order(body, view):
+                raise HTTPException(
+                    409, f"order {order_id} exists with another customer, lines or address"
+                )
+            response.status_code = 200  # the same order again (a retry): idempotent
+        return view
 
     # Customers see the prices they will be charged; so do operators.
     @router.get(
