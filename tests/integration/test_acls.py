@@ -4,19 +4,20 @@ skipped, not failed.
 
 The command runs as the user runs it (a process of the ``choreo`` script) with the admin
 principal's settings; each test has its own TOPIC_PREFIX, so its topics, groups and ACL
-drift are its own on the module's secured broker.
+drift are its own on the session's secured broker (``secure_kafka``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
@@ -30,23 +31,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from events.acls import Acl, desired_acls
 from events.catalogue import Catalogue
-from infra.broker import BrokerSpec, down, private_spec, up
+from tests.conftest import SecureKafka
 from tests.support import run_module, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.no_database]
-
-SERVICES = ("orders", "inventory", "payments", "shipping", "notifications", "query", "analytics")
-
-
-@pytest.fixture(scope="module")
-def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerSpec]:
-    """A secured broker (SASL_SSL, SCRAM, StandardAuthorizer) with one principal per service."""
-    spec = private_spec(tmp_path_factory.mktemp("secure"), secure=True, principals=SERVICES)
-    try:
-        up(spec)
-        yield spec
-    finally:
-        down(spec)
 
 
 def choreo(env: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -80,7 +68,7 @@ def binding(acl: Acl, kind: type[AclBinding] = AclBinding) -> AclBinding:
     )
 
 
-def admin_of(spec: BrokerSpec) -> AdminClient:
+def admin_of(spec: SecureKafka) -> AdminClient:
     # librdkafka's log lines (the broker going away at teardown) go to logging, not stderr.
     config = {**spec.connection("admin").librdkafka_config(), "logger": logging.getLogger(__name__)}
     return AdminClient(config)
@@ -102,10 +90,10 @@ def test_without_an_authorizer_acls_are_skipped(kafka_bootstrap: str, tmp_path: 
 
 
 def test_apply_creates_the_acls_then_reports_drift(
-    secure_broker: BrokerSpec, tmp_path: Path
+    secure_kafka: SecureKafka, tmp_path: Path
 ) -> None:
     prefix = unique("acl") + "."
-    env = cli_env(secure_broker.environment("admin"), tmp_path, prefix)
+    env = cli_env(secure_kafka.environment("admin"), tmp_path, prefix)
     wanted = desired_acls(Catalogue.load().prefixed(prefix).topics.values(), prefix)
 
     status, first = apply_json(env)
@@ -118,7 +106,7 @@ def test_apply_creates_the_acls_then_reports_drift(
     assert second == {"created": [], "unchanged": wanted, "extra": []}
 
     removed = Acl("User:orders", "TOPIC", "LITERAL", f"{prefix}orders.events", "WRITE")
-    admin = admin_of(secure_broker)
+    admin = admin_of(secure_kafka)
     for future in admin.delete_acls(
         [binding(removed, AclBindingFilter)], request_timeout=30
     ).values():
@@ -135,22 +123,51 @@ def test_apply_creates_the_acls_then_reports_drift(
     assert third["extra"] == [stray] and third["created"] == []
 
 
-async def test_with_the_acls_orders_may_write_only_its_topic(
-    secure_broker: BrokerSpec, tmp_path: Path
+async def test_with_the_acls_each_principal_writes_and_joins_only_its_own(
+    secure_kafka: SecureKafka, tmp_path: Path
 ) -> None:
     prefix = unique("enforce") + "."
-    env = cli_env(secure_broker.environment("admin"), tmp_path, prefix)
+    env = cli_env(secure_kafka.environment("admin"), tmp_path, prefix)
     assert choreo(env, "topics", "apply")[0] == 0
 
     # Idempotent, as every choreo producer: no IDEMPOTENT_WRITE on the cluster is granted.
-    options = secure_broker.connection("orders").client_options()
+    await can_write(secure_kafka, "orders", f"{prefix}orders.events")
+    await cannot_write(secure_kafka, "orders", f"{prefix}payments.events")
+    # a consumer dead-letters to the twin of what it reads, and writes nothing it reads
+    await can_write(secure_kafka, "inventory", f"{prefix}orders.events.dlq")
+    await cannot_write(secure_kafka, "inventory", f"{prefix}orders.events")
+
+    options = secure_kafka.connection("orders").client_options()
+    intruder = AIOKafkaConsumer(
+        f"{prefix}orders.events", **options, group_id=f"{prefix}inventory", request_timeout_ms=10000
+    )
+    try:
+        with pytest.raises(KafkaError) as refused:
+            await intruder.start()  # joins the group before it returns
+        assert "GroupAuthorization" in type(refused.value).__name__, repr(refused.value)
+    finally:
+        await intruder.stop()
+
+
+async def can_write(secure_kafka: SecureKafka, principal: str, topic: str) -> None:
+    async with _producer(secure_kafka, principal) as producer:
+        landed = await producer.send_and_wait(topic, b"ok", key=b"k-1")
+        assert landed.offset >= 0
+
+
+async def cannot_write(secure_kafka: SecureKafka, principal: str, topic: str) -> None:
+    async with _producer(secure_kafka, principal) as producer:
+        with pytest.raises(KafkaError) as refused:
+            await producer.send_and_wait(topic, b"forged", key=b"k-1")
+        assert "TopicAuthorization" in type(refused.value).__name__, repr(refused.value)
+
+
+@contextlib.asynccontextmanager
+async def _producer(secure_kafka: SecureKafka, principal: str) -> AsyncIterator[AIOKafkaProducer]:
+    options = secure_kafka.connection(principal).client_options()
     producer = AIOKafkaProducer(**options, enable_idempotence=True, request_timeout_ms=10000)
     await producer.start()
     try:
-        landed = await producer.send_and_wait(f"{prefix}orders.events", b"ok", key=b"o-1")
-        assert landed.offset >= 0
-        with pytest.raises(KafkaError) as refused:
-            await producer.send_and_wait(f"{prefix}payments.events", b"forged", key=b"o-1")
-        assert "Authorization" in type(refused.value).__name__, repr(refused.value)
+        yield producer
     finally:
         await producer.stop()
