@@ -344,13 +344,25 @@ def ensure_dev_secret(var_dir: Path) -> Path:
     return path
 
 
-def local_operator_headers(var_dir: Path, ttl_s: float = 60) -> dict[str, str]:
-    """An Authorization header for the local stack (from ``choreo up``'s key), or none."""
+def signing_secret(var_dir: Path, environ: Mapping[str, str]) -> str | None:
+    """The HS256 key this machine's services verify with, for the CLI to sign with:
+    ``AUTH_JWT_SECRET``, else the file ``AUTH_JWT_SECRET_FILE`` names, else ``choreo up``'s
+    local key; None when there is none."""
+    if environ.get("AUTH_JWT_SECRET"):
+        return environ["AUTH_JWT_SECRET"]
+    path = environ.get("AUTH_JWT_SECRET_FILE") or dev_secret_path(var_dir)
     try:
-        secret = dev_secret_path(var_dir).read_text().strip()
+        return Path(path).read_text().strip() or None
     except OSError:
-        return {}
-    return operator_bearer(secret, ttl_s)
+        return None
+
+
+def local_operator_headers(
+    var_dir: Path, environ: Mapping[str, str], ttl_s: float = 60
+) -> dict[str, str]:
+    """An Authorization header with an operator token from :func:`signing_secret`, or none."""
+    secret = signing_secret(var_dir, environ)
+    return {} if secret is None else operator_bearer(secret, ttl_s)
 
 
 def operator_bearer(secret: str, ttl_s: float) -> dict[str, str]:

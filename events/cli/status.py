@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -57,7 +58,7 @@ def _probe(port: int, auth: dict[str, str]) -> dict[str, Any]:
     try:
         health = httpx.get(f"{base}/health", timeout=2.0)
         ready = httpx.get(f"{base}/ready", timeout=2.0)
-        # /metrics is for operators: a token from `choreo up`'s local key, when there is one.
+        # /metrics is for operators: a token signed with this machine's key, when it has one.
         metrics = httpx.get(f"{base}/metrics", timeout=2.0, headers=auth).text
     except httpx.HTTPError:
         return {"up": False}
@@ -93,7 +94,7 @@ def _dead_letters_per_consumer(settings: PlatformSettings) -> tuple[Counter[str]
 
 def status_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     per_consumer, kafka = _dead_letters_per_consumer(settings)
-    auth = local_operator_headers(settings.var_dir)
+    auth = local_operator_headers(settings.var_dir, os.environ)
     rows = [
         {
             "service": spec.name,

@@ -1,6 +1,8 @@
 """``choreo token``: a development bearer token for the services' HTTP APIs, signed with the
 local key ``choreo up`` creates (``var/auth/jwt-secret``). Printed alone on stdout, so
-``curl -H "Authorization: Bearer $(choreo token --operator)" ...`` works.
+``curl -H "Authorization: Bearer $(choreo token --operator)" ...`` works. It signs with the
+key the services on this machine verify with (``AUTH_JWT_SECRET``, ``AUTH_JWT_SECRET_FILE``,
+else ``choreo up``'s local key).
 
 Production tokens come from an identity provider (the services then verify RS256/ES256
 with its JWKS); this command only signs HS256 with a key on this machine."""
@@ -8,11 +10,19 @@ with its JWKS); this command only signs HS256 with a key on this machine."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import Any
 
-from events.auth import CUSTOMER_SCOPES, OPERATOR_SCOPES, SCOPES, dev_secret_path, mint
+from events.auth import (
+    CUSTOMER_SCOPES,
+    OPERATOR_SCOPES,
+    SCOPES,
+    dev_secret_path,
+    mint,
+    signing_secret,
+)
 from events.cli.errors import USAGE, CliError
 from events.settings import PlatformSettings
 
@@ -32,14 +42,18 @@ def ttl_seconds(text: str) -> int:
 
 
 def token_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    key_file: Path = args.key_file or dev_secret_path(settings.var_dir)
-    try:
-        secret = key_file.read_text().strip()
-    except OSError as exc:
+    if args.key_file is not None:
+        try:
+            secret: str | None = args.key_file.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read --key-file {args.key_file}: {exc.strerror}") from None
+    else:
+        secret = signing_secret(settings.var_dir, os.environ)
+    if not secret:
         raise CliError(
-            f"no signing key at {key_file} ({exc.strerror}): `choreo up` creates it, "
-            "or pass --key-file"
-        ) from None
+            f"no signing key: none at {dev_secret_path(settings.var_dir)} (`choreo up` creates "
+            "it), and neither AUTH_JWT_SECRET nor AUTH_JWT_SECRET_FILE is set; or pass --key-file"
+        )
     if args.customer is not None:
         subject, scopes = args.customer, list(CUSTOMER_SCOPES)
     else:
@@ -74,8 +88,18 @@ def register(sub: Any) -> None:
         help="only these scopes (repeatable) instead of the role's",
     )
     token.add_argument(
-        "--key-file", type=Path, help="HS256 key (default: <VAR_DIR>/auth/jwt-secret)"
+        "--key-file",
+        type=Path,
+        help="HS256 key file (default: AUTH_JWT_SECRET, AUTH_JWT_SECRET_FILE, else "
+        "<VAR_DIR>/auth/jwt-secret)",
     )
-    token.add_argument("--issuer", default="choreo", help="iss claim (AUTH_ISSUER)")
-    token.add_argument("--audience", default="choreo", help="aud claim (AUTH_AUDIENCE)")
+    # Read here, at the command's entry, as the services read them from their environment.
+    token.add_argument(
+        "--issuer", default=os.environ.get("AUTH_ISSUER", "choreo"), help="iss (AUTH_ISSUER)"
+    )
+    token.add_argument(
+        "--audience",
+        default=os.environ.get("AUTH_AUDIENCE", "choreo"),
+        help="aud (AUTH_AUDIENCE)",
+    )
     token.set_defaults(run=token_command)

@@ -186,7 +186,7 @@ def run_demo(
         headers = (
             operator_bearer(secret, ttl)
             if secret is not None
-            else local_operator_headers(settings.var_dir, ttl)
+            else local_operator_headers(settings.var_dir, os.environ, ttl)
         )
         codec = AvroCodec(catalogue)
         return asyncio.run(run(codec, kafka, orders_per_path, deadline, headers))

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from events.auth import Authenticator, AuthSettings
 from events.components import close_components
 from events.service import build_app, prepare
 from infra.broker import free_port
@@ -190,6 +191,7 @@ async def test_a_slow_analytics_is_503_within_the_timeout(stub):
     s.mode = "slow"
     client = AnalyticsClient(url, timeout_s=0.3)
     app = FastAPI()
+    app.state.auth = Authenticator.from_settings(AuthSettings())  # as build_app does
     app.include_router(analytics_proxy.routes(client), prefix="/api/v1")
     transport = httpx.ASGITransport(app=app)
     try:
