@@ -105,6 +105,13 @@ def test_apply_creates_the_acls_then_reports_drift(
     assert status == 0
     assert second == {"created": [], "unchanged": wanted, "extra": []}
 
+    # only the admin principal may read and grant ACLs: the operator is told so in one line
+    as_operator = cli_env(secure_kafka.environment("operator"), tmp_path, prefix)
+    status, out, err = choreo(as_operator, "topics", "apply")
+    assert status == 1 and "Traceback" not in err
+    assert err.count("\n") == 1 and "User:operator may not" in err, err
+    assert "admin principal" in err
+
     removed = Acl("User:orders", "TOPIC", "LITERAL", f"{prefix}orders.events", "WRITE")
     admin = admin_of(secure_kafka)
     for future in admin.delete_acls(
