@@ -9,9 +9,8 @@ import argparse
 import asyncio
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from events.acl_admin import AclError, AclReport, apply_acls
 from events.acls import Acl, desired_acls, parties, principal
 from events.catalogue import TopicSpec
 from events.cli.catalogue_view import load_catalogue
@@ -20,6 +19,9 @@ from events.cli.output import add_output_option, print_document, print_rows
 from events.kafka import KafkaConnection
 from events.settings import PlatformSettings
 from events.topics import TopicError, TopicReport, apply_topics
+
+if TYPE_CHECKING:
+    from events.acl_admin import AclReport
 
 APPLY_TIMEOUT_S = 60.0  # a broker that accepts connections but never answers still ends
 
@@ -44,6 +46,9 @@ def apply_acls_or_fail(kafka: KafkaConnection, specs: list[TopicSpec], prefix: s
     """The ACLs the catalogue's topics call for (``specs`` as prefixed with ``prefix``) on
     the broker; its failures as one-line errors. A broker without an authorizer is left
     alone (the report says so)."""
+    # Imported when needed: confluent-kafka's bindings would add ~10 ms to every command.
+    from events.acl_admin import AclError, apply_acls
+
     wanted = desired_acls(specs, prefix)
     principals = {principal(name) for name in parties(specs)}
     try:
