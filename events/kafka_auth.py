@@ -47,6 +47,9 @@ Doing = Literal["read", "write", "describe", "create"]
 
 ACL_FIX = "add the ACL: choreo topics apply, or ask the cluster's admin"
 PROBE_TIMEOUT_S = 10.0
+# sysexits' EX_CONFIG: how a service exits when Kafka refused its principal; restarting cannot
+# help (a supervisor can be told not to restart on it, e.g. systemd's RestartPreventExitStatus).
+EXIT_REFUSED = 78
 
 
 class KafkaRefused(Exception):

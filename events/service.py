@@ -50,7 +50,7 @@ from events.http_limits import (
     install_http_limits,
 )
 from events.kafka import KafkaConnection
-from events.kafka_auth import KafkaRefused
+from events.kafka_auth import EXIT_REFUSED, KafkaRefused
 from events.outbox import EventTooLarge, Outbox, UnitOfWork
 from events.process import ProcessSettings, observed
 from events.relay import OutboxRelay, RelayConfig
@@ -59,10 +59,6 @@ from events.settings import load_settings
 from events.tables import metadata as platform_metadata
 
 log = logging.getLogger(__name__)
-
-# sysexits' EX_CONFIG: Kafka refused the service's principal; restarting cannot help (a
-# supervisor can be told not to restart on it, e.g. systemd's RestartPreventExitStatus).
-EXIT_REFUSED = 78
 
 __all__ = [
     "Component",

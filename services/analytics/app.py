@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import faust
 from pydantic import Field
 
 from events.auth import Authenticator, AuthSettings, warn_if_open
+from events.kafka_auth import EXIT_REFUSED, explain
 from events.process import ProcessSettings, observed
 from events.settings import load_settings
 from services.analytics.api import register
@@ -96,4 +98,17 @@ def main() -> None:
             worker.execute_from_commandline()
         except SystemExit as done:
             log.info("%s stopped", NAME)
+            # mode's worker exits 1 from inside its handler of the failure: the failure
+            # is the exit's context (or the crash it recorded).
+            refused = _refused(settings, worker.crash_reason or done.__context__)
+            if refused is not None:
+                # After faust's own report, last: `choreo up` shows the last line of a log.
+                print(f"{NAME}: {refused}", file=sys.stderr, flush=True)
+                raise SystemExit(EXIT_REFUSED) from None
             raise SystemExit(done.code) from None
+
+
+def _refused(settings: Settings, crash: BaseException | None) -> str | None:
+    """Kafka's refusal of the principal (a wrong password, no ACL) that crashed faust, in
+    one line; None for any other crash."""
+    return None if crash is None else explain(settings.kafka_connection(), crash)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from events.catalogue import Catalogue
-from events.service import EXIT_REFUSED
+from events.kafka_auth import EXIT_REFUSED
 from events.settings import PlatformSettings
 from events.topics import apply_topics
+from infra.broker import free_port
 from tests.conftest import SecureKafka
 from tests.support import run_module, unique
 
@@ -98,3 +99,16 @@ def test_topics_apply_as_a_service_principal_says_it_may_not_create_them(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("choreo: error: kafka: User:orders may not "), lines[0]
     assert "choreo topics apply, or ask the cluster's admin" in lines[0]
+
+
+async def test_analytics_with_a_wrong_password_ends_with_the_same_one_line(
+    secure_kafka: SecureKafka, tmp_path: Path
+) -> None:
+    # faust runs analytics, not the platform's components: its crash is worded the same way.
+    env = _service_env(secure_kafka, "analytics", tmp_path)
+    await _topics_for(secure_kafka, env["TOPIC_PREFIX"])
+    env.update(HTTP_PORT=str(free_port()), KAFKA_SASL_PASSWORD="not-the-password-of-analytics")
+    status, lines = await _run_service("analytics", env)
+    assert status == EXIT_REFUSED, lines
+    assert lines[-1].startswith("analytics: kafka: User:analytics cannot log in to "), lines[-5:]
+    assert all("not-the-password-of-analytics" not in line for line in lines)
