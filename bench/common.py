@@ -127,11 +127,19 @@ async def count_inbox(db: Database) -> int:
 # --------------------------------------------------------------------------- Kafka
 
 
-async def new_topic(bootstrap: str, prefix: str, *, dead_letters: bool = False) -> str:
+def connection(kafka: str | KafkaConnection) -> KafkaConnection:
+    """The benchmarks that run on a plaintext broker pass its address; bench.saga passes its
+    (possibly secured) connection."""
+    return KafkaConnection(kafka) if isinstance(kafka, str) else kafka
+
+
+async def new_topic(
+    bootstrap: str | KafkaConnection, prefix: str, *, dead_letters: bool = False
+) -> str:
     """A fresh topic with ``PARTITIONS`` partitions, whose leaders are known before return."""
     name = unique(prefix)
     await apply_topics(
-        KafkaConnection(bootstrap),
+        connection(bootstrap),
         [TopicSpec(name, PARTITIONS, -1, (), {})],
         dead_letters=dead_letters,
     )
@@ -139,8 +147,10 @@ async def new_topic(bootstrap: str, prefix: str, *, dead_letters: bool = False) 
     return name
 
 
-async def wait_for_leaders(bootstrap: str, topic: str, deadline_s: float = 30.0) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def wait_for_leaders(
+    bootstrap: str | KafkaConnection, topic: str, deadline_s: float = 30.0
+) -> None:
+    admin = AIOKafkaAdminClient(**connection(bootstrap).client_options())
     await admin.start()
     try:
         async with asyncio.timeout(deadline_s):
@@ -154,10 +164,12 @@ async def wait_for_leaders(bootstrap: str, topic: str, deadline_s: float = 30.0)
         await admin.close()
 
 
-async def wait_for_group_coordinator(bootstrap: str, deadline_s: float = 60.0) -> None:
+async def wait_for_group_coordinator(
+    bootstrap: str | KafkaConnection, deadline_s: float = 60.0
+) -> None:
     """A fresh broker creates its offsets topic on the first group lookup; wait for that
     here, untimed, instead of inside whichever run comes first."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**connection(bootstrap).client_options())
     await admin.start()
     try:
         async with asyncio.timeout(deadline_s):

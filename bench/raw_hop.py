@@ -20,10 +20,13 @@ import asyncio
 import contextlib
 import signal
 import sys
+from dataclasses import replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
+
+from events.settings import PlatformSettings
 
 MAX_BATCH = 500  # EventConsumer's default max_records
 FETCH_TIMEOUT_MS = 200  # EventConsumer's default getmany timeout
@@ -72,9 +75,12 @@ async def _watch_stdin(stop: asyncio.Event) -> None:
 
 
 async def forward(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    # The bootstrap from the command line; TLS and SASL from the KAFKA_* settings, as the
+    # project's processes read them (bench.saga --secure).
+    kafka = replace(PlatformSettings().kafka_connection(), bootstrap=args.bootstrap)
     consumer = AIOKafkaConsumer(
         args.source,
-        bootstrap_servers=args.bootstrap,
+        **kafka.client_options(),
         group_id=args.group,
         client_id=args.group,
         enable_auto_commit=False,
@@ -84,7 +90,7 @@ async def forward(args: argparse.Namespace, stop: asyncio.Event) -> int:
         fetch_max_bytes=16 * 1024 * 1024,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap,
+        **kafka.client_options(),
         client_id=f"{args.group}-producer",
         enable_idempotence=True,
         acks="all",

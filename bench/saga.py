@@ -44,13 +44,14 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench.common import wait_for_group_coordinator
 from bench.cpu import CpuProbe
-from bench.entry import on_a_broker, progress_for
+from bench.entry import Broker, on_a_secured_or_plain_broker, progress_for
 from bench.saga_env import databases, trace_sink, tracing_env
 from bench.saga_load import (
     BROKER,
@@ -77,27 +78,36 @@ from bench.saga_stack import (
     stop_stack,
 )
 from bench.saga_watch import SagaBenchError
+from events.acls import parties
+from events.catalogue import Catalogue
+from events.kafka import KafkaConnection
 from events.supervisor import load_manifest
 
 progress = progress_for("bench.saga")
+ServiceEnv = Callable[[str], Mapping[str, str]]  # a service's own KAFKA_* settings
+
+
+def service_names() -> list[str]:
+    return [s.name for s in load_manifest()]
 
 
 async def run_backend(
-    bootstrap: str,
+    kafka: KafkaConnection,
     workdir: Path,
     backend: str,
     opts: Options,
     jvm: dict[str, int],
     progress: Progress,
+    service_env: ServiceEnv = lambda name: {},
 ) -> dict[str, Any]:
     """One stack on one database: warm-up, idle, the sweep, then the burst."""
-    names = [s.name for s in load_manifest()]
+    names = service_names()
     async with contextlib.AsyncExitStack() as scope:
         sink = await scope.enter_async_context(trace_sink()) if opts.tracing else None
         urls, server_pid = scope.enter_context(databases(backend, names))
         progress(f"{backend}: starting {len(names)} services ({', '.join(names)})")
         stack = await start_stack(
-            bootstrap, workdir, opts.consumer_batch, {**urls, **tracing_env(sink)}
+            kafka, workdir, opts.consumer_batch, {**urls, **tracing_env(sink)}, service_env
         )
         target: Target | None = None
         try:
@@ -106,10 +116,10 @@ async def run_backend(
             trees = {DB_SERVER: server_pid} if server_pid is not None else {}
             probe = CpuProbe({**target.pids, **extra}, jvm, trees)
             progress(f"{backend}: warm-up, {opts.warmup} orders")
-            sizes = await warm_up(bootstrap, target, opts.warmup)
+            sizes = await warm_up(kafka, target, opts.warmup)
             idle_cpu = await idle(target, opts.idle_s, probe, progress)
             swept = await sweep(
-                bootstrap,
+                kafka,
                 target,
                 probe,
                 step_s=opts.step_s,
@@ -119,7 +129,7 @@ async def run_backend(
             )
             burst = None
             if opts.burst:
-                burst = await throughput(bootstrap, target, opts.burst, probe, progress)
+                burst = await throughput(kafka, target, opts.burst, probe, progress)
             expected = opts.warmup + sum(st["n"] for st in swept["steps"]) + opts.burst
             completed = await completed_count(stack)
             if completed != expected:
@@ -143,22 +153,24 @@ async def run_backend(
 
 
 async def run_raw(
-    bootstrap: str, sizes: dict[str, int], opts: Options, jvm: dict[str, int], progress: Progress
+    kafka: KafkaConnection,
+    sizes: dict[str, int],
+    opts: Options,
+    jvm: dict[str, int],
+    progress: Progress,
 ) -> dict[str, Any]:
     """The raw 6-hop pipe: its burst throughput and its CPU at ``opts.raw_rate``."""
     value_sizes = [sizes.get(et, 0) for et, _, _ in SAGA_STEPS[1 : HOPS + 1]]
     progress(f"starting the raw pipe: {HOPS} hop processes over {HOPS + 1} topics")
-    pipe = await start_pipe(bootstrap, value_sizes)
+    pipe = await start_pipe(kafka, value_sizes)
     raw: Target | None = None
     try:
-        raw = await raw_target(bootstrap, pipe)
+        raw = await raw_target(kafka, pipe)
         probe = CpuProbe(raw.pids, jvm)
-        await warm_up(bootstrap, raw, opts.warmup)
-        burst = (
-            await throughput(bootstrap, raw, opts.burst, probe, progress) if opts.burst else None
-        )
+        await warm_up(kafka, raw, opts.warmup)
+        burst = await throughput(kafka, raw, opts.burst, probe, progress) if opts.burst else None
         steady = await fixed_rate(
-            bootstrap, raw, opts.raw_rate, opts.step_s, probe, progress, stages=False
+            kafka, raw, opts.raw_rate, opts.step_s, probe, progress, stages=False
         )
     finally:
         if raw is not None:
@@ -168,24 +180,25 @@ async def run_raw(
 
 
 async def run(
-    bootstrap: str,
+    kafka: KafkaConnection,
     *,
     workdir: Path,
     opts: Options,
     broker_pid: int | None = None,
     progress: Progress = lambda _: None,
+    service_env: ServiceEnv = lambda name: {},
 ) -> dict[str, Any]:
     """Every measurement of this module; the dict is what ``--json`` prints."""
     started = time.perf_counter()
-    await wait_for_group_coordinator(bootstrap)
+    await wait_for_group_coordinator(kafka)
     jvm = {BROKER: broker_pid} if broker_pid is not None else {}
     result: dict[str, Any] = {"options": asdict(opts), "backends": {}}
     for backend in opts.backends:
         result["backends"][backend] = await run_backend(
-            bootstrap, workdir, backend, opts, jvm, progress
+            kafka, workdir, backend, opts, jvm, progress, service_env
         )
     first = result["backends"][opts.backends[0]]
-    result["raw"] = await run_raw(bootstrap, first["value_sizes"], opts, jvm, progress)
+    result["raw"] = await run_raw(kafka, first["value_sizes"], opts, jvm, progress)
     result["targets"] = targets(result)
     result["passed"] = all(t["passed"] for t in result["targets"])
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -195,15 +208,23 @@ async def run(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__.split("\n\n")[0] if __doc__ else None)
 
-    def body(bootstrap: str, broker_pid: int | None, root: Path) -> dict[str, Any]:
+    def body(broker: Broker, root: Path) -> dict[str, Any]:
         workdir = root / "stacks"
         return asyncio.run(
             run(
-                bootstrap, workdir=workdir, opts=args.opts, broker_pid=broker_pid, progress=progress
+                broker.kafka,
+                workdir=workdir,
+                opts=args.opts,
+                broker_pid=broker.pid,
+                progress=progress,
+                service_env=broker.service_env,
             )
         )
 
-    result = on_a_broker("choreo-bench-saga-", progress, body)
+    principals = sorted({*parties(Catalogue.load().topics.values()), *service_names()})
+    result = on_a_secured_or_plain_broker(
+        "choreo-bench-saga-", progress, body, args.opts.secure, principals
+    )
     if result is None:
         return 2
     print(json.dumps(result, indent=2) if args.json else render(result))

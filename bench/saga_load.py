@@ -68,16 +68,16 @@ def _ids(drafts: Sequence[Draft]) -> list[str]:
     return [d.key for d in drafts]
 
 
-async def warm_up(bootstrap: str, target: Target, n: int) -> dict[str, int]:
+async def warm_up(kafka: KafkaConnection, target: Target, n: int) -> dict[str, int]:
     """``n`` orders at once, untimed; returns the median value size of each step's events."""
     drafts = target.drafts(n)
-    starts = await end_offsets(bootstrap, target.topics)
+    starts = await end_offsets(kafka, target.topics)
     target.watch.expect(_ids(drafts), time.perf_counter())
-    await publish(target.codec, KafkaConnection(bootstrap), drafts, producer=PRODUCER)
+    await publish(target.codec, kafka, drafts, producer=PRODUCER)
     await _wait_ids(target, _ids(drafts), 120, f"{target.name} warm-up")
-    await settle(bootstrap, target.groups, target.topics)
-    ends = await end_offsets(bootstrap, target.topics)
-    records = await read_range(bootstrap, starts, ends)
+    await settle(kafka, target.groups, target.topics)
+    ends = await end_offsets(kafka, target.topics)
+    records = await read_range(kafka, starts, ends)
     report = stage_report(records, target.stages, set(_ids(drafts)), None)
     return {st["step"]: st["value_bytes"] for st in report["steps"]}
 
@@ -89,29 +89,27 @@ async def _wait_ids(target: Target, ids: Sequence[str], deadline_s: float, what:
 
 
 async def throughput(
-    bootstrap: str, target: Target, n: int, probe: CpuProbe, progress: Progress
+    kafka: KafkaConnection, target: Target, n: int, probe: CpuProbe, progress: Progress
 ) -> dict[str, Any]:
     drafts = target.drafts(n)
     ids = _ids(drafts)
-    starts = await end_offsets(bootstrap, target.topics)
+    starts = await end_offsets(kafka, target.topics)
     progress(f"{target.name}: throughput, {n} orders published at once")
     cpu0 = probe.sample()
     t0 = time.perf_counter()
     t0_wall_ms = time.time() * 1000
     target.watch.expect(ids, t0)
-    publisher = asyncio.create_task(
-        publish(target.codec, KafkaConnection(bootstrap), drafts, producer=PRODUCER)
-    )
+    publisher = asyncio.create_task(publish(target.codec, kafka, drafts, producer=PRODUCER))
     done_at = await _wait_ids(target, ids, 60 + n / 20, f"{target.name} throughput")
     cpu1 = probe.sample()
     published = await publisher
     if len(published) != n:
         raise SagaBenchError(f"published {len(published)} of {n}")
     elapsed = done_at - t0
-    await settle(bootstrap, target.groups, target.topics)
+    await settle(kafka, target.groups, target.topics)
     cpu2 = probe.sample()
-    ends = await end_offsets(bootstrap, target.topics)
-    records = await read_range(bootstrap, starts, ends)
+    ends = await end_offsets(kafka, target.topics)
+    records = await read_range(kafka, starts, ends)
     lat = target.watch.latencies(ids)
     return {
         "n": n,
@@ -125,7 +123,7 @@ async def throughput(
 
 
 async def fixed_rate(
-    bootstrap: str,
+    kafka: KafkaConnection,
     target: Target,
     rate: float,
     seconds: float,
@@ -138,9 +136,9 @@ async def fixed_rate(
     """Orders at ``rate`` for ``seconds``, until all complete. With ``abort_backlog``, the
     offering stops once that many orders wait (the step has failed; see bench.sweep)."""
     total = max(1, int(rate * seconds))
-    starts = await end_offsets(bootstrap, target.topics) if stages else {}
+    starts = await end_offsets(kafka, target.topics) if stages else {}
     progress(f"{target.name}: {rate:g} orders/s for {seconds:g}s ({total} orders)")
-    producer = reliable_producer(KafkaConnection(bootstrap), client_id=f"{PRODUCER}-paced")
+    producer = reliable_producer(kafka, client_id=f"{PRODUCER}-paced")
     await producer.start()
     ids: list[str] = []
     futures: list[Awaitable[Any]] = []
@@ -190,7 +188,7 @@ async def fixed_rate(
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await producer.stop()
-    await settle(bootstrap, target.groups, target.topics)
+    await settle(kafka, target.groups, target.topics)
     n = len(ids)
     lat = target.watch.latencies(ids)
     # Rates between the first and the last order at each end, so that a step's latency
@@ -213,8 +211,8 @@ async def fixed_rate(
         "cpu": cpu_between(cpu0, cpu1, n, stack=target.stack),
     }
     if stages:
-        ends = await end_offsets(bootstrap, target.topics)
-        records = await read_range(bootstrap, starts, ends)
+        ends = await end_offsets(kafka, target.topics)
+        records = await read_range(kafka, starts, ends)
         out["stages"] = stage_report(records, target.stages, set(ids), None)
     return out
 
@@ -230,7 +228,7 @@ async def idle(
 
 
 async def sweep(
-    bootstrap: str,
+    kafka: KafkaConnection,
     target: Target,
     probe: CpuProbe,
     *,
@@ -244,7 +242,7 @@ async def sweep(
     steps: list[dict[str, Any]] = []
     while (rate := next_rate(outcomes, ladder, bisections)) is not None:
         step = await fixed_rate(
-            bootstrap,
+            kafka,
             target,
             rate,
             step_s,

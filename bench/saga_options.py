@@ -32,6 +32,7 @@ class Options:
     raw_rate: float = RAW_RATE
     tracing: bool = True
     consumer_batch: int | None = None
+    secure: bool = False
 
 
 def parse_args(argv: list[str] | None, description: str | None = None) -> argparse.Namespace:
@@ -69,6 +70,8 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         "--no-tracing": "TRACE_EXPORTER=none instead of the shipped OTLP export (to a sink "
         "that drops)",
         "--quick": "a smoke run: SQLite, short steps, a short ladder, no bisection",
+        "--secure": "on a secured broker (SASL_SSL, SCRAM-SHA-512, the catalogue's ACLs): each "
+        "service as its own principal, the load, the watch and the raw pipe as admin",
         "--json": "print JSON instead of tables",
     }
     for flag, text in switches.items():
@@ -97,6 +100,7 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         burst=burst,
         tracing=not args.no_tracing,
         consumer_batch=args.consumer_batch,
+        secure=args.secure,
     )
     if args.opts.step_s <= 0 or args.opts.warmup < 1:
         parser.error("--step-seconds and --warmup must be positive")

@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from bench.common import partitions, unique
 from bench.saga_watch import header
 from events.envelope import H_EVENT_TYPE
+from events.kafka import KafkaConnection
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -40,9 +41,9 @@ def summary_ms(latencies_s: Sequence[float]) -> dict[str, float]:
     }
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+async def end_offsets(kafka: KafkaConnection, topics: Sequence[str]) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=unique("bench-saga-ends"), enable_auto_commit=False
+        **kafka.client_options(), group_id=unique("bench-saga-ends"), enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -55,14 +56,14 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
 
 
 async def read_range(
-    bootstrap: str, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int]
+    kafka: KafkaConnection, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int]
 ) -> list[ConsumerRecord]:
     """Every record between two offset snapshots (untimed, after a phase)."""
     wanted = {tp: end for tp, end in ends.items() if end > starts.get(tp, 0)}
     if not wanted:
         return []
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_options(),
         group_id=unique("bench-saga-read"),
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -90,17 +91,17 @@ async def read_range(
 
 
 async def settle(
-    bootstrap: str, groups: Sequence[str], topics: Sequence[str], deadline_s: float = 60
+    kafka: KafkaConnection, groups: Sequence[str], topics: Sequence[str], deadline_s: float = 60
 ) -> None:
     """Until every group committed up to the end of what it consumed and nothing new is
     being produced (the stragglers of a phase: inventory shipping, notifications)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.client_options())
     await admin.start()
     try:
         previous: dict[TopicPartition, int] | None = None
         async with asyncio.timeout(deadline_s):
             while True:
-                ends = await end_offsets(bootstrap, topics)
+                ends = await end_offsets(kafka, topics)
                 caught_up = True
                 for group in groups:
                     committed = await admin.list_consumer_group_offsets(group)

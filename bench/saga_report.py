@@ -160,6 +160,13 @@ def render(res: dict[str, Any]) -> str:
         + (" - NOISY, repeat the run" if noisy > NOISY_CORES else " (quiet)"),
         "stack cores = the services and the broker (not the benchmark's load generator or "
         "trace sink); a step passes when completions keep up within 2% and p99 <= 250 ms",
+        "broker: "
+        + (
+            "SECURED - SASL_SSL + SCRAM-SHA-512, ACLs; services as their own principals, "
+            "the raw pipe as admin"
+            if opts.get("secure")
+            else "plaintext"
+        ),
     ]
     for b in res["backends"].values():
         lines += _backend_lines(b)

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import PARTITIONS, new_topic, unique
 from bench.saga_load import PRICE_CENTS, Target
 from bench.saga_watch import CompletionWatch, SagaBenchError, key_matcher, saga_matcher
+from events.acl_admin import apply_acls
+from events.acls import desired_acls, parties, principal
 from events.auth import local_stack_auth, operator_bearer
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
@@ -44,7 +47,7 @@ HOPS = 5  # processes between the first and the last topic of a 6-topic pipe
 
 @dataclass
 class Stack:
-    bootstrap: str
+    kafka: KafkaConnection
     prefix: str
     var_dir: Path
     specs: list[ProcessSpec]
@@ -54,18 +57,25 @@ class Stack:
 
 
 async def start_stack(
-    bootstrap: str,
+    kafka: KafkaConnection,
     root: Path,
     consumer_batch: int | None,
     extra_env: dict[str, str] | None = None,
+    service_env: Callable[[str], Mapping[str, str]] = lambda name: {},
 ) -> Stack:
     """Every service of ``choreo up``'s manifest (analytics and query included), isolated by
-    a random topic prefix, with ``extra_env`` (database URLs, tracing) as their settings."""
+    a random topic prefix, with ``extra_env`` (database URLs, tracing) as their settings and
+    ``service_env(name)`` as each one's own (its principal on the secured broker)."""
     prefix = unique("bench-saga") + "."
     catalogue = Catalogue.load().prefixed(prefix)
     if any(t.partitions != PARTITIONS for t in catalogue.topics.values()):
         raise SagaBenchError(f"the saga's topics no longer all have {PARTITIONS} partitions")
-    await apply_topics(KafkaConnection(bootstrap), list(catalogue.topics.values()))
+    topics = list(catalogue.topics.values())
+    await apply_topics(kafka, topics)
+    if kafka.uses_sasl:  # a secured broker: the catalogue's least-privilege ACLs, as deployed
+        names = {principal(name) for name in parties(topics)}
+        wanted = desired_acls(topics, prefix)
+        await asyncio.to_thread(apply_acls, kafka, wanted, names, prefix=prefix)
     manifest = load_manifest()
     specs = [
         ProcessSpec(s.name, s.module, port)
@@ -78,9 +88,19 @@ async def start_stack(
     # Bearer tokens verified as deployed: a key of the run's own, an operator's token to read.
     auth_env, secret = local_stack_auth(var_dir, {})
     env.update(auth_env)
-    pids = await asyncio.to_thread(start, specs, var_dir=var_dir, bootstrap=bootstrap, env=env)
+    pids = [
+        pid
+        for spec in specs
+        for pid in await asyncio.to_thread(
+            start,
+            [spec],
+            var_dir=var_dir,
+            bootstrap=kafka.bootstrap,
+            env={**env, **service_env(spec.name)},
+        )
+    ]
     stack = Stack(
-        bootstrap,
+        kafka,
         prefix,
         var_dir,
         specs,
@@ -111,13 +131,13 @@ async def saga_target(stack: Stack, name: str = "saga") -> Target:
     await seed(
         world,
         codec,
-        KafkaConnection(stack.bootstrap),
+        stack.kafka,
         stack.api,
         stock={s: STOCK_PER_SKU for s in skus},
         deposits={c: DEPOSIT_CENTS for c in customers},
         prices={s: PRICE_CENTS for s in skus},
     )
-    watch = CompletionWatch(stack.bootstrap, stack.prefix + "orders.events", saga_matcher(codec))
+    watch = CompletionWatch(stack.kafka, stack.prefix + "orders.events", saga_matcher(codec))
     await watch.start()
     return Target(
         name=name,
@@ -151,8 +171,26 @@ class Pipe:
     procs: list[asyncio.subprocess.Process]
 
 
-async def start_pipe(bootstrap: str, value_sizes: Sequence[int]) -> Pipe:
-    topics = [await new_topic(bootstrap, f"bench-raw-t{i}") for i in range(HOPS + 1)]
+def connection_env(kafka: KafkaConnection) -> dict[str, str]:
+    """``kafka`` as the ``KAFKA_*`` settings a child process reads (PlatformSettings)."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "KAFKA_SECURITY_PROTOCOL": kafka.security_protocol,
+    }
+    optional = {
+        "KAFKA_SASL_MECHANISM": kafka.sasl_mechanism,
+        "KAFKA_SASL_USERNAME": kafka.username,
+        "KAFKA_SASL_PASSWORD": kafka.password.get_secret_value() if kafka.password else None,
+        "KAFKA_SSL_CAFILE": kafka.ca_file,
+        "KAFKA_SSL_CERTFILE": kafka.cert_file,
+        "KAFKA_SSL_KEYFILE": kafka.key_file,
+    }
+    env.update({k: str(v) for k, v in optional.items() if v is not None})
+    return env
+
+
+async def start_pipe(kafka: KafkaConnection, value_sizes: Sequence[int]) -> Pipe:
+    topics = [await new_topic(kafka, f"bench-raw-t{i}") for i in range(HOPS + 1)]
     groups = [unique(f"bench-raw-hop{i}") for i in range(1, HOPS + 1)]
     procs: list[asyncio.subprocess.Process] = []
     pipe = Pipe(topics, groups, procs)
@@ -164,7 +202,7 @@ async def start_pipe(bootstrap: str, value_sizes: Sequence[int]) -> Pipe:
                     "-m",
                     "bench.raw_hop",
                     "--bootstrap",
-                    bootstrap,
+                    kafka.bootstrap,
                     "--source",
                     topics[i],
                     "--sink",
@@ -176,6 +214,8 @@ async def start_pipe(bootstrap: str, value_sizes: Sequence[int]) -> Pipe:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     cwd=REPO_ROOT,
+                    # The same connection as the project's side (TLS, SASL) from the settings.
+                    env={**os.environ, **connection_env(kafka)},
                 )
             )
         async with asyncio.timeout(90):
@@ -205,9 +245,9 @@ async def stop_pipe(pipe: Pipe) -> None:
             await proc.wait()
 
 
-async def raw_target(bootstrap: str, pipe: Pipe) -> Target:
+async def raw_target(kafka: KafkaConnection, pipe: Pipe) -> Target:
     codec = AvroCodec(Catalogue.load().retarget({"OrderPlaced": pipe.topics[0]}, 3))
-    watch = CompletionWatch(bootstrap, pipe.topics[-1], key_matcher)
+    watch = CompletionWatch(kafka, pipe.topics[-1], key_matcher)
     await watch.start()
     world = World()
     return Target(

@@ -15,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from bench.common import partitions, unique
 from events.codec import AvroCodec, CodecError
 from events.envelope import H_EVENT_TYPE
+from events.kafka import KafkaConnection
 
 FAILED = {"OrderRejected", "OrderCancelled"}
 
@@ -63,8 +64,8 @@ class CompletionWatch:
     sets an event).
     """
 
-    def __init__(self, bootstrap: str, topic: str, match: Matcher) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, topic: str, match: Matcher) -> None:
+        self.kafka = kafka
         self.topic = topic
         self.match = match
         self.started: dict[str, float] = {}
@@ -79,7 +80,7 @@ class CompletionWatch:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_options(),
             group_id=unique("bench-saga-watch"),
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
