@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 
 from events.auth import (
     OPERATOR_READ,
@@ -174,12 +175,20 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
         )
         # The saga's trace starts here; every event it causes carries this trace.
         with root_span("POST /api/v1/orders", {"choreo.order_id": order_id}):
-            async with ctx.uow() as uow:
-                try:
-                    created = await place_order(uow, order, saga_deadline)
-                except PricingRefused as exc:  # nothing was written
-                    raise HTTPException(422, _pricing_errors(exc)) from None
-                await uow.commit()
+            try:
+                async with ctx.uow() as uow:
+                    try:
+                        created = await place_order(uow, order, saga_deadline)
+                    except PricingRefused as exc:  # nothing was written
+                        raise HTTPException(422, _pricing_errors(exc)) from None
+                    await uow.commit()
+            except IntegrityError:
+                # The same id placed by a request at the same moment (PostgreSQL: both found
+                # none and inserted): that one created it, this one is a retry of it.
+                async with ctx.db.session() as s:
+                    if not await OrdersRepository(s).exists(order_id):
+                        raise
+                created = False
         view = await load(order_id)
         if not created:
             if not _same_order(body, view):

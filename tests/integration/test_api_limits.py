@@ -314,3 +314,14 @@ async def test_an_order_id_again_with_another_payload_is_a_409(
         kept = await http.get(f"/api/v1/orders/{first['order_id']}")
     assert kept.json() == placed.json()  # the stored order is unchanged
     assert await stored(orders_ctx) == (1, 1)  # one order, one OrderCreated
+
+
+async def test_the_same_new_order_sent_at_once_is_created_once(orders_ctx: ServiceContext) -> None:
+    # A client that retries before its first request was answered: on PostgreSQL both may
+    # find no order and insert; the loser is a retry (200), not a fault.
+    first = an_order()
+    await priced(orders_ctx, "s1")
+    async with http_client(orders_ctx) as http:
+        answers = await asyncio.gather(*(http.post("/api/v1/orders", json=first) for _ in range(8)))
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201], [a.text for a in answers]
+    assert await stored(orders_ctx) == (1, 1)
