@@ -284,10 +284,11 @@ def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
     spec.home.mkdir(parents=True, exist_ok=True)
     with exclusive(spec.home / ".lock"):
         current = status(spec)
-        if current.running:
-            return current
-        if current.pid is not None:  # started by someone else and still starting up
-            _wait_until_ready(spec, current.pid, None, deadline, _LogMarks())
+        if current.pid is not None:  # running, or started by someone else and starting up
+            if not current.running:
+                _wait_until_ready(spec, current.pid, None, deadline, _LogMarks())
+            if spec.secure:  # a principal named since it started (a new service)
+                _add_missing_principals(spec, max(deadline - time.monotonic(), 5.0))
             return status(spec)
         if _port_open(spec.port) or _port_open(spec.controller_port):
             raise BrokerError(

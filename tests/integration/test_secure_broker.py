@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from events.kafka import KafkaConnection
+from infra.broker import up
 from infra.tls import make_authority
 from tests.conftest import SecureKafka
 from tests.support import run_module, unique
@@ -125,3 +126,14 @@ async def test_with_the_catalogues_acls_orders_may_not_write_payments_events(
             await producer.send_and_wait(f"{prefix}payments.events", b"forged", key=b"o-1")
     finally:
         await producer.stop()
+
+
+async def test_a_principal_named_after_the_broker_started_is_added_by_up(
+    secure_kafka: SecureKafka,
+):
+    name = unique("newservice")
+    grown = dataclasses.replace(secure_kafka.spec, principals=(*secure_kafka.spec.principals, name))
+    with pytest.raises(KafkaConnectionError):  # no SCRAM credential for it yet
+        await _connect(grown.connection(name))
+    up(grown)  # the broker runs already: up() only adds what is missing
+    await _connect(grown.connection(name))
