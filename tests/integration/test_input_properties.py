@@ -273,7 +273,8 @@ async def test_any_cancel_request_is_4xx_or_an_event_that_fits_the_broker(
         cancelled = await follow(orders_ctx, order_id, "OrderCancelled")
         assert cancelled.reason == reason
     else:
-        assert answer.status_code == 422
+        # 413: a reason that only fits the body limit escaped (HTTP_MAX_BODY_BYTES).
+        assert answer.status_code in (413, 422), answer.text[:500]
         assert [t for t, _ in await outbox_rows(orders_ctx, order_id)] == ["OrderCreated"]
 
 

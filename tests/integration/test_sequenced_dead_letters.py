@@ -149,7 +149,7 @@ async def test_a_keys_later_events_wait_behind_its_dead_letter_and_follow_it_in_
         faults.refused.clear()  # the fix is deployed; the letter is re-driven
         letter = await the_letter(kafka_bootstrap, topic)
         assert block["event_id"] == letter.summary()["event_id"]
-        await redrive(KafkaConnection(kafka_bootstrap), [letter])
+        await redrive(KafkaConnection(kafka_bootstrap), [letter], codec)
         await eventually(lambda: _count(applied_rows(db), 5), what="the key's three events")
         await send_pings(kafka_bootstrap, codec, topic, [(key, 3)])
         await eventually(lambda: _count(applied_rows(db), 6), what="a later event applies")
@@ -188,7 +188,9 @@ async def test_a_blocked_key_stays_blocked_across_a_restart(kafka_bootstrap, new
         assert REGISTRY.get_sample_value("choreo_blocked_keys", {"consumer": name}) == 1
 
         faults.refused.clear()
-        await redrive(KafkaConnection(kafka_bootstrap), [await the_letter(kafka_bootstrap, topic)])
+        await redrive(
+            KafkaConnection(kafka_bootstrap), [await the_letter(kafka_bootstrap, topic)], codec
+        )
         await eventually(lambda: _count(applied_rows(db), 4), what="the key's three events")
     assert [seq for k, seq in await applied_rows(db) if k == key] == [0, 1, 2]
     assert await blocks_of(db, name) == []
@@ -208,7 +210,9 @@ async def test_a_parked_event_that_fails_for_good_blocks_the_key_in_its_turn(
     async with running(consumer):
         await eventually(lambda: consumer.stats.parked == 3, what="seq 1-3 parked")
         faults.refused.discard((key, 0))  # a fix for the first only
-        await redrive(KafkaConnection(kafka_bootstrap), [await the_letter(kafka_bootstrap, topic)])
+        await redrive(
+            KafkaConnection(kafka_bootstrap), [await the_letter(kafka_bootstrap, topic)], codec
+        )
         await eventually(lambda: consumer.stats.dead_lettered == 2, what="seq 2 dead-lettered")
         await eventually(lambda: _count(applied_rows(db), 2), what="seq 0 and 1 applied")
         assert [seq for _, seq in await applied_rows(db)] == [0, 1]
@@ -218,7 +222,7 @@ async def test_a_parked_event_that_fails_for_good_blocks_the_key_in_its_turn(
         assert block["event_id"] == second.summary()["event_id"]
 
         faults.refused.clear()
-        await redrive(KafkaConnection(kafka_bootstrap), [second])
+        await redrive(KafkaConnection(kafka_bootstrap), [second], codec)
         await eventually(lambda: _count(applied_rows(db), 4), what="seq 2 and 3 applied")
     assert [seq for _, seq in await applied_rows(db)] == [0, 1, 2, 3]
     assert await blocks_of(db, name) == []
