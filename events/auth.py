@@ -36,20 +36,37 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
+from events.scopes import (
+    CUSTOMER_SCOPES,
+    OPERATOR_READ,
+    OPERATOR_SCOPES,
+    OPERATOR_WRITE,
+    ORDERS_READ,
+    ORDERS_WRITE,
+    SCOPES,
+)
+
 log = logging.getLogger(__name__)
 
-ORDERS_WRITE = "orders:write"
-ORDERS_READ = "orders:read"
-OPERATOR_READ = "operator:read"
-OPERATOR_WRITE = "operator:write"
-SCOPES = {
-    ORDERS_WRITE: "place and cancel one's own orders",
-    ORDERS_READ: "read one's own orders and customer view",
-    OPERATOR_READ: "read everything (all orders, stats, timelines, SKUs, dashboard, metrics)",
-    OPERATOR_WRITE: "operator actions (any customer's orders, redrive, deposits, restocks)",
-}
-CUSTOMER_SCOPES = (ORDERS_READ, ORDERS_WRITE)
-OPERATOR_SCOPES = (OPERATOR_READ, OPERATOR_WRITE, ORDERS_READ, ORDERS_WRITE)
+__all__ = [
+    "CUSTOMER_SCOPES",
+    "OPERATOR_READ",
+    "OPERATOR_SCOPES",
+    "OPERATOR_WRITE",
+    "ORDERS_READ",
+    "ORDERS_WRITE",
+    "SCOPES",
+    "AuthSettings",
+    "Authenticator",
+    "Caller",
+    "Unauthenticated",
+    "authenticated",
+    "forbidden",
+    "mint",
+    "not_found",
+    "requires",
+    "unauthorized",
+]
 
 ASYMMETRIC = ["RS256", "ES256"]
 MIN_SECRET_CHARS = 32  # HS256 below 256 bits of key is guessable offline (RFC 7518 3.2)

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from events.auth import local_operator_headers
 from events.cli.dlq import dead_letter_topics
 from events.cli.output import add_output_option, print_document
 from events.dlq import DLQ_CONSUMER
@@ -94,6 +93,8 @@ def _dead_letters_per_consumer(settings: PlatformSettings) -> tuple[Counter[str]
 
 def status_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     per_consumer, kafka = _dead_letters_per_consumer(settings)
+    from events.auth import local_operator_headers  # PyJWT: only for this command
+
     auth = local_operator_headers(settings.var_dir, os.environ)
     rows = [
         {

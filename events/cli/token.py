@@ -15,15 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from events.auth import (
-    CUSTOMER_SCOPES,
-    OPERATOR_SCOPES,
-    SCOPES,
-    dev_secret_path,
-    mint,
-    signing_secret,
-)
 from events.cli.errors import USAGE, CliError
+from events.scopes import CUSTOMER_SCOPES, OPERATOR_SCOPES, SCOPES
 from events.settings import PlatformSettings
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -42,6 +35,9 @@ def ttl_seconds(text: str) -> int:
 
 
 def token_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    # Imported when run: PyJWT and its cryptography, which no other command needs.
+    from events.auth import dev_secret_path, mint, signing_secret
+
     if args.key_file is not None:
         try:
             secret: str | None = args.key_file.read_text().strip()

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from events.auth import local_stack_auth
 from events.cli import main as platform
 from events.cli.errors import USAGE, CliError
 from events.cli.output import add_output_option, print_rows
@@ -31,6 +30,8 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    from events.auth import local_stack_auth  # PyJWT: only for the commands that start services
+
     kafka, _, service_env = broker_and_topics(settings, args.secure)
     specs = load_manifest()
     auth_env, secret = local_stack_auth(settings.var_dir, os.environ)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from events.acls import parties
-from events.auth import OPERATOR_READ, mint
 from events.catalogue import Catalogue
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import USAGE, CliError
@@ -106,5 +105,7 @@ DASHBOARD_TOKEN_TTL_S = 12 * 3600  # a working day's session
 def dashboard_url(port: int, secret: str) -> str:
     """The dashboard with an operator token in the URL's fragment, which the browser keeps
     to itself: the page reads it, and no server (nor its logs) ever sees it in a URL."""
+    from events.auth import OPERATOR_READ, mint  # PyJWT: only when services are started
+
     token = mint(secret, "operator", (OPERATOR_READ,), ttl_s=DASHBOARD_TOKEN_TTL_S)
     return f"http://127.0.0.1:{port}/dashboard#token={token}"
