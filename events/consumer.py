@@ -117,6 +117,12 @@ class EventConsumer(SequencedDeadLetters):
     def assignment(self) -> set[TopicPartition]:
         return set(self._listener.assigned)
 
+    @property
+    def joined(self) -> bool:
+        """In its group since it started, with or without partitions (aiokafka calls the
+        listener on every completed join, an empty assignment included)."""
+        return self._listener.joined
+
     async def start(self) -> None:
         """Connects; ``KafkaRefused`` (one line) when Kafka refuses the principal."""
         self._dlq = reliable_producer(self.connection, client_id=f"{self.name}-dlq")
@@ -127,6 +133,7 @@ class EventConsumer(SequencedDeadLetters):
             await self.close()
             raise
         options = {"client_id": self.name, **self._consumer_options}
+        self._listener.joined = False  # a new member: joined when the group says so
         self._consumer = manual_consumer(self.connection, group_id=self.name, **options)
         self._consumer.subscribe(self.topics, listener=self._listener)
         async with refusals(self.connection, "read"):

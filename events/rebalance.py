@@ -18,6 +18,9 @@ class BatchLock(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.assigned: set[TopicPartition] = set()
+        # True once the group gave this member its share, none included: it is in the
+        # group and waiting (more members than partitions), not starting.
+        self.joined = False
         self.before_revoke: Hook | None = None
         self.after_assign: Callable[[], None] | None = None
 
@@ -29,5 +32,6 @@ class BatchLock(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.assigned = set(assigned)
+        self.joined = True
         if self.after_assign is not None:
             self.after_assign()

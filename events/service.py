@@ -277,8 +277,8 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
 
 
 async def readiness(service: Service, ctx: ServiceContext) -> Readiness:
-    """The database answers, the consumer has partitions, the relay keeps up, and every
-    component that has a say is ready."""
+    """The database answers, the consumer is in its group (partitions or none), the relay
+    keeps up, and every component that has a say is ready: the instance can serve."""
     state = Readiness(ok=True, checks={"database": False})
     with contextlib.suppress(Exception):
         await (service.probe or _select_one)(ctx)
@@ -287,8 +287,14 @@ async def readiness(service: Service, ctx: ServiceContext) -> Readiness:
         state.ok = False
         state.reasons.append(f"the {service.name} database does not answer")
     if ctx.consumer is not None:
-        state.checks["consumer"] = bool(ctx.consumer.assignment)
-        state.ok = state.ok and bool(ctx.consumer.assignment)
+        # In the group is enough: with more instances than partitions some hold none and
+        # still serve their API, and take partitions over when another instance goes.
+        joined = ctx.consumer.joined
+        state.checks["consumer"] = joined
+        state.checks["partitions"] = len(ctx.consumer.assignment)
+        if not joined:
+            state.ok = False
+            state.reasons.append(f"the {service.name} consumer has not joined its group yet")
     if service.relay:
         stalled = ctx.relay.stall_reason(ctx.settings.relay_stall_s)
         state.checks["outbox"] = stalled is None

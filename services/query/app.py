@@ -4,7 +4,8 @@ An ordinary ``Service`` (``events.service``) with no event handlers and no outbo
 components are a ``ProjectionRunner`` (offsets kept in its database, beside its rows) and
 the client of the analytics service the dashboard charts. It gets the platform's logs,
 tracing (a handling span per projected event), ``/metrics``, start-up retry and SIGTERM
-path; its ``/ready`` adds whether the projection has started and caught up.
+path; its ``/ready`` adds whether the projection has started, advances and keeps its lag
+under ``READY_MAX_LAG``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ class Settings(ServiceSettings):
         description="After a small batch, how long the projection waits for more events "
         "before its next transaction (fewer, larger transactions at low rates)",
     )
+    ready_max_lag: int = Field(
+        default=10_000,
+        ge=0,
+        description="/ready holds while the projection's lag (events not applied yet, all "
+        "partitions) stays at or under this; 0: ready only when caught up",
+    )
     analytics_url: str = Field(
         default="http://127.0.0.1:8107",
         pattern=r"^https?://\S+$",
@@ -70,7 +77,7 @@ def build_service(settings: Settings) -> Service:
             start=runner.start,  # it closes what it opened when it fails
             run=runner.run,
             close=side.reads.reader.dispose,
-            ready=lambda: _projection_ready(side),
+            ready=lambda: _projection_ready(side, settings.ready_max_lag),
         )
 
     def analytics(ctx: ServiceContext) -> Component:
@@ -115,35 +122,62 @@ async def _not_started(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "the projection is starting; retry shortly"}, 503)
 
 
-async def _projection_ready(side: ReadSide) -> Readiness:
-    """Ready once the projection runs and has caught up with every partition; a runner
-    that cannot apply what it reads says why, and since when."""
+async def _projection_ready(side: ReadSide, max_lag: int) -> Readiness:
+    """Ready while the projection runs, advances and its lag stays within ``max_lag``: a
+    busy read side keeps its place behind a load balancer (reads that must see a write
+    pass ``min_position``); a runner that cannot apply what it reads says why, and since
+    when."""
     runner = side.runner
     try:
         state = await projection_state(side)
     except Exception:
         state = None  # the database does not answer: its own check says so
+    return projection_readiness(
+        started=runner.started.is_set(),
+        lag=state["lag"] if state else None,
+        caught_up=bool(state and state["caught_up"]),
+        stalled_since=runner.stalled_since,
+        last_error=runner.last_error,
+        max_lag=max_lag,
+        answered=state is not None,
+    )
+
+
+def projection_readiness(
+    *,
+    started: bool,
+    lag: int | None,
+    caught_up: bool,
+    stalled_since: str | None,
+    last_error: str | None,
+    max_lag: int,
+    answered: bool = True,
+) -> Readiness:
+    """The projection's part of ``/ready`` from what the runner knows. A lag not known yet
+    (the partitions' ends not read) is not within the bound."""
+    within = lag is not None and lag <= max_lag
     checks: dict[str, object] = {
-        "projection_started": runner.started.is_set(),
-        "caught_up": bool(state and state["caught_up"]),
-        "lag": state["lag"] if state else None,
-        "advancing": runner.stalled_since is None,
-        "last_error": runner.last_error,
-        "stalled_since": runner.stalled_since,
+        "projection_started": started,
+        "caught_up": caught_up,
+        "lag": lag,
+        "max_lag": max_lag,
+        "lag_within_bound": within,
+        "advancing": stalled_since is None,
+        "last_error": last_error,
+        "stalled_since": stalled_since,
     }
-    ok = bool(checks["projection_started"] and checks["caught_up"] and checks["advancing"])
+    ok = answered and started and within and stalled_since is None
     reasons: list[str] = []
-    if state is None:
+    if not answered:
         pass
-    elif not checks["projection_started"]:
+    elif not started:
         reasons.append("the projection is starting")
     else:
-        if not checks["advancing"]:
-            reasons.append(
-                f"the projection cannot advance since {runner.stalled_since}: {runner.last_error}"
-            )
-        if not checks["caught_up"]:
-            reasons.append(f"the projection is catching up (lag {checks['lag']})")
+        if stalled_since is not None:
+            reasons.append(f"the projection cannot advance since {stalled_since}: {last_error}")
+        if not within:
+            shown = "not known yet" if lag is None else lag
+            reasons.append(f"the projection is catching up (lag {shown}, ready at {max_lag})")
     return Readiness(ok, checks, reasons)
 
 
