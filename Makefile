@@ -22,7 +22,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
 INSTALL_TOOLS = $(PYTHON) -c 'import tomllib; \
 	print("pip", *tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
 
-.PHONY: setup lock jdk postgres browser demo test test-sqlite test-postgres lint bench clean
+.PHONY: setup lock jdk postgres browser gateway demo test test-sqlite test-postgres lint bench clean
 
 $(STAMP): $(DEV_LOCK) pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
@@ -88,13 +88,19 @@ browser:
 	@test -x /usr/bin/chromium || { \
 	  $(call apt_install,Chromium,chromium) || exit 1; }
 
+# nginx from Debian's packages, for the gateway in front of the service instances (choreo up
+# starts it as a plain unprivileged process; tests/integration/test_gateway.py runs it).
+gateway:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  $(call apt_install,nginx,nginx) || exit 1; }
+
 test: lint test-sqlite test-postgres
 
-test-sqlite: setup browser
+test-sqlite: setup browser gateway
 	$(BIN)/pytest
 
 # The database-backed suites again, every service and test database on PostgreSQL.
-test-postgres: setup postgres browser
+test-postgres: setup postgres browser gateway
 	CHOREO_TEST_DB=postgres $(BIN)/pytest -m "not no_database" tests/integration tests/e2e
 
 bench: setup
