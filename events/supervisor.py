@@ -35,9 +35,18 @@ class SupervisorError(Exception):
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    name: str
+    name: str  # the process's name: the service's, or ``<service>-<k>`` for a further instance
     module: str
     port: int
+    service: str = ""  # the service it is an instance of (empty: ``name``)
+    replicated: bool = True  # False: one instance only (the manifest's ``replicas: 1``)
+    # True (the manifest's ``database: per-instance``): each instance keeps a database of
+    # its own (a read model rebuilt from the log), ``<NAME>_DATABASE_URL`` by instance name.
+    own_database: bool = False
+
+    @property
+    def service_name(self) -> str:
+        return self.service or self.name
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,89 @@ class ProcessStatus:
 def load_manifest(path: Path = MANIFEST) -> list[ProcessSpec]:
     doc = yaml.safe_load(path.read_text()) or {}
     return [
-        ProcessSpec(name, str(body["module"]), int(body["port"]))
+        ProcessSpec(
+            name,
+            str(body["module"]),
+            int(body["port"]),
+            replicated=body.get("replicas", "any") != 1,
+            own_database=body.get("database") == "per-instance",
+        )
         for name, body in (doc.get("services") or {}).items()
     ]
+
+
+MAX_REPLICAS = 9
+REPLICA_PORT_STEP = 100
+"""Instance k of a service listens on its manifest port + (k - 1) * 100: 8101, 8201, ..."""
+
+
+def replicate(specs: Sequence[ProcessSpec], replicas: int) -> list[ProcessSpec]:
+    """The processes to run for ``replicas`` instances of each replicated service: the
+    first keeps the service's name and port (one instance is today's layout), instance k
+    is ``<name>-<k>`` on port + (k - 1) * 100; a ``replicas: 1`` service stays one."""
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise SupervisorError(f"replicas must be 1 to {MAX_REPLICAS}, not {replicas}")
+    out: list[ProcessSpec] = []
+    for spec in specs:
+        out.append(spec)
+        if spec.replicated:
+            out.extend(
+                ProcessSpec(
+                    f"{spec.name}-{k}",
+                    spec.module,
+                    spec.port + (k - 1) * REPLICA_PORT_STEP,
+                    service=spec.name,
+                    own_database=spec.own_database,
+                )
+                for k in range(2, replicas + 1)
+            )
+    return out
+
+
+def shared_sqlite(
+    specs: Sequence[ProcessSpec],
+    replicas: int,
+    var_dir: Path,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why ``replicas`` instances cannot run (one line), or None: instances of a service
+    share its database, and SQLite is one process per file, so every replicated service
+    that keeps a database needs ``<NAME>_DATABASE_URL`` naming PostgreSQL."""
+    if replicas <= 1:
+        return None
+    env = os.environ if environ is None else environ
+    shared = [s for s in specs if s.replicated and not s.own_database and not s.service]
+    names = [s.name for s in shared if database_url(s.name, var_dir, env).startswith("sqlite")]
+    if not names:
+        return None
+    fix = ", ".join(f"{n.upper()}_DATABASE_URL" for n in names)
+    return (
+        f"--replicas {replicas} needs PostgreSQL for {', '.join(names)} (its instances share "
+        f"one database; SQLite is one process per file): set {fix} to "
+        "postgresql+asyncpg://..., or run one replica"
+    )
+
+
+REPLICAS_FILE = "replicas"
+
+
+def record_replicas(var_dir: Path, replicas: int) -> None:
+    """What ``choreo up`` started, so ``ps`` and ``down`` see every instance."""
+    path = var_dir / "run" / REPLICAS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{replicas}\n")
+
+
+def recorded_replicas(var_dir: Path) -> int:
+    try:
+        return max(1, min(MAX_REPLICAS, int((var_dir / "run" / REPLICAS_FILE).read_text())))
+    except (FileNotFoundError, ValueError):
+        return 1
+
+
+def running_plan(var_dir: Path, path: Path = MANIFEST) -> list[ProcessSpec]:
+    """The manifest's processes with as many instances as ``choreo up`` last started."""
+    return replicate(load_manifest(path), recorded_replicas(var_dir))
 
 
 def database_urls(
@@ -75,7 +164,8 @@ def database_urls(
 def database_url(name: str, var_dir: Path, environ: Mapping[str, str]) -> str:
     """The database ``start`` gives the service ``name``: ``<NAME>_DATABASE_URL``, else the
     SQLite file ``var_dir/<name>.db`` (the service's default, created when it first runs)."""
-    return environ.get(f"{name.upper()}_DATABASE_URL") or sqlite_url(var_dir / f"{name}.db")
+    key = f"{name.upper().replace('-', '_')}_DATABASE_URL"  # query-2: QUERY_2_DATABASE_URL
+    return environ.get(key) or sqlite_url(var_dir / f"{name}.db")
 
 
 def _paths(var_dir: Path, name: str) -> tuple[Path, Path]:
@@ -183,7 +273,7 @@ def _ready(spec: ProcessSpec) -> bool:
     base = f"http://127.0.0.1:{spec.port}"
     try:
         health = httpx.get(f"{base}/health", timeout=1.0)
-        if health.status_code != 200 or health.json().get("service") != spec.name:
+        if health.status_code != 200 or health.json().get("service") != spec.service_name:
             return False
         return httpx.get(f"{base}/ready", timeout=1.0).status_code == 200
     except (httpx.HTTPError, ValueError, AttributeError):
@@ -217,7 +307,7 @@ def start(
             KAFKA_BOOTSTRAP_SERVERS=bootstrap,
             HTTP_PORT=str(spec.port),
             VAR_DIR=str(var_dir),
-            DATABASE_URL=child_env.get(f"{spec.name.upper()}_DATABASE_URL", ""),
+            DATABASE_URL=child_database(spec, var_dir, child_env),
             PYTHONUNBUFFERED="1",
         )
         with log_file.open("ab") as log:
@@ -233,6 +323,14 @@ def start(
         pid_file.write_text(str(proc.pid))
         pids.append(proc.pid)
     return pids
+
+
+def child_database(spec: ProcessSpec, var_dir: Path, env: Mapping[str, str]) -> str:
+    """Every instance of a service opens the service's database (empty: the service's
+    default); an ``own_database`` service's further instance opens its own, by its name."""
+    if spec.own_database and spec.name != spec.service_name:
+        return database_url(spec.name, var_dir, env)
+    return env.get(f"{spec.service_name.upper()}_DATABASE_URL", "")
 
 
 def wait_ready(specs: Sequence[ProcessSpec], *, var_dir: Path, deadline_s: float = 60) -> None:

@@ -14,7 +14,20 @@ from events.cli import main as platform
 from events.cli.errors import USAGE, CliError
 from events.cli.output import add_output_option, print_rows
 from events.settings import PlatformSettings
-from events.supervisor import load_manifest, status, stop
+from events.supervisor import (
+    MAX_REPLICAS,
+    REPLICAS_FILE,
+    ProcessSpec,
+    SupervisorError,
+    load_manifest,
+    record_replicas,
+    recorded_replicas,
+    replicate,
+    running_plan,
+    shared_sqlite,
+    status,
+    stop,
+)
 from services.tools import replay
 from services.tools.startup import broker_and_topics, dashboard_url, start_services
 
@@ -32,13 +45,15 @@ def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
 def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
     from events.auth import local_stack_auth  # PyJWT: only for the commands that start services
 
+    specs = up_plan(args.replicas, settings)  # refused before anything starts
     kafka, _, service_env = broker_and_topics(settings, args.secure)
-    specs = load_manifest()
     auth_env, secret = local_stack_auth(settings.var_dir, os.environ)
+    # `ps` and `down` see every instance that may run, those of an earlier `up` included.
+    record_replicas(settings.var_dir, max(args.replicas, recorded_replicas(settings.var_dir)))
     start_services(specs, settings, kafka, deadline_s=60, env=auth_env, service_env=service_env)
     for spec in specs:
         print(
-            f"{spec.name:<14} http://127.0.0.1:{spec.port}   log: "
+            f"{spec.name:<16} http://127.0.0.1:{spec.port}   log: "
             f"{settings.var_dir / 'logs' / (spec.name + '.log')}"
         )
     query = next((s for s in specs if s.name == "query"), None)
@@ -48,8 +63,22 @@ def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
     return 0
 
 
+def up_plan(replicas: int, settings: PlatformSettings) -> list[ProcessSpec]:
+    """The processes `choreo up --replicas N` starts; CliError (usage) for a count out of
+    range or a replicated service whose database is SQLite."""
+    try:
+        specs = replicate(load_manifest(), replicas)
+    except SupervisorError as exc:
+        raise CliError(str(exc), USAGE) from None
+    refusal = shared_sqlite(specs, replicas, settings.var_dir)
+    if refusal is not None:
+        raise CliError(refusal, USAGE)
+    return specs
+
+
 def _down(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    stopped = stop(load_manifest(), var_dir=settings.var_dir)
+    stopped = stop(running_plan(settings.var_dir), var_dir=settings.var_dir)
+    (settings.var_dir / "run" / REPLICAS_FILE).unlink(missing_ok=True)
     print(f"stopped: {', '.join(stopped) or 'no services were running'}")
     if args.broker:
         from infra.broker import BrokerError, default_spec, down
@@ -75,7 +104,7 @@ def _ps(args: argparse.Namespace, settings: PlatformSettings) -> int:
             "url": row.url,
             "log": str(row.log_file),
         }
-        for row in status(load_manifest(), var_dir=settings.var_dir)
+        for row in status(running_plan(settings.var_dir), var_dir=settings.var_dir)
     ]
     print_rows(args.output, rows, _ps_line)
     return 0 if all(r["state"] == "ready" for r in rows) else SOME_DOWN
@@ -83,7 +112,7 @@ def _ps(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 def _ps_line(r: dict[str, Any]) -> str:
     pid = r["pid"] or "-"
-    return f"{r['service']:<14} {r['state']:<9} pid {pid:<8} {r['url']}  log: {r['log']}"
+    return f"{r['service']:<16} {r['state']:<9} pid {pid:<8} {r['url']}  log: {r['log']}"
 
 
 def _add_secure_option(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +147,15 @@ def register(sub: Any) -> None:
 
     up_ = sub.add_parser("up", help="start the broker, topics and all services")
     _add_secure_option(up_)
+    up_.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"instances of each saga service and of query, 1 to {MAX_REPLICAS} (default 1); "
+        "more than one needs <NAME>_DATABASE_URL on PostgreSQL for each; instance k listens "
+        "on the service's port + (k-1)*100",
+    )
     up_.set_defaults(run=_up)
     down_ = sub.add_parser("down", help="stop all services (and the broker with --broker)")
     down_.add_argument("--broker", action="store_true", help="stop the local broker too")

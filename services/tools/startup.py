@@ -92,7 +92,7 @@ def start_services(
     print(f"starting {len(specs)} services (logs in {logs}) ...", flush=True)
     try:
         for spec in specs:
-            own = {**(env or {}), **service_env(spec.name)}
+            own = {**(env or {}), **service_env(spec.service_name)}
             start([spec], var_dir=settings.var_dir, bootstrap=kafka.bootstrap, env=own)
         wait_ready(specs, var_dir=settings.var_dir, deadline_s=deadline_s)
     except SupervisorError as exc:
