@@ -74,6 +74,25 @@ class TopicSpec:
         return dead_letter_topic(self.name)
 
 
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """How topics are replicated on a cluster of at least ``replication_factor`` brokers
+    (``replication`` in topics.yaml); a smaller cluster, such as the one-node default,
+    gets one replica and the broker's defaults."""
+
+    replication_factor: int = 3
+    min_insync_replicas: int = 2
+
+    def configs(self) -> dict[str, str]:
+        """What a replicated topic is created with: a write acknowledged by all in-sync
+        replicas (acks=all) is on at least ``min_insync_replicas`` brokers, and a replica
+        that fell out of sync never becomes leader."""
+        return {
+            "min.insync.replicas": str(self.min_insync_replicas),
+            "unclean.leader.election.enable": "false",
+        }
+
+
 def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
@@ -138,7 +157,13 @@ def read_contract(path: Path) -> Any:
 class Catalogue:
     """All contracts under one root, indexed by event type and by fingerprint."""
 
-    def __init__(self, versions: list[SchemaVersion], topics: list[TopicSpec]) -> None:
+    def __init__(
+        self,
+        versions: list[SchemaVersion],
+        topics: list[TopicSpec],
+        replication: Replication | None = None,
+    ) -> None:
+        self.replication = replication if replication is not None else Replication()
         self._by_fp: dict[bytes, SchemaVersion] = {}
         self._by_type: dict[str, dict[int, SchemaVersion]] = {}
         for sv in versions:
@@ -180,7 +205,8 @@ class Catalogue:
             )
         topics_path = topics_file if topics_file is not None else root / "topics.yaml"
         topics = load_topics(topics_path) if topics_path.exists() else []
-        return cls(versions, topics)
+        replication = load_replication(topics_path) if topics_path.exists() else None
+        return cls(versions, topics, replication)
 
     def retarget(self, topic_of: dict[str, str], partitions: int = 1) -> Catalogue:
         """The same contracts routed to other topics (tests, isolated environments)."""
@@ -188,7 +214,7 @@ class Catalogue:
         for event_type, topic in topic_of.items():
             by_topic.setdefault(topic, []).append(event_type)
         topics = [TopicSpec(t, partitions, -1, tuple(ets), {}) for t, ets in by_topic.items()]
-        return Catalogue(list(self._by_fp.values()), topics)
+        return Catalogue(list(self._by_fp.values()), topics, self.replication)
 
     def prefixed(self, prefix: str) -> Catalogue:
         """The same catalogue with every topic name prefixed (one cluster, many envs)."""
@@ -206,7 +232,7 @@ class Catalogue:
             )
             for t in self.topics.values()
         ]
-        return Catalogue(list(self._by_fp.values()), topics)
+        return Catalogue(list(self._by_fp.values()), topics, self.replication)
 
     @property
     def event_types(self) -> list[str]:
@@ -255,6 +281,24 @@ def load_topics(path: Path) -> list[TopicSpec]:
             )
         )
     return specs
+
+
+def load_replication(path: Path) -> Replication:
+    """The ``replication`` mapping of topics.yaml; Replication's defaults where it is absent."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    body = doc.get("replication") or {}
+    try:
+        replication = Replication(**{k: int(v) for k, v in body.items()})
+    except (TypeError, ValueError) as exc:
+        raise CatalogueError(
+            f"{path}: replication takes replication_factor and min_insync_replicas "
+            f"(whole numbers): {exc}"
+        ) from None
+    if not 1 <= replication.min_insync_replicas <= replication.replication_factor:
+        raise CatalogueError(
+            f"{path}: replication: min_insync_replicas must be 1..replication_factor"
+        )
+    return replication
 
 
 def _parties(path: Path, topic: str, key: str, body: dict[str, Any]) -> tuple[str, ...]:

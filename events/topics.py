@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 
-from events.catalogue import TopicSpec, dead_letter_topic
+from events.catalogue import Replication, TopicSpec, dead_letter_topic
 from events.kafka import KafkaConnection, admin_client
 
 TOPIC_ALREADY_EXISTS = 36
@@ -38,8 +38,8 @@ def with_dead_letters(specs: Sequence[TopicSpec]) -> list[TopicSpec]:
     return out
 
 
-def _configs(spec: TopicSpec) -> dict[str, str]:
-    return {"retention.ms": str(spec.retention_ms), **spec.configs}
+def _configs(spec: TopicSpec, replicated: dict[str, str]) -> dict[str, str]:
+    return {"retention.ms": str(spec.retention_ms), **replicated, **spec.configs}
 
 
 async def apply_topics(
@@ -47,20 +47,28 @@ async def apply_topics(
     specs: Sequence[TopicSpec],
     *,
     dead_letters: bool = True,
-    replication_factor: int = 1,
+    replication: Replication | None = None,
 ) -> TopicReport:
-    """Idempotent: creates missing topics, leaves existing ones alone and reports drift."""
+    """Idempotent: creates missing topics, leaves existing ones alone and reports drift.
+    On a cluster of at least ``replication.replication_factor`` brokers topics are
+    replicated (:class:`Replication`, default 3 replicas, min.insync.replicas=2), on a
+    smaller one they get one replica."""
     wanted = with_dead_letters(specs) if dead_letters else list(specs)
+    replication = replication if replication is not None else Replication()
     report = TopicReport()
     admin = admin_client(kafka, client_id="choreo-topics")
     try:
         await admin.start()  # inside: a client that failed to start is closed too
+        brokers = len((await admin.describe_cluster()).get("brokers", []))
+        replicated = brokers >= replication.replication_factor
+        factor = replication.replication_factor if replicated else 1
+        extra = replication.configs() if replicated else {}
         existing = set(await admin.list_topics())
         missing = [s for s in wanted if s.name not in existing]
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(s.name, s.partitions, replication_factor, topic_configs=_configs(s))
+                    NewTopic(s.name, s.partitions, factor, topic_configs=_configs(s, extra))
                     for s in missing
                 ]
             )
@@ -74,7 +82,7 @@ async def apply_topics(
             report.created = [s.name for s in missing]
         present = [s for s in wanted if s.name in existing]
         if present:
-            report.differences = await _drift(admin, present)
+            report.differences = await _drift(admin, present, factor, extra)
             drifted = {d.split(":", 1)[0] for d in report.differences}
             report.unchanged = [s.name for s in present if s.name not in drifted]
     finally:
@@ -91,7 +99,12 @@ def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
     return out
 
 
-async def _drift(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> list[str]:
+async def _drift(
+    admin: AIOKafkaAdminClient,
+    specs: Sequence[TopicSpec],
+    factor: int,
+    replicated: dict[str, str],
+) -> list[str]:
     differences = []
     described = {t["topic"]: t for t in await admin.describe_topics([s.name for s in specs])}
     resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs]
@@ -102,13 +115,17 @@ async def _drift(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> list
                 e["config_names"]: e["config_value"] for e in resource["config_entries"]
             }
     for spec in specs:
-        partitions = len(described.get(spec.name, {}).get("partitions", []))
+        described_partitions = described.get(spec.name, {}).get("partitions", [])
+        partitions = len(described_partitions)
         if partitions != spec.partitions:
             differences.append(
                 f"{spec.name}: {partitions} partitions, catalogue says {spec.partitions}"
             )
+        replicas = min((len(p.get("replicas", [])) for p in described_partitions), default=0)
+        if factor > 1 and replicas < factor:
+            differences.append(f"{spec.name}: {replicas} replicas, catalogue says {factor}")
         actual = actual_configs.get(spec.name, {})
-        for key, value in _configs(spec).items():
+        for key, value in _configs(spec, replicated).items():
             if actual.get(key) != value:
                 differences.append(f"{spec.name}: {key}={actual.get(key)}, catalogue says {value}")
     return differences

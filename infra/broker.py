@@ -92,6 +92,10 @@ class BrokerSpec:
     heap_mb: int = 512
     secure: bool = False
     principals: tuple[str, ...] = ()
+    # A node of a cluster (infra.cluster): its KRaft node id and every voter's controller
+    # port, in node id order; empty for the single standalone node.
+    node_id: int = 1
+    voters: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # The pid check compares command lines, so the home must be spelled one way.
@@ -100,6 +104,11 @@ class BrokerSpec:
     @property
     def bootstrap(self) -> str:
         return f"{_HOST}:{self.port}"
+
+    @property
+    def replicas(self) -> int:
+        """How many brokers hold each internal topic's partitions: every node of the cluster."""
+        return max(len(self.voters), 1)
 
     @property
     def data_dir(self) -> Path:
@@ -364,7 +373,12 @@ def _jvm_options(spec: BrokerSpec, heap_mb: int) -> list[str]:
 
 
 def _write_config(spec: BrokerSpec) -> None:
+    quorum = spec.voters or (spec.controller_port,)
     values: dict[str, object] = {
+        "NODE_ID": spec.node_id,
+        "QUORUM": ",".join(f"{_HOST}:{port}" for port in quorum),
+        "REPLICAS": spec.replicas,
+        "MIN_ISR": min(spec.replicas, 2),
         "PORT": spec.port,
         "CONTROLLER_PORT": spec.controller_port,
         "DATA_DIR": spec.data_dir,
@@ -389,16 +403,25 @@ def _write_config(spec: BrokerSpec) -> None:
     write_private(spec.config_file, rendered.encode())
 
 
-def _format_storage(spec: BrokerSpec, java: str, libs: Path) -> None:
+def _format_storage(
+    spec: BrokerSpec,
+    java: str,
+    libs: Path,
+    cluster_id: str | None = None,
+    quorum_args: tuple[str, ...] = ("--standalone",),
+) -> None:
+    """Format once: ``--standalone`` makes the single node its own quorum; a cluster's nodes
+    share one ``cluster_id`` and name every voter with ``--initial-controllers``."""
     base = [java, *_jvm_options(spec, 128), "-cp", _classpath(libs), _STORAGE_TOOL]
-    cluster_id = _run_tool(spec, [*base, "random-uuid"]).strip().splitlines()[-1]
+    if cluster_id is None:
+        cluster_id = _run_tool(spec, [*base, "random-uuid"]).strip().splitlines()[-1]
     scram: list[str] = []
     if spec.secure:
         for name, password in spec.passwords().items():
             scram += ["--add-scram", _scram_argument(name, password)]
     _run_tool(
         spec,
-        [*base, "format", "-t", cluster_id, "-c", str(spec.config_file), "--standalone", *scram],
+        [*base, "format", "-t", cluster_id, "-c", str(spec.config_file), *quorum_args, *scram],
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from events.acls import Acl, desired_acls, parties, principal
-from events.catalogue import TopicSpec
+from events.catalogue import Replication, TopicSpec
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import BROKER_ERRORS, CliError, broker_unreachable
 from events.cli.output import add_output_option, print_document, print_rows
@@ -26,16 +26,20 @@ if TYPE_CHECKING:
 APPLY_TIMEOUT_S = 60.0  # a broker that accepts connections but never answers still ends
 
 
-async def apply_bounded(kafka: KafkaConnection, specs: list[TopicSpec]) -> TopicReport:
+async def apply_bounded(
+    kafka: KafkaConnection, specs: list[TopicSpec], replication: Replication | None = None
+) -> TopicReport:
     """The catalogue's topics on the broker, or TimeoutError after a minute."""
     async with asyncio.timeout(APPLY_TIMEOUT_S):
-        return await apply_topics(kafka, specs)
+        return await apply_topics(kafka, specs, replication=replication)
 
 
-def apply_or_fail(kafka: KafkaConnection, specs: list[TopicSpec]) -> TopicReport:
+def apply_or_fail(
+    kafka: KafkaConnection, specs: list[TopicSpec], replication: Replication | None = None
+) -> TopicReport:
     """:func:`apply_bounded` with its failures as one-line errors."""
     try:
-        return asyncio.run(apply_bounded(kafka, specs))
+        return asyncio.run(apply_bounded(kafka, specs, replication))
     except TopicError as exc:
         raise CliError(f"topics apply: {exc}") from None
     except BROKER_ERRORS as exc:
@@ -58,12 +62,13 @@ def apply_acls_or_fail(kafka: KafkaConnection, specs: list[TopicSpec], prefix: s
 
 
 def topics_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    specs = list(load_catalogue(settings).topics.values())
+    catalogue = load_catalogue(settings)
+    specs = list(catalogue.topics.values())
     if args.action == "list":
         print_rows(args.output, map(_topic_row, specs), _topic_line)
         return 0
     kafka = settings.kafka_connection()
-    report = apply_or_fail(kafka, specs)
+    report = apply_or_fail(kafka, specs, catalogue.replication)
     acls = apply_acls_or_fail(kafka, specs, settings.topic_prefix)
     doc = {
         "created": report.created,
