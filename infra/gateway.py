@@ -109,7 +109,6 @@ class GatewaySettings:
     connect_timeout_s: int = 2
     read_timeout_s: int = 30
     next_upstream_tries: int = 3
-    keepalive: int = 16
     upstream_host: str = "localhost"  # one of the services' default ALLOWED_HOSTS
 
 
@@ -188,7 +187,7 @@ def render(
             f"        server {server} max_fails={s.max_fails} fail_timeout={s.fail_timeout_s}s;"
             for server in servers
         ]
-        lines += [f"        keepalive {s.keepalive};", "    }"]
+        lines += ["    }"]
         blocks.append("\n".join(lines))
     locations = []
     present = [name for name in ("orders", "query") if name in upstreams]
@@ -277,12 +276,16 @@ def start_gateway(
     timeout: float = 10.0,
 ) -> GatewaySpec:
     """Starts nginx on 127.0.0.1:``port`` in front of ``upstreams`` (service -> instances'
-    ``host:port``), or reloads the running one with them; returns once the port answers."""
+    ``host:port``); returns once the port answers.
+
+    On a running gateway it reloads the new configuration and returns once every request
+    started under the old one has finished: called without an instance, it drains that
+    instance (nothing is sent to it afterwards), which may then stop without failing one."""
     spec = default_spec(port) if home is None else GatewaySpec(home=home, port=port)
     write_config(spec, upstreams, settings)
     pid = gateway_pid(spec)
     if pid is not None:
-        os.kill(pid, signal.SIGHUP)  # nginx re-reads its configuration, no request lost
+        _reload(pid, timeout)
         return spec
     _nginx(spec, spec.config_file)  # daemon on: returns once the master has forked
     deadline = time.monotonic() + timeout
@@ -336,6 +339,25 @@ def _nginx(spec: GatewaySpec, config: Path, *args: str) -> None:
         if "test failed" in reason and len(lines) > 1:
             reason = lines[-2]
         raise GatewayError(f"nginx ({config}): {reason}")
+
+
+def _reload(master: int, timeout: float) -> None:
+    """SIGHUP: nginx starts workers with the new configuration, and the old ones exit once
+    their requests are answered; waits for that."""
+    old_workers = _workers(master)
+    os.kill(master, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in old_workers):
+        if time.monotonic() >= deadline:
+            raise GatewayError(f"gateway reload: old workers still answering after {timeout}s")
+        time.sleep(_POLL_S)
+
+
+def _workers(master: int) -> set[int]:
+    try:  # Linux: the master's children are its workers
+        return {int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
+    except OSError:
+        return set()
 
 
 def _answers(spec: GatewaySpec) -> bool:

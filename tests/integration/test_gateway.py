@@ -169,6 +169,23 @@ def test_spreads_load_survives_a_dead_instance_and_refuses_big_bodies(
         httpx.get(f"{spec.url}/gateway/health", timeout=2)
 
 
+def test_restarting_with_fewer_instances_drains_one_without_a_new_process(
+    upstreams: dict[str, _Upstream], gateway_home: Path
+) -> None:
+    both = _upstream_map(upstreams)
+    spec = start_gateway(both, free_port(), home=gateway_home)
+    master = gateway_pid(spec)
+    one = {**both, "orders": [upstreams["orders-1"].address]}
+    assert start_gateway(one, spec.port, home=gateway_home) == spec  # a reload
+    assert gateway_pid(spec) == master
+    before = len(upstreams["orders-2"].seen)
+    with httpx.Client(base_url=spec.url, timeout=10) as http:
+        writes = [http.post("/api/v1/orders", json={"n": i}) for i in range(6)]
+    assert {w.json()["instance"] for w in writes} == {"orders-1"}
+    assert len(upstreams["orders-2"].seen) == before  # drained: nothing reached it
+    assert stop_gateway(spec)
+
+
 def test_rate_limit_per_client_answers_429_with_json(
     upstreams: dict[str, _Upstream], gateway_home: Path
 ) -> None:
