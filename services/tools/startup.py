@@ -7,6 +7,7 @@ command itself connects as ``admin`` and each service as its own principal."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from events.acls import parties
@@ -90,11 +91,19 @@ def start_services(
     ``service_env(name)`` added to its environment; CliError naming one that is not."""
     logs = settings.var_dir / "logs"
     print(f"starting {len(specs)} services (logs in {logs}) ...", flush=True)
+    # Further instances start once the first of each service is ready: the first creates
+    # the service's tables, and instances creating them at once on a fresh PostgreSQL
+    # database collide (CREATE TABLE races on pg_class's unique index).
+    firsts = [s for s in specs if not s.service]
+    waves = [firsts, [s for s in specs if s.service]]
+    end = time.monotonic() + deadline_s
     try:
-        for spec in specs:
-            own = {**(env or {}), **service_env(spec.service_name)}
-            start([spec], var_dir=settings.var_dir, bootstrap=kafka.bootstrap, env=own)
-        wait_ready(specs, var_dir=settings.var_dir, deadline_s=deadline_s)
+        for wave in (w for w in waves if w):
+            for spec in wave:
+                own = {**(env or {}), **service_env(spec.service_name)}
+                start([spec], var_dir=settings.var_dir, bootstrap=kafka.bootstrap, env=own)
+            left = max(1.0, end - time.monotonic())
+            wait_ready(wave, var_dir=settings.var_dir, deadline_s=left)
     except SupervisorError as exc:
         raise CliError(str(exc)) from None
 
