@@ -119,10 +119,18 @@ def shared_sqlite(
         return None
     fix = ", ".join(f"{n.upper()}_DATABASE_URL" for n in names)
     return (
-        f"--replicas {replicas} needs PostgreSQL for {', '.join(names)} (its instances share "
-        f"one database; SQLite is one process per file): set {fix} to "
+        f"--replicas {replicas} needs PostgreSQL for {', '.join(names)} (a service's "
+        f"instances share its database; SQLite is one process per file): set {fix} to "
         "postgresql+asyncpg://..., or run one replica"
     )
+
+
+def upstreams(specs: Sequence[ProcessSpec], host: str = "127.0.0.1") -> dict[str, list[str]]:
+    """Each service's instances as ``host:port``, in plan order (what a gateway balances)."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        out.setdefault(spec.service_name, []).append(f"{host}:{spec.port}")
+    return out
 
 
 REPLICAS_FILE = "replicas"

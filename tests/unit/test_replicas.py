@@ -18,6 +18,7 @@ from events.supervisor import (
     replicate,
     running_plan,
     shared_sqlite,
+    upstreams,
 )
 from services.tools.stack import main
 
@@ -98,3 +99,10 @@ def test_choreo_up_with_replicas_on_sqlite_exits_2_with_one_line_and_starts_noth
     assert "--replicas 2 needs PostgreSQL for orders, inventory, payments" in line
     assert "ORDERS_DATABASE_URL" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_gateway_sees_every_instance_of_a_service() -> None:
+    ups = upstreams(replicate(load_manifest(), 2))
+    assert ups["orders"] == ["127.0.0.1:8101", "127.0.0.1:8201"]
+    assert ups["query"] == ["127.0.0.1:8106", "127.0.0.1:8206"]
+    assert ups["analytics"] == ["127.0.0.1:8107"]
