@@ -49,8 +49,10 @@ class _Echo(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        padding = "x" * 300_000 if self.path.endswith("/big") else ""  # > nginx's buffers
         payload = json.dumps(
             {
+                "padding": padding,
                 "instance": server.name,
                 "method": self.command,
                 "path": self.path,
@@ -149,6 +151,11 @@ def test_spreads_load_survives_a_dead_instance_and_refuses_big_bodies(
         assert big.status_code == 413
         assert "65536" in big.json()["detail"]
         assert sum(len(u.seen) for u in upstreams.values()) == before
+
+        # A response larger than nginx's memory buffers arrives whole (it spills to the
+        # temp path under the gateway's home, which its workers can write).
+        large = http.get("/api/v1/customers/big")
+        assert large.status_code == 200 and len(large.json()["padding"]) == 300_000
 
         # An unrouted path: a JSON 404 from the gateway itself.
         unknown = http.get("/api/v1/nothing-here")
