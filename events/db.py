@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,26 @@ def make_engine(
     return create_async_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
 
+def _check_sqlite_path(path: str) -> None:
+    """The usual reasons SQLite cannot open a file, raised with the path before aiosqlite
+    tries: aiosqlite's failed connect queues its thread's stop on the event loop, and when a
+    command then exits at once the closed loop makes that thread print a traceback after the
+    command's one-line error."""
+    file = Path(path)
+    if file.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a directory, not a SQLite file", path)
+    if not file.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(file.parent))
+
+
 def _tune_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int, page_size: int | None) -> None:
+    path = sqlite_file(str(engine.url))
+    if path is not None:
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            _check_sqlite_path(path)
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook below decide how transactions start.
