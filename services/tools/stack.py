@@ -27,11 +27,14 @@ from events.supervisor import (
     shared_sqlite,
     status,
     stop,
+    upstreams,
 )
+from infra.gateway import GatewayError, GatewaySpec, start_gateway, stop_gateway
 from services.tools import replay
 from services.tools.startup import broker_and_topics, dashboard_url, start_services
 
 SOME_DOWN = 3  # `ps` with a service not ready, as `choreo status`
+GATEWAY_PORT = 8100  # below the services' ports (8101...; replicas +100 each)
 
 
 def _demo(args: argparse.Namespace, settings: PlatformSettings) -> int:
@@ -56,11 +59,21 @@ def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
             f"{spec.name:<16} http://127.0.0.1:{spec.port}   log: "
             f"{settings.var_dir / 'logs' / (spec.name + '.log')}"
         )
+    if args.replicas > 1:  # one entry point in front of the instances (nginx)
+        _start_gateway(specs, settings)
     query = next((s for s in specs if s.name == "query"), None)
     if query is not None and secret is not None:
         print(f"dashboard: {dashboard_url(query.port, secret)}")
         print("tokens for the APIs: `choreo token --operator`, `choreo token --customer ID`")
     return 0
+
+
+def _start_gateway(specs: Sequence[ProcessSpec], settings: PlatformSettings) -> None:
+    try:
+        gateway = start_gateway(upstreams(specs), GATEWAY_PORT, home=settings.var_dir / "gateway")
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{'gateway':<16} {gateway.url}   log: {gateway.error_log}")
 
 
 def up_plan(replicas: int, settings: PlatformSettings) -> list[ProcessSpec]:
@@ -77,6 +90,9 @@ def up_plan(replicas: int, settings: PlatformSettings) -> list[ProcessSpec]:
 
 
 def _down(args: argparse.Namespace, settings: PlatformSettings) -> int:
+    # The gateway first: no request is sent to an instance that is stopping.
+    if stop_gateway(GatewaySpec(home=settings.var_dir / "gateway", port=GATEWAY_PORT)):
+        print("gateway stopped")
     stopped = stop(running_plan(settings.var_dir), var_dir=settings.var_dir)
     (settings.var_dir / "run" / REPLICAS_FILE).unlink(missing_ok=True)
     print(f"stopped: {', '.join(stopped) or 'no services were running'}")

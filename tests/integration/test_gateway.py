@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import threading
@@ -33,6 +34,7 @@ from infra.gateway import (
     stop_gateway,
     write_config,
 )
+from tests.support import run_module
 
 pytestmark = pytest.mark.no_database
 
@@ -289,3 +291,16 @@ def test_every_declared_route_reaches_its_service_through_nginx(gateway_home: Pa
     finally:
         for server in servers.values():
             server.stop()
+
+
+def test_choreo_down_stops_the_gateway_choreo_up_started(
+    upstreams: dict[str, _Upstream], tmp_path: Path
+) -> None:
+    var = tmp_path / "var"
+    spec = start_gateway(_upstream_map(upstreams), free_port(), home=var / "gateway")
+    assert gateway_pid(spec) is not None
+    env = {**os.environ, "VAR_DIR": str(var)}
+    done = run_module("services.tools.stack", "down", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "gateway stopped" in done.stdout
+    assert gateway_pid(spec) is None
