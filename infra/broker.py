@@ -43,6 +43,7 @@ from pydantic import SecretStr
 from events.kafka import KafkaConnection, SaslMechanism
 from infra.credentials import ADMIN, BROKER, OPERATOR, ensure_passwords
 from infra.locks import exclusive
+from infra.processes import alive, port_open, wait_for_exit
 from infra.tls import TlsFiles, ensure_broker_tls, write_private
 
 __all__ = [
@@ -282,7 +283,7 @@ def status(spec: BrokerSpec) -> BrokerStatus:
     """Running means: the pid file names a live broker process of this home AND the port accepts
     connections."""
     pid = _broker_pid(spec)
-    running = pid is not None and _port_open(spec.port)
+    running = pid is not None and port_open(spec.port)
     return BrokerStatus(running=running, pid=pid, bootstrap=spec.bootstrap, log_file=spec.log_file)
 
 
@@ -299,7 +300,7 @@ def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
             if spec.secure:  # a principal named since it started (a new service)
                 _add_missing_principals(spec, max(deadline - time.monotonic(), 5.0))
             return status(spec)
-        if _port_open(spec.port) or _port_open(spec.controller_port):
+        if port_open(spec.port) or port_open(spec.controller_port):
             raise BrokerError(
                 f"port {spec.port} or {spec.controller_port} on {_HOST} is already in use by "
                 f"another process: stop it or choose other ports (CHOREO_KAFKA_PORT)"
@@ -325,10 +326,10 @@ def down(spec: BrokerSpec, timeout: float = 60.0) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    if not _wait_for_exit(pid, time.monotonic() + timeout):
+    if not wait_for_exit(pid, time.monotonic() + timeout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        if not _wait_for_exit(pid, time.monotonic() + 10.0):
+        if not wait_for_exit(pid, time.monotonic() + 10.0):
             raise BrokerError(f"broker pid {pid} survived SIGKILL; see {spec.log_file}")
     spec.pid_file.unlink(missing_ok=True)
     return True
@@ -529,7 +530,7 @@ def _wait_until_ready(
     logs_seen: _LogMarks,
 ) -> None:
     while True:
-        exited = process.poll() is not None if process is not None else not _alive(pid)
+        exited = process.poll() is not None if process is not None else not alive(pid)
         if exited:
             spec.pid_file.unlink(missing_ok=True)
             reason = _crash_reason(spec, logs_seen)
@@ -540,7 +541,7 @@ def _wait_until_ready(
                 f"Kafka broker pid {pid} did not answer on {spec.bootstrap} in time; "
                 f"see {spec.log_file} (stop it with down())"
             )
-        if _port_open(spec.port) and _run(
+        if port_open(spec.port) and _run(
             _answers_metadata(spec.connection(ADMIN), min(remaining, 5.0))
         ):
             return
@@ -574,21 +575,13 @@ def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection((_HOST, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def _broker_pid(spec: BrokerSpec) -> int | None:
     """The pid from the pid file if that process is alive and is this home's broker."""
     text = _read_text(spec.pid_file)
     if not text or not text.isdigit():
         return None
     pid = int(text)
-    if not _alive(pid):
+    if not alive(pid):
         return None
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():  # Linux: guard against a recycled pid
@@ -596,28 +589,6 @@ def _broker_pid(spec: BrokerSpec) -> int | None:
         if _KAFKA_MAIN.encode() not in args or str(spec.config_file).encode() not in args:
             return None
     return pid
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        reaped, _ = os.waitpid(pid, os.WNOHANG)  # reap our own exited child (no zombie)
-        if reaped == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _wait_for_exit(pid: int, deadline: float) -> bool:
-    while _alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_S)
-    return True
 
 
 def _crash_reason(spec: BrokerSpec, logs_seen: _LogMarks) -> str:

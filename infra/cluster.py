@@ -36,14 +36,11 @@ from events.kafka import KafkaConnection, admin_client
 from infra.broker import (
     BrokerError,
     BrokerSpec,
-    _alive,
     _broker_pid,
     _format_storage,
     _LogMarks,
-    _port_open,
     _run,
     _start,
-    _wait_for_exit,
     _wait_until_ready,
     _which,
     _write_config,
@@ -52,6 +49,7 @@ from infra.broker import (
     repo_root,
 )
 from infra.locks import exclusive
+from infra.processes import alive, port_open, wait_for_exit
 
 __all__ = [
     "ClusterSpec",
@@ -171,7 +169,7 @@ def up_cluster(spec: ClusterSpec, timeout: float = 180.0) -> ClusterStatus:
             if pid is not None:
                 started.append((node, pid, None, _LogMarks()))
                 continue
-            if _port_open(node.port) or _port_open(node.controller_port):
+            if port_open(node.port) or port_open(node.controller_port):
                 raise BrokerError(
                     f"port {node.port} or {node.controller_port} on {_HOST} is already in use "
                     f"by another process: stop it or choose other ports "
@@ -208,10 +206,10 @@ def down_cluster(spec: ClusterSpec, timeout: float = 60.0) -> int:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for node, pid in running.items():
-        if not _wait_for_exit(pid, deadline):
+        if not wait_for_exit(pid, deadline):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            if not _wait_for_exit(pid, time.monotonic() + 10.0):
+            if not wait_for_exit(pid, time.monotonic() + 10.0):
                 raise BrokerError(f"node {node.node_id} pid {pid} survived SIGKILL")
     for node in spec.nodes:
         node.pid_file.unlink(missing_ok=True)
@@ -227,7 +225,7 @@ def cluster_status(spec: ClusterSpec) -> ClusterStatus:
         nodes.append(
             NodeStatus(
                 node_id=node.node_id,
-                running=pid is not None and _alive(pid) and _port_open(node.port),
+                running=pid is not None and alive(pid) and port_open(node.port),
                 pid=pid,
                 bootstrap=node.bootstrap,
                 log_file=node.log_file,

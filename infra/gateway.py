@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.processes import alive
+
 __all__ = [
     "ROUTES",
     "GatewayError",
@@ -304,7 +306,7 @@ def stop_gateway(spec: GatewaySpec, timeout: float = 10.0) -> bool:
         return False
     os.kill(pid, signal.SIGQUIT)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() >= deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
@@ -319,7 +321,7 @@ def gateway_pid(spec: GatewaySpec) -> int | None:
         text = spec.pid_file.read_text().strip()
     except OSError:
         return None
-    if not text.isdigit() or not _alive(int(text)):
+    if not text.isdigit() or not alive(int(text)):
         return None
     cmdline = Path(f"/proc/{text}/cmdline")
     # Linux: guard against a recycled pid (nginx rewrites its title but keeps the arguments)
@@ -347,7 +349,7 @@ def _reload(master: int, timeout: float) -> None:
     old_workers = _workers(master)
     os.kill(master, signal.SIGHUP)
     deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in old_workers):
+    while any(alive(pid) for pid in old_workers):
         if time.monotonic() >= deadline:
             raise GatewayError(f"gateway reload: old workers still answering after {timeout}s")
         time.sleep(_POLL_S)
@@ -366,23 +368,6 @@ def _answers(spec: GatewaySpec) -> bool:
             return True
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A daemon's master is nobody's child here; where no init reaps it, it lingers a zombie.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 if __name__ == "__main__":  # re-renders compose's copy: python -m infra.gateway > compose.conf
