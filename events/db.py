@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -24,6 +24,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+# Any constant that names the lock; only create_all takes it.
+CREATE_TABLES_LOCK = 0x63686F7265  # "chore"
 
 
 def sqlite_url(path: Path) -> str:
@@ -138,7 +142,14 @@ class Database:
         return self.sessions()
 
     async def create_all(self, *metadatas: MetaData) -> None:
+        """Creates the tables that are missing. On PostgreSQL the instances of a service that
+        start together on one fresh database take turns (a transaction-scoped advisory lock):
+        concurrent CREATE TABLEs of one name fail on the catalog's unique index, not wait."""
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_TABLES_LOCK}
+                )
             for md in metadatas:
                 await conn.run_sync(md.create_all)
 
