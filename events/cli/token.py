@@ -36,7 +36,7 @@ def ttl_seconds(text: str) -> int:
 
 def token_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     # Imported when run: PyJWT and its cryptography, which no other command needs.
-    from events.auth import dev_secret_path, mint, signing_secret
+    from events.auth import MIN_SECRET_CHARS, dev_secret_path, mint, signing_secret
 
     if args.key_file is not None:
         try:
@@ -50,6 +50,9 @@ def token_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
             f"no signing key: none at {dev_secret_path(settings.var_dir)} (`choreo up` creates "
             "it), and neither AUTH_JWT_SECRET nor AUTH_JWT_SECRET_FILE is set; or pass --key-file"
         )
+    if len(secret) < MIN_SECRET_CHARS:
+        # The services refuse such a key, so a token signed with it would open nothing.
+        raise CliError(f"the signing key must have at least {MIN_SECRET_CHARS} characters")
     if args.customer is not None:
         subject, scopes = args.customer, list(CUSTOMER_SCOPES)
     else:

@@ -55,3 +55,12 @@ def test_no_key_bad_ttl_or_unknown_scope_fail_in_one_line(
     assert "unknown scope root" in capsys.readouterr().err
     assert main(["token", "--customer", "c", "--scope", "orders:read"]) == 0
     assert claims(capsys.readouterr().out.strip())["scope"] == "orders:read"
+
+
+def test_a_key_the_services_would_refuse_signs_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setenv("AUTH_JWT_SECRET", "short")
+    assert main(["token", "--operator"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "at least 32 characters" in out.err
