@@ -61,3 +61,31 @@ PROJECTION_UNDECODABLE = Gauge(
     "Messages the serving generation of a projection skipped because no contract reads them",
     ["projection"],
 )
+# External systems a handler calls (events.dependency), labelled by the dependency's name.
+DEPENDENCY_BREAKER_STATE = Gauge(
+    "choreo_dependency_breaker_state",
+    "Circuit breaker of an external dependency: 0 closed, 1 half-open, 2 open",
+    ["dependency"],
+)
+DEPENDENCY_BREAKER_TRANSITIONS = Counter(
+    "choreo_dependency_breaker_transitions_total",
+    "Circuit breaker state changes of an external dependency, by the state entered",
+    ["dependency", "to"],
+)
+DEPENDENCY_CALLS = Counter(
+    "choreo_dependency_calls_total",
+    "Tries of calls to an external dependency by outcome (ok, definite_4xx, transient, "
+    "timeout, rejected_open)",
+    ["dependency", "outcome"],
+)
+DEPENDENCY_CALL_SECONDS = Histogram(
+    "choreo_dependency_call_seconds",
+    "Time of one try of a call to an external dependency",
+    ["dependency"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+CONSUMER_PAUSED_PARTITIONS = Gauge(
+    "choreo_consumer_paused_partitions",
+    "Partitions a consumer paused because a dependency its handler calls is unavailable",
+    ["consumer"],
+)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -35,6 +35,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from events.envelope import Envelope, Event
+
+if TYPE_CHECKING:
+    import httpx
 
 Exporter = Literal["none", "console", "otlp"]
 _propagator = TraceContextTextMapPropagator()
@@ -172,3 +175,19 @@ def root_span(name: str, attributes: dict[str, str | int] | None = None) -> Iter
         name, kind=SpanKind.PRODUCER, attributes=attributes or {}
     ) as span:
         yield span
+
+
+def instrument_http_client(
+    client: httpx.AsyncClient, provider: trace.TracerProvider | None = None
+) -> None:
+    """Makes each request of ``client`` a client span, child of the current span (the
+    handler's: the order's trace), that sends ``traceparent``; nothing without a tracer.
+    ``provider``: the installed one by default. The instrumentation is imported here, when
+    wanted, so processes that call nobody do not load it."""
+    if provider is None:
+        if not tracing_enabled():
+            return
+        provider = trace.get_tracer_provider()
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
