@@ -1,4 +1,6 @@
-"""Topic provisioning from the declarative catalogue: create what is missing, report drift."""
+"""Topic provisioning from the declarative catalogue: create what is missing, report drift,
+and, when asked, raise a topic's partitions to the catalogue's count (never lower them:
+Kafka cannot)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 
 from events.catalogue import Replication, TopicSpec, dead_letter_topic
 from events.kafka import KafkaConnection, admin_client
@@ -28,6 +34,11 @@ class TopicReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    raised: list[str] = field(default_factory=list)  # "<topic>: 1 -> 3 partitions"
+
+
+PARTITIONS_NOT_LOWERED = "Kafka cannot lower a topic's partitions"
+RAISE_HINT = "choreo topics apply --raise-partitions raises them"
 
 
 def with_dead_letters(specs: Sequence[TopicSpec]) -> list[TopicSpec]:
@@ -48,11 +59,13 @@ async def apply_topics(
     *,
     dead_letters: bool = True,
     replication: Replication | None = None,
+    raise_partitions: bool = False,
 ) -> TopicReport:
     """Idempotent: creates missing topics, leaves existing ones alone and reports drift.
-    On a cluster of at least ``replication.replication_factor`` brokers topics are
-    replicated (:class:`Replication`, default 3 replicas, min.insync.replicas=2), on a
-    smaller one they get one replica."""
+    With ``raise_partitions`` a topic with fewer partitions than the catalogue says gets
+    more (``report.raised``); one with more stays drift. On a cluster of at least
+    ``replication.replication_factor`` brokers topics are replicated (:class:`Replication`,
+    default 3 replicas, min.insync.replicas=2), on a smaller one they get one replica."""
     wanted = with_dead_letters(specs) if dead_letters else list(specs)
     replication = replication if replication is not None else Replication()
     report = TopicReport()
@@ -82,8 +95,15 @@ async def apply_topics(
             report.created = [s.name for s in missing]
         present = [s for s in wanted if s.name in existing]
         if present:
-            report.differences = await _drift(admin, present, factor, extra)
-            drifted = {d.split(":", 1)[0] for d in report.differences}
+            report.differences, short = await _drift(admin, present, factor, extra)
+            if raise_partitions and short:
+                report.raised = await _raise(admin, short)
+            else:
+                report.differences += [
+                    f"{name}: {have} partitions, catalogue says {want} ({RAISE_HINT})"
+                    for name, (have, want) in short.items()
+                ]
+            drifted = {d.split(":", 1)[0] for d in report.differences + report.raised}
             report.unchanged = [s.name for s in present if s.name not in drifted]
     finally:
         await admin.close()
@@ -104,8 +124,11 @@ async def _drift(
     specs: Sequence[TopicSpec],
     factor: int,
     replicated: dict[str, str],
-) -> list[str]:
+) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """The differences from the catalogue, and apart from them the topics with fewer
+    partitions than it says (name: (partitions, catalogue's)), which can be raised."""
     differences = []
+    short: dict[str, tuple[int, int]] = {}
     described = {t["topic"]: t for t in await admin.describe_topics([s.name for s in specs])}
     resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs]
     actual_configs: dict[str, dict[str, str]] = {}
@@ -117,9 +140,12 @@ async def _drift(
     for spec in specs:
         described_partitions = described.get(spec.name, {}).get("partitions", [])
         partitions = len(described_partitions)
-        if partitions != spec.partitions:
+        if partitions < spec.partitions:
+            short[spec.name] = (partitions, spec.partitions)
+        elif partitions > spec.partitions:
             differences.append(
-                f"{spec.name}: {partitions} partitions, catalogue says {spec.partitions}"
+                f"{spec.name}: {partitions} partitions, catalogue says {spec.partitions} "
+                f"({PARTITIONS_NOT_LOWERED})"
             )
         replicas = min((len(p.get("replicas", [])) for p in described_partitions), default=0)
         if factor > 1 and replicas < factor:
@@ -128,7 +154,26 @@ async def _drift(
         for key, value in _configs(spec, replicated).items():
             if actual.get(key) != value:
                 differences.append(f"{spec.name}: {key}={actual.get(key)}, catalogue says {value}")
-    return differences
+    return differences, short
+
+
+async def _raise(admin: AIOKafkaAdminClient, short: dict[str, tuple[int, int]]) -> list[str]:
+    """Raises each topic to its catalogue count, one request a topic so that a refusal
+    names its topic (the broker assigns the new partitions' replicas as the topic's)."""
+    raised: list[str] = []
+    for name, (have, want) in short.items():
+        try:
+            await admin.create_partitions({name: NewPartitions(want)})
+        except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+            raise  # events.kafka_auth words them
+        except KafkaError as exc:
+            raise TopicError(
+                f"cannot raise {name} from {have} to {want} partitions: "
+                f"{type(exc).__name__} {exc}"
+                + (f" (raised before it: {', '.join(raised)})" if raised else "")
+            ) from None
+        raised.append(f"{name}: {have} -> {want} partitions")
+    return raised
 
 
 async def partitions_of(kafka: KafkaConnection, topics: Sequence[str]) -> list[TopicPartition]:

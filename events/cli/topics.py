@@ -1,7 +1,9 @@
 """``choreo topics apply|list``: the catalogue's topics on the broker (create what is missing,
 report drift) or listed; :func:`apply_or_fail` is also how ``choreo up`` and ``demo`` apply
 them. ``apply`` also grants the catalogue's least-privilege ACLs (``events.acls``) where the
-broker has an authorizer (:func:`apply_acls_or_fail`), and reports ACL drift."""
+broker has an authorizer (:func:`apply_acls_or_fail`), and reports ACL drift. ``apply
+--raise-partitions`` raises a topic's partitions to the catalogue's count and says, once,
+what that does to the order of a key's events."""
 
 from __future__ import annotations
 
@@ -14,32 +16,55 @@ from typing import TYPE_CHECKING, Any
 from events.acls import Acl, desired_acls, parties, principal
 from events.catalogue import Replication, TopicSpec
 from events.cli.catalogue_view import load_catalogue
-from events.cli.errors import BROKER_ERRORS, CliError, broker_unreachable
+from events.cli.errors import BROKER_ERRORS, USAGE, CliError, broker_unreachable
 from events.cli.output import add_output_option, print_document, print_rows
 from events.kafka import KafkaConnection
 from events.settings import PlatformSettings
-from events.topics import TopicError, TopicReport, apply_topics
+from events.topics import PARTITIONS_NOT_LOWERED, TopicError, TopicReport, apply_topics
 
 if TYPE_CHECKING:
     from events.acl_admin import AclReport
 
 APPLY_TIMEOUT_S = 60.0  # a broker that accepts connections but never answers still ends
 
+# Printed once when partitions were raised: the default partitioner maps a key by the
+# partition count, so the change is exactly where the order of a key's events can break.
+ORDERING_NOTE = (
+    "key ordering: a key's partition depends on the partition count, so keys now move to "
+    "other partitions; a key's events written after the change can be consumed before its "
+    "earlier ones still unread on the old partition (a saga step, a projection, a sequenced "
+    "consumer's parked events see them out of order). Raise partitions drained: stop what "
+    "publishes (choreo down), wait for lag and outbox 0 (choreo status), raise, start again. "
+    f"{PARTITIONS_NOT_LOWERED}."
+)
+
 
 async def apply_bounded(
-    kafka: KafkaConnection, specs: list[TopicSpec], replication: Replication | None = None
+    kafka: KafkaConnection,
+    specs: list[TopicSpec],
+    replication: Replication | None = None,
+    *,
+    raise_partitions: bool = False,
 ) -> TopicReport:
     """The catalogue's topics on the broker, or TimeoutError after a minute."""
     async with asyncio.timeout(APPLY_TIMEOUT_S):
-        return await apply_topics(kafka, specs, replication=replication)
+        return await apply_topics(
+            kafka, specs, replication=replication, raise_partitions=raise_partitions
+        )
 
 
 def apply_or_fail(
-    kafka: KafkaConnection, specs: list[TopicSpec], replication: Replication | None = None
+    kafka: KafkaConnection,
+    specs: list[TopicSpec],
+    replication: Replication | None = None,
+    *,
+    raise_partitions: bool = False,
 ) -> TopicReport:
     """:func:`apply_bounded` with its failures as one-line errors."""
     try:
-        return asyncio.run(apply_bounded(kafka, specs, replication))
+        return asyncio.run(
+            apply_bounded(kafka, specs, replication, raise_partitions=raise_partitions)
+        )
     except TopicError as exc:
         raise CliError(f"topics apply: {exc}") from None
     except BROKER_ERRORS as exc:
@@ -65,17 +90,25 @@ def topics_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     catalogue = load_catalogue(settings)
     specs = list(catalogue.topics.values())
     if args.action == "list":
+        if args.raise_partitions:
+            raise CliError("--raise-partitions goes with `topics apply`", USAGE)
         print_rows(args.output, map(_topic_row, specs), _topic_line)
         return 0
     kafka = settings.kafka_connection()
-    report = apply_or_fail(kafka, specs, catalogue.replication)
+    report = apply_or_fail(
+        kafka, specs, catalogue.replication, raise_partitions=args.raise_partitions
+    )
     acls = apply_acls_or_fail(kafka, specs, settings.topic_prefix)
-    doc = {
+    doc: dict[str, Any] = {
         "created": report.created,
         "unchanged": report.unchanged,
         "differences": report.differences,
         "acls": _acl_doc(acls),
     }
+    if args.raise_partitions:  # without the flag the document stays as it was
+        doc["raised"] = report.raised
+    if report.raised:
+        doc["note"] = ORDERING_NOTE
     print_document(args.output, doc, _report_lines)
     return 1 if report.differences or acls.extra else 0
 
@@ -109,7 +142,10 @@ def _topic_line(row: dict[str, Any]) -> str:
 def _report_lines(doc: dict[str, Any]) -> Iterator[str]:
     yield from (f"created   {name}" for name in doc["created"])
     yield from (f"ok        {name}" for name in doc["unchanged"])
+    yield from (f"raised    {change}" for change in doc.get("raised", ()))
     yield from (f"DIFFERS   {diff}" for diff in doc["differences"])
+    if doc.get("note"):
+        yield f"note: {doc['note']}"
     acls = doc["acls"]
     if not acls["authorizer"]:
         yield "ACLs: broker has no authorizer (skipped)"
@@ -123,5 +159,11 @@ def _report_lines(doc: dict[str, Any]) -> Iterator[str]:
 def register(sub: Any) -> None:
     topics = sub.add_parser("topics", help="create the catalogue's topics, report drift")
     topics.add_argument("action", choices=["apply", "list"])
+    topics.add_argument(
+        "--raise-partitions",
+        action="store_true",
+        help="apply: raise a topic's partitions to the catalogue's count (moves keys; "
+        "never lowers)",
+    )
     add_output_option(topics)
     topics.set_defaults(run=topics_command)
