@@ -1,0 +1,3 @@
+from services.provider.app import main
+
+main()
