@@ -1,0 +1,3 @@
+from services.carrier.app import main
+
+main()

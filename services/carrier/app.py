@@ -1,0 +1,48 @@
+"""The carrier's entrypoint: settings read once, then served."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from services.carrier.api import install
+from services.carrier.domain import DEFAULT_COUNTRIES
+from services.carrier.tables import metadata
+from services.standin.process import StandIn, StandInSettings, run
+
+NAME = "carrier"
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+class Settings(StandInSettings):
+    http_port: int = Field(default=8109, ge=0, le=65535, description="carrier HTTP port")
+    carrier_countries: str = Field(
+        default=DEFAULT_COUNTRIES,
+        description="Countries the carrier delivers to: comma-separated ISO 3166-1 alpha-2 "
+        "codes, upper case",
+    )
+
+    @field_validator("carrier_countries")
+    @classmethod
+    def _country_codes(cls, value: str) -> str:
+        codes = [code.strip() for code in value.split(",")]
+        bad = [code for code in codes if not _COUNTRY.fullmatch(code)]
+        if bad:
+            raise ValueError(
+                "CARRIER_COUNTRIES must be comma-separated 2-letter upper-case country codes "
+                f"(e.g. DE,FR); not {', '.join(repr(code) for code in bad)}"
+            )
+        return ",".join(codes)
+
+    @property
+    def countries(self) -> frozenset[str]:
+        return frozenset(self.carrier_countries.split(","))
+
+
+def build(settings: Settings) -> StandIn:
+    return StandIn(NAME, metadata, install(settings.countries))
+
+
+def main() -> None:
+    run(NAME, build, Settings)
