@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -207,6 +208,11 @@ async def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__.split("\n\n")[0] if __doc__ else None)
+    if args.opts.layout == "cluster":
+        # Imported here: the layout mode builds on this module (run_raw).
+        from bench.saga_cluster import main as layouts
+
+        return layouts(args.opts, args.json, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
 
     def body(broker: Broker, root: Path) -> dict[str, Any]:
         workdir = root / "stacks"

@@ -41,8 +41,10 @@ def databases(backend: str, services: Sequence[str]) -> Iterator[tuple[dict[str,
     home.chmod(0o755)
     cluster = start_cluster(home / "cluster", free_port(), durable=True)
     try:
-        urls = {
-            f"{name.upper()}_DATABASE_URL": create_database(cluster, prefix=name)
+        urls = {  # an instance's name (query-2) as its setting's (QUERY_2_DATABASE_URL)
+            f"{name.upper().replace('-', '_')}_DATABASE_URL": create_database(
+                cluster, prefix=name.replace("-", "_")
+            )
             for name in services
             if name not in NO_DATABASE
         }

@@ -46,12 +46,13 @@ class Target:
     customers: list[str]
     skus: list[str]
     pids: dict[str, int] = field(default_factory=dict)
+    also_stack: frozenset[str] = frozenset()  # more processes under test (a cluster's nodes)
     _n: int = 0
 
     @property
     def stack(self) -> frozenset[str]:
         """The processes under test: the target's own and the broker."""
-        return frozenset(self.pids) | {BROKER, DB_SERVER}
+        return frozenset(self.pids) | {BROKER, DB_SERVER} | self.also_stack
 
     def drafts(self, n: int) -> list[Draft]:
         out = []

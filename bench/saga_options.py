@@ -18,6 +18,7 @@ QUICK_IDLE_S = 3.0
 QUICK_WARMUP = 200
 QUICK_ORDERS = 300
 QUICK_LADDER: tuple[float, ...] = (10, 50, 100, 200, 300)
+LAYOUT_RATES: tuple[float, ...] = (100,)  # --layout cluster: issue 18's rate
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Options:
     tracing: bool = True
     consumer_batch: int | None = None
     secure: bool = False
+    layout: str = "single"  # cluster: bench.saga_cluster, both layouts side by side
 
 
 def parse_args(argv: list[str] | None, description: str | None = None) -> argparse.Namespace:
@@ -41,6 +43,12 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         "--database", choices=("sqlite", "postgres", "both"), default=None,
         help="the services' database: SQLite files, a durable PostgreSQL, or one after the "
         "other (default both; --quick: sqlite)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--layout", choices=("single", "cluster"), default="single",
+        help="cluster: the single node (1 broker, POSTs to orders) and issue 18's layout (3 "
+        "brokers, 2 instances of each service, POSTs through the gateway) side by side, on "
+        "PostgreSQL, at each of --rates (default 100)",
     )  # fmt: skip
     parser.add_argument(
         "--step-seconds", type=float, default=None, metavar="S",
@@ -81,26 +89,31 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         ladder = (
             tuple(float(r) for r in args.rates.split(",") if r.strip())
             if args.rates
-            else (QUICK_LADDER if args.quick else LADDER)
+            else (
+                LAYOUT_RATES if args.layout == "cluster" else QUICK_LADDER if args.quick else LADDER
+            )
         )
     except ValueError:
         parser.error(f"--rates: comma-separated numbers, got {args.rates!r}")
     if not ladder or min(ladder) <= 0:
         parser.error("--rates must be positive")
     quick = args.quick
-    database = args.database or ("sqlite" if quick else "both")
+    database = args.database or (
+        "postgres" if args.layout == "cluster" else "sqlite" if quick else "both"
+    )
     burst = 0 if args.no_burst else (args.orders or (QUICK_ORDERS if quick else DEFAULT_ORDERS))
     args.opts = Options(
         backends=("sqlite", "postgres") if database == "both" else (database,),
         step_s=args.step_seconds or (QUICK_STEP_S if quick else DEFAULT_STEP_S),
         idle_s=QUICK_IDLE_S if quick else DEFAULT_IDLE_S,
-        ladder=tuple(sorted(ladder)),
+        ladder=ladder if args.layout == "cluster" else tuple(sorted(ladder)),
         bisections=args.bisections if args.bisections is not None else (0 if quick else 2),
         warmup=args.warmup or (QUICK_WARMUP if quick else DEFAULT_WARMUP),
         burst=burst,
         tracing=not args.no_tracing,
         consumer_batch=args.consumer_batch,
         secure=args.secure,
+        layout=args.layout,
     )
     if args.opts.step_s <= 0 or args.opts.warmup < 1:
         parser.error("--step-seconds and --warmup must be positive")

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.common import PARTITIONS, new_topic, unique
@@ -22,7 +22,7 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.kafka import KafkaConnection
 from events.settings import REPO_ROOT
-from events.supervisor import ProcessSpec, load_manifest, start, stop, wait_ready
+from events.supervisor import ProcessSpec, load_manifest, replicate, start, stop, wait_ready
 from events.topics import apply_topics
 from infra.broker import free_ports
 from services.saga_check import Api, World, seed
@@ -62,24 +62,25 @@ async def start_stack(
     consumer_batch: int | None,
     extra_env: dict[str, str] | None = None,
     service_env: Callable[[str], Mapping[str, str]] = lambda name: {},
+    replicas: int = 1,
 ) -> Stack:
     """Every service of ``choreo up``'s manifest (analytics and query included), isolated by
     a random topic prefix, with ``extra_env`` (database URLs, tracing) as their settings and
-    ``service_env(name)`` as each one's own (its principal on the secured broker)."""
+    ``service_env(name)`` as each one's own (its principal on the secured broker); with
+    ``replicas`` > 1 as ``choreo up --replicas`` runs them (``events.supervisor.replicate``)."""
     prefix = unique("bench-saga") + "."
     catalogue = Catalogue.load().prefixed(prefix)
     if any(t.partitions != PARTITIONS for t in catalogue.topics.values()):
         raise SagaBenchError(f"the saga's topics no longer all have {PARTITIONS} partitions")
     topics = list(catalogue.topics.values())
-    await apply_topics(kafka, topics)
+    await apply_topics(kafka, topics, replication=catalogue.replication)
     if kafka.uses_sasl:  # a secured broker: the catalogue's least-privilege ACLs, as deployed
         names = {principal(name) for name in parties(topics)}
         wanted = desired_acls(topics, prefix)
         await asyncio.to_thread(apply_acls, kafka, wanted, names, prefix=prefix)
-    manifest = load_manifest()
+    planned = replicate(load_manifest(), replicas)
     specs = [
-        ProcessSpec(s.name, s.module, port)
-        for s, port in zip(manifest, free_ports(len(manifest)), strict=True)
+        replace(s, port=port) for s, port in zip(planned, free_ports(len(planned)), strict=True)
     ]
     env = {"TOPIC_PREFIX": prefix, **(extra_env or {})}
     if consumer_batch is not None:
@@ -88,28 +89,32 @@ async def start_stack(
     # Bearer tokens verified as deployed: a key of the run's own, an operator's token to read.
     auth_env, secret = local_stack_auth(var_dir, {})
     env.update(auth_env)
-    pids = [
-        pid
-        for spec in specs
-        for pid in await asyncio.to_thread(
-            start,
-            [spec],
-            var_dir=var_dir,
-            bootstrap=kafka.bootstrap,
-            env={**env, **service_env(spec.name)},
+
+    async def start_one(spec: ProcessSpec) -> int:
+        own = {**env, **service_env(spec.service_name)}
+        (pid,) = await asyncio.to_thread(
+            start, [spec], var_dir=var_dir, bootstrap=kafka.bootstrap, env=own
         )
-    ]
+        return pid
+
+    firsts = [s for s in specs if not s.service]
+    further = [s for s in specs if s.service]
     stack = Stack(
         kafka,
         prefix,
         var_dir,
         specs,
         env,
-        Api({s.name: s.port for s in specs}, operator_bearer(secret or "", 24 * 3600)),
-        {s.name: pid for s, pid in zip(specs, pids, strict=True)},
+        Api({s.name: s.port for s in firsts}, operator_bearer(secret or "", 24 * 3600)),
+        {s.name: await start_one(s) for s in firsts},
     )
     try:
-        await asyncio.to_thread(wait_ready, specs, var_dir=var_dir, deadline_s=120)
+        await asyncio.to_thread(wait_ready, firsts, var_dir=var_dir, deadline_s=120)
+        # Further instances once the first of each is ready, as `choreo up` starts them: the
+        # first creates the service's tables (instances doing it at once collide on PostgreSQL).
+        for spec in further:
+            stack.pids[spec.name] = await start_one(spec)
+        await asyncio.to_thread(wait_ready, further, var_dir=var_dir, deadline_s=120)
     except BaseException:
         await stop_stack(stack)
         raise
@@ -144,7 +149,7 @@ async def saga_target(stack: Stack, name: str = "saga") -> Target:
         codec=codec,
         watch=watch,
         stages=[(et, stack.prefix + topic, et) for et, topic, _ in SAGA_STEPS],
-        groups=[stack.prefix + s.name for s in stack.specs],
+        groups=sorted({stack.prefix + s.service_name for s in stack.specs}),
         topics=sorted({stack.prefix + t for _, t, _ in SAGA_STEPS}),
         world=world,
         customers=customers,
