@@ -124,3 +124,8 @@ async def _stack(
     finally:
         await api.close()
         st.stop()
+
+
+# Issue 18's layout for the chaos test: a three-node cluster, two instances of each service
+# behind the gateway, PostgreSQL in either pass (tests/e2e/cluster_stack.py).
+from tests.e2e.cluster_stack import cluster_stack, postgres_always  # noqa: E402, F401
