@@ -17,7 +17,7 @@ POSTs), the idle stack's CPU, then each rate of ``--rates`` (default 100) for
 order's scheduled time to its ``OrderCompleted`` on Kafka, and CPU per process from ``/proc``
 summed by group (brokers, services, gateway, PostgreSQL). After the stack has stopped, the
 raw 6-hop aiokafka pipe (``bench.raw_hop``: idempotent acks=all producers, a commit per batch)
-runs at the first rate on the same brokers; on the cluster its topics are replicated the same
+runs at 100 messages/s on the same brokers; on the cluster its topics are replicated the same
 way, so both sides pay for the same acks.
 
 Nothing else may run: on 2 cores the cluster's three JVMs and thirteen service processes share
@@ -198,8 +198,7 @@ async def run_layout(
         factor = await replication_factor(kafka, stack.prefix + "orders.events")
         instances = {s.name: s.port for s in stack.specs}
         say(f"{layout}: stopping the stack")
-    raw_opts = replace(opts, burst=0, raw_rate=opts.ladder[0])
-    raw = await run_raw(kafka, sizes, raw_opts, brokers.jvm, say)
+    raw = await run_raw(kafka, sizes, replace(opts, burst=0), brokers.jvm, say)
     steady = raw["steady"]
     steady["groups"] = cpu_groups(
         steady["cpu"], {"brokers": sorted(brokers.jvm), "raw hops": raw_hops(raw)}

@@ -121,6 +121,12 @@ def _processes(name: str, step: dict[str, Any]) -> list[str]:
     return [f"{name} at {step['rate']:g}/s, CPU ms per saga by process: {text}"]
 
 
+def _at_rate(layout: dict[str, Any], rate: float) -> dict[str, Any]:
+    """The step at the raw pipe's rate (the ratio compares like with like), else the last."""
+    steps = layout["steps"]
+    return next((st for st in steps if st["rate"] == rate), steps[-1])
+
+
 def render(result: dict[str, Any]) -> str:
     a, b = result["layouts"]["single"], result["layouts"]["cluster"]
     opts = result["options"]
@@ -147,12 +153,21 @@ def render(result: dict[str, Any]) -> str:
     ]
     for sa, sb in zip(a["steps"], b["steps"], strict=True):
         lines += _step_rows(sa["rate"], sa, sb)
-    first = (a["steps"][0]["cpu"]["stack_ms_per_unit"], b["steps"][0]["cpu"]["stack_ms_per_unit"])
-    lines += _raw_rows(a, b, first)
+    at = _at_rate(a, a["raw"]["steady"]["rate"]), _at_rate(b, b["raw"]["steady"]["rate"])
+    lines += _raw_rows(a, b, (at[0]["cpu"]["stack_ms_per_unit"], at[1]["cpu"]["stack_ms_per_unit"]))
     others = [st["cpu"]["others_cores"] for lay in (a, b) for st in lay["steps"]]
     lines += ["", f"others' CPU (cores, worst step): {max(others):.2f}"]
     if max(others) > 0.1:
         lines.append("NOISY: other processes used CPU during a step; repeat the run")
     lines.append("")
-    lines += _processes("single", a["steps"][0]) + _processes("cluster", b["steps"][0])
+    for step_a, step_b in zip(a["steps"], b["steps"], strict=True):
+        lines += _processes("single", step_a) + _processes("cluster", step_b)
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the table again from a run's --json: python -m ... FILE.json
+    import json
+    import sys
+    from pathlib import Path
+
+    print(render(json.loads(Path(sys.argv[1]).read_text())))
