@@ -26,6 +26,7 @@ from events.cli import (
     dlq,
     outbox,
     publish,
+    registry,
     schemas,
     status,
     tail,
@@ -74,6 +75,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in (
         broker,
+        registry,
         topics,
         schemas,
         status,
