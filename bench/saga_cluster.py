@@ -40,13 +40,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import httpx
+
 from bench.common import wait_for_group_coordinator
 from bench.cpu import CpuProbe
 from bench.entry import progress_for
 from bench.saga import run_raw, service_names
 from bench.saga_cluster_report import render
 from bench.saga_env import databases, trace_sink, tracing_env
-from bench.saga_http import HttpOrders, http_rate
+from bench.saga_http import IN_FLIGHT, HttpOrders, http_rate
 from bench.saga_load import BROKER, DB_SERVER, Progress, idle, warm_up
 from bench.saga_options import Options
 from bench.saga_stack import completed_count, saga_target, start_stack, stop_stack
@@ -62,6 +64,7 @@ REPLICAS = {"single": 1, "cluster": 2}
 GATEWAY = "gateway (nginx master + worker)"
 LOAD = "bench (this process)"
 SINK = "otlp sink (Jaeger's stand-in)"
+HTTP_TIMEOUT_S = 30.0  # a POST's answer on a saturated machine (the gateway waits as long)
 HTTP_WARMUP_S = 5.0  # POSTs before the idle step: uvicorn, nginx and httpx paths warm
 
 progress = progress_for("bench.saga --layout cluster")
@@ -174,7 +177,13 @@ async def run_layout(
         }
         say(f"{layout}: warm-up, {opts.warmup} orders published at once")
         sizes = await warm_up(kafka, target, opts.warmup)
-        orders = HttpOrders(target, stack.api.http, url)
+        client = httpx.AsyncClient(
+            headers=stack.api.http.headers,
+            timeout=HTTP_TIMEOUT_S,
+            limits=httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT),
+        )
+        scope.push_async_callback(client.aclose)
+        orders = HttpOrders(target, client, url)
         warm = await http_rate(
             kafka, orders, opts.ladder[0], HTTP_WARMUP_S, probe, say, label=f"{layout} warm-up"
         )

@@ -2,10 +2,13 @@
 straight to an orders instance or through the gateway (``bench.saga_cluster``'s layouts).
 
 The same 10 ms schedule as ``bench.saga_load.fixed_rate`` (which publishes ``OrderPlaced`` to
-Kafka instead): each due order is one POST, sent on its own task so that a slow answer does
-not hold back the schedule; an order's latency runs from its scheduled time to its
-``OrderCompleted`` on Kafka (``bench.saga_watch``), so the HTTP hop, orders' transaction and
-relay are inside it. The POST's own answer time is kept apart.
+Kafka instead): each due order is one POST on its own task, so that a slow answer does not
+hold back the schedule, with at most ``IN_FLIGHT`` POSTs in progress (a client's connection
+pool; an order waiting for a slot waits on its clock). An order's latency runs from its
+scheduled time to its ``OrderCompleted`` on Kafka (``bench.saga_watch``), so the client's
+queue, the HTTP hop, orders' transaction and relay are inside it. The POST's own answer time
+is kept apart. Offering stops early once ``BACKLOG_S`` seconds of orders wait (a layout that
+cannot keep up: its completion rate is then its throughput, measured as it drains).
 
 A 503 (an instance's cap on requests in progress) or a 429 (the gateway's rate limit) is
 retried after its ``Retry-After``, as the API asks of a client, and counted: the wait is part
@@ -27,10 +30,12 @@ from bench.cpu import CpuProbe, cpu_between
 from bench.saga_load import PRICE_CENTS, TICK_S, Progress, Target
 from bench.saga_records import settle, summary_ms
 from bench.saga_watch import SagaBenchError
-from bench.sweep import judge
+from bench.sweep import Verdict, judge
 from events.kafka import KafkaConnection
 from services.saga_check import SERVICEABLE, order_body
 
+IN_FLIGHT = 32  # POSTs in progress at once: one instance's HTTP_MAX_CONCURRENT default
+BACKLOG_S = 10.0
 RETRIED = frozenset({429, 503})  # refusals that say "retry after"
 RETRY_FOR_S = 120.0  # then the refusal counts as the POST's outcome
 DRAIN_S = 300.0  # a layout that fell behind drains its backlog before anything else runs
@@ -45,6 +50,7 @@ class HttpOrders:
         self.client = client
         self.url = url
         self._n = 0
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
 
     def body(self) -> dict[str, Any]:
         t = self.target
@@ -60,6 +66,10 @@ class HttpOrders:
     async def post(self, body: dict[str, Any]) -> tuple[str, float, int]:
         """(outcome, seconds, refusals retried): the final status code as text, or the
         error's class name."""
+        async with self._slots:
+            return await self._post(body)
+
+    async def _post(self, body: dict[str, Any]) -> tuple[str, float, int]:
         began = time.perf_counter()
         refused = 0
         while True:
@@ -94,6 +104,7 @@ async def http_rate(
     ids: list[str] = []
     posts: list[asyncio.Task[tuple[str, float, int]]] = []
     max_lag = 0.0
+    aborted = False
     done_before = len(target.watch.latency)
     cpu0 = probe.sample()
     begin = time.perf_counter()
@@ -106,6 +117,9 @@ async def http_rate(
         if delay > 0:
             await asyncio.sleep(delay)  # pacing on a schedule, not synchronisation
         max_lag = max(max_lag, time.perf_counter() - scheduled)
+        if sent - (len(target.watch.latency) - done_before) > BACKLOG_S * rate:
+            aborted = True
+            break
         due = min(total, math.floor(rate * tick * TICK_S + 1e-9))
         for _ in range(due - sent):
             body = orders.body()
@@ -132,9 +146,13 @@ async def http_rate(
     completion = round((n - 1) / completed_s, 1) if completed_s > 0 else rate
     latency = summary_ms(target.watch.latencies(accepted))
     verdict = judge(rate, achieved, completion, latency.get("p99", math.inf), False)
+    if aborted:  # judge's own words for this speak of the sweep's 2 s
+        verdict = Verdict(False, f"fell behind by {BACKLOG_S:g} s of orders; stopped early")
     return {
         "rate": rate,
         "n": n,
+        "offered": len(ids),
+        "aborted": aborted,
         "posts": dict(outcomes),
         "refusals_retried": sum(r for _, _, r in answers),
         "orders_refused_once_or_more": sum(1 for _, _, r in answers if r),
