@@ -136,3 +136,7 @@ def database_url(
         return create_database(pg_cluster, prefix=name.replace("-", "_")[:20])
 
     return make
+
+
+# The third-party stand-ins of issue 19 as real processes (tests/external.py).
+from tests.external import carrier, provider  # noqa: E402, F401
