@@ -6,6 +6,7 @@ infrastructure's rather than the event's, and the retry loop both apply events w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from events.codec import CodecError
 from events.db import is_transient
 from events.envelope import EnvelopeError, Event
 from events.metrics import RETRIES
+from events.pausing import DependencyUnavailable, unavailable_in
 from events.routing import HandlerSpec, PermanentError, RetryPolicy
 
 log = logging.getLogger("events.consumer")
@@ -90,11 +92,17 @@ async def with_retries(
     give_up: Callable[[Exception, int], Awaitable[None]],
     what: str,
     stop: asyncio.Event,
+    on_unavailable: Callable[[DependencyUnavailable], Awaitable[None]] | None = None,
 ) -> None:
     """Runs ``attempt_once`` until it succeeds. An error of the event (one that fails for
     good, or any after ``retry.attempts`` tries) goes to ``give_up`` with the attempts made;
     an error of the database is not the event's fault, so it never dead-letters it: retried
-    without limit, raised once ``stop`` is set."""
+    without limit, raised once ``stop`` is set.
+
+    A dependency the handler calls being unavailable is not the event's fault either:
+    ``on_unavailable`` takes it (the consumer pauses the event's partition) and this
+    returns; without one (a key being unblocked, no partition to hold back) the attempt is
+    repeated after the dependency's ``retry_after_s``, uncounted, until ``stop`` is set."""
     attempt = 0
     while True:
         attempt += 1
@@ -103,6 +111,19 @@ async def with_retries(
             return
         except Exception as exc:
             error = exc.error if isinstance(exc, ParkedFailure) else exc
+            unavailable = unavailable_in(exc)
+            if unavailable is not None:
+                if on_unavailable is not None:
+                    await on_unavailable(unavailable)
+                    return
+                if stop.is_set():
+                    raise unavailable from None
+                attempt -= 1
+                log.info("%s: %s waits: %s", consumer.name, what, unavailable)
+                with contextlib.suppress(TimeoutError):  # the dependency's recovery, or stop
+                    async with asyncio.timeout(unavailable.retry_after_s):
+                        await stop.wait()
+                continue
             if is_infrastructure(error):
                 if stop.is_set():
                     if error is exc:

@@ -45,7 +45,10 @@ from events.metrics import (
     DEPENDENCY_CALL_SECONDS,
     DEPENDENCY_CALLS,
 )
+from events.pausing import DependencyUnavailable
 from events.telemetry import instrument_http_client
+
+__all__ = ["Answer", "Dependency", "DependencySettings", "DependencyUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +82,6 @@ class Answer:
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
-
-
-class DependencyUnavailable(Exception):
-    """Breaker open, or transient failures outlasted the attempts: not the event's fault."""
-
-    def __init__(self, dependency: str, retry_after_s: float, reason: str) -> None:
-        super().__init__(f"{dependency} unavailable ({reason}); retry in {retry_after_s:.2f}s")
-        self.dependency = dependency
-        self.retry_after_s = retry_after_s
-        self.reason = reason
 
 
 class _Transient(Exception):
