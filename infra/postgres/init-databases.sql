@@ -5,3 +5,5 @@ CREATE DATABASE payments;
 CREATE DATABASE shipping;
 CREATE DATABASE notifications;
 CREATE DATABASE query;
+CREATE DATABASE provider;
+CREATE DATABASE carrier;

@@ -58,8 +58,9 @@ def handler_services() -> dict[str, Service]:
 
 
 def manifest_services() -> set[str]:
+    """The manifest's Kafka clients (its third-party stand-ins, ``stand_in: true``, are none)."""
     doc = yaml.safe_load((SERVICES_ROOT / "manifest.yaml").read_text())
-    return set(doc["services"])
+    return {name for name, body in doc["services"].items() if not body.get("stand_in")}
 
 
 def consumed_by(name: str) -> set[str]:

@@ -105,7 +105,16 @@ def render(directory: Path) -> list[Resource]:
 
 
 RENDERED = {name: render(path) for name, path in KUSTOMIZATIONS.items()}
-SERVICES = {s.name: s for s in load_manifest()}
+# The manifest's stand-ins of third parties (``stand_in: true``: the payment provider, the
+# carrier) are not deployed: in a cluster payments and shipping call the real ones by URL.
+STAND_INS = {
+    name
+    for name, body in yaml.safe_load((ROOT / "services" / "manifest.yaml").read_text())[
+        "services"
+    ].items()
+    if body.get("stand_in")
+}
+SERVICES = {s.name: s for s in load_manifest() if s.name not in STAND_INS}
 
 
 def of_kind(resources: list[Resource], kind: str) -> dict[str, Resource]:
