@@ -1,7 +1,8 @@
-"""``choreo status``: per service, whether it is up and ready, its consumer lag, outbox
-backlog, quarantined rows, parked events and dead letters. Read from each service's
+"""``choreo status``: per instance of each service (as many as ``choreo up --replicas N``
+last started), whether it is up and ready, its consumer lag, outbox backlog, quarantined
+rows and parked events, and per service its dead letters. Read from each instance's
 ``/health``, ``/ready`` and ``/metrics`` (parsed by prometheus_client's own parser) and from
-the dead-letter topics; a broker or service that is down is a status, not an error."""
+the dead-letter topics; a broker or instance that is down is a status, not an error."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from events.cli.output import add_output_option, print_document
 from events.dlq import DLQ_CONSUMER
 from events.dlq_admin import read_dead_letters
 from events.settings import PlatformSettings
-from events.supervisor import load_manifest
+from events.supervisor import load_manifest, recorded_replicas, replicate
 
 SOME_DOWN = 3  # a service is down: scripts can wait on `choreo status` for the stack
 
@@ -96,14 +97,18 @@ def status_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
     from events.auth import local_operator_headers  # PyJWT: only for this command
 
     auth = local_operator_headers(settings.var_dir, os.environ)
+    # Every instance `choreo up` started: instances of a service share its consumer group,
+    # so its dead letters are the service's (the same count on each of its rows).
+    plan = replicate(load_manifest(), recorded_replicas(settings.var_dir))
     rows = [
         {
-            "service": spec.name,
+            "service": spec.service_name,
+            "instance": spec.name,
             "port": spec.port,
             **_probe(spec.port, auth),
-            "dead_letters": per_consumer.get(settings.topic_prefix + spec.name, 0),
+            "dead_letters": per_consumer.get(settings.topic_prefix + spec.service_name, 0),
         }
-        for spec in load_manifest()
+        for spec in plan
     ]
     doc = {"kafka": kafka, "bootstrap": settings.kafka_bootstrap_servers, "services": rows}
     print_document(args.output, doc, _table)
@@ -113,18 +118,22 @@ def status_command(args: argparse.Namespace, settings: PlatformSettings) -> int:
 def _table(doc: dict[str, Any]) -> Iterator[str]:
     yield f"kafka {doc['bootstrap']}: {doc['kafka']}"
     yield (
-        f"{'service':<14} {'state':<9} {'lag':>6} {'outbox':>7} {'oldest':>8} "
+        f"{'service':<16} {'port':>5} {'state':<9} {'lag':>6} {'outbox':>7} {'oldest':>8} "
         f"{'quar':>5} {'parked':>6} {'dlq':>5}"
     )
+    seen: set[str] = set()
     for r in doc["services"]:
         state = ("ready" if r.get("ready") else "up") if r["up"] else "down"
+        # The service's dead letters once, on its first instance's row: not a sum to make.
+        dlq = "" if r["service"] in seen else r["dead_letters"]
+        seen.add(r["service"])
         yield (
-            f"{r['service']:<14} {state:<9} {_n(r.get('lag')):>6} "
-            f"{_n(r.get('backlog')):>7} {_s(r.get('oldest_s')):>8} "
-            f"{_n(r.get('quarantined')):>5} {_n(r.get('parked')):>6} {r['dead_letters']:>5}"
+            f"{r.get('instance', r['service']):<16} {r['port']:>5} {state:<9} "
+            f"{_n(r.get('lag')):>6} {_n(r.get('backlog')):>7} {_s(r.get('oldest_s')):>8} "
+            f"{_n(r.get('quarantined')):>5} {_n(r.get('parked')):>6} {dlq:>5}"
         )
         for reason in r.get("not_ready") or ():
-            yield f"{'':<14} not ready: {reason}"
+            yield f"{'':<16} not ready: {reason}"
 
 
 def _n(v: float | None) -> str:
@@ -136,6 +145,8 @@ def _s(v: float | None) -> str:
 
 
 def register(sub: Any) -> None:
-    st = sub.add_parser("status", help="per service: up, consumer lag, outbox backlog, DLQ")
+    st = sub.add_parser(
+        "status", help="per service instance: up, consumer lag, outbox backlog, DLQ"
+    )
     add_output_option(st)
     st.set_defaults(run=status_command)
