@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import yaml
 
 from bench.common import wait_for_group_coordinator
 from bench.cpu import CpuProbe
@@ -54,7 +55,7 @@ from bench.saga_options import Options
 from bench.saga_stack import completed_count, saga_target, start_stack, stop_stack
 from bench.saga_watch import SagaBenchError
 from events.kafka import KafkaConnection, admin_client
-from events.supervisor import load_manifest, upstreams
+from events.supervisor import MANIFEST, load_manifest, upstreams
 from infra.broker import down, free_port, private_spec, up
 from infra.cluster import cluster_status, down_cluster, private_cluster, up_cluster
 from infra.gateway import gateway_pid, start_gateway, stop_gateway
@@ -99,6 +100,14 @@ def brokers(layout: str, root: Path, say: Progress) -> Iterator[Brokers]:
         )
     finally:
         down_cluster(cluster)
+
+
+def stand_ins(path: Path = MANIFEST) -> set[str]:
+    """The manifest's stand-ins for third parties (``stand_in: true``), counted apart from
+    the services: they are not the platform (and idle while payments and shipping are given
+    no URL for them)."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    return {name for name, body in (doc.get("services") or {}).items() if body.get("stand_in")}
 
 
 def database_names(replicas: int) -> list[str]:
@@ -169,9 +178,11 @@ async def run_layout(
         target.also_stack = frozenset(brokers.jvm) | {GATEWAY}
         extra = {SINK: sink.pid} if sink is not None else {}
         probe = CpuProbe({**target.pids, **extra}, brokers.jvm, trees)
+        idle_parties = stand_ins()
         groups = {
             "brokers": sorted(brokers.jvm),
-            "services": sorted(target.pids),
+            "services": sorted(set(target.pids) - idle_parties),
+            "stand-ins": sorted(set(target.pids) & idle_parties),
             "gateway": [GATEWAY] if GATEWAY in trees else [],
             "postgres": [DB_SERVER],
         }

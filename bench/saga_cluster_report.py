@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-GROUPS = ("brokers", "services", "gateway", "postgres", "others (not ours)")
+GROUPS = (
+    "brokers",
+    "services",
+    "gateway",
+    "postgres",
+    "stand-ins",
+    "others (not ours)",
+)
 TOP_PROCESSES = 12
 
 
