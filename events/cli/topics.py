@@ -33,9 +33,9 @@ ORDERING_NOTE = (
     "key ordering: a key's partition depends on the partition count, so keys now move to "
     "other partitions; a key's events written after the change can be consumed before its "
     "earlier ones still unread on the old partition (a saga step, a projection, a sequenced "
-    "consumer's parked events see them out of order). Raise partitions drained: stop what "
-    "publishes (choreo down), wait for lag and outbox 0 (choreo status), raise, start again. "
-    f"{PARTITIONS_NOT_LOWERED}."
+    "consumer's parked events see them out of order). Raise partitions drained: no new "
+    "requests, lag and outbox 0 in `choreo status`, `choreo down`, raise, `choreo up` (every "
+    f"producer then maps keys by the new count). {PARTITIONS_NOT_LOWERED}."
 )
 
 
