@@ -31,6 +31,10 @@ saga events' sizes, key = order id, fed and watched the same way: its CPU per me
 at 100/s (the ratio line compares it with the saga's CPU per saga at 100/s) and its burst
 throughput (the ratio of the burst figures).
 
+``--layout cluster`` is another mode (``bench.saga_cluster``): the single node and issue 18's
+layout (a three-broker cluster, two instances of each saga service and query, orders POSTed
+through the gateway) side by side at a steady rate on PostgreSQL.
+
 The default run (both backends) took 8 minutes on a 2-core machine today, longer the further
 the capacity search climbs; ``--quick`` is a 3-minute smoke run (SQLite, 5 s steps, rates
 up to 300/s, no bisection). Exit status: 0 when every target of issue 15 is met, 1 when one

@@ -78,6 +78,19 @@ def _step_rows(rate: float, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
                 _ratio(gb["ms_per_saga"], ga["ms_per_saga"]) if ga["ms_per_saga"] else "-",
             )
         )
+    hops_a = {h["hop"]: h for h in a.get("stages", {}).get("hops", [])}
+    for hop in b.get("stages", {}).get("hops", []):
+        other = hops_a.get(hop["hop"])
+        if other is None or not hop.get("n") or not other.get("n"):
+            continue
+        rows.append(
+            _row(
+                f"  hop {hop['hop']}: p50 / p99 ms",
+                f"{_ms(other.get('p50'))} / {_ms(other.get('p99'))}",
+                f"{_ms(hop.get('p50'))} / {_ms(hop.get('p99'))}",
+                _ratio(hop.get("p50"), other.get("p50")),
+            )
+        )
     rows.append(
         _row(
             "  the load generator (not counted): cores",

@@ -28,7 +28,7 @@ import httpx
 
 from bench.cpu import CpuProbe, cpu_between
 from bench.saga_load import PRICE_CENTS, TICK_S, Progress, Target
-from bench.saga_records import settle, summary_ms
+from bench.saga_records import end_offsets, read_range, settle, stage_report, summary_ms
 from bench.saga_watch import SagaBenchError
 from bench.sweep import Verdict, judge
 from events.kafka import KafkaConnection
@@ -101,6 +101,7 @@ async def http_rate(
     target = orders.target
     total = max(1, int(rate * seconds))
     progress(f"{label or target.name}: {rate:g} orders/s over HTTP for {seconds:g}s ({total})")
+    starts = await end_offsets(kafka, target.topics)
     ids: list[str] = []
     posts: list[asyncio.Task[tuple[str, float, int]]] = []
     max_lag = 0.0
@@ -137,6 +138,9 @@ async def http_rate(
     done_at = max(target.watch.arrived_at[i] for i in accepted)
     cpu1 = probe.sample()
     await settle(kafka, target.groups, target.topics)
+    # Per hop from the records' timestamps (OrderCreated on: orders.requests is not used).
+    records = await read_range(kafka, starts, await end_offsets(kafka, target.topics))
+    stages = stage_report(records, target.stages[1:], set(accepted), None)
     n = len(accepted)
     sent_at = [target.watch.started[i] for i in ids]  # offered: every order scheduled
     arrived = [target.watch.arrived_at[i] for i in accepted]
@@ -166,6 +170,7 @@ async def http_rate(
         "passed": verdict.passed,
         "why": verdict.why,
         "cpu": cpu_between(cpu0, cpu1, n, stack=target.stack),
+        "stages": stages,
     }
 
 

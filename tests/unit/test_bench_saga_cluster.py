@@ -116,6 +116,7 @@ def _step(rate: float, done: float, p99: float, rows: dict[str, float]) -> dict[
         "orders_refused_once_or_more": 0,
         "cpu": cpu,
         "groups": cpu_groups(cpu, {"brokers": jvms, "services": names}),
+        "stages": {"hops": [{"hop": "StockReserved -> PaymentCaptured", "n": 9, "p50": p99 / 10}]},
     }
 
 
@@ -161,3 +162,5 @@ def test_the_table_puts_the_layouts_side_by_side_with_the_ratio() -> None:
     assert "3 brokers (RF 3)" in text
     raw = next(line for line in text.splitlines() if "raw pipe: cores" in line)
     assert "x2.00" in raw
+    hop = next(line for line in text.splitlines() if "hop StockReserved -> Payment" in line)
+    assert "| 400 / -" in hop and "| 800 / -" in hop and "x2.00" in hop
