@@ -348,3 +348,45 @@ async def test_metrics_count_requests_by_outcome(provider: StandInProcess) -> No
         text = (await http.get("/metrics")).text
     for outcome in ("done", "replayed", "fault"):
         assert f'outcome="{outcome}"' in text and 'standin="provider"' in text
+
+
+async def test_racing_captures_under_different_keys_capture_once(
+    provider: StandInProcess,
+) -> None:
+    who = customer()
+    async with provider.client(timeout=30) as http:
+        auth = (await authorise(http, who, 800)).json()["authorisation_id"]
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    f"/v1/authorisations/{auth}/capture",
+                    json={"amount_cents": 800},
+                    headers={"Idempotency-Key": key()},
+                )
+                for _ in range(6)
+            )
+        )
+        assert sorted(a.status_code for a in answers) == [200] + [409] * 5
+        assert (await ledger(http, who))["captured_cents"] == 800
+
+
+async def test_a_request_is_a_server_span_in_the_callers_trace(
+    tmp_path: Path, database_url: Callable[[str], str]
+) -> None:
+    env = {"TRACE_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    trace_id = uuid.uuid4().hex
+    with running_standin("provider", tmp_path / "var", database_url("provider"), env) as p:
+        async with p.client() as http:
+            answer = await http.post(
+                "/v1/authorisations",
+                json={"reference": "o", "customer_id": customer(), "amount_cents": 1},
+                headers={"Idempotency-Key": key(), "traceparent": f"00-{trace_id}-{'1' * 16}-01"},
+            )
+            assert answer.status_code == 201
+
+            def traced() -> bool:
+                text = p.log_file.read_text()
+                return f'"trace_id": "0x{trace_id}"' in text and '"provider POST"' in text
+
+            await eventually(traced, deadline_s=30, poll_s=0.2, what="the provider's span")
+    assert '"kind": "SpanKind.SERVER"' in p.log_file.read_text()
