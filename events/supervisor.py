@@ -43,6 +43,9 @@ class ProcessSpec:
     # True (the manifest's ``database: per-instance``): each instance keeps a database of
     # its own (a read model rebuilt from the log), ``<NAME>_DATABASE_URL`` by instance name.
     own_database: bool = False
+    # True (the manifest's ``stand_in: true``): a stand-in for a third party the services
+    # call over HTTP; no Kafka client, so no consumer, dead letters or parked events.
+    stand_in: bool = False
 
     @property
     def service_name(self) -> str:
@@ -68,6 +71,7 @@ def load_manifest(path: Path = MANIFEST) -> list[ProcessSpec]:
             int(body["port"]),
             replicated=body.get("replicas", "any") != 1,
             own_database=body.get("database") == "per-instance",
+            stand_in=bool(body.get("stand_in", False)),
         )
         for name, body in (doc.get("services") or {}).items()
     ]

@@ -65,7 +65,7 @@ def _letters(settings: PlatformSettings, topic: str | None) -> list[DeadLetter]:
 
 def _consumer_databases(settings: PlatformSettings) -> list[ConsumerDatabase]:
     return consumer_databases(
-        [spec.name for spec in load_manifest()],
+        [spec.name for spec in load_manifest() if not spec.stand_in],
         topic_prefix=settings.topic_prefix,
         var_dir=settings.var_dir,
         environ=os.environ,

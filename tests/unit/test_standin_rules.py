@@ -3,6 +3,7 @@ how an idempotency key's request is fingerprinted."""
 
 from __future__ import annotations
 
+from events.supervisor import load_manifest
 from services.carrier.domain import carrier_for, serviceable
 from services.provider.domain import (
     Refusal,
@@ -86,3 +87,12 @@ def test_outcomes_name_replays_refusals_and_errors() -> None:
         "refused",
         "error",
     ]
+
+
+def test_the_manifest_starts_the_stand_ins_first_and_marks_them() -> None:
+    specs = load_manifest()
+    assert [(s.name, s.port, s.stand_in, s.replicated) for s in specs[:2]] == [
+        ("provider", 8108, True, False),
+        ("carrier", 8109, True, False),
+    ]
+    assert not any(s.stand_in for s in specs[2:])
