@@ -1,9 +1,11 @@
 """``choreo topics apply --raise-partitions`` on the session broker: a topic with fewer
 partitions than the catalogue says is drift until asked, then raised (with its ``.dlq``
-twin) and the ordering note printed once; a topic with more is never lowered."""
+twin) and the ordering note printed once; a topic with more is never lowered. On a
+three-node cluster the new partitions are replicated as the old ones."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -14,6 +16,7 @@ import pytest
 from events.catalogue import Catalogue, TopicSpec
 from events.kafka import KafkaConnection, admin_client, reliable_producer, stop_quietly
 from events.topics import apply_topics
+from infra.cluster import down_cluster, private_cluster, up_cluster
 from tests.support import eventually, run_module, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.no_database]
@@ -124,3 +127,32 @@ async def test_cli_raises_the_catalogues_topics_and_says_once_what_it_does_to_or
     status, out, err = choreo("list", "--raise-partitions")
     assert status == 2 and out == ""
     assert err == "choreo: error: --raise-partitions goes with `topics apply`\n"
+
+
+async def test_raised_partitions_on_a_cluster_have_three_replicas(tmp_path: Path) -> None:
+    spec = private_cluster(tmp_path / "cluster")
+    try:
+        await asyncio.to_thread(up_cluster, spec)
+        kafka = spec.connection()
+        topic = unique("raise-replicated")
+        await apply_topics(kafka, [TopicSpec(topic, 1, -1, (), {})], dead_letters=False)
+        three = [TopicSpec(topic, 3, -1, (), {})]
+        raised = await apply_topics(kafka, three, dead_letters=False, raise_partitions=True)
+        assert raised.raised == [f"{topic}: 1 -> 3 partitions"]
+
+        async def replicas() -> list[int] | None:
+            admin = admin_client(kafka, client_id=unique("describe"))
+            try:
+                await admin.start()
+                (described,) = await admin.describe_topics([topic])
+            finally:
+                await admin.close()
+            counts = [len(p["replicas"]) for p in described["partitions"]]
+            return counts if len(counts) == 3 else None
+
+        assert await eventually(replicas, what="three partitions") == [3, 3, 3]
+        # Replicated as the catalogue wants: the next apply finds nothing to report.
+        again = await apply_topics(kafka, three, dead_letters=False)
+        assert (again.differences, again.unchanged) == ([], [topic])
+    finally:
+        await asyncio.to_thread(down_cluster, spec)
