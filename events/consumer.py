@@ -8,6 +8,12 @@ an event that still fails is dead-lettered and consumption moves on.
 Sequenced dead letters: dead-lettering an event that has a key blocks the key for this
 consumer and parks the key's later events (events.sequencing, events.parking).
 
+A dependency the handler calls being unavailable (``DependencyUnavailable``, in a batch or
+one by one) is not the event's fault: the transaction rolls back, the event's partition is
+sought back to it and paused until the dependency's ``retry_after_s``, its later records
+wait, its offsets are committed only below it, and the other partitions' records are
+applied as usual; nothing is dead-lettered or retried for it (events.pausing).
+
 The parts that stand alone: events.sequencing, events.inbox (the inbox statements),
 events.rebalance (the rebalance listener) and events.consumed (the decoded item, the
 counters, the retry loop).
@@ -23,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from opentelemetry.trace import use_span
 
@@ -44,8 +50,15 @@ from events.inbox import claim_new, processed_among
 from events.kafka import KafkaConnection, manual_consumer, reliable_producer, stop_quietly
 from events.kafka_auth import refusals, stop_if_refused
 from events.logs import bind_event, unbind_event
-from events.metrics import CONSUMER_LAG, DUPLICATES, EVENTS_CONSUMED, HANDLER_SECONDS
+from events.metrics import (
+    CONSUMER_LAG,
+    CONSUMER_PAUSED_PARTITIONS,
+    DUPLICATES,
+    EVENTS_CONSUMED,
+    HANDLER_SECONDS,
+)
 from events.outbox import Outbox, UnitOfWork
+from events.pausing import DependencyUnavailable, PausedPartitions, Unavailable
 from events.rebalance import BatchLock, Hook
 from events.routing import RetryPolicy, Router
 from events.sequencing import SequencedDeadLetters, blocked_record
@@ -105,7 +118,9 @@ class EventConsumer(SequencedDeadLetters):
         self.sequenced = sequenced  # sequenced dead letters: see events.sequencing
         self._init_blocks(block_sync_interval_ms)
         self._stop = self._stopping
-        self._listener.after_assign = self._sync_soon
+        # Partitions held back while a dependency of their handler is unavailable.
+        self._paused: PausedPartitions[TopicPartition] = PausedPartitions()
+        self._listener.after_assign = self._after_assign
 
     @property
     def kafka(self) -> AIOKafkaConsumer:
@@ -152,6 +167,8 @@ class EventConsumer(SequencedDeadLetters):
             await self.start()
         try:
             while not stop.is_set():
+                if self._paused:
+                    self._resume_due()
                 try:
                     batches = await self.kafka.getmany(
                         timeout_ms=self.fetch_timeout_ms, max_records=self.max_batch
@@ -208,18 +225,12 @@ class EventConsumer(SequencedDeadLetters):
         if bad:
             items = await self._process_undecodable(bad, items, stop)
         if items:
-            try:
-                await self._apply_batch(items)
-            except Exception as exc:
-                if len(items) > 1 or not is_infrastructure(exc):
-                    log.info(
-                        "%s: batch of %d failed (%r), applying one by one",
-                        self.name,
-                        len(items),
-                        exc,
-                    )
-                for item in items:
-                    await self._apply_item(item, stop)
+            await self._apply_items(items, stop)
+        if self._paused:
+            for tp in offsets:
+                waiting = self._paused.offset(tp)
+                if waiting is not None:  # fetched again from there: committed below it only
+                    offsets[tp] = OffsetAndMetadata(waiting, "")
         self.stats.batches += 1
         if self.after_db_commit is not None:
             await self.after_db_commit()
@@ -230,6 +241,83 @@ class EventConsumer(SequencedDeadLetters):
         self._uncommitted.update(offsets)
         if asyncio.get_running_loop().time() >= self._next_commit:
             await self._send_commit()
+
+    async def _apply_items(self, items: list[Item], stop: asyncio.Event) -> None:
+        """The batch in one transaction. A dependency unavailable to one event's handler
+        pauses that event's partition and the rest goes again without that partition's
+        events from it on (each round drops a partition, so this ends); any other failure
+        applies the events one by one."""
+        while items:
+            try:
+                await self._apply_batch(items)
+                return
+            except Unavailable as exc:
+                self._pause(exc.record, exc.error)
+                items = [i for i in items if not self._held(i.record)]
+            except Exception as exc:
+                if len(items) > 1 or not is_infrastructure(exc):
+                    log.info(
+                        "%s: batch of %d failed (%r), applying one by one",
+                        self.name,
+                        len(items),
+                        exc,
+                    )
+                for item in items:
+                    await self._apply_item(item, stop)
+                return
+
+    def _held(self, record: ConsumerRecord) -> bool:
+        if not self._paused:
+            return False
+        return self._paused.holds(TopicPartition(record.topic, record.partition), record.offset)
+
+    def _pause(self, record: ConsumerRecord, error: DependencyUnavailable) -> None:
+        """Holds ``record``'s partition back from the record on, until the dependency's
+        ``retry_after_s``: fetched again from there once resumed."""
+        tp = TopicPartition(record.topic, record.partition)
+        until = asyncio.get_running_loop().time() + error.retry_after_s
+        offset = self._paused.hold(tp, record.offset, until)
+        try:
+            self.kafka.seek(tp, offset)
+            self.kafka.pause(tp)
+        except IllegalStateError:  # no longer assigned: its next owner reads it from there
+            self._paused.release(tp)
+        log.warning(
+            "%s: %s[%d] paused at offset %d for %.2fs: %s",
+            self.name,
+            tp.topic,
+            tp.partition,
+            offset,
+            error.retry_after_s,
+            error,
+        )
+        CONSUMER_PAUSED_PARTITIONS.labels(self.name).set(len(self._paused))
+
+    def _resume_due(self) -> None:
+        """Resumes the paused partitions whose time has come: the first event fetched again
+        is the dependency's probe."""
+        due = self._paused.due(asyncio.get_running_loop().time())
+        if not due:
+            return
+        assigned = self.kafka.assignment()
+        mine = [tp for tp in due if tp in assigned]
+        if mine:
+            self.kafka.resume(*mine)
+            names = ", ".join(f"{t.topic}[{t.partition}]" for t in mine)
+            log.info("%s: resumed %s", self.name, names)
+        CONSUMER_PAUSED_PARTITIONS.labels(self.name).set(len(self._paused))
+
+    @property
+    def paused(self) -> set[TopicPartition]:
+        """The partitions held back while a dependency is unavailable."""
+        return set(self._paused.held)
+
+    def _after_assign(self) -> None:
+        # A new assignment's partitions are fresh and unpaused in aiokafka, fetched from the
+        # committed offsets (a held partition's: its held record): forget what was held.
+        self._paused.clear()
+        CONSUMER_PAUSED_PARTITIONS.labels(self.name).set(0)
+        self._sync_soon()
 
     async def _send_commit(self) -> None:
         # The offset commit (a broker round trip) overlaps the next batch's work; it is
@@ -308,7 +396,10 @@ class EventConsumer(SequencedDeadLetters):
                     continue
                 seen.add(event_id)
                 uow.cause = item.event.envelope
-                await self._handle(uow, item, traced)
+                try:
+                    await self._handle(uow, item, traced)
+                except DependencyUnavailable as exc:  # the transaction rolls back
+                    raise Unavailable(item.record, exc) from exc
                 rows.append(
                     {
                         "consumer": self.name,
@@ -367,11 +458,17 @@ class EventConsumer(SequencedDeadLetters):
         return histogram
 
     async def _apply_one(self, item: Item, stop: asyncio.Event) -> None:
+        if self._held(item.record):  # after an event of its partition that waits
+            return
+
         async def give_up(exc: Exception, attempts: int) -> None:
             await self._dead_letter(item.record, exc, attempts=attempts)
 
+        async def pause(error: DependencyUnavailable) -> None:
+            self._pause(item.record, error)
+
         what = f"{item.event.event_type} {item.event.event_id}"
-        await with_retries(self, lambda: self._apply_batch([item]), give_up, what, stop)
+        await with_retries(self, lambda: self._apply_batch([item]), give_up, what, stop, pause)
 
     async def _dead_letter(
         self, record: ConsumerRecord, error: BaseException, attempts: int
