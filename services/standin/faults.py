@@ -3,6 +3,10 @@
 ``down`` (or down until a moment) refuses every request; ``failure_rate`` refuses that
 fraction of them; ``latency_ms`` delays each answer after its effect is committed, so a
 client with a shorter timeout sees a timeout for something that happened.
+
+Hand-written: the issue wants each stand-in told at run time, through its own admin
+endpoint; a proxy in front (Toxiproxy, say) would be one more process, and its latency is
+on the connection rather than placed after this process's commit.
 """
 
 from __future__ import annotations

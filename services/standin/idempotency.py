@@ -5,6 +5,11 @@ The key is the table's primary key. Two requests racing with one key both try to
 first thing in their transactions: on PostgreSQL the second waits on the unique index until
 the first commits, then fails and is run again, now finding the stored answer; on SQLite the
 one connection serialises them. The same key with another request is a 422.
+
+Hand-written because the point is WHERE the answer is stored: the Idempotency-Key packages
+on PyPI (fastapi-idempotency, fastapi-idempotency-key, asgi-idempotency-header, all 0.x)
+are middlewares with a store of their own around the handler, outside its transaction, so
+a crash between the effect's commit and their record would act twice on the retry.
 """
 
 from __future__ import annotations
