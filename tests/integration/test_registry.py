@@ -207,3 +207,47 @@ def test_choreo_registry_with_a_bad_port_setting_fails_in_one_line(tmp_path: Pat
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "CHOREO_REGISTRY_PORT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_confluent_serializers_round_trip_through_the_registry(registry: RegistrySpec) -> None:
+    """A client no one here wrote: confluent-kafka's AvroSerializer registers under
+    TopicRecordNameStrategy and writes the wire format (magic 0, 4-byte id); its
+    AvroDeserializer, with a fresh client, decodes by that id; BACKWARD refuses through it."""
+    # confluent-kafka's schema-registry part needs its [avro] extra (authlib, cachetools,
+    # httpx2, avro), which the locks do not hold yet.
+    sr = pytest.importorskip("confluent_kafka.schema_registry", exc_type=ImportError)
+    avro = pytest.importorskip("confluent_kafka.schema_registry.avro", exc_type=ImportError)
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    topic = unique("orders.events")
+    context = SerializationContext(topic, MessageField.VALUE)
+    fields = [{"name": "order_id", "type": "string"}, {"name": "qty", "type": "int"}]
+    v1 = _record("OrderPlaced", *fields)
+    added = {"name": "note", "type": "string"}
+    client = sr.SchemaRegistryClient({"url": registry.ccompat_url})
+    serializer = avro.AvroSerializer(
+        client,
+        v1,
+        conf={"subject.name.strategy": sr.topic_record_subject_name_strategy},
+    )
+
+    data = serializer({"order_id": "o-1", "qty": 3}, context)
+    schema_id = int.from_bytes(data[1:5], "big")
+    subject = f"{topic}-choreo.test.OrderPlaced"
+    decoded = avro.AvroDeserializer(sr.SchemaRegistryClient({"url": registry.ccompat_url}))(
+        data, context
+    )
+    client.set_compatibility(subject, "BACKWARD")
+    with pytest.raises(sr.SchemaRegistryError) as refused:
+        client.register_schema(subject, sr.Schema(_record("OrderPlaced", *fields, added), "AVRO"))
+    with_default = _record("OrderPlaced", *fields, {**added, "default": ""})
+    client.register_schema(subject, sr.Schema(with_default, "AVRO"))
+    as_v2 = avro.AvroDeserializer(client, with_default)(data, context)
+
+    assert data[0] == 0
+    assert client.get_subjects().count(subject) == 1
+    assert client.get_latest_version(subject).version == 2
+    assert json.loads(client.get_schema(schema_id).schema_str) == json.loads(v1)
+    assert decoded == {"order_id": "o-1", "qty": 3}
+    assert refused.value.http_status_code == CONFLICT
+    assert as_v2 == {"order_id": "o-1", "qty": 3, "note": ""}
