@@ -2,26 +2,82 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from events.dependency import DependencySettings
 from events.service import Service, ServiceSettings, run
 from services.payments.api import api
-from services.payments.handlers import router
+from services.payments.handlers import build_router, router
+from services.payments.provider import Provider
 from services.payments.tables import metadata
+
+NAME = "payments"
+TOPICS = ["payments.requests", "inventory.events", "orders.events", "shipping.events"]
 
 
 class Settings(ServiceSettings):
     http_port: int = Field(default=8103, ge=0, le=65535, description="payments HTTP port")
+    payment_provider_url: str = Field(
+        default="",
+        description="The payment provider's base URL (http://host:port); empty: no provider, "
+        "the books alone decide",
+    )
+    payment_provider_timeout_s: float = Field(
+        default=2.0, gt=0, description="Seconds one call to the provider may take"
+    )
+    payment_provider_attempts: int = Field(
+        default=3, ge=1, le=20, description="Tries per call, with the same idempotency key"
+    )
+    payment_provider_failure_threshold: int = Field(
+        default=5, ge=1, description="Failed calls in a row that open the provider's breaker"
+    )
+    payment_provider_recovery_s: float = Field(
+        default=5.0, gt=0, description="Seconds the breaker stays open before a probe"
+    )
+
+    @field_validator("payment_provider_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"PAYMENT_PROVIDER_URL must be an http:// or https:// URL, not {value!r}"
+            )
+        return value
+
+    def provider(self) -> DependencySettings | None:
+        """How to reach the payment provider; None when there is none."""
+        if not self.payment_provider_url:
+            return None
+        return DependencySettings(
+            name="provider",
+            base_url=self.payment_provider_url,
+            timeout_s=self.payment_provider_timeout_s,
+            attempts=self.payment_provider_attempts,
+            failure_threshold=self.payment_provider_failure_threshold,
+            recovery_s=self.payment_provider_recovery_s,
+        )
 
 
-SERVICE = Service(
-    name="payments",
-    metadata=metadata,
-    router=router,
-    topics=["payments.requests", "inventory.events", "orders.events", "shipping.events"],
-    api=api,
-)
+# Without a payment provider: the books alone decide.
+SERVICE = Service(name=NAME, metadata=metadata, router=router, topics=TOPICS, api=api)
+
+
+def build_service(settings: Settings) -> Service:
+    """The service as ``settings`` configure it: with the payment provider when it has a URL."""
+    provider_settings = settings.provider()
+    if provider_settings is None:
+        return SERVICE
+    provider = Provider(provider_settings)
+    return Service(
+        name=NAME,
+        metadata=metadata,
+        router=build_router(provider),
+        topics=TOPICS,
+        api=api,
+        components=[lambda ctx: provider.component()],
+    )
 
 
 def main() -> None:
-    run(SERVICE, Settings)
+    run(build_service, Settings)

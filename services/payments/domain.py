@@ -9,10 +9,14 @@ balance and refunds never exceed captures, no other figure can pass it.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
 INSUFFICIENT_FUNDS = "insufficient funds"
+# Fixed for good: every key ever sent to the provider derives from it, so a redelivered
+# event after an upgrade still re-sends the key of its first call.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("5d0c2a43-9a8e-4c1b-8f1e-6b3f1c9e0a71")
 INT64_MAX = 2**63 - 1  # what a BIGINT column (and SQLite's INTEGER) holds
 
 
@@ -75,6 +79,29 @@ def charge(
     account.balance -= amount
     account.captured += amount
     return Payment(order_id, payment_id, account.customer_id, amount, PaymentStatus.CAPTURED)
+
+
+def decline(account: Account, payment: Payment) -> Payment:
+    """The provider declined a capture the books allowed (``charge``'s CAPTURED payment):
+    the account has the amount back, and the payment is DECLINED."""
+    if payment.status is not PaymentStatus.CAPTURED:
+        raise ValueError(f"payment {payment.payment_id} is {payment.status}, not CAPTURED")
+    account.balance += payment.amount
+    account.captured -= payment.amount
+    return Payment(
+        payment.order_id,
+        payment.payment_id,
+        payment.customer_id,
+        payment.amount,
+        PaymentStatus.DECLINED,
+    )
+
+
+def idempotency_key(operation: str, order_id: str) -> str:
+    """The provider's idempotency key for ``operation`` (authorise, capture, refund, void)
+    on an order: a function of what must happen once, so every retry, redelivery or restart
+    sends the same key and the provider acts once."""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"payments:{operation}:{order_id}"))
 
 
 def refund(account: Account, payment: Payment) -> bool:

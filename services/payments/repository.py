@@ -1,20 +1,24 @@
-"""Payments' statements: accounts, payments, applied deposits and orders cancelled before
-any payment, for the handlers and the API. Rows a handler changes are locked first."""
+"""Payments' statements: accounts, payments, applied deposits, orders cancelled before
+any payment and the calls made to the payment provider, for the handlers and the API. Rows a
+handler changes are locked first."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from events.prepared import Row
 from events.repository import InsertOnce, KeyedRows, Repository
 from schemas.models import FundsDeposited
 from services.payments.domain import INSUFFICIENT_FUNDS, Account, Payment, PaymentStatus
-from services.payments.tables import accounts, deposits, payments, tombstones
+from services.payments.tables import accounts, attempts, deposits, payments, tombstones
 
 _DEPOSITS = InsertOnce(deposits.c.deposit_id)
 _ACCOUNTS = KeyedRows(accounts.c.customer_id)
 _PAYMENTS = KeyedRows(payments.c.order_id)
 _TOMBSTONES = KeyedRows(tombstones.c.order_id)
+_ATTEMPTS = KeyedRows(attempts.c.idempotency_key)
 
 
 class PaymentsRepository(Repository):
@@ -67,7 +71,10 @@ class PaymentsRepository(Repository):
             PaymentStatus(found["status"]),
         )
 
-    async def insert_payment(self, payment: Payment, now: datetime) -> None:
+    async def insert_payment(
+        self, payment: Payment, now: datetime, reason: str = INSUFFICIENT_FUNDS
+    ) -> None:
+        """A new payment row; ``reason``: why a DECLINED one was declined."""
         declined = payment.status is PaymentStatus.DECLINED
         await _PAYMENTS.insert(
             self.session,
@@ -77,7 +84,7 @@ class PaymentsRepository(Repository):
                 "customer_id": payment.customer_id,
                 "amount_cents": payment.amount,
                 "status": payment.status.value,
-                "reason": INSUFFICIENT_FUNDS if declined else None,
+                "reason": reason if declined else None,
                 "created_at": now,
                 "updated_at": now,
             },
@@ -102,3 +109,40 @@ class PaymentsRepository(Repository):
 
     async def payment_row(self, order_id: str) -> Row | None:
         return await _PAYMENTS.get(self.session, order_id)
+
+    async def record_attempt(
+        self,
+        key: str,
+        *,
+        order_id: str,
+        operation: str,
+        customer_id: str,
+        amount: int | None,
+        status: int,
+        answer: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """Stores a provider call and its answer (the same key again: its latest answer,
+        which the provider gives unchanged for a key)."""
+        body = json.dumps(answer, sort_keys=True)
+        if await _ATTEMPTS.set(self.session, key, status=status, answer=body):
+            return
+        row = {
+            "idempotency_key": key,
+            "order_id": order_id,
+            "operation": operation,
+            "customer_id": customer_id,
+            "amount_cents": amount,
+            "status": status,
+            "answer": body,
+            "created_at": now,
+        }
+        await _ATTEMPTS.insert(self.session, row)
+
+    async def attempt_answer(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        """The stored status and answer of the call made under ``key``; None if none was."""
+        row = await _ATTEMPTS.get(self.session, key)
+        if row is None:
+            return None
+        answer: dict[str, Any] = json.loads(row["answer"])
+        return row["status"], answer

@@ -1,8 +1,19 @@
-"""The payments service's tables (SQLAlchemy Core): accounts, payments, cancelled orders."""
+"""The payments service's tables (SQLAlchemy Core): accounts, payments, cancelled orders, and
+the calls made to the payment provider."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -54,4 +65,22 @@ tombstones = Table(
     Column("order_id", String(36), primary_key=True),
     Column("reason", Text, nullable=False),
     Column("cancelled_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each call to the payment provider whose answer an effect here rests on, written in the
+# transaction of that effect: what was asked under which key, and what came back (the
+# capture id a refund needs, the reason of a decline). A call whose transaction rolled back
+# leaves no row; its event is redelivered and re-sends the same key, so the provider answers
+# as the first time.
+attempts = Table(
+    "payments_attempts",
+    metadata,
+    Column("idempotency_key", String(36), primary_key=True),
+    Column("order_id", String(36), nullable=False),
+    Column("operation", String(16), nullable=False),  # authorise, capture, refund, void
+    Column("customer_id", String(255), nullable=False),
+    Column("amount_cents", BigInteger),
+    Column("status", Integer, nullable=False),  # the provider's HTTP status
+    Column("answer", Text, nullable=False),  # its JSON body
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

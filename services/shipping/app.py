@@ -6,8 +6,10 @@ import re
 
 from pydantic import Field, field_validator
 
+from events.dependency import DependencySettings
 from events.service import Service, ServiceSettings, run
 from services.shipping.api import api
+from services.shipping.carrier import Carrier
 from services.shipping.handlers import build_router
 from services.shipping.tables import metadata
 
@@ -19,8 +21,34 @@ class Settings(ServiceSettings):
     http_port: int = Field(default=8104, ge=0, le=65535, description="HTTP port (0: none)")
     supported_countries: str = Field(
         default="DE,FR,NL,BE,GB,US",
-        description="Countries shipped to: comma-separated ISO 3166-1 alpha-2 codes, upper case",
+        description="Countries shipped to without a carrier (with one, the carrier decides): "
+        "comma-separated ISO 3166-1 alpha-2 codes, upper case",
     )
+    carrier_url: str = Field(
+        default="",
+        description="The carrier's base URL (http://host:port); empty: no carrier, shipping "
+        "decides from SUPPORTED_COUNTRIES",
+    )
+    carrier_timeout_s: float = Field(
+        default=2.0, gt=0, description="Seconds one call to the carrier may take"
+    )
+    carrier_attempts: int = Field(
+        default=3, ge=1, le=20, description="Tries per call, with the same idempotency key"
+    )
+    carrier_failure_threshold: int = Field(
+        default=5, ge=1, description="Failed calls in a row that open the carrier's breaker"
+    )
+    carrier_recovery_s: float = Field(
+        default=5.0, gt=0, description="Seconds the breaker stays open before a probe"
+    )
+
+    @field_validator("carrier_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"CARRIER_URL must be an http:// or https:// URL, not {value!r}")
+        return value
 
     @field_validator("supported_countries")
     @classmethod
@@ -38,14 +66,30 @@ class Settings(ServiceSettings):
     def supported(self) -> frozenset[str]:
         return frozenset(self.supported_countries.split(","))
 
+    def carrier(self) -> DependencySettings | None:
+        """How to reach the carrier; None when there is none."""
+        if not self.carrier_url:
+            return None
+        return DependencySettings(
+            name="carrier",
+            base_url=self.carrier_url,
+            timeout_s=self.carrier_timeout_s,
+            attempts=self.carrier_attempts,
+            failure_threshold=self.carrier_failure_threshold,
+            recovery_s=self.carrier_recovery_s,
+        )
+
 
 def build_service(settings: Settings) -> Service:
+    carrier_settings = settings.carrier()
+    carrier = None if carrier_settings is None else Carrier(carrier_settings)
     return Service(
         name=NAME,
         metadata=metadata,
-        router=build_router(settings.supported),
+        router=build_router(settings.supported, carrier),
         topics=["payments.events", "orders.events"],
         api=api,
+        components=[] if carrier is None else [lambda ctx: carrier.component()],
     )
 
 

@@ -1,11 +1,16 @@
 """Shipping's business rules: where we deliver, with whom, and how a shipment changes state.
 
+With a carrier (``CARRIER_URL``) the carrier decides where it delivers and who carries (its
+booking or its 422); the rules here (``serviceable``, ``carrier_for``) decide only for a
+deployment without one, as before the carrier existed.
+
 Pure: standard library only, no I/O. Ids and clocks come in from the caller.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -26,6 +31,9 @@ CARRIERS: Final[dict[str, str]] = {
 # Countries added to the supported set without a national carrier go with the
 # international one.
 DEFAULT_CARRIER: Final = "dhl-express"
+# Fixed for good: every key ever sent to the carrier derives from it, so a redelivered event
+# after an upgrade still re-sends the key of its first call.
+IDEMPOTENCY_NAMESPACE: Final = uuid.UUID("0b6f4f1e-3c2d-4e8a-9a57-2d1c7e5b8f30")
 
 
 class Status(StrEnum):
@@ -79,6 +87,33 @@ def on_payment_captured(
     if reason is not None:
         return Shipment(order_id, Status.FAILED, shipment_id, reason=reason)
     return Shipment(order_id, Status.SCHEDULED, shipment_id, carrier_for(country))
+
+
+def booked(
+    current: Shipment | None, *, order_id: str, booking_id: str, carrier: str
+) -> Shipment | None:
+    """The shipment the carrier booked (its booking id is the shipment's); None when the
+    order already has a row."""
+    if current is not None:
+        return None
+    return Shipment(order_id, Status.SCHEDULED, booking_id, carrier)
+
+
+def undeliverable(
+    current: Shipment | None, *, order_id: str, shipment_id: str, reason: str
+) -> Shipment | None:
+    """The FAILED shipment the carrier refused, with its reason; None when the order already
+    has a row."""
+    if current is not None:
+        return None
+    return Shipment(order_id, Status.FAILED, shipment_id, reason=reason)
+
+
+def idempotency_key(operation: str, order_id: str) -> str:
+    """The carrier's idempotency key for ``operation`` (book, cancel) on an order: a function
+    of what must happen once, so a retry or a redelivered event sends the same key and the
+    carrier books (or cancels) once."""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"shipping:{operation}:{order_id}"))
 
 
 def on_order_cancelled(current: Shipment | None, *, order_id: str, reason: str) -> Shipment | None:

@@ -1,5 +1,6 @@
 """Shipping's reactions to the saga: ship paid orders; cancel, or tombstone, cancelled ones.
-The decisions are the domain's (``services.shipping.domain``), the statements the
+The decisions are the domain's (``services.shipping.domain``), or with a carrier
+(``services.shipping.carrier``) the carrier's booking or refusal; the statements are the
 repository's."""
 
 from __future__ import annotations
@@ -19,26 +20,49 @@ from schemas.models import (
     ShipmentScheduled,
 )
 from services.shipping import domain
+from services.shipping.carrier import Booked, Carrier
 from services.shipping.domain import Shipment, Status
 from services.shipping.repository import ShippingRepository
 
 
-def build_router(supported: frozenset[str]) -> Router:
-    """The handlers, bound to the countries this deployment delivers to."""
+def build_router(supported: frozenset[str], carrier: Carrier | None = None) -> Router:
+    """The handlers: with ``carrier`` it books and cancels shipments and decides where it
+    delivers; without, shipping decides from the countries this deployment delivers to."""
     router = Router()
+
+    async def decide(
+        repo: ShippingRepository, current: Shipment | None, paid: PaymentCaptured
+    ) -> Shipment | None:
+        if carrier is None:
+            return domain.on_payment_captured(
+                current,
+                order_id=paid.order_id,
+                country=paid.shipping_address.country,
+                postal_code=paid.shipping_address.postal_code,
+                supported=supported,
+                shipment_id=str(uuid.uuid4()),
+            )
+        if current is not None:
+            if current.status is Status.TOMBSTONE:
+                await carrier.settle_cancelled(repo, paid.order_id, paid.shipping_address)
+            return None  # tombstoned (cancelled first) or decided: never a second booking
+        answer = await carrier.book(repo, paid.order_id, paid.shipping_address)
+        if isinstance(answer, Booked):
+            return domain.booked(
+                current,
+                order_id=paid.order_id,
+                booking_id=answer.booking_id,
+                carrier=answer.carrier,
+            )
+        return domain.undeliverable(
+            current, order_id=paid.order_id, shipment_id=str(uuid.uuid4()), reason=answer.reason
+        )
 
     @router.on(PaymentCaptured)
     async def on_payment_captured(uow: UnitOfWork, event: Event[PaymentCaptured]) -> None:
         paid, now = event.payload, utcnow()
         repo = ShippingRepository(uow.session)
-        shipment = domain.on_payment_captured(
-            await repo.lock(paid.order_id),
-            order_id=paid.order_id,
-            country=paid.shipping_address.country,
-            postal_code=paid.shipping_address.postal_code,
-            supported=supported,
-            shipment_id=str(uuid.uuid4()),
-        )
+        shipment = await decide(repo, await repo.lock(paid.order_id), paid)
         if shipment is not None:
             address = paid.shipping_address.model_dump_json()
             await repo.insert(shipment, paid.customer_id, address, now)
@@ -54,6 +78,8 @@ def build_router(supported: frozenset[str]) -> Router:
         )
         if after is None:
             return
+        if carrier is not None and after.status is Status.CANCELLED:
+            await carrier.cancel(repo, cancelled.order_id)
         if current is None:
             await repo.insert(after, cancelled.customer_id, None, now)  # a tombstone
         else:

@@ -1,17 +1,21 @@
 """Shipping's statements: one row per order that reached shipping (a shipment or a
-tombstone). The handlers lock it first (``FOR UPDATE``; SQLite locks the whole file): that
-serialises a capture and a cancellation of one order on two PostgreSQL consumers."""
+tombstone), and the calls made to the carrier. The handlers lock the order's row first
+(``FOR UPDATE``; SQLite locks the whole file): that serialises a capture and a cancellation
+of one order on two PostgreSQL consumers."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from events.prepared import Row
 from events.repository import KeyedRows, Repository
 from services.shipping.domain import Shipment, Status
-from services.shipping.tables import shipments
+from services.shipping.tables import carrier_calls, shipments
 
 _SHIPMENTS = KeyedRows(shipments.c.order_id)
+_CALLS = KeyedRows(carrier_calls.c.idempotency_key)
 
 
 class ShippingRepository(Repository):
@@ -59,3 +63,36 @@ class ShippingRepository(Repository):
 
     async def get(self, order_id: str) -> Row | None:
         return await _SHIPMENTS.get(self.session, order_id)
+
+    async def record_call(
+        self,
+        key: str,
+        *,
+        order_id: str,
+        operation: str,
+        status: int,
+        answer: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """Stores a carrier call and its answer (the same key again: its latest answer,
+        which the carrier gives unchanged for a key)."""
+        body = json.dumps(answer, sort_keys=True)
+        if await _CALLS.set(self.session, key, status=status, answer=body):
+            return
+        row = {
+            "idempotency_key": key,
+            "order_id": order_id,
+            "operation": operation,
+            "status": status,
+            "answer": body,
+            "created_at": now,
+        }
+        await _CALLS.insert(self.session, row)
+
+    async def call_answer(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        """The stored status and answer of the call made under ``key``; None if none was."""
+        row = await _CALLS.get(self.session, key)
+        if row is None:
+            return None
+        answer: dict[str, Any] = json.loads(row["answer"])
+        return row["status"], answer
