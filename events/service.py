@@ -42,6 +42,7 @@ from events.components import (
 )
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
+from events.dependency import Dependency
 from events.http_input import MAX_BODY_BYTES, install_input_guards
 from events.http_limits import (
     DEFAULT_ALLOWED_HOSTS,
@@ -156,6 +157,9 @@ class Service:
     # How /ready asks whether the database answers (default: SELECT 1 on its engine).
     probe: Callable[[ServiceContext], Awaitable[None]] | None = None
     description: str = ""
+    # External systems its handlers call (events.dependency): closed at shutdown, their
+    # breakers' states in /health. Their clients are made by the first call.
+    dependencies: list[Dependency] = field(default_factory=list)
 
 
 def build_context(service: Service, settings: ServiceSettings) -> ServiceContext:
@@ -194,6 +198,9 @@ def build_components(service: Service, ctx: ServiceContext) -> list[Component]:
     if ctx.consumer is not None:
         components.append(_consumer_component(ctx.consumer))
     components.extend(make(ctx) for make in service.components)
+    components.extend(
+        Component(f"dependency {d.name}", close=d.close) for d in service.dependencies
+    )
     ctx.components = components
     return components
 
@@ -237,8 +244,11 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
     )
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "service": service.name}
+    async def health() -> dict[str, Any]:
+        body: dict[str, Any] = {"status": "ok", "service": service.name}
+        if service.dependencies:  # each breaker's state: closed, half-open or open
+            body["dependencies"] = {d.name: d.state for d in service.dependencies}
+        return body
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
