@@ -17,9 +17,12 @@ starts after the last published id, so acked rows waiting for their mark are not
 again. On PostgreSQL ids are taken at INSERT and transactions commit in any order: a row
 committed after a later id was selected would be passed over, so every ``rescan_every_s`` the
 relay marks what is acked and selects from the oldest unsent row again. Such a row waits at
-most that long; it can reach Kafka after a later row of another transaction, and of its own
-key only if two transactions wrote that key concurrently (a handler that locks its aggregate
-serialises them, and the later one takes the later id).
+most that long; it can reach Kafka after a later row of another transaction, never after a
+later row of its own key: a row whose key has an older unsent row the relay passed over
+waits for that rescan, which then comes at once (a customer's cancel committed just after
+the order's creation, which was passed over, reached Kafka first before; found by
+tests/e2e/test_cluster_chaos.py). Two transactions that write one key concurrently have no
+order to keep (a handler that locks its aggregate serialises them).
 
 Health: a monitor beside the publishing loop measures the backlog, the oldest unsent age
 and the quarantined rows from the database, whether or not publishing succeeds, and
@@ -46,7 +49,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import ARRAY, BigInteger, Select, any_, bindparam, delete, select, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Select,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 
 from events.db import Database, is_transient
@@ -127,6 +140,7 @@ class OutboxRelay:
         self.failures = 0
         self.quarantined = 0
         self._unsent_stmt: Prepared | None = None
+        self._unsent_pg_stmt: Select[Any] | None = None
         # Acked rows wait here to be marked sent in one statement per mark_every_s (not
         # one per batch); rows up to _after are published, so the next select starts after
         # them. A crash before the mark re-publishes them, as a crash before any mark
@@ -199,6 +213,8 @@ class OutboxRelay:
                 self._after = 0
                 self._next_rescan = loop.time() + self.config.rescan_every_s
         rows = await self._select_unsent()
+        if not self.db.is_sqlite:
+            rows = self._before_passed_over(rows)
         outcome = await self._publish(rows)
         if outcome.quarantine or outcome.failure is not None:
             # Rows stay behind (to retry) or leave the outbox: mark what went now and select
@@ -221,6 +237,24 @@ class OutboxRelay:
         self.last_ok = time.monotonic()
         return len(outcome.sent) + len(outcome.quarantine)
 
+    def _before_passed_over(self, rows: list[Any]) -> list[Any]:
+        """PostgreSQL: the rows up to the first whose key has an older unsent row this relay
+        has not published (``older``: the key's newest unsent id below the row's). That older
+        row committed after a later id was selected and was passed over; the key's later
+        rows wait for the rescan, which at once selects from the oldest unsent row, so that
+        one key's rows reach Kafka in id order (an order placed and then cancelled must not
+        arrive cancelled first)."""
+        if self._after == 0 or not rows:
+            return rows  # selected from the oldest unsent row: nothing was passed over
+        published = set(self._unmarked)
+        for index, row in enumerate(rows):
+            if row.older is not None and row.older not in published:
+                self._next_rescan = 0.0
+                self._wake.set()  # back at once, for the rescan
+                return rows[:index]
+            published.add(row.id)
+        return rows
+
     async def _select_unsent(self) -> list[Any]:
         """Unsent rows after the last published one, in id order (at most a batch)."""
         params = {"after": self._after}
@@ -228,7 +262,7 @@ class OutboxRelay:
             async with self.db.session() as session:
                 return [Unsent(**r) for r in await self._unsent().rows(session, params)]
         async with self._lease.connection() as conn:
-            return list((await conn.execute(self._unsent().statement, params)).all())
+            return list((await conn.execute(self._unsent_pg(), params)).all())
 
     async def _hold_lease(self) -> bool:
         """PostgreSQL: whether this relay holds the outbox's lease; tries for it if not."""
@@ -260,6 +294,28 @@ class OutboxRelay:
             after = self._build_unsent().where(outbox.c.id > bindparam("after"))
             self._unsent_stmt = Prepared(after)
         return self._unsent_stmt
+
+    def _unsent_pg(self) -> Select[Any]:
+        if self._unsent_pg_stmt is None:
+            # Each row's key's newest unsent id below it (an index probe on the unsent
+            # rows' key and id): how _before_passed_over finds a key's passed-over row.
+            older = outbox.alias("older")
+            newest_older = (
+                select(func.max(older.c.id))
+                .where(
+                    older.c.key == outbox.c.key,
+                    older.c.sent_at.is_(None),
+                    older.c.id < outbox.c.id,
+                )
+                .scalar_subquery()
+                .label("older")
+            )
+            self._unsent_pg_stmt = (
+                self._build_unsent()
+                .add_columns(newest_older)
+                .where(outbox.c.id > bindparam("after"))
+            )
+        return self._unsent_pg_stmt
 
     def _build_unsent(self) -> Select[Any]:
         return (

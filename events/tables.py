@@ -42,6 +42,14 @@ Index(
     postgresql_where=outbox.c.sent_at.is_(None),
 )
 Index("ix_choreo_outbox_sent_at", outbox.c.sent_at)
+# PostgreSQL: the relay's probe for a key's older unsent row (events.relay); SQLite has one
+# writer at a time, so its ids commit in order and it needs no such probe.
+Index(
+    "ix_choreo_outbox_unsent_key",
+    outbox.c.key,
+    outbox.c.id,
+    postgresql_where=outbox.c.sent_at.is_(None),
+).ddl_if(dialect="postgresql")
 
 inbox = Table(
     "choreo_inbox",

@@ -48,9 +48,18 @@ PRICE = 1500
 class Call:
     method: str
     path: str
-    phase: str  # what the chaos was doing when the request started
+    phases: tuple[str, str]  # what the chaos was doing when it was sent, when it ended
     status: int | None  # None: no HTTP answer (a connection error)
     error: str = ""
+
+    @property
+    def phase(self) -> str:
+        """The chaos's step it ran into: a request in flight when an instance was killed or
+        the roll began counts as that step's."""
+        for step in ("roll", "instance-kill"):
+            if step in self.phases:
+                return step
+        return self.phases[0]
 
 
 @dataclass
@@ -72,17 +81,16 @@ class GatewayClient:
         self.traffic = traffic
 
     async def send(self, method: str, path: str, body: Any = None) -> httpx.Response | None:
-        phase = self.traffic.phase
+        sent = self.traffic.phase
         try:
             r = await self.http.request(method, path, json=body)
         except httpx.TransportError as exc:
-            self.traffic.calls.append(Call(method, path, phase, None, repr(exc)))
+            phases = (sent, self.traffic.phase)
+            self.traffic.calls.append(Call(method, path, phases, None, repr(exc)))
             return None
         error = r.text[:200] if r.status_code >= 400 else ""
-        # A request that ran into the rolling restart counts as the restart's.
-        if self.traffic.phase == "roll":
-            phase = "roll"
-        self.traffic.calls.append(Call(method, path, phase, r.status_code, error))
+        phases = (sent, self.traffic.phase)
+        self.traffic.calls.append(Call(method, path, phases, r.status_code, error))
         return r
 
     async def must(self, method: str, path: str, body: Any, ok: set[int]) -> httpx.Response:
@@ -216,6 +224,7 @@ async def chaos(stack: ClusterStack, load: Load, traffic: Traffic, log: list[str
     # failed by nginx's passive checks, so the rolling restart has both to move between.
     await asyncio.to_thread(stack.route)
     note(f"{', '.join(victims)} back and ready")
+    traffic.phase = "recovered"
 
     await load.reached(load.placed + 50)
     traffic.phase = "roll"
