@@ -96,7 +96,9 @@ gateway:
 
 test: lint test-sqlite test-postgres
 
-test-sqlite: setup browser gateway
+# PostgreSQL here too: the chaos test (tests/e2e/test_cluster_chaos.py) runs its instances on
+# it in either pass, since a service's instances share its database.
+test-sqlite: setup postgres browser gateway
 	$(BIN)/pytest
 
 # The database-backed suites again, every service and test database on PostgreSQL.
