@@ -271,7 +271,9 @@ async def test_cluster_replicas_gateway_survive_chaos(cluster_stack: ClusterStac
             finally:
                 chaos_over.set()
 
-        await asyncio.gather(load.run(chaos_over), run_chaos())
+        async with asyncio.TaskGroup() as both:  # one failing cancels the other
+            both.create_task(load.run(chaos_over))
+            both.create_task(run_chaos())
         loaded = time.monotonic()
 
         await every_order_ends(stack, world, deadline_s=300)
@@ -502,6 +504,16 @@ async def applied_twice(stack: ClusterStack, world: World) -> list[str]:
         (unsent,) = await rows(url, "SELECT count(*) FROM choreo_outbox WHERE sent_at IS NULL")
         if unsent[0]:
             problems.append(f"{service}: {unsent[0]} outbox rows never sent")
+    ended = dict(
+        await rows(
+            stack.databases["orders"],
+            "SELECT key, count(*) FROM choreo_outbox WHERE event_type IN "
+            "('OrderCompleted', 'OrderRejected', 'OrderCancelled') GROUP BY key",
+        )
+    )
+    endings = Counter(ended.get(oid, 0) for oid in world.orders)
+    if set(endings) != {1}:
+        problems.append(f"orders emitted an end per order {dict(endings)} (count: orders)")
     assert not problems, "\n".join(problems)
     return problems
 
