@@ -1,5 +1,7 @@
 """Drives the reference saga from outside and checks its invariants through the services'
-HTTP APIs. Used by `choreo demo` and the end-to-end tests; imports no service code."""
+HTTP APIs (and, when payments and shipping call them, the payment provider's ledger and the
+carrier's bookings). Used by `choreo demo` and the end-to-end tests; imports no service
+code."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ PORTS = {
     "payments": 8103,
     "shipping": 8104,
     "notifications": 8105,
+    "provider": 8108,  # the payment provider stand-in (no /api/v1, no token)
+    "carrier": 8109,  # the carrier stand-in
 }
 TERMINAL = {"COMPLETED", "REJECTED", "CANCELLED"}
 SERVICEABLE = {
@@ -69,6 +73,12 @@ class Api:
         r = await self.http.get(self.url(service, path))
         if r.status_code == 404:
             return None
+        r.raise_for_status()
+        return r.json()
+
+    async def external(self, name: str, path: str) -> Any:
+        """GET ``path`` of a stand-in third party (the provider, the carrier): no /api/v1."""
+        r = await self.http.get(f"http://127.0.0.1:{self.ports[name]}{path}")
         r.raise_for_status()
         return r.json()
 
@@ -223,10 +233,14 @@ async def wait_for(
         await asyncio.sleep(0.25)  # poll interval between checks
 
 
-async def check_invariants(world: World, api: Api) -> list[str]:
-    """Every violated invariant, as a sentence; empty when the run is consistent."""
+async def check_invariants(world: World, api: Api, dependencies: bool = False) -> list[str]:
+    """Every violated invariant, as a sentence; empty when the run is consistent.
+    ``dependencies``: payments and shipping call the provider and the carrier, whose ledger
+    and bookings must then agree with them too."""
     problems: list[str] = []
     orders = await statuses(world, api)
+    if dependencies:
+        problems.extend(await check_dependencies(world, api, orders))
     shipped: dict[str, int] = {}
     for oid, path in world.orders.items():
         order = orders.get(oid)
@@ -284,4 +298,33 @@ async def check_invariants(world: World, api: Api) -> list[str]:
             problems.append(f"{cust}: deposited {a['deposited_cents']}, seeded {deposited}")
         if a["balance_cents"] + a["captured_cents"] - a["refunded_cents"] != deposited:
             problems.append(f"{cust}: balance + captured - refunded != deposited ({a})")
+    return problems
+
+
+async def check_dependencies(
+    world: World, api: Api, orders: dict[str, dict[str, Any]]
+) -> list[str]:
+    """The provider's ledger equals payments' captures minus refunds per customer, and the
+    carrier holds exactly one live booking per completed order (and none for another)."""
+    problems: list[str] = []
+    for cust in sorted(world.customers | set(world.deposits)):
+        ledger = await api.external("provider", f"/v1/ledger/{cust}")
+        books = await api.get("payments", f"/accounts/{cust}") or {}
+        at_provider = ledger["captured_cents"] - ledger["refunded_cents"]
+        in_payments = books.get("captured_cents", 0) - books.get("refunded_cents", 0)
+        if at_provider != in_payments:
+            problems.append(
+                f"{cust}: provider captured - refunded = {at_provider}, payments' = "
+                f"{in_payments} (provider {ledger}, payments {books})"
+            )
+    live: dict[str, int] = {}
+    for booking in (await api.external("carrier", "/v1/bookings?status=booked"))["bookings"]:
+        if booking["reference"] in world.orders:
+            live[booking["reference"]] = live.get(booking["reference"], 0) + 1
+    for oid in world.orders:
+        completed = orders.get(oid, {}).get("status") == "COMPLETED"
+        count = live.get(oid, 0)
+        if count != (1 if completed else 0):
+            status = orders.get(oid, {}).get("status")
+            problems.append(f"order {oid} {status}: {count} live bookings at the carrier")
     return problems

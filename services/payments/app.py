@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Self
+
+from pydantic import Field, field_validator, model_validator
 
 from events.dependency import DependencySettings
 from events.service import Service, ServiceSettings, run
@@ -11,6 +13,9 @@ from services.payments.handlers import build_router, router
 from services.payments.provider import Provider
 from services.payments.tables import metadata
 
+# Batches while calling out: each call waits inside the batch's transaction, and a batch
+# rolled back for an outage calls again (same keys, first answers) for every event in it.
+DEPENDENCY_BATCH = 50
 NAME = "payments"
 TOPICS = ["payments.requests", "inventory.events", "orders.events", "shipping.events"]
 
@@ -44,6 +49,12 @@ class Settings(ServiceSettings):
                 f"PAYMENT_PROVIDER_URL must be an http:// or https:// URL, not {value!r}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _short_batches_when_calling_out(self) -> Self:
+        if self.payment_provider_url and "consumer_batch" not in self.model_fields_set:
+            self.consumer_batch = min(self.consumer_batch, DEPENDENCY_BATCH)
+        return self
 
     def provider(self) -> DependencySettings | None:
         """How to reach the payment provider; None when there is none."""

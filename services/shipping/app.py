@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from events.dependency import DependencySettings
 from events.service import Service, ServiceSettings, run
@@ -13,6 +14,9 @@ from services.shipping.carrier import Carrier
 from services.shipping.handlers import build_router
 from services.shipping.tables import metadata
 
+# Batches while calling out: each call waits inside the batch's transaction, and a batch
+# rolled back for an outage calls again (same keys, first answers) for every event in it.
+DEPENDENCY_BATCH = 50
 NAME = "shipping"
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
@@ -49,6 +53,12 @@ class Settings(ServiceSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"CARRIER_URL must be an http:// or https:// URL, not {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _short_batches_when_calling_out(self) -> Self:
+        if self.carrier_url and "consumer_batch" not in self.model_fields_set:
+            self.consumer_batch = min(self.consumer_batch, DEPENDENCY_BATCH)
+        return self
 
     @field_validator("supported_countries")
     @classmethod

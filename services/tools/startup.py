@@ -3,10 +3,14 @@ name, ``KAFKA_BOOTSTRAP_SERVERS`` in the environment or ``.env``, else the local
 started when it is not running), the catalogue's topics and ACLs on it, then the services.
 
 With ``--secure`` the local broker is the secured one (SASL_SSL, SCRAM-SHA-512, ACLs): the
-command itself connects as ``admin`` and each service as its own principal."""
+command itself connects as ``admin`` and each service as its own principal.
+
+The payment provider and the carrier stand-ins start with the services, and payments and
+shipping are told where they listen (``dependency_urls``)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -79,6 +83,23 @@ def broker_and_topics(
     return kafka, catalogue, service_env
 
 
+# The stand-in processes of the manifest and the setting that tells a service where each is.
+DEPENDENCY_URL_SETTINGS = {"provider": "PAYMENT_PROVIDER_URL", "carrier": "CARRIER_URL"}
+
+
+def dependency_urls(
+    specs: Sequence[ProcessSpec], environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """``PAYMENT_PROVIDER_URL`` and ``CARRIER_URL`` for the stand-ins among ``specs`` (on
+    their ports); one the environment sets already (a real provider) is left to it."""
+    urls = {}
+    for spec in specs:
+        setting = DEPENDENCY_URL_SETTINGS.get(spec.name)
+        if setting is not None and setting not in environ:
+            urls[setting] = f"http://127.0.0.1:{spec.port}"
+    return urls
+
+
 def start_services(
     specs: Sequence[ProcessSpec],
     settings: PlatformSettings,
@@ -88,7 +109,8 @@ def start_services(
     service_env: ServiceKafkaEnv = _inherited,
 ) -> None:
     """Every service started and ready within ``deadline_s``, ``env`` and its own
-    ``service_env(name)`` added to its environment; CliError naming one that is not."""
+    ``service_env(name)`` added to its environment, and the stand-ins' URLs
+    (``dependency_urls``); CliError naming one that is not."""
     logs = settings.var_dir / "logs"
     print(f"starting {len(specs)} services (logs in {logs}) ...", flush=True)
     # Further instances start once the first of each service is ready: the first creates
@@ -97,10 +119,11 @@ def start_services(
     firsts = [s for s in specs if not s.service]
     waves = [firsts, [s for s in specs if s.service]]
     end = time.monotonic() + deadline_s
+    urls = dependency_urls(specs)
     try:
         for wave in (w for w in waves if w):
             for spec in wave:
-                own = {**(env or {}), **service_env(spec.service_name)}
+                own = {**urls, **(env or {}), **service_env(spec.service_name)}
                 start([spec], var_dir=settings.var_dir, bootstrap=kafka.bootstrap, env=own)
             left = max(1.0, end - time.monotonic())
             wait_ready(wave, var_dir=settings.var_dir, deadline_s=left)
