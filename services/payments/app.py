@@ -86,7 +86,7 @@ def build_service(settings: Settings) -> Service:
         router=build_router(provider),
         topics=TOPICS,
         api=api,
-        components=[lambda ctx: provider.component()],
+        dependencies=[provider.dependency],  # its breaker in /health, closed at shutdown
     )
 
 

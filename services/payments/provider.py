@@ -20,14 +20,12 @@ and the consumer pauses the partition. Only a definite answer comes back here: a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from events.components import Component
 from events.dependency import Answer, Dependency, DependencySettings
 from events.envelope import utcnow
 from events.routing import PermanentError
@@ -57,16 +55,6 @@ class Provider:
     ) -> None:
         """``transport``: httpx's own (default), or a test's that loses an answer."""
         self.dependency = Dependency(settings, transport=transport)
-
-    def component(self) -> Component:
-        """Starts the client with the service (or the first call does, if the consumer
-        delivers an event sooner) and closes it when the service stops."""
-
-        async def run(stop: asyncio.Event) -> None:
-            await self.dependency.start()
-            await stop.wait()
-
-        return Component("payment-provider", run=run, close=self.dependency.close)
 
     async def charge(
         self, repo: PaymentsRepository, order_id: str, customer_id: str, amount: int

@@ -99,7 +99,8 @@ def build_service(settings: Settings) -> Service:
         router=build_router(settings.supported, carrier),
         topics=["payments.events", "orders.events"],
         api=api,
-        components=[] if carrier is None else [lambda ctx: carrier.component()],
+        # Its breaker in /health, its client closed at shutdown.
+        dependencies=[] if carrier is None else [carrier.dependency],
     )
 
 

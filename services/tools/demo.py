@@ -1,5 +1,7 @@
-"""The main job: broker, topics, the five services, then a mix of orders down every path of
-the saga, a table of outcomes and a check of the invariants. `choreo demo` runs this."""
+"""The main job: broker, topics, the five services (and the payment provider and carrier
+stand-ins they call), then a mix of orders down every path of the saga, a table of outcomes
+and a check of the invariants, the provider's ledger and the carrier's bookings included.
+`choreo demo` runs this."""
 
 from __future__ import annotations
 
@@ -29,7 +31,13 @@ from services.saga_check import (
     statuses,
     wait_for,
 )
-from services.tools.startup import broker_and_topics, dashboard_url, start_services
+from services.tools.startup import (
+    DEPENDENCY_URL_SETTINGS,
+    broker_and_topics,
+    dashboard_url,
+    dependency_urls,
+    start_services,
+)
 
 # path -> the terminal outcomes it may end in ("CANCELLED/payments" = status/failed step)
 EXPECTED = {
@@ -95,8 +103,10 @@ async def run(
     per_path: int,
     deadline_s: float,
     headers: dict[str, str] | None = None,
+    dependencies: bool = False,
 ) -> int:
-    """``headers``: an operator's token for the services' APIs."""
+    """``headers``: an operator's token for the services' APIs; ``dependencies``: payments
+    and shipping call the stand-ins, whose ledger and bookings are checked too."""
     api = Api(headers=headers)
     world = World()
     try:
@@ -117,7 +127,7 @@ async def run(
             return done == total
 
         await wait_for(all_terminal, deadline_s, "every order to end")
-        problems = await _settled_invariants(world, api, deadline_s=30)
+        problems = await _settled_invariants(world, api, 30, dependencies)
         rows = await statuses(world, api)
         _print_table(world, rows)
         for path, oid in sorted((p, o) for o, p in world.orders.items()):
@@ -135,16 +145,23 @@ async def run(
             " - refunded = deposited;\n  one terminal state per order, at most one net capture;"
             " every COMPLETED order shipped once and notified."
         )
+        if dependencies:
+            print(
+                "  the provider's ledger = payments' captures - refunds per customer; one live"
+                " booking at the carrier per COMPLETED order."
+            )
         return 0
     finally:
         await api.close()
 
 
-async def _settled_invariants(world: World, api: Api, deadline_s: float) -> list[str]:
+async def _settled_invariants(
+    world: World, api: Api, deadline_s: float, dependencies: bool
+) -> list[str]:
     """Compensations finish after the terminal state: re-check until clean or the deadline."""
     end = time.monotonic() + deadline_s
     while True:
-        problems = await check_invariants(world, api)
+        problems = await check_invariants(world, api, dependencies)
         if not problems or time.monotonic() > end:
             return problems
         await asyncio.sleep(0.5)  # poll interval while compensations settle
@@ -189,7 +206,15 @@ def run_demo(
             else local_operator_headers(settings.var_dir, os.environ, ttl)
         )
         codec = AvroCodec(catalogue)
-        return asyncio.run(run(codec, kafka, orders_per_path, deadline, headers))
+        # The stand-ins' books are checked when the services call them (not a real provider
+        # named in the environment).
+        dependencies = len(dependency_urls(specs)) == len(DEPENDENCY_URL_SETTINGS)
+        if dependencies:
+            print(
+                "payments and shipping call the payment provider (:8108) and the carrier "
+                "(:8109); inject faults with PUT /admin/faults on either (see the README)"
+            )
+        return asyncio.run(run(codec, kafka, orders_per_path, deadline, headers, dependencies))
     except TimeoutError as exc:  # the orders did not end in time
         raise CliError(str(exc)) from None
     finally:
