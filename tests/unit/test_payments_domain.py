@@ -9,7 +9,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from services.payments.domain import Account, Payment, PaymentStatus, charge, refund
+from services.payments.domain import (
+    Account,
+    Payment,
+    PaymentStatus,
+    charge,
+    decline,
+    idempotency_key,
+    refund,
+)
 
 
 def funded(balance: int, customer_id: str = "c1") -> Account:
@@ -165,3 +173,23 @@ class MoneyBooks(RuleBasedStateMachine):
 
 MoneyBooks.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestMoneyBooks = MoneyBooks.TestCase
+
+
+def test_a_decline_by_the_provider_gives_the_books_back_the_amount():
+    account = funded(1_000)
+    captured = pay(account, 400)
+    assert captured is not None and captured.status is PaymentStatus.CAPTURED
+    declined = decline(account, captured)
+    assert declined.status is PaymentStatus.DECLINED
+    assert (declined.order_id, declined.amount) == ("o1", 400)
+    assert account == Account("c1", balance=1_000, deposited=1_000)
+    with pytest.raises(ValueError):
+        decline(account, declined)  # only a capture the books allowed can be declined
+
+
+def test_idempotency_keys_are_a_function_of_operation_and_order():
+    assert idempotency_key("capture", "o1") == idempotency_key("capture", "o1")
+    keys = {idempotency_key(op, order) for op in ("authorise", "capture") for order in "ab"}
+    assert len(keys) == 4
+    # Fixed for good: a redelivered event after an upgrade must re-send its first key.
+    assert idempotency_key("capture", "o1") == "48d314e6-a2c5-5ce3-84bc-fed42bc7ad7b"

@@ -9,10 +9,13 @@ from services.shipping.domain import (
     DEFAULT_CARRIER,
     Shipment,
     Status,
+    booked,
     carrier_for,
+    idempotency_key,
     on_order_cancelled,
     on_payment_captured,
     serviceable,
+    undeliverable,
 )
 
 DEFAULT = frozenset({"DE", "FR", "NL", "BE", "GB", "US"})
@@ -177,3 +180,20 @@ def test_capture_then_cancel_then_cancel_changes_state_once():
     assert cancelled is not None
     assert cancelled.status is Status.CANCELLED
     assert on_order_cancelled(cancelled, order_id=ORDER, reason="r") is None
+
+
+def test_the_carriers_booking_is_the_shipment_and_its_refusal_a_failure():
+    shipment = booked(None, order_id=ORDER, booking_id="bk-1", carrier="dhl")
+    assert shipment == Shipment(ORDER, Status.SCHEDULED, "bk-1", "dhl")
+    failed = undeliverable(None, order_id=ORDER, shipment_id="shp-1", reason="no")
+    assert failed == Shipment(ORDER, Status.FAILED, "shp-1", reason="no")
+    # An order that has a row already (a tombstone, a decision) gets no second one.
+    tomb = Shipment(ORDER, Status.TOMBSTONE, reason="cancelled")
+    assert booked(tomb, order_id=ORDER, booking_id="bk-2", carrier="dhl") is None
+    assert undeliverable(tomb, order_id=ORDER, shipment_id="shp-2", reason="no") is None
+
+
+def test_carrier_keys_are_a_function_of_operation_and_order():
+    assert idempotency_key("book", ORDER) == idempotency_key("book", ORDER)
+    assert idempotency_key("book", ORDER) != idempotency_key("cancel", ORDER)
+    assert idempotency_key("book", ORDER) == "b196168f-6cc5-576f-8975-c58eed3eda1d"
