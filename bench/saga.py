@@ -104,19 +104,27 @@ async def run_backend(
     jvm: dict[str, int],
     progress: Progress,
     service_env: ServiceEnv = lambda name: {},
+    providers: bool = False,
 ) -> dict[str, Any]:
-    """One stack on one database: warm-up, idle, the sweep, then the burst."""
+    """One stack on one database: warm-up, idle, the sweep, then the burst (``providers``:
+    payments and shipping calling the stand-ins)."""
     names = service_names()
+    label = f"{backend}+providers" if providers else backend
     async with contextlib.AsyncExitStack() as scope:
         sink = await scope.enter_async_context(trace_sink()) if opts.tracing else None
         urls, server_pid = scope.enter_context(databases(backend, names))
-        progress(f"{backend}: starting {len(names)} services ({', '.join(names)})")
+        progress(f"{label}: starting {len(names)} services ({', '.join(names)})")
         stack = await start_stack(
-            kafka, workdir, opts.consumer_batch, {**urls, **tracing_env(sink)}, service_env
+            kafka,
+            workdir,
+            opts.consumer_batch,
+            {**urls, **tracing_env(sink)},
+            service_env,
+            providers=providers,
         )
         target: Target | None = None
         try:
-            target = await saga_target(stack, f"saga on {backend}")
+            target = await saga_target(stack, f"saga on {label}")
             extra = {"otlp sink (Jaeger's stand-in)": sink.pid} if sink is not None else {}
             trees = {DB_SERVER: server_pid} if server_pid is not None else {}
             probe = CpuProbe({**target.pids, **extra}, jvm, trees)
@@ -146,7 +154,7 @@ async def run_backend(
             progress(f"{backend}: stopping the services")
             await stop_stack(stack)
     return {
-        "backend": backend,
+        "backend": label,
         "services": names,
         "value_sizes": sizes,
         "idle": idle_cpu,
@@ -201,6 +209,11 @@ async def run(
     for backend in opts.backends:
         result["backends"][backend] = await run_backend(
             kafka, workdir, backend, opts, jvm, progress, service_env
+        )
+    if opts.providers:  # the same backend again, the stand-ins in the path, beside it
+        backend = opts.backends[0]
+        result["backends"][f"{backend}+providers"] = await run_backend(
+            kafka, workdir, backend, opts, jvm, progress, service_env, providers=True
         )
     first = result["backends"][opts.backends[0]]
     result["raw"] = await run_raw(kafka, first["value_sizes"], opts, jvm, progress)

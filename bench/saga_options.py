@@ -35,6 +35,7 @@ class Options:
     consumer_batch: int | None = None
     secure: bool = False
     layout: str = "single"  # cluster: bench.saga_cluster, both layouts side by side
+    providers: bool = False  # also the first backend with payments and shipping calling out
 
 
 def parse_args(argv: list[str] | None, description: str | None = None) -> argparse.Namespace:
@@ -80,6 +81,8 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         "--quick": "a smoke run: SQLite, short steps, a short ladder, no bisection",
         "--secure": "on a secured broker (SASL_SSL, SCRAM-SHA-512, the catalogue's ACLs): each "
         "service as its own principal, the load, the watch and the raw pipe as admin",
+        "--providers": "then the first backend again with payments and shipping calling the "
+        "payment provider and carrier stand-ins (no faults), reported beside it",
         "--json": "print JSON instead of tables",
     }
     for flag, text in switches.items():
@@ -114,6 +117,7 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         consumer_batch=args.consumer_batch,
         secure=args.secure,
         layout=args.layout,
+        providers=args.providers,
     )
     if args.opts.step_s <= 0 or args.opts.warmup < 1:
         parser.error("--step-seconds and --warmup must be positive")

@@ -26,6 +26,7 @@ from events.supervisor import ProcessSpec, load_manifest, replicate, start, stop
 from events.topics import apply_topics
 from infra.broker import free_ports
 from services.saga_check import Api, World, seed
+from services.tools.startup import dependency_urls
 
 SKUS = 20
 CUSTOMERS = 50
@@ -63,11 +64,13 @@ async def start_stack(
     extra_env: dict[str, str] | None = None,
     service_env: Callable[[str], Mapping[str, str]] = lambda name: {},
     replicas: int = 1,
+    providers: bool = False,
 ) -> Stack:
     """Every service of ``choreo up``'s manifest (analytics and query included), isolated by
     a random topic prefix, with ``extra_env`` (database URLs, tracing) as their settings and
     ``service_env(name)`` as each one's own (its principal on the secured broker); with
-    ``replicas`` > 1 as ``choreo up --replicas`` runs them (``events.supervisor.replicate``)."""
+    ``replicas`` > 1 as ``choreo up --replicas`` runs them (``events.supervisor.replicate``);
+    with ``providers`` payments and shipping call the stand-ins (else they decide alone)."""
     prefix = unique("bench-saga") + "."
     catalogue = Catalogue.load().prefixed(prefix)
     if any(t.partitions != PARTITIONS for t in catalogue.topics.values()):
@@ -83,6 +86,8 @@ async def start_stack(
         replace(s, port=port) for s, port in zip(planned, free_ports(len(planned)), strict=True)
     ]
     env = {"TOPIC_PREFIX": prefix, **(extra_env or {})}
+    if providers:  # payments and shipping call the manifest's stand-ins, as choreo up has it
+        env.update(dependency_urls(specs, environ={}))
     if consumer_batch is not None:
         env["CONSUMER_BATCH"] = str(consumer_batch)
     var_dir = root / prefix.rstrip(".")
