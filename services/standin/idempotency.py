@@ -1,10 +1,12 @@
 """Idempotency keys: a request's key, what it asked and the answer it got, stored in the SAME
 transaction as its effect, so a repeated request is answered from the row and acts once.
 
-The key is the table's primary key. Two requests racing with one key both try to insert it
-first thing in their transactions: on PostgreSQL the second waits on the unique index until
-the first commits, then fails and is run again, now finding the stored answer; on SQLite the
-one connection serialises them. The same key with another request is a 422.
+The key is the table's primary key, inserted with the answer after the effect, in its
+transaction: a repeat (or a request racing the first with one key) does the effect too, but
+its insert of the key fails (on PostgreSQL after waiting on the unique index for the first
+to commit), its transaction rolls back, and it answers from the stored row. New requests,
+nearly all of them, thus pay one statement for the key, repeats a wasted effect. The same
+key with another request is a 422.
 
 Hand-written because the point is WHERE the answer is stored: the Idempotency-Key packages
 on PyPI (fastapi-idempotency, fastapi-idempotency-key, asgi-idempotency-header, all 0.x)
@@ -71,20 +73,21 @@ async def once(db: Database, key: str, request: str, act: Act) -> Answer:
     for run in range(RACE_RUNS):
         try:
             async with db.session() as session, session.begin():
-                found = await _stored(session, key, request)
-                if found is not None:
-                    return found
-                await session.execute(
-                    keys.insert().values(
-                        key=key, fingerprint=request, status=0, body={}, created_at=_now()
-                    )
-                )
                 status, body = await act(session)
                 await session.execute(
-                    keys.update().where(keys.c.key == key).values(status=status, body=body)
+                    keys.insert().values(
+                        key=key, fingerprint=request, status=status, body=body, created_at=_now()
+                    )
                 )
             return Answer(status, body)
         except IntegrityError:
+            # The key was taken (its effect rolled back with ours), or a unique row of the
+            # effect was (a racing request under another key): answer from the key, or run
+            # again against what the winner left.
+            async with db.session() as session:
+                found = await _stored(session, key, request)
+            if found is not None:
+                return found
             if run == RACE_RUNS - 1:
                 raise
     raise AssertionError("unreachable")  # the loop returns or raises
