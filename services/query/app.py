@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlalchemy import MetaData, text
 
 from events.components import Component, Readiness
 from events.projection import ProjectionRunner
 from events.reading import tune_gc
 from events.service import Service, ServiceContext, ServiceSettings, run
-from services.query import dashboard
+from services.query import breakers, dashboard
 from services.query.analytics_proxy import AnalyticsClient
 from services.query.api import ReadSide, projection_state, routes
 from services.query.projections import build_projection
@@ -57,6 +57,17 @@ class Settings(ServiceSettings):
         pattern=r"^$|\{trace_id\}",
         description="The dashboard's link to a trace, {trace_id} filled in; empty: no link",
     )
+    dependency_health_urls: str = Field(
+        default="payments=http://127.0.0.1:8103,shipping=http://127.0.0.1:8104",
+        description="Services whose /health the dashboard reads for their external systems' "
+        "circuit breakers, as name=url pairs separated by commas (one per instance)",
+    )
+
+    @field_validator("dependency_health_urls")
+    @classmethod
+    def _pairs(cls, value: str) -> str:
+        breakers.parse_targets(value)  # a ValueError names the bad pair
+        return value
 
 
 def build_service(settings: Settings) -> Service:
@@ -84,12 +95,19 @@ def build_service(settings: Settings) -> Service:
         client = ctx.extras["analytics"] = AnalyticsClient(settings.analytics_url)
         return Component("analytics client", close=client.aclose)
 
+    def breaker_watch(ctx: ServiceContext) -> Component:
+        watch = ctx.extras["breakers"] = breakers.BreakerWatch(
+            breakers.parse_targets(settings.dependency_health_urls)
+        )
+        return Component("breaker watch", close=watch.aclose)
+
     def pages(app: FastAPI, ctx: ServiceContext) -> None:
         # A trailing slash is a 404 like any unknown path, not a redirect without a body.
         app.router.redirect_slashes = False
         app.add_exception_handler(NotStarted, _not_started)
         trace_url = settings.trace_url_template
         app.include_router(dashboard.routes(ctx.extras["analytics"], trace_url_template=trace_url))
+        app.include_router(breakers.routes(ctx.extras["breakers"]), prefix="/api/v1")
 
     # The projection writes batches of thousands of rows in a few statements: its database
     # keeps a pool (SQLite works in aiosqlite's threads meanwhile), so the API keeps
@@ -98,7 +116,7 @@ def build_service(settings: Settings) -> Service:
         name=NAME,
         metadata=MetaData(),
         api=api,
-        components=[projection, analytics],
+        components=[projection, analytics, breaker_watch],
         relay=False,
         database=open_database,
         http=pages,

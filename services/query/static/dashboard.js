@@ -18,6 +18,12 @@ const STATUS = {
 const COMPENSATIONS = new Set(["StockReleased", "PaymentRefunded", "ShipmentCancelled", "OrderCancelled"]);
 const FAILURES = new Set(["StockRejected", "PaymentDeclined", "ShipmentFailed", "OrderRejected"]);
 const WINDOW_LIMIT = { minute: 30, hour: 24 };
+// A breaker's state as a symbol and words (never colour alone).
+const BREAKER = {
+  closed: ["●", "closed: calls go through"],
+  "half-open": ["◐", "half-open: probing"],
+  open: ["○", "open: calls fail fast, partitions paused"],
+};
 
 const state = {
   config: { trace_url_template: "", poll_ms: 2000 },
@@ -228,6 +234,33 @@ function renderAnalytics(res) {
   }
 }
 
+// --- external systems' breakers ----------------------------------------------------------------
+
+function breakerItem(service, dependency, st) {
+  const [icon, label] = BREAKER[st] || ["?", st];
+  return `<li class="breaker b-${esc(st)}" data-testid="breaker" data-state="${esc(st)}">`
+    + `<span class="breaker-name">${esc(service)} → ${esc(dependency)}</span> `
+    + `<span class="breaker-state"><span aria-hidden="true">${icon}</span> ${esc(label)}</span></li>`;
+}
+
+function renderBreakers(res) {
+  const ok = res.ok && res.body && Array.isArray(res.body.services);
+  note(el("breakers-status"), ok ? "" : `Breaker states unavailable: ${why(res)}.`, !ok);
+  const items = [];
+  for (const s of ok ? res.body.services : []) {
+    const deps = Object.entries(s.dependencies || {});
+    if (!s.reached) {
+      items.push(`<li class="breaker b-unknown" data-testid="breaker" data-state="unknown">`
+        + `<span class="breaker-name">${esc(s.service)}</span> <span class="muted">does not answer</span></li>`);
+    } else if (!deps.length) {
+      items.push(`<li class="breaker b-none" data-testid="breaker" data-state="none">`
+        + `<span class="breaker-name">${esc(s.service)}</span> <span class="muted">calls no external system</span></li>`);
+    }
+    for (const [dep, st] of s.reached ? deps : []) items.push(breakerItem(s.service, dep, st));
+  }
+  put(el("breakers-list"), items.join(""));
+}
+
 // --- one order --------------------------------------------------------------------------------
 
 function kind(type) {
@@ -325,13 +358,15 @@ async function refreshAnalytics() {
 }
 
 async function refresh() {
-  const [stats, recent, stuck] = await Promise.all([
+  const [stats, recent, stuck, breakers] = await Promise.all([
     get(`${API}/stats`),
     get(`${API}/orders?newest_first=true&limit=20`),
     get(`${API}/orders?stuck=true&limit=50`),
+    get(`${API}/dependencies`),
     refreshAnalytics(),
     refreshOrder(),
   ]);
+  renderBreakers(breakers);
   renderCounts(stats);
   renderRecent(recent);
   renderStuck(stuck);
