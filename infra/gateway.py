@@ -111,6 +111,9 @@ class GatewaySettings:
     connect_timeout_s: int = 2
     read_timeout_s: int = 30
     next_upstream_tries: int = 3
+    # Seconds a client's idle connection is kept; 0: a connection per request, so that a
+    # reload (draining an instance) never closes one a request is being sent on.
+    client_keepalive_s: int = 0
     upstream_host: str = "localhost"  # one of the services' default ALLOWED_HOSTS
 
 
@@ -215,6 +218,7 @@ def render(
         connect_timeout_s=s.connect_timeout_s,
         read_timeout_s=s.read_timeout_s,
         next_upstream_tries=s.next_upstream_tries,
+        client_keepalive_s=s.client_keepalive_s,
         locations="\n".join(locations),
     )
 
