@@ -208,11 +208,19 @@ def cancel_draft(order_id: str, reason: str = "customer changed their mind") -> 
 
 
 async def statuses(world: World, api: Api) -> dict[str, dict[str, Any]]:
+    """The run's orders as orders lists them (by customer and status), and one by one those
+    a listing's 500 rows left out (a customer with more orders in one status)."""
     out: dict[str, dict[str, Any]] = {}
     for cust in world.customers:
-        for row in await api.get("orders", f"/orders?customer_id={cust}&limit=500") or []:
-            if row["order_id"] in world.orders:
-                out[row["order_id"]] = row
+        for status in ("PENDING", *sorted(TERMINAL)):
+            query = f"/orders?customer_id={cust}&status={status}&limit=500"
+            for row in await api.get("orders", query) or []:
+                if row["order_id"] in world.orders:
+                    out[row["order_id"]] = row
+    for oid in world.orders.keys() - out.keys():
+        row = await api.get("orders", f"/orders/{oid}")
+        if row is not None:
+            out[oid] = row
     return out
 
 

@@ -16,7 +16,15 @@ import httpx
 import pytest
 
 from events.kafka import KafkaConnection
-from services.saga_check import World, check_invariants, statuses
+from services.saga_check import (
+    SERVICEABLE,
+    World,
+    check_invariants,
+    order_body,
+    place_http,
+    seed,
+    statuses,
+)
 from services.tools.demo import EXPECTED, drive, outcome
 from services.tools.startup import dependency_urls
 from tests.e2e.conftest import Stack
@@ -44,15 +52,35 @@ async def metric(stack: Stack, service: str, line_start: str) -> float:
     )
 
 
+def calling_out(stack: Stack, *restarted: str, **env: str) -> None:
+    """Payments and shipping (and ``restarted``) restarted to call the stand-ins, with short
+    batches as their settings choose when calling out, and ``env``."""
+    names = ("payments", "shipping", *restarted)
+    stack.stop(*names)
+    stack.env.update(dependency_urls(stack.specs, environ={}), CONSUMER_BATCH="50", **env)
+    stack.start(*names)
+
+
+async def settled(world: World, stack: Stack, deadline_s: float = 120) -> None:
+    """The invariants, the stand-ins' books included, hold within the deadline."""
+    problems: list[str] = []
+
+    async def clean() -> bool:
+        problems[:] = await check_invariants(world, stack.api, dependencies=True)
+        return not problems
+
+    try:
+        await eventually(clean, deadline_s=deadline_s, poll_s=1.0, what="the invariants")
+    except AssertionError:
+        pytest.fail("invariants violated:\n" + "\n".join(problems[:30]))
+
+
+# The sagas take about 2 minutes on 2 cores, the invariants' 4,000 reads another two.
+@pytest.mark.timeout(900)
 async def test_a_thousand_orders_through_a_provider_outage_and_a_flaky_slow_carrier(
     stack: Stack,
 ):
-    # Payments and shipping call the stand-ins from here on; short batches, as their
-    # settings choose when calling out (a batch rolled back for an outage calls again).
-    stack.stop("payments", "shipping")
-    stack.env.update(dependency_urls(stack.specs, environ={}))
-    stack.env.update(CONSUMER_BATCH="50")
-    stack.start("payments", "shipping")
+    calling_out(stack)
 
     world = World()
     await put_faults(stack, "carrier", failure_rate=0.2, latency_ms=200)
@@ -72,17 +100,7 @@ async def test_a_thousand_orders_through_a_provider_outage_and_a_flaky_slow_carr
     await eventually(ended, deadline_s=900, poll_s=1.0, what="every order to end")
     wall_s = time.monotonic() - started
     await put_faults(stack, "carrier", failure_rate=0.0, latency_ms=0)
-
-    problems: list[str] = []
-
-    async def settled() -> bool:
-        problems[:] = await check_invariants(world, stack.api, dependencies=True)
-        return not problems
-
-    try:
-        await eventually(settled, deadline_s=120, poll_s=1.0, what="the invariants")
-    except AssertionError:
-        pytest.fail("invariants violated:\n" + "\n".join(problems[:30]))
+    await settled(world, stack)
 
     rows = await statuses(world, stack.api)
     wrong = [
@@ -97,3 +115,45 @@ async def test_a_thousand_orders_through_a_provider_outage_and_a_flaky_slow_carr
     opened = 'choreo_dependency_breaker_transitions_total{dependency="provider",to="open"}'
     assert await metric(stack, "payments", opened) >= 1
     print(f"\n{len(world.orders)} orders ended in {wall_s:.0f}s (provider down {OUTAGE_S}s)")
+
+
+async def test_orders_timed_out_during_an_outage_are_cancelled_and_settled_with_the_provider(
+    stack: Stack,
+):
+    # The watchdog still applies: with time-outs on, an order waiting on a provider that
+    # is down past the saga's deadline is cancelled; once the provider is back, the held
+    # payment meets the cancellation and is settled there (authorised again, voided).
+    calling_out(
+        stack, "orders", SAGA_DEADLINE_S="5", STUCK_SCAN_INTERVAL_S="1", SAGA_TIMEOUT_ENABLED="true"
+    )
+    world = World()
+    kafka = KafkaConnection(stack.bootstrap)
+    await seed(
+        world,
+        stack.codec,
+        kafka,
+        stack.api,
+        stock={"widget": 100},
+        deposits={"rich": 1_000_000},
+        prices={"widget": 1500},
+    )
+    await put_faults(stack, "provider", down=True)
+    for _ in range(20):
+        body = order_body(world, "rich", [("widget", 1)], SERVICEABLE)
+        await place_http(world, stack.api, "timed out", body)
+
+    async def all_cancelled() -> bool:
+        rows = await statuses(world, stack.api)
+        return len(rows) == len(world.orders) and all(
+            r["status"] == "CANCELLED" for r in rows.values()
+        )
+
+    await eventually(all_cancelled, deadline_s=120, poll_s=0.5, what="the orders timed out")
+    await put_faults(stack, "provider", down=False)
+    await settled(world, stack)
+    rows = await statuses(world, stack.api)
+    assert {r["failed_step"] for r in rows.values()} <= {"payments", "inventory"}
+    assert any(r["failed_step"] == "payments" for r in rows.values())
+    # The held payments reached the provider after the cancellations: asked, then voided.
+    ok = 'choreo_dependency_calls_total{dependency="provider",outcome="ok"}'
+    assert await metric(stack, "payments", ok) >= 2
