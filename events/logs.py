@@ -66,6 +66,8 @@ def configure_logging(
     root.setLevel(level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # A line per call to the provider or carrier; the dependency metrics and spans say more.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 
