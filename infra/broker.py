@@ -27,7 +27,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -43,7 +42,15 @@ from pydantic import SecretStr
 from events.kafka import KafkaConnection, SaslMechanism
 from infra.credentials import ADMIN, BROKER, OPERATOR, ensure_passwords
 from infra.locks import exclusive
-from infra.processes import alive, port_open, wait_for_exit
+from infra.processes import (
+    alive,
+    file_size,
+    maven_error,
+    port_open,
+    read_from,
+    read_text,
+    terminate,
+)
 from infra.tls import TlsFiles, ensure_broker_tls, write_private
 
 __all__ = [
@@ -255,12 +262,12 @@ def ensure_jars(cache: Path | None = None) -> Path:
     pom = _kafka_dir() / "pom.xml"
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()
     marker = libs / _JARS_MARKER
-    if _read_text(marker) == digest:
+    if read_text(marker) == digest:
         return libs
     mvn = _which("mvn")
     libs.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(libs.parent / ".libs.lock"):
-        if _read_text(marker) == digest:  # another process resolved them meanwhile
+        if read_text(marker) == digest:  # another process resolved them meanwhile
             return libs
         shutil.rmtree(libs, ignore_errors=True)
         command = [
@@ -270,7 +277,8 @@ def ensure_jars(cache: Path | None = None) -> Path:
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-            reason = _maven_error(done.stdout + done.stderr)
+            output = done.stdout + done.stderr
+            reason = maven_error(output) or _last_error(output)
             raise BrokerError(f"resolving the Kafka jars with Maven failed: {reason}")
         marker.write_text(digest)
     return libs
@@ -324,13 +332,8 @@ def down(spec: BrokerSpec, timeout: float = 60.0) -> bool:
     if pid is None:
         spec.pid_file.unlink(missing_ok=True)
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not wait_for_exit(pid, time.monotonic() + timeout):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        if not wait_for_exit(pid, time.monotonic() + 10.0):
-            raise BrokerError(f"broker pid {pid} survived SIGKILL; see {spec.log_file}")
+    if not terminate(pid, timeout):
+        raise BrokerError(f"broker pid {pid} survived SIGKILL; see {spec.log_file}")
     spec.pid_file.unlink(missing_ok=True)
     return True
 
@@ -343,13 +346,6 @@ def _which(tool: str) -> str:
     if found is None:
         raise BrokerError(f"{tool} not found on PATH: {_INSTALL_HINT[tool]}")
     return found
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
 
 
 def _classpath(libs: Path) -> str:
@@ -512,14 +508,7 @@ class _LogMarks:
 
     @staticmethod
     def take(spec: BrokerSpec) -> _LogMarks:
-        return _LogMarks(_size(spec.log_file), _size(spec.console_file))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+        return _LogMarks(file_size(spec.log_file), file_size(spec.console_file))
 
 
 def _wait_until_ready(
@@ -577,7 +566,7 @@ def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
 
 def _broker_pid(spec: BrokerSpec) -> int | None:
     """The pid from the pid file if that process is alive and is this home's broker."""
-    text = _read_text(spec.pid_file)
+    text = read_text(spec.pid_file)
     if not text or not text.isdigit():
         return None
     pid = int(text)
@@ -594,29 +583,10 @@ def _broker_pid(spec: BrokerSpec) -> int | None:
 def _crash_reason(spec: BrokerSpec, logs_seen: _LogMarks) -> str:
     """The most telling line this run wrote to the broker's logs, and the file it is in."""
     for path, offset in ((spec.log_file, logs_seen.server), (spec.console_file, logs_seen.console)):
-        text = _read_from(path, offset)
+        text = read_from(path, offset)
         if text.strip():
             return f"{_last_error(text)} (see {path})"
     return f"no output (see {spec.console_file})"
-
-
-def _read_from(path: Path, offset: int) -> str:
-    try:
-        with path.open("rb") as handle:
-            if offset <= path.stat().st_size:  # else the file was rolled over: read it all
-                handle.seek(offset)
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _maven_error(output: str) -> str:
-    """Maven's first ``[ERROR]`` line names the cause; the ones after it are help links."""
-    for line in re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines():  # Debian's mvn colours
-        message = line.removeprefix("[ERROR]").strip()
-        if line.startswith("[ERROR]") and message:
-            return message
-    return _last_error(output)
 
 
 _NOISE = (

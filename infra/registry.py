@@ -17,12 +17,10 @@ Storage is Apicurio's embedded H2 database: in memory by default (gone at ``down
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.request
@@ -32,7 +30,15 @@ from typing import Literal
 
 from infra.broker import free_port, repo_root
 from infra.locks import exclusive
-from infra.processes import alive, port_open, wait_for_exit
+from infra.processes import (
+    alive,
+    file_size,
+    maven_error,
+    port_open,
+    read_from,
+    read_text,
+    terminate,
+)
 
 __all__ = [
     "RegistryError",
@@ -145,12 +151,12 @@ def ensure_app(cache: Path | None = None) -> Path:
     app = root / "app"
     digest = hashlib.sha256(_POM.read_bytes()).hexdigest()
     marker = app / _APP_MARKER
-    if _read_text(marker) == digest:
+    if read_text(marker) == digest:
         return _runner(app)
     mvn = _which("mvn")
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / ".app.lock"):
-        if _read_text(marker) == digest:  # another process fetched it meanwhile
+        if read_text(marker) == digest:  # another process fetched it meanwhile
             return _runner(app)
         shutil.rmtree(app, ignore_errors=True)
         command = [
@@ -159,7 +165,8 @@ def ensure_app(cache: Path | None = None) -> Path:
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            reason = _maven_error(done.stdout + done.stderr)
+            output = done.stdout + done.stderr
+            reason = maven_error(output) or _crash_reason(output)
             raise RegistryError(f"fetching Apicurio Registry with Maven failed: {reason}")
         runner = _runner(app)
         marker.write_text(digest)
@@ -205,7 +212,7 @@ def up(spec: RegistrySpec, timeout: float = 120.0) -> RegistryStatus:
                     f"the registry in {spec.home} runs with {running_storage} storage, not "
                     f"{spec.storage}: stop it first (choreo registry down)"
                 )
-            _wait_until_ready(spec, pid, None, deadline, _size(spec.log_file))
+            _wait_until_ready(spec, pid, None, deadline, file_size(spec.log_file))
             return status(spec)
         if port_open(spec.port):
             raise RegistryError(
@@ -214,7 +221,7 @@ def up(spec: RegistrySpec, timeout: float = 120.0) -> RegistryStatus:
             )
         runner = ensure_app()
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_seen = _size(spec.log_file)
+        log_seen = file_size(spec.log_file)
         process = _start(spec, java, runner)
         spec.pid_file.write_text(f"{process.pid}\n")
         _wait_until_ready(spec, process.pid, process, deadline, log_seen)
@@ -227,13 +234,8 @@ def down(spec: RegistrySpec, timeout: float = 30.0) -> bool:
     if pid is None:
         spec.pid_file.unlink(missing_ok=True)
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not wait_for_exit(pid, time.monotonic() + timeout):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        if not wait_for_exit(pid, time.monotonic() + 10.0):
-            raise RegistryError(f"registry pid {pid} survived SIGKILL; see {spec.log_file}")
+    if not terminate(pid, timeout):
+        raise RegistryError(f"registry pid {pid} survived SIGKILL; see {spec.log_file}")
     spec.pid_file.unlink(missing_ok=True)
     return True
 
@@ -315,7 +317,7 @@ def _wait_until_ready(
         exited = process.poll() is not None if process is not None else not alive(pid)
         if exited:
             spec.pid_file.unlink(missing_ok=True)
-            reason = _crash_reason(_read_from(spec.log_file, log_seen))
+            reason = _crash_reason(read_from(spec.log_file, log_seen))
             raise RegistryError(
                 f"the schema registry exited during start-up: {reason} (see {spec.log_file})"
             )
@@ -331,7 +333,7 @@ def _wait_until_ready(
 
 def _registry_pid(spec: RegistrySpec) -> int | None:
     """The pid from the pid file if that process is alive and is this home's registry."""
-    text = _read_text(spec.pid_file)
+    text = read_text(spec.pid_file)
     if not text or not text.isdigit():
         return None
     pid = int(text)
@@ -359,39 +361,6 @@ def _which(tool: str) -> str:
     if found is None:
         raise RegistryError(f"{tool} not found on PATH: {_INSTALL_HINT[tool]}")
     return found
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _read_from(path: Path, offset: int) -> str:
-    try:
-        with path.open("rb") as handle:
-            if offset <= path.stat().st_size:  # else the file was replaced: read it all
-                handle.seek(offset)
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _maven_error(output: str) -> str:
-    """Maven's first ``[ERROR]`` line names the cause; the ones after it are help links."""
-    for line in re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines():  # Debian's mvn colours
-        message = line.removeprefix("[ERROR]").strip()
-        if line.startswith("[ERROR]") and message:
-            return message
-    return _crash_reason(output)
 
 
 def _crash_reason(output: str) -> str:
