@@ -106,6 +106,7 @@ CUSTOMER_ANSWERS = {
         "GET /api/v1/customers/{customer_id}": 404,
         "GET /api/v1/skus/{sku}": 403,
         "GET /api/v1/projections": 403,
+        "GET /api/v1/dependencies": 403,
         "GET /api/v1/analytics": 403,
     },
 }

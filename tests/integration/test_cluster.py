@@ -55,7 +55,13 @@ async def test_cluster_keeps_acknowledged_writes_when_a_leader_dies(tmp_path):
 
         report = await apply_topics(kafka, [TopicSpec(topic, 3, -1, (), {})], dead_letters=False)
         assert report.created == [topic]
-        partitions = await _partitions(kafka, topic)
+        partitions: list[dict[str, Any]] = []
+
+        async def described() -> bool:  # a new topic's metadata reaches every node in time
+            partitions[:] = await _partitions(kafka, topic)
+            return len(partitions) == 3
+
+        await eventually(described, deadline_s=30, what="the new topic's three partitions")
         assert [len(p["replicas"]) for p in partitions] == [3, 3, 3]
         await eventually(
             lambda: _all_in_sync(kafka, topic, 3), deadline_s=60, what="ISR of 3 after creation"
