@@ -153,6 +153,11 @@ class Dependency:
         instrument_http_client(client)  # client spans carrying traceparent, if tracing
         self._client = client
 
+    @property
+    def started(self) -> bool:
+        """Whether the HTTP client exists: from ``start`` until ``close``."""
+        return self._client is not None
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

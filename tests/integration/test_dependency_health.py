@@ -41,7 +41,7 @@ async def test_health_shows_each_dependencys_breaker(tmp_path: Path) -> None:
         await close_components("healthy", components)
     assert before == {"status": "ok", "service": "healthy", "dependencies": {name: "closed"}}
     assert after["dependencies"] == {name: "open"}
-    assert dependency._client is None  # closed with the service's components
+    assert not dependency.started  # closed with the service's components
 
 
 async def test_a_service_without_dependencies_says_nothing_of_them(tmp_path: Path) -> None:

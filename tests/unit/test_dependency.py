@@ -225,11 +225,12 @@ async def test_a_failed_probe_opens_the_breaker_again():
 
 async def test_no_client_exists_before_start_and_none_after_close():
     dep = dependency(Recorder(200))
-    assert dep._client is None  # created by start, never at construction
+    assert not dep.started  # created by start, never at construction
     await dep.start()
+    assert dep.started
     assert (await dep.get("/health")).ok
     await dep.close()
-    assert dep._client is None
+    assert not dep.started
 
 
 async def test_each_request_is_a_client_span_of_the_callers_trace_carrying_traceparent():
