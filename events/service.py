@@ -43,6 +43,7 @@ from events.components import (
 from events.consumer import EventConsumer
 from events.db import Database, sqlite_url
 from events.dependency import Dependency
+from events.encoding import make_codec
 from events.http_input import MAX_BODY_BYTES, install_input_guards
 from events.http_limits import (
     DEFAULT_ALLOWED_HOSTS,
@@ -163,7 +164,10 @@ class Service:
 
 
 def build_context(service: Service, settings: ServiceSettings) -> ServiceContext:
-    codec = AvroCodec(Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix))
+    codec = make_codec(
+        Catalogue.load(settings.schemas_dir).prefixed(settings.topic_prefix),
+        settings.schema_encoding(),
+    )
     db = service.database(settings.database_url_for(service.name))
     outbox = Outbox(codec, service.name, max_event_bytes=settings.max_event_bytes)
     kafka = settings.kafka_connection()

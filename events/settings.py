@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +13,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from events.kafka import KafkaConnection, SaslMechanism, SecurityProtocol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SchemaFormat = Literal["single-object", "registry"]
+# The local registry's Confluent-compatible API (`choreo registry up`).
+DEFAULT_REGISTRY_URL = "http://127.0.0.1:8081/apis/ccompat/v7"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaEncoding:
+    """How a process frames the Avro it writes; it reads both framings whatever this says.
+
+    ``single-object``: ``C3 01`` + the schema's fingerprint (choreo's default, no registry).
+    ``registry``: the schema registry wire format (``00`` + a 4-byte schema id), ids from
+    the registry at ``registry_url`` (its Confluent-compatible API).
+    """
+
+    format: SchemaFormat = "single-object"
+    registry_url: str = DEFAULT_REGISTRY_URL
 
 
 class PlatformSettings(BaseSettings):
@@ -54,6 +72,20 @@ class PlatformSettings(BaseSettings):
         description="Largest event (payload + key + headers) a unit of work accepts; keep "
         "it under the topics' max.message.bytes (Kafka's default: 1048588)",
     )
+
+    schema_format: SchemaFormat = Field(
+        default="single-object",
+        description="How events written are framed: single-object (C3 01 + fingerprint) or "
+        "registry (the schema registry wire format: 00 + schema id); both are always read",
+    )
+    schema_registry_url: str = Field(
+        default=DEFAULT_REGISTRY_URL,
+        description="The schema registry's Confluent-compatible API (ids of registry-framed "
+        "events are looked up there)",
+    )
+
+    def schema_encoding(self) -> SchemaEncoding:
+        return SchemaEncoding(self.schema_format, self.schema_registry_url)
 
     def kafka_connection(self) -> KafkaConnection:
         """The one description of how this process reaches Kafka."""

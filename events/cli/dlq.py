@@ -21,7 +21,6 @@ from events.cli.errors import (
     database_unreachable,
 )
 from events.cli.output import add_output_option, as_indented_json, print_rows
-from events.codec import AvroCodec
 from events.dlq import DLQ_CONSUMER
 from events.dlq_admin import (
     ConsumerDatabase,
@@ -35,6 +34,7 @@ from events.dlq_admin import (
     redrive_plan,
     release,
 )
+from events.encoding import make_codec
 from events.parking import BlockedKey
 from events.settings import PlatformSettings
 from events.supervisor import load_manifest
@@ -181,7 +181,7 @@ def _chosen(args: argparse.Namespace, settings: PlatformSettings) -> list[DeadLe
 
 def _dlq_show(args: argparse.Namespace, settings: PlatformSettings) -> int:
     chosen = _chosen(args, settings)
-    codec = AvroCodec(load_catalogue(settings))
+    codec = make_codec(load_catalogue(settings), settings.schema_encoding())
     rows = [
         {
             **letter.summary(),
@@ -197,7 +197,7 @@ def _dlq_show(args: argparse.Namespace, settings: PlatformSettings) -> int:
 
 def _dlq_redrive(args: argparse.Namespace, settings: PlatformSettings) -> int:
     chosen = _chosen(args, settings)
-    codec = AvroCodec(load_catalogue(settings))
+    codec = make_codec(load_catalogue(settings), settings.schema_encoding())
     if args.dry_run:
         try:
             plan = redrive_plan(chosen, codec)

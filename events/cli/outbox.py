@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 from events.cli.catalogue_view import load_catalogue
 from events.cli.errors import DATABASE_ERRORS, CliError, database_unreachable
 from events.cli.output import add_output_option, as_indented_json, print_rows
-from events.codec import AvroCodec
 from events.db import Database
+from events.encoding import make_codec
 from events.outbox_admin import (
     OutboxAdminError,
     Quarantined,
@@ -121,7 +121,7 @@ def _act(
     numbers: list[int],
 ) -> None:
     if args.action == "show":
-        codec = AvroCodec(load_catalogue(settings))
+        codec = make_codec(load_catalogue(settings), settings.schema_encoding())
         for n in numbers:
             shown = asyncio.run(_on(service, url, partial(show, row_id=n, codec=codec)))
             row = {**shown, "id": f"{service}:{n}"}

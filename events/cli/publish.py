@@ -32,6 +32,7 @@ from events.cli.payloads import (
 from events.cli.preparer import PRODUCER, Preparer, collector_skipping_kept, validate_file
 from events.cli.progress import Meter
 from events.codec import AvroCodec
+from events.encoding import make_codec
 from events.kafka import KafkaConnection, admin_client
 from events.publisher import Landed, OnLanded, Outgoing, PublishError, send_all
 from events.settings import PlatformSettings
@@ -126,7 +127,7 @@ class _Report:
 
 
 def _publish(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    codec = AvroCodec(load_catalogue(settings))
+    codec = make_codec(load_catalogue(settings), settings.schema_encoding())
     preparer = Preparer(codec)
     report = _Report(args.output, codec)
     if args.file is not None:

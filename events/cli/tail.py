@@ -23,6 +23,7 @@ from events.cli.errors import CliError, broker_unreachable
 from events.cli.output import add_output_option
 from events.cli.payloads import compact
 from events.codec import AvroCodec, CodecError
+from events.encoding import make_codec
 from events.envelope import Envelope, EnvelopeError
 from events.kafka import KafkaConnection, admin_client, plain_consumer
 from events.settings import PlatformSettings
@@ -177,7 +178,7 @@ def _notice(text: str) -> None:
 
 
 def _tail(args: argparse.Namespace, settings: PlatformSettings) -> int:
-    codec = AvroCodec(load_catalogue(settings))
+    codec = make_codec(load_catalogue(settings), settings.schema_encoding())
     topic = tail_topic(args.topic, settings.topic_prefix)
     try:
         asyncio.run(

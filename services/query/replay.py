@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from events.catalogue import Catalogue
-from events.codec import AvroCodec
+from events.encoding import make_codec
 from events.reading import tune_gc
 from events.replay import Progress, ReplayReport, replay
 from events.replay_readers import ReaderError, default_readers
@@ -116,7 +116,7 @@ async def rebuild(
         return await replay(
             projection,
             db,
-            AvroCodec(catalogue),
+            make_codec(catalogue, settings.schema_encoding()),
             settings.kafka_connection(),
             verify=verify,
             on_progress=progress,

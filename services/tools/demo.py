@@ -13,6 +13,7 @@ from collections import Counter
 from events.auth import local_operator_headers, local_stack_auth, operator_bearer
 from events.cli.errors import CliError
 from events.codec import AvroCodec
+from events.encoding import make_codec
 from events.kafka import KafkaConnection
 from events.publisher import Draft, publish
 from events.settings import PlatformSettings
@@ -205,7 +206,7 @@ def run_demo(
             if secret is not None
             else local_operator_headers(settings.var_dir, os.environ, ttl)
         )
-        codec = AvroCodec(catalogue)
+        codec = make_codec(catalogue, settings.schema_encoding())
         # The stand-ins' books are checked when the services call them (not a real provider
         # named in the environment).
         dependencies = len(dependency_urls(specs)) == len(DEPENDENCY_URL_SETTINGS)
