@@ -55,6 +55,7 @@ class Settings(ProcessSettings, AuthSettings):
             http_host=self.http_host,
             http_port=self.http_port,
             replication_factor=self.changelog_replication_factor,
+            schema_encoding=self.schema_encoding(),
         )
 
 

@@ -1,4 +1,7 @@
-"""A faust codec backed by the platform's Avro codec: the same contracts, the same framing.
+"""A faust codec backed by the platform's Avro codec: the same contracts, the same framings.
+
+The platform codec (``events.encoding.make_codec``) reads single-object encoding and the
+schema registry wire format alike, so analytics counts a topic while it migrates.
 
 Decoding never raises. Faust throws a decode error into the agent's stream, which kills
 the agent; analytics instead gets an ``Undecodable`` value in the message's place, counts

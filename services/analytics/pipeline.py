@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -36,10 +36,12 @@ from faust.types.auth import CredentialsT
 from opentelemetry.trace import use_span
 
 from events.catalogue import Catalogue
-from events.codec import AvroCodec, Decoded
+from events.codec import Decoded
+from events.encoding import make_codec
 from events.envelope import Envelope, EnvelopeError
 from events.kafka import KafkaConnection
 from events.metrics import DUPLICATES, EVENTS_CONSUMED
+from events.settings import SchemaEncoding
 from events.telemetry import event_span, tracing_enabled
 from services.analytics.codec import PlatformAvroCodec, Undecodable
 from services.analytics.domain import (
@@ -75,6 +77,8 @@ class AnalyticsConfig:
     http_host: str
     http_port: int
     replication_factor: int
+    # Its codec reads both framings whatever the format; the registry's URL resolves ids.
+    schema_encoding: SchemaEncoding = field(default_factory=SchemaEncoding)
 
 
 @dataclass
@@ -177,9 +181,8 @@ def build(config: AnalyticsConfig) -> Analytics:
         web_tables_enabled=False,  # /api/v1/analytics serves the tables, summed up
         web_router_enabled=False,  # one worker: there is nowhere to route to
     )
-    source = app.topic(
-        *topics, key_serializer="raw", value_serializer=PlatformAvroCodec(AvroCodec(catalogue))
-    )
+    codec = PlatformAvroCodec(make_codec(catalogue, config.schema_encoding))
+    source = app.topic(*topics, key_serializer="raw", value_serializer=codec)
     starts = app.Table("saga-starts", partitions=partitions)
     event_time = _EventTime()
     windows: dict[str, tuple[WindowSpec, Any]] = {}
