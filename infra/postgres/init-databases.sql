@@ -7,3 +7,4 @@ CREATE DATABASE notifications;
 CREATE DATABASE query;
 CREATE DATABASE provider;
 CREATE DATABASE carrier;
+CREATE DATABASE registry;  -- the schema registry's (Apicurio's SQL storage)
