@@ -17,6 +17,7 @@ from events.kafka import KafkaConnection
 from events.supervisor import load_manifest
 from infra.broker import ADMIN, BrokerSpec, down, free_port, private_spec, up
 from infra.postgres import PgCluster, create_database, start_cluster, stop_cluster
+from infra.registry import RegistrySpec
 from tests.tokens import TEST_SECRET
 
 # Every service a test builds or starts (in process or as a child process) verifies bearer
@@ -97,6 +98,21 @@ def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     yield start
     for spec in started:
         down(spec)
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistrySpec]:
+    """The session's schema registry (Apicurio, in-memory storage, a free port), started by
+    the first test that asks and stopped at the end of the session. Its Confluent-compatible
+    API is ``spec.ccompat_url``: give each test its own topics, so its own subjects."""
+    from infra import registry
+
+    spec = registry.private_spec(tmp_path_factory.mktemp("registry"))
+    try:
+        registry.up(spec)
+        yield spec
+    finally:
+        registry.down(spec)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,10 @@
 """``choreo schemas check|release``: the contract catalogue's compatibility gate (CI runs
-``check``) and recording the current versions as released (:mod:`events.compat` does both)."""
+``check``) and recording the current versions as released (:mod:`events.compat` does both).
+
+With ``SCHEMA_FORMAT=registry`` (or ``--registry URL``), ``release`` also registers every
+version with the schema registry under its TopicRecordNameStrategy subject and sets the
+subjects to BACKWARD, so the registry refuses what the gate refuses
+(:mod:`events.schema_registry`)."""
 
 from __future__ import annotations
 
@@ -28,6 +33,11 @@ def schemas_command(args: argparse.Namespace, settings: PlatformSettings) -> int
             print(f"released  {line}")
         if not added:
             print("nothing new to release")
+        url = args.registry or (
+            settings.schema_registry_url if settings.schema_format == "registry" else None
+        )
+        if url:
+            _register(root, settings, url)
         return 0
     problems = check_catalogue(root)
     rows = [{"path": p.path, "message": p.message} for p in problems]
@@ -40,9 +50,28 @@ def schemas_command(args: argparse.Namespace, settings: PlatformSettings) -> int
     return 0
 
 
+def _register(root: Path, settings: PlatformSettings, url: str) -> None:
+    from events.catalogue import Catalogue, CatalogueError
+    from events.schema_registry import RegistryError, RegistryUnavailable, register_catalogue
+
+    try:
+        catalogue = Catalogue.load(root).prefixed(settings.topic_prefix)
+        lines = register_catalogue(catalogue, url)
+    except (RegistryError, RegistryUnavailable, CatalogueError) as exc:
+        raise CliError(f"cannot register with the schema registry: {exc}") from None
+    for line in lines:
+        print(f"registry  {line}")
+
+
 def register(sub: Any) -> None:
     schemas = sub.add_parser("schemas", help="check contracts for backward compatibility")
     schemas.add_argument("action", choices=["check", "release"])
     schemas.add_argument("--root", help="catalogue root (default: the project's schemas/)")
+    schemas.add_argument(
+        "--registry",
+        metavar="URL",
+        help="release: also register with the schema registry at URL (its Confluent-"
+        "compatible API; default with SCHEMA_FORMAT=registry: SCHEMA_REGISTRY_URL)",
+    )
     add_output_option(schemas)
     schemas.set_defaults(run=schemas_command)
