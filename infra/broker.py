@@ -25,16 +25,13 @@ import concurrent.futures
 import contextlib
 import hashlib
 import os
-import re
-import shutil
-import socket
 import string
 import subprocess
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ClassVar
 
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
@@ -43,13 +40,22 @@ from events.kafka import KafkaConnection, SaslMechanism
 from infra.credentials import ADMIN, BROKER, OPERATOR, ensure_passwords
 from infra.locks import exclusive
 from infra.processes import (
-    alive,
+    HOST,
+    LocalHome,
     file_size,
-    maven_error,
+    free_port,
+    free_ports,
+    last_error,
+    maven_fetch,
+    owned_pid,
     port_open,
     read_from,
-    read_text,
-    terminate,
+    repo_root,
+    run_async,
+    start,
+    stop,
+    wait_for_start,
+    which,
 )
 from infra.tls import TlsFiles, ensure_broker_tls, write_private
 
@@ -59,30 +65,28 @@ __all__ = [
     "BrokerError",
     "BrokerSpec",
     "BrokerStatus",
+    "LogMarks",
+    "NodeStart",
+    "broker_pid",
     "default_spec",
     "down",
     "ensure_jars",
     "free_port",
     "free_ports",
+    "private_spec",
     "repo_root",
+    "start_node",
     "status",
     "up",
+    "write_config",
 ]
 
-_T = TypeVar("_T")
-
-_HOST = "127.0.0.1"
-_POLL_S = 0.2
+_HOST = HOST
 _KAFKA_MAIN = "kafka.Kafka"
 _STORAGE_TOOL = "kafka.tools.StorageTool"
-_JARS_MARKER = ".complete"
 _SECURE_PORT = 9094
 _SCRAM: SaslMechanism = "SCRAM-SHA-512"
 _SCRAM_ITERATIONS = 8192
-_INSTALL_HINT = {
-    "java": "install a JDK 17+ (`make jdk` does, from Debian's default-jdk-headless)",
-    "mvn": "install Maven 3 (Debian: apt-get install maven)",
-}
 
 
 class BrokerError(Exception):
@@ -90,11 +94,13 @@ class BrokerError(Exception):
 
 
 @dataclass(frozen=True)
-class BrokerSpec:
+class BrokerSpec(LocalHome):
     """Where a broker lives and which loopback ports it listens on; ``secure`` brokers serve
     SASL_SSL to ``principals`` (one per service) and the built-in admin and operator."""
 
-    home: Path
+    pid_name: ClassVar[str] = "broker.pid"
+    log_name: ClassVar[str] = "server.log"
+
     port: int = 9092
     controller_port: int = 9093
     heap_mb: int = 512
@@ -104,10 +110,6 @@ class BrokerSpec:
     # port, in node id order; empty for the single standalone node.
     node_id: int = 1
     voters: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        # The pid check compares command lines, so the home must be spelled one way.
-        object.__setattr__(self, "home", Path(self.home).absolute())
 
     @property
     def bootstrap(self) -> str:
@@ -119,14 +121,6 @@ class BrokerSpec:
         return max(len(self.voters), 1)
 
     @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "logs" / "server.log"
-
-    @property
     def console_file(self) -> Path:
         """The JVM's own stdout/stderr (start-up crashes land here, not in ``log_file``)."""
         return self.home / "logs" / "console.log"
@@ -134,10 +128,6 @@ class BrokerSpec:
     @property
     def config_file(self) -> Path:
         return self.home / "server.properties"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "broker.pid"
 
     @property
     def tls_dir(self) -> Path:
@@ -199,10 +189,6 @@ class BrokerStatus:
     log_file: Path
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 def _kafka_dir() -> Path:
     return Path(__file__).resolve().parent / "kafka"
 
@@ -230,57 +216,23 @@ def default_spec(secure: bool = False, principals: Iterable[str] = ()) -> Broker
     )
 
 
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    (port,) = free_ports(1)
-    return port
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct such ports. Asked for one at a time, the kernel may hand out a port
-    it just handed out (nothing holds it yet): here every socket stays bound until all
-    ports are chosen."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(n):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((_HOST, 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
 # --------------------------------------------------------------------------- jars
 
 
 def ensure_jars(cache: Path | None = None) -> Path:
-    """The directory holding the broker's classpath; resolves it with Maven when missing.
-
-    A marker file (holding a digest of the pom) is written only after a complete copy, so an
-    interrupted copy, or a changed pom, is redone from scratch.
-    """
+    """The directory holding the broker's classpath; resolves it with Maven when missing."""
     libs = (cache or repo_root() / ".cache" / "kafka") / "libs"
-    pom = _kafka_dir() / "pom.xml"
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
-    marker = libs / _JARS_MARKER
-    if read_text(marker) == digest:
-        return libs
-    mvn = _which("mvn")
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(libs.parent / ".libs.lock"):
-        if read_text(marker) == digest:  # another process resolved them meanwhile
-            return libs
-        shutil.rmtree(libs, ignore_errors=True)
-        command = [
-            mvn, "-B", "-q", "-f", str(pom),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-            output = done.stdout + done.stderr
-            reason = maven_error(output) or _last_error(output)
-            raise BrokerError(f"resolving the Kafka jars with Maven failed: {reason}")
-        marker.write_text(digest)
+    goal = [
+        "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+    ]  # fmt: skip
+    maven_fetch(
+        _kafka_dir() / "pom.xml",
+        libs,
+        goal,
+        BrokerError,
+        "resolving the Kafka jars",
+        complete=lambda: any(libs.glob("kafka_2.13-*.jar")),
+    )
     return libs
 
 
@@ -290,7 +242,7 @@ def ensure_jars(cache: Path | None = None) -> Path:
 def status(spec: BrokerSpec) -> BrokerStatus:
     """Running means: the pid file names a live broker process of this home AND the port accepts
     connections."""
-    pid = _broker_pid(spec)
+    pid = broker_pid(spec)
     running = pid is not None and port_open(spec.port)
     return BrokerStatus(running=running, pid=pid, bootstrap=spec.bootstrap, log_file=spec.log_file)
 
@@ -298,13 +250,13 @@ def status(spec: BrokerSpec) -> BrokerStatus:
 def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
     """Start the broker unless it runs already; return once it answers a metadata request."""
     deadline = time.monotonic() + timeout
-    java = _which("java")
+    java = which("java", BrokerError)
     spec.home.mkdir(parents=True, exist_ok=True)
     with exclusive(spec.home / ".lock"):
         current = status(spec)
         if current.pid is not None:  # running, or started by someone else and starting up
             if not current.running:
-                _wait_until_ready(spec, current.pid, None, deadline, _LogMarks())
+                NodeStart(spec, current.pid).wait_until_ready(deadline)
             if spec.secure:  # a principal named since it started (a new service)
                 _add_missing_principals(spec, max(deadline - time.monotonic(), 5.0))
             return status(spec)
@@ -313,14 +265,7 @@ def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
                 f"port {spec.port} or {spec.controller_port} on {_HOST} is already in use by "
                 f"another process: stop it or choose other ports (CHOREO_KAFKA_PORT)"
             )
-        libs = ensure_jars()
-        _write_config(spec)
-        if not (spec.data_dir / "meta.properties").exists():
-            _format_storage(spec, java, libs)
-        logs_seen = _LogMarks.take(spec)
-        process = _start(spec, java, libs)
-        spec.pid_file.write_text(f"{process.pid}\n")
-        _wait_until_ready(spec, process.pid, process, deadline, logs_seen)
+        start_node(spec, java, ensure_jars()).wait_until_ready(deadline)
         if spec.secure:
             _add_missing_principals(spec, max(deadline - time.monotonic(), 5.0))
         return status(spec)
@@ -328,24 +273,33 @@ def up(spec: BrokerSpec, timeout: float = 120.0) -> BrokerStatus:
 
 def down(spec: BrokerSpec, timeout: float = 60.0) -> bool:
     """Stop the broker (SIGTERM, SIGKILL after ``timeout``); return whether one was running."""
-    pid = _broker_pid(spec)
-    if pid is None:
-        spec.pid_file.unlink(missing_ok=True)
-        return False
-    if not terminate(pid, timeout):
-        raise BrokerError(f"broker pid {pid} survived SIGKILL; see {spec.log_file}")
-    spec.pid_file.unlink(missing_ok=True)
-    return True
+    return stop(spec, broker_pid(spec), timeout, BrokerError)
+
+
+def start_node(
+    spec: BrokerSpec,
+    java: str,
+    libs: Path,
+    cluster_id: str | None = None,
+    quorum_args: tuple[str, ...] = ("--standalone",),
+) -> NodeStart:
+    """Configures ``spec``'s node, formats its storage the first time (a cluster's nodes
+    share ``cluster_id`` and name their voters in ``quorum_args``) and starts it; the caller
+    holds the home's lock and waits on what this returns."""
+    write_config(spec)
+    if not (spec.data_dir / "meta.properties").exists():
+        _format_storage(spec, java, libs, cluster_id, quorum_args)
+    logs_seen = LogMarks.take(spec)
+    command = [
+        java, *_jvm_options(spec, spec.heap_mb), "-cp", _classpath(libs),
+        _KAFKA_MAIN, str(spec.config_file),
+    ]  # fmt: skip
+    process = start(command, spec.console_file, spec.home)
+    spec.pid_file.write_text(f"{process.pid}\n")
+    return NodeStart(spec, process.pid, process, logs_seen)
 
 
 # --------------------------------------------------------------------------- internals
-
-
-def _which(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        raise BrokerError(f"{tool} not found on PATH: {_INSTALL_HINT[tool]}")
-    return found
 
 
 def _classpath(libs: Path) -> str:
@@ -369,7 +323,8 @@ def _jvm_options(spec: BrokerSpec, heap_mb: int) -> list[str]:
     ]
 
 
-def _write_config(spec: BrokerSpec) -> None:
+def write_config(spec: BrokerSpec) -> None:
+    """Renders the node's ``server.properties`` (and a secured one's TLS files)."""
     quorum = spec.voters or (spec.controller_port,)
     values: dict[str, object] = {
         "NODE_ID": spec.node_id,
@@ -474,67 +429,60 @@ def _scram_argument(name: str, password: SecretStr) -> str:
 def _run_tool(spec: BrokerSpec, command: list[str]) -> str:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        reason = _last_error(done.stdout + done.stderr)
+        reason = last_error(done.stdout + done.stderr)
         raise BrokerError(f"formatting Kafka storage in {spec.data_dir} failed: {reason}")
     return done.stdout
 
 
-def _start(spec: BrokerSpec, java: str, libs: Path) -> subprocess.Popen[bytes]:
-    command = [
-        java,
-        *_jvm_options(spec, spec.heap_mb),
-        "-cp",
-        _classpath(libs),
-        _KAFKA_MAIN,
-        str(spec.config_file),
-    ]
-    with spec.console_file.open("ab") as console:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=console,
-            stderr=subprocess.STDOUT,
-            cwd=spec.home,
-            start_new_session=True,
-        )
-
-
 @dataclass(frozen=True)
-class _LogMarks:
+class LogMarks:
     """Sizes of the log files before a start, so a crash is explained by this run's lines."""
 
     server: int = 0
     console: int = 0
 
     @staticmethod
-    def take(spec: BrokerSpec) -> _LogMarks:
-        return _LogMarks(file_size(spec.log_file), file_size(spec.console_file))
+    def take(spec: BrokerSpec) -> LogMarks:
+        return LogMarks(file_size(spec.log_file), file_size(spec.console_file))
 
 
-def _wait_until_ready(
-    spec: BrokerSpec,
-    pid: int,
-    process: subprocess.Popen[bytes] | None,
-    deadline: float,
-    logs_seen: _LogMarks,
-) -> None:
-    while True:
-        exited = process.poll() is not None if process is not None else not alive(pid)
-        if exited:
+@dataclass(frozen=True)
+class NodeStart:
+    """A broker process starting: ``process`` when this one started it, None when it was
+    found running (started by another process, perhaps still starting up)."""
+
+    spec: BrokerSpec
+    pid: int
+    process: subprocess.Popen[bytes] | None = None
+    logs_seen: LogMarks = LogMarks()
+
+    def wait_until_ready(self, deadline: float) -> None:
+        """Returns once the node answers a metadata request; BrokerError if it exits or
+        ``deadline`` (``time.monotonic``) passes first."""
+        spec = self.spec
+        started = wait_for_start(self.pid, self.process, deadline, self._answers)
+        if started == "exited":
             spec.pid_file.unlink(missing_ok=True)
-            reason = _crash_reason(spec, logs_seen)
-            raise BrokerError(f"Kafka broker exited during start-up: {reason}")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+            raise BrokerError(f"Kafka broker exited during start-up: {self._crash_reason()}")
+        if started == "late":
             raise BrokerError(
-                f"Kafka broker pid {pid} did not answer on {spec.bootstrap} in time; "
+                f"Kafka broker pid {self.pid} did not answer on {spec.bootstrap} in time; "
                 f"see {spec.log_file} (stop it with down())"
             )
-        if port_open(spec.port) and _run(
-            _answers_metadata(spec.connection(ADMIN), min(remaining, 5.0))
-        ):
-            return
-        time.sleep(_POLL_S)
+
+    def _answers(self, remaining_s: float) -> bool:
+        return port_open(self.spec.port) and run_async(
+            _answers_metadata(self.spec.connection(ADMIN), min(remaining_s, 5.0))
+        )
+
+    def _crash_reason(self) -> str:
+        """The most telling line this run wrote to the broker's logs, and the file it is in."""
+        spec, seen = self.spec, self.logs_seen
+        for path, offset in ((spec.log_file, seen.server), (spec.console_file, seen.console)):
+            text = read_from(path, offset)
+            if text.strip():
+                return f"{last_error(text)} (see {path})"
+        return f"no output (see {spec.console_file})"
 
 
 async def _answers_metadata(kafka: KafkaConnection, budget_s: float) -> bool:
@@ -554,64 +502,9 @@ async def _answers_metadata(kafka: KafkaConnection, budget_s: float) -> bool:
             await admin.close()
 
 
-def _run(coroutine: Coroutine[Any, Any, _T]) -> _T:
-    """``asyncio.run`` that also works when the caller is inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-def _broker_pid(spec: BrokerSpec) -> int | None:
+def broker_pid(spec: BrokerSpec) -> int | None:
     """The pid from the pid file if that process is alive and is this home's broker."""
-    text = read_text(spec.pid_file)
-    if not text or not text.isdigit():
-        return None
-    pid = int(text)
-    if not alive(pid):
-        return None
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():  # Linux: guard against a recycled pid
-        args = cmdline.read_bytes().split(b"\0")
-        if _KAFKA_MAIN.encode() not in args or str(spec.config_file).encode() not in args:
-            return None
-    return pid
-
-
-def _crash_reason(spec: BrokerSpec, logs_seen: _LogMarks) -> str:
-    """The most telling line this run wrote to the broker's logs, and the file it is in."""
-    for path, offset in ((spec.log_file, logs_seen.server), (spec.console_file, logs_seen.console)):
-        text = read_from(path, offset)
-        if text.strip():
-            return f"{_last_error(text)} (see {path})"
-    return f"no output (see {spec.console_file})"
-
-
-_NOISE = (
-    "at ",  # stack frames
-    "...",
-    "Error: Could not create the Java Virtual Machine",
-    "Error: A fatal exception has occurred",
-)
-
-
-def _last_error(output: str) -> str:
-    """The last ERROR/FATAL line joined with the exception message under it, else the last
-    exception line, else the last line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(_NOISE)]
-    for index in range(len(lines) - 1, -1, -1):
-        if re.search(r"\b(ERROR|FATAL)\b", lines[index]):
-            following = lines[index + 1] if index + 1 < len(lines) else ""
-            if re.match(r"^[\w.$]+(Exception|Error)\b", following):
-                return f"{lines[index]}: {following}"
-            return lines[index]
-    for line in reversed(lines):
-        if re.search(r"(Exception|Error)\b", line):
-            return line
-    return lines[-1] if lines else "no output"
+    return owned_pid(spec.pid_file, _KAFKA_MAIN.encode(), str(spec.config_file).encode())
 
 
 def private_spec(home: Path, secure: bool = False, principals: Iterable[str] = ()) -> BrokerSpec:

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,20 +35,21 @@ from events.kafka import KafkaConnection, admin_client
 from infra.broker import (
     BrokerError,
     BrokerSpec,
-    _broker_pid,
-    _format_storage,
-    _LogMarks,
-    _run,
-    _start,
-    _wait_until_ready,
-    _which,
-    _write_config,
+    NodeStart,
+    broker_pid,
     ensure_jars,
-    free_ports,
-    repo_root,
+    start_node,
 )
 from infra.locks import exclusive
-from infra.processes import alive, port_open, wait_for_exit
+from infra.processes import (
+    alive,
+    free_ports,
+    port_open,
+    repo_root,
+    run_async,
+    wait_for_exit,
+    which,
+)
 
 __all__ = [
     "ClusterSpec",
@@ -153,7 +153,7 @@ def up_cluster(spec: ClusterSpec, timeout: float = 180.0) -> ClusterStatus:
     """Start every node that is not running (all at once: a node cannot finish starting
     without a quorum), then wait until each answers and the metadata lists every node."""
     deadline = time.monotonic() + timeout
-    java = _which("java")
+    java = which("java", BrokerError)
     spec.home.mkdir(parents=True, exist_ok=True)
     with exclusive(spec.home / ".lock"):
         libs = ensure_jars()
@@ -162,12 +162,12 @@ def up_cluster(spec: ClusterSpec, timeout: float = 180.0) -> ClusterStatus:
             f"{node.node_id}@{_HOST}:{node.controller_port}:{directory_ids[str(node.node_id)]}"
             for node in spec.nodes
         )
-        started: list[tuple[BrokerSpec, int, subprocess.Popen[bytes] | None, _LogMarks]] = []
+        started: list[NodeStart] = []
         for node in spec.nodes:
             node.home.mkdir(parents=True, exist_ok=True)
-            pid = _broker_pid(node)
+            pid = broker_pid(node)
             if pid is not None:
-                started.append((node, pid, None, _LogMarks()))
+                started.append(NodeStart(node, pid))
                 continue
             if port_open(node.port) or port_open(node.controller_port):
                 raise BrokerError(
@@ -175,15 +175,10 @@ def up_cluster(spec: ClusterSpec, timeout: float = 180.0) -> ClusterStatus:
                     f"by another process: stop it or choose other ports "
                     f"(CHOREO_KAFKA_CLUSTER_PORT)"
                 )
-            _write_config(node)
-            if not (node.data_dir / "meta.properties").exists():
-                _format_storage(node, java, libs, cluster_id, ("--initial-controllers", initial))
-            marks = _LogMarks.take(node)
-            process = _start(node, java, libs)
-            node.pid_file.write_text(f"{process.pid}\n")
-            started.append((node, process.pid, process, marks))
-        for node, pid, child, seen in started:
-            _wait_until_ready(node, pid, child, deadline, seen)
+            quorum = ("--initial-controllers", initial)
+            started.append(start_node(node, java, libs, cluster_id, quorum))
+        for node_start in started:
+            node_start.wait_until_ready(deadline)
         while True:
             current = cluster_status(spec)
             if len(current.brokers) == len(spec.nodes):
@@ -199,7 +194,7 @@ def up_cluster(spec: ClusterSpec, timeout: float = 180.0) -> ClusterStatus:
 def down_cluster(spec: ClusterSpec, timeout: float = 60.0) -> int:
     """SIGTERM every node at once (one by one, the last would wait for a quorum that is
     gone), SIGKILL what is left after ``timeout``; returns how many were running."""
-    pids = {node: _broker_pid(node) for node in spec.nodes}
+    pids = {node: broker_pid(node) for node in spec.nodes}
     running = {node: pid for node, pid in pids.items() if pid is not None}
     for pid in running.values():
         with contextlib.suppress(ProcessLookupError):
@@ -221,7 +216,7 @@ def cluster_status(spec: ClusterSpec) -> ClusterStatus:
     brokers the metadata lists, the active controller and the under-replicated partitions."""
     nodes = []
     for node in spec.nodes:
-        pid = _broker_pid(node)
+        pid = broker_pid(node)
         nodes.append(
             NodeStatus(
                 node_id=node.node_id,
@@ -235,7 +230,7 @@ def cluster_status(spec: ClusterSpec) -> ClusterStatus:
     live = [n for n, s in zip(spec.nodes, nodes, strict=True) if s.running]
     if live:
         bootstrap = ",".join(n.bootstrap for n in live)
-        current.brokers, current.under_replicated = _run(_metadata(bootstrap))
+        current.brokers, current.under_replicated = run_async(_metadata(bootstrap))
         current.controller = _active_controller(live)
     return current
 

@@ -17,27 +17,30 @@ Storage is Apicurio's embedded H2 database: in memory by default (gone at ``down
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from infra.broker import free_port, repo_root
 from infra.locks import exclusive
 from infra.processes import (
-    alive,
+    HOST,
+    LocalHome,
     file_size,
-    maven_error,
+    free_port,
+    maven_fetch,
+    owned_pid,
     port_open,
     read_from,
-    read_text,
-    terminate,
+    repo_root,
+    start,
+    stop,
+    wait_for_start,
+    which,
 )
 
 __all__ = [
@@ -55,18 +58,12 @@ __all__ = [
 
 Storage = Literal["memory", "file"]
 
-_HOST = "127.0.0.1"
+_HOST = HOST
 _DEFAULT_PORT = 8081  # the port Confluent's registry and its clients' examples use
-_POLL_S = 0.2
-_APP_MARKER = ".complete"
 # Names the home on the JVM's command line, so a pid is recognised as this home's registry.
 _HOME_PROPERTY = "choreo.registry.home"
 _FILE_DATABASE_ARG = b"-Dapicurio.datasource.url=jdbc:h2:file:"
 _POM = Path(__file__).resolve().parent / "registry" / "pom.xml"
-_INSTALL_HINT = {
-    "java": "install a JDK 17+ (`make jdk` does, from Debian's default-jdk-headless)",
-    "mvn": "install Maven 3 (Debian: apt-get install maven)",
-}
 
 
 class RegistryError(Exception):
@@ -74,17 +71,16 @@ class RegistryError(Exception):
 
 
 @dataclass(frozen=True)
-class RegistrySpec:
-    """Where a registry lives, the loopback port it serves on and how it stores schemas."""
+class RegistrySpec(LocalHome):
+    """Where a registry lives, the loopback port it serves on and how it stores schemas.
+    Its ``log_file`` is the JVM's stdout/stderr: Quarkus logs to the console."""
 
-    home: Path
+    pid_name: ClassVar[str] = "registry.pid"
+    log_name: ClassVar[str] = "registry.log"
+
     port: int = _DEFAULT_PORT
     heap_mb: int = 256
     storage: Storage = "memory"
-
-    def __post_init__(self) -> None:
-        # The pid check compares command lines, so the home must be spelled one way.
-        object.__setattr__(self, "home", Path(self.home).absolute())
 
     @property
     def url(self) -> str:
@@ -94,19 +90,6 @@ class RegistrySpec:
     def ccompat_url(self) -> str:
         """The Confluent-compatible API: what a Confluent ``SchemaRegistryClient`` takes."""
         return f"{self.url}/apis/ccompat/v7"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def log_file(self) -> Path:
-        """The JVM's stdout/stderr: Quarkus logs to the console."""
-        return self.home / "logs" / "registry.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "registry.pid"
 
 
 @dataclass
@@ -142,35 +125,18 @@ def private_spec(home: Path, storage: Storage = "memory") -> RegistrySpec:
 
 
 def ensure_app(cache: Path | None = None) -> Path:
-    """The registry's runner jar; fetched and unpacked with Maven when missing.
-
-    A marker file (holding a digest of the pom) is written only after a complete unpack, so an
-    interrupted one, or a changed pom, is redone from scratch.
-    """
-    root = cache or repo_root() / ".cache" / "registry"
-    app = root / "app"
-    digest = hashlib.sha256(_POM.read_bytes()).hexdigest()
-    marker = app / _APP_MARKER
-    if read_text(marker) == digest:
-        return _runner(app)
-    mvn = _which("mvn")
-    root.mkdir(parents=True, exist_ok=True)
-    with exclusive(root / ".app.lock"):
-        if read_text(marker) == digest:  # another process fetched it meanwhile
-            return _runner(app)
-        shutil.rmtree(app, ignore_errors=True)
-        command = [
-            mvn, "-B", "-q", "-f", str(_POM),
-            "dependency:unpack", f"-Dregistry.app.dir={app}",
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            output = done.stdout + done.stderr
-            reason = maven_error(output) or _crash_reason(output)
-            raise RegistryError(f"fetching Apicurio Registry with Maven failed: {reason}")
-        runner = _runner(app)
-        marker.write_text(digest)
-    return runner
+    """The registry's runner jar; fetched and unpacked with Maven when missing."""
+    app = (cache or repo_root() / ".cache" / "registry") / "app"
+    goal = ["dependency:unpack", f"-Dregistry.app.dir={app}"]
+    maven_fetch(
+        _POM,
+        app,
+        goal,
+        RegistryError,
+        "fetching Apicurio Registry",
+        complete=lambda: bool(_runner(app)),
+    )
+    return _runner(app)
 
 
 def _runner(app: Path) -> Path:
@@ -201,7 +167,7 @@ def status(spec: RegistrySpec) -> RegistryStatus:
 def up(spec: RegistrySpec, timeout: float = 120.0) -> RegistryStatus:
     """Start the registry unless it runs already; return once its readiness check is UP."""
     deadline = time.monotonic() + timeout
-    java = _which("java")
+    java = which("java", RegistryError)
     spec.home.mkdir(parents=True, exist_ok=True)
     with exclusive(spec.home / ".lock"):
         pid = _registry_pid(spec)
@@ -230,14 +196,7 @@ def up(spec: RegistrySpec, timeout: float = 120.0) -> RegistryStatus:
 
 def down(spec: RegistrySpec, timeout: float = 30.0) -> bool:
     """Stop the registry (SIGTERM, SIGKILL after ``timeout``); return whether one was running."""
-    pid = _registry_pid(spec)
-    if pid is None:
-        spec.pid_file.unlink(missing_ok=True)
-        return False
-    if not terminate(pid, timeout):
-        raise RegistryError(f"registry pid {pid} survived SIGKILL; see {spec.log_file}")
-    spec.pid_file.unlink(missing_ok=True)
-    return True
+    return stop(spec, _registry_pid(spec), timeout, RegistryError)
 
 
 # --------------------------------------------------------------------------- internals
@@ -285,16 +244,7 @@ def _jvm_options(spec: RegistrySpec) -> list[str]:
 def _start(spec: RegistrySpec, java: str, runner: Path) -> subprocess.Popen[bytes]:
     if spec.storage == "file":
         spec.data_dir.mkdir(parents=True, exist_ok=True)
-    command = [java, *_jvm_options(spec), "-jar", str(runner)]
-    with spec.log_file.open("ab") as log:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=spec.home,
-            start_new_session=True,
-        )
+    return start([java, *_jvm_options(spec), "-jar", str(runner)], spec.log_file, spec.home)
 
 
 def _ready(spec: RegistrySpec) -> bool:
@@ -313,38 +263,23 @@ def _wait_until_ready(
     deadline: float,
     log_seen: int,
 ) -> None:
-    while True:
-        exited = process.poll() is not None if process is not None else not alive(pid)
-        if exited:
-            spec.pid_file.unlink(missing_ok=True)
-            reason = _crash_reason(read_from(spec.log_file, log_seen))
-            raise RegistryError(
-                f"the schema registry exited during start-up: {reason} (see {spec.log_file})"
-            )
-        if _ready(spec):
-            return
-        if time.monotonic() >= deadline:
-            raise RegistryError(
-                f"the schema registry pid {pid} was not ready at {spec.url} in time; "
-                f"see {spec.log_file} (stop it with down())"
-            )
-        time.sleep(_POLL_S)
+    started = wait_for_start(pid, process, deadline, lambda _remaining: _ready(spec))
+    if started == "exited":
+        spec.pid_file.unlink(missing_ok=True)
+        reason = _crash_reason(read_from(spec.log_file, log_seen))
+        raise RegistryError(
+            f"the schema registry exited during start-up: {reason} (see {spec.log_file})"
+        )
+    if started == "late":
+        raise RegistryError(
+            f"the schema registry pid {pid} was not ready at {spec.url} in time; "
+            f"see {spec.log_file} (stop it with down())"
+        )
 
 
 def _registry_pid(spec: RegistrySpec) -> int | None:
     """The pid from the pid file if that process is alive and is this home's registry."""
-    text = read_text(spec.pid_file)
-    if not text or not text.isdigit():
-        return None
-    pid = int(text)
-    if not alive(pid):
-        return None
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():  # Linux: guard against a recycled pid
-        marker = f"-D{_HOME_PROPERTY}={spec.home}".encode()
-        if marker not in cmdline.read_bytes().split(b"\0"):
-            return None
-    return pid
+    return owned_pid(spec.pid_file, f"-D{_HOME_PROPERTY}={spec.home}".encode())
 
 
 def _storage_of(pid: int) -> Storage:
@@ -354,13 +289,6 @@ def _storage_of(pid: int) -> Storage:
     except OSError:  # no /proc: assume the default
         return "memory"
     return "file" if any(arg.startswith(_FILE_DATABASE_ARG) for arg in args) else "memory"
-
-
-def _which(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        raise RegistryError(f"{tool} not found on PATH: {_INSTALL_HINT[tool]}")
-    return found
 
 
 def _crash_reason(output: str) -> str:

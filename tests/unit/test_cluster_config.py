@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from events.catalogue import SCHEMAS_ROOT, Catalogue, CatalogueError, load_replication
-from infra.broker import _write_config
+from infra.broker import write_config
 from infra.cluster import _identity, private_cluster
 
 
@@ -38,7 +38,7 @@ def test_each_node_is_configured_as_one_voter_of_the_same_quorum(tmp_path: Path)
     spec = private_cluster(tmp_path / "cluster")
     quorum = ",".join(f"127.0.0.1:{node.controller_port}" for node in spec.nodes)
     for node in spec.nodes:
-        _write_config(node)
+        write_config(node)
         lines = set(node.config_file.read_text().splitlines())
         assert f"node.id={node.node_id}" in lines
         assert f"controller.quorum.bootstrap.servers={quorum}" in lines
