@@ -363,7 +363,7 @@ class EventConsumer(SequencedDeadLetters):
     def _decode_raw(self, record: ConsumerRecord) -> Item | None:
         """The record as an event for its handler; None when no handler wants its type."""
         decoded = self.codec.decode(record.value or b"")
-        envelope = Envelope.from_headers(record.headers or (), record.key)
+        envelope = Envelope.from_headers(record.headers or (), record.key, decoded.writer_version)
         if envelope.event_type != decoded.event_type:
             raise EnvelopeError(
                 f"header event-type {envelope.event_type} but body is {decoded.event_type}"

@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.bulk import insert_rows
-from events.envelope import H_EVENT_ID, H_EVENT_TYPE
+from events.envelope import CE_ID, CE_TYPE, H_EVENT_ID, H_EVENT_TYPE
 from events.prepared import Prepared
 from events.tables import blocked_keys, inbox, parked_events
 
@@ -71,14 +71,16 @@ def _header(record: ConsumerRecord, name: str) -> str | None:
 def record_event_id(record: ConsumerRecord) -> str:
     """The envelope's event id; for a record without a readable one, an id made of its
     topic, partition and offset."""
-    found = _header(record, H_EVENT_ID)
+    # CloudEvents' id on a record with only those headers, as its envelope reads it.
+    found = _header(record, H_EVENT_ID) or _header(record, CE_ID)
     if found is not None and len(found) <= 36:
         return found
     return str(uuid.uuid5(_NAMESPACE, f"{record.topic}:{record.partition}:{record.offset}"))
 
 
 def record_event_type(record: ConsumerRecord) -> str | None:
-    return _header(record, H_EVENT_TYPE)
+    """The type the headers say, before decoding: choreo's, else CloudEvents'."""
+    return _header(record, H_EVENT_TYPE) or _header(record, CE_TYPE)
 
 
 def _headers_json(record: ConsumerRecord) -> str:

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from events.codec import AvroCodec, CodecError
-from events.envelope import H_EVENT_TYPE, Envelope, EnvelopeError, Event
+from events.envelope import CE_TYPE, H_EVENT_TYPE, Envelope, EnvelopeError, Event
 from events.kafka import KafkaConnection, plain_consumer
 
 if TYPE_CHECKING:
@@ -103,7 +103,9 @@ def decode_records(
             decoded = codec.decode(record.value or b"")
             if decoded.event_type not in models:
                 continue
-            envelope = Envelope.from_headers(record.headers or (), record.key)
+            envelope = Envelope.from_headers(
+                record.headers or (), record.key, decoded.writer_version
+            )
             payload: Any = decoded.payload
             model = models[decoded.event_type]
             if model is not None:
@@ -125,8 +127,13 @@ def decode_records(
 
 
 def _event_type(record: ConsumerRecord) -> str | None:
+    """choreo's event-type header, else CloudEvents' ce_type (a record with only those)."""
+    return _header(record, H_EVENT_TYPE) or _header(record, CE_TYPE)
+
+
+def _header(record: ConsumerRecord, wanted: str) -> str | None:
     for name, value in record.headers or ():
-        if name == H_EVENT_TYPE:
+        if name == wanted:
             try:
                 return None if value is None else bytes(value).decode()
             except UnicodeDecodeError:

@@ -692,7 +692,7 @@ def test_a_decodable_message_is_shown_compactly_even_without_an_envelope():
         '"reason":"changed my mind","requested_at":"2026-01-01T00:00:00+00:00"}'
     )
     bare = SimpleNamespace(**{**vars(good), "headers": []})
-    assert decode_message(codec, bare).text().endswith("(missing header event-id)")
+    assert decode_message(codec, bare).text().endswith("(missing header event-id or ce_id)")
 
 
 def _cancel() -> dict[str, Any]:
