@@ -178,7 +178,7 @@ async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str
         db=db,
         codec=codec,
         outbox=Outbox(codec, SERVICE),
-        bootstrap=bootstrap,
+        kafka=KafkaConnection(bootstrap),
     )
     try:
         async with asyncio.timeout(deadline_for(n)):

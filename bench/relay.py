@@ -56,7 +56,7 @@ class _PhasedRelay(OutboxRelay):
     ``perf_counter`` calls per batch of 2000 rows: no measurable cost)."""
 
     def __init__(self, db: Database, bootstrap: str) -> None:
-        super().__init__(db, bootstrap, after_publish=self._acked)
+        super().__init__(db, KafkaConnection(bootstrap), after_publish=self._acked)
         self.phases = dict.fromkeys(PHASES, 0.0)
         self._t = 0.0
 

@@ -12,7 +12,10 @@ A dependency the handler calls being unavailable (``DependencyUnavailable``, in 
 one by one) is not the event's fault: the transaction rolls back, the event's partition is
 sought back to it and paused until the dependency's ``retry_after_s``, its later records
 wait, its offsets are committed only below it, and the other partitions' records are
-applied as usual; nothing is dead-lettered or retried for it (events.pausing).
+applied as usual; nothing is dead-lettered or retried for it (events.pausing). A schema
+registry that cannot be asked for the writer schema of an id not seen yet is such a
+dependency too (``RegistryUnavailable``): the record's partition waits, nothing is
+dead-lettered; an id the registry says does not exist is dead-lettered with that reason.
 
 The parts that stand alone: events.sequencing, events.inbox (the inbox statements),
 events.rebalance (the rebalance listener) and events.consumed (the decoded item, the
@@ -218,6 +221,11 @@ class EventConsumer(SequencedDeadLetters):
                 except UNDECODABLE as exc:
                     bad.append((record, exc))
                     continue
+                except DependencyUnavailable as exc:
+                    # A schema registry id not seen yet while the registry cannot be asked:
+                    # the partition waits from this record on; its later records too.
+                    self._pause(record, exc)
+                    break
                 if item is not None:
                     items.append(item)
         if held:
@@ -358,6 +366,9 @@ class EventConsumer(SequencedDeadLetters):
             return self._decode_raw(record)
         except UNDECODABLE as exc:
             await self._dead_letter(record, exc, attempts=0)
+            return None
+        except DependencyUnavailable as exc:  # the schema registry: not the event's fault
+            self._pause(record, exc)
             return None
 
     def _decode_raw(self, record: ConsumerRecord) -> Item | None:
