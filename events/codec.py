@@ -147,7 +147,7 @@ class RegistryFraming:
         from events.schema_registry import RegistryClient, RegistryUnavailable
 
         if self.url is None:
-            raise RegistryUnavailable(f"schema id {schema_id}: no schema registry configured")
+            raise RegistryUnavailable(f"none configured to read schema id {schema_id}")
         if self._client is None:
             self._client = RegistryClient(self.url)
         text = self._client.schema(schema_id)

@@ -89,7 +89,9 @@ def decode_records(
     decode.
 
     The services' consumers dead-letter malformed events on these topics; a projection
-    only skips them so the read side never stalls on one.
+    only skips them so the read side never stalls on one. A valid event is never skipped
+    for a schema registry that cannot be asked (an id not seen yet): ``RegistryUnavailable``
+    is raised, and the projection's runner waits and reads again from its saved offsets.
     """
     wanted: set[str | None] = {*models, None}  # None: no header, the body says
     events: list[Event[Any]] = []

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from events.catalogue import Catalogue, CatalogueError, SchemaVersion
+from events.pausing import DependencyUnavailable
 
 __all__ = [
     "BACKWARD",
@@ -44,6 +45,9 @@ _SUBJECT_NOT_FOUND = 40401
 _SCHEMA_NOT_FOUND = 40403
 _VERSION_NOT_FOUND = 40402
 _TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+# How long a partition waits on a registry that cannot be asked before its record is read
+# again: long enough not to hammer it, short enough that a restart is noticed at once.
+RETRY_AFTER_S = 2.0
 
 
 class RegistryError(Exception):
@@ -58,11 +62,16 @@ class RegistryRefused(RegistryError):
         self.status = status
 
 
-class RegistryUnavailable(ConnectionError):
+class RegistryUnavailable(DependencyUnavailable):
     """The registry cannot be reached or failed (5xx): nothing is wrong with the event.
 
-    A ``ConnectionError`` (so an ``OSError``): the consumers count it as the
-    infrastructure's failure, never as the event's."""
+    A ``DependencyUnavailable`` (not a ``CodecError``): a consumer that meets it reading an
+    id it has not seen holds the record's partition back and tries again after
+    ``retry_after_s``, as for a handler's dependency (events.pausing); nothing is
+    dead-lettered for it."""
+
+    def __init__(self, reason: str, retry_after_s: float = RETRY_AFTER_S) -> None:
+        super().__init__("schema registry", retry_after_s, reason)
 
 
 def subject_for(topic: str, record_fullname: str) -> str:
@@ -138,9 +147,7 @@ class RegistryClient:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise RegistryUnavailable(
-                f"schema registry at {self.url} unreachable: {type(exc).__name__}: {exc}"
-            ) from None
+            raise RegistryUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 500:
             raise RegistryUnavailable(
                 f"schema registry at {self.url} failed: {response.status_code} {_message(response)}"
