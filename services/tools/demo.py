@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from dataclasses import replace
 
 from events.auth import local_operator_headers, local_stack_auth, operator_bearer
 from events.cli.errors import CliError
@@ -32,6 +33,7 @@ from services.saga_check import (
     statuses,
     wait_for,
 )
+from services.tools.registry import schema_env
 from services.tools.startup import (
     DEPENDENCY_URL_SETTINGS,
     broker_and_topics,
@@ -192,10 +194,12 @@ def run_demo(
     ``orders_per_path`` orders down each path within ``deadline`` seconds, print the
     outcomes and check the invariants."""
     kafka, catalogue, service_env = broker_and_topics(settings, secure)
+    schemas = schema_env(settings, catalogue)  # SCHEMA_FORMAT=registry: registry, catalogue
     specs = load_manifest()
     try:
         auth_env, secret = local_stack_auth(settings.var_dir, os.environ)
-        start_services(specs, settings, kafka, deadline_s=90, env=auth_env, service_env=service_env)
+        env = {**auth_env, **schemas}
+        start_services(specs, settings, kafka, deadline_s=90, env=env, service_env=service_env)
         print("services ready: " + ", ".join(f"{s.name}:{s.port}" for s in specs))
         query = next((s for s in specs if s.name == "query"), None)
         if query is not None and secret is not None:
@@ -206,7 +210,11 @@ def run_demo(
             if secret is not None
             else local_operator_headers(settings.var_dir, os.environ, ttl)
         )
-        codec = make_codec(catalogue, settings.schema_encoding())
+        # The demo's own events in the services' format, from the registry they use.
+        encoding = settings.schema_encoding()
+        if schemas:
+            encoding = replace(encoding, registry_url=schemas["SCHEMA_REGISTRY_URL"])
+        codec = make_codec(catalogue, encoding)
         # The stand-ins' books are checked when the services call them (not a real provider
         # named in the environment).
         dependencies = len(dependency_urls(specs)) == len(DEPENDENCY_URL_SETTINGS)
@@ -223,3 +231,5 @@ def run_demo(
             stop(specs, var_dir=settings.var_dir)
             stop_broker = "choreo broker down" + (" --secure" if secure else "")
             print(f"services stopped (the broker keeps running: `{stop_broker}`)")
+            if schemas:
+                print("the schema registry keeps running: `choreo down` stops it")

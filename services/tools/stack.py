@@ -31,6 +31,7 @@ from events.supervisor import (
 )
 from infra.gateway import GatewayError, GatewaySpec, start_gateway, stop_gateway
 from services.tools import replay
+from services.tools.registry import schema_env, stop_registry
 from services.tools.startup import broker_and_topics, dashboard_url, start_services
 
 SOME_DOWN = 3  # `ps` with a service not ready, as `choreo status`
@@ -49,11 +50,13 @@ def _up(args: argparse.Namespace, settings: PlatformSettings) -> int:
     from events.auth import local_stack_auth  # PyJWT: only for the commands that start services
 
     specs = up_plan(args.replicas, settings)  # refused before anything starts
-    kafka, _, service_env = broker_and_topics(settings, args.secure)
+    kafka, catalogue, service_env = broker_and_topics(settings, args.secure)
+    schemas = schema_env(settings, catalogue)  # SCHEMA_FORMAT=registry: registry, catalogue
     auth_env, secret = local_stack_auth(settings.var_dir, os.environ)
     # `ps` and `down` see every instance that may run, those of an earlier `up` included.
     record_replicas(settings.var_dir, max(args.replicas, recorded_replicas(settings.var_dir)))
-    start_services(specs, settings, kafka, deadline_s=60, env=auth_env, service_env=service_env)
+    env = {**auth_env, **schemas}
+    start_services(specs, settings, kafka, deadline_s=60, env=env, service_env=service_env)
     for spec in specs:
         print(
             f"{spec.name:<16} http://127.0.0.1:{spec.port}   log: "
@@ -96,6 +99,11 @@ def _down(args: argparse.Namespace, settings: PlatformSettings) -> int:
     stopped = stop(running_plan(settings.var_dir), var_dir=settings.var_dir)
     (settings.var_dir / "run" / REPLICAS_FILE).unlink(missing_ok=True)
     print(f"stopped: {', '.join(stopped) or 'no services were running'}")
+    # The registry `up` started (or, with --broker, any local one): after the services,
+    # which may still be looking schemas up while they stop.
+    registry = stop_registry(settings.var_dir, force=args.broker)
+    if registry is not None:
+        print(registry)
     if args.broker:
         from infra.broker import BrokerError, default_spec, down
 
@@ -173,8 +181,16 @@ def register(sub: Any) -> None:
         "on the service's port + (k-1)*100",
     )
     up_.set_defaults(run=_up)
-    down_ = sub.add_parser("down", help="stop all services (and the broker with --broker)")
-    down_.add_argument("--broker", action="store_true", help="stop the local broker too")
+    down_ = sub.add_parser(
+        "down",
+        help="stop all services and the schema registry `up` started (and the broker with "
+        "--broker)",
+    )
+    down_.add_argument(
+        "--broker",
+        action="store_true",
+        help="stop the local broker and the local schema registry too",
+    )
     down_.set_defaults(run=_down)
     ps = sub.add_parser("ps", help="which services run, where, and their logs")
     add_output_option(ps)
