@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -10,7 +12,12 @@ from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, from_binary, to_binary
 
 from events import parking
+from events.catalogue import Catalogue
+from events.codec import AvroCodec
 from events.envelope import Envelope, EnvelopeError, new_event_id
+from events.reading import decode_records
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "schemas"
 
 CHOREO_ONLY = {
     "event-id",
@@ -178,3 +185,19 @@ def test_parking_reads_type_and_id_from_cloudevents_headers_before_decoding():
     both = _record([(k, b"Other" if k == "ce_type" else v) for k, v in env.to_headers()])
     assert parking.record_event_type(both) == "OrderCreated"
     assert parking.record_event_type(_record([])) is None
+
+
+def test_a_projection_reads_a_cloudevents_only_record_with_the_body_version():
+    codec = AvroCodec(Catalogue.load(FIXTURES))
+    env = _envelope(event_type="Ping", key="a")
+    body = codec.encode("Ping", {"aggregate_id": "a", "seq": 1, "note": ""})
+    record = ConsumerRecord("t", 0, 7, 0, 0, b"a", body, None, 1, 1, _cloudevents_only(env))
+    other = dataclasses.replace(record, offset=8, headers=[("ce_type", b"Pong")])  # not decoded
+    batch = decode_records("p", {"Ping": None}, codec, [record, other])
+    (event,) = batch.events
+    assert event.envelope == env._replace(
+        schema_version=codec.catalogue.latest("Ping").version,
+        correlation_id=env.event_id,
+        causation_id=None,
+    )
+    assert (batch.undecodable, event.payload["seq"]) == (0, 1)
