@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import consumer, relay
-from bench.common import PARTITIONS, wait_for_group_coordinator
+from bench.common import PARTITIONS, schema_registry, wait_for_group_coordinator
 from bench.entry import on_a_broker, progress_for
 from bench.machine import CpuUse, CpuWatch
 from bench.profiling import Profiler
@@ -53,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="R",
         help=f"timed runs per variant; the median counts (default {DEFAULT_REPEAT})",
     )
+    parser.add_argument(
+        "--registry",
+        action="store_true",
+        help="also run each benchmark with events in the schema registry wire format "
+        "(SCHEMA_FORMAT=registry; a private schema registry is started), after its "
+        "single-object run, each against its own raw figure",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument(
         "--profile",
@@ -73,13 +81,24 @@ progress = progress_for("bench")
 
 
 async def run_all(
-    args: argparse.Namespace, bootstrap: str, workdir: Path, profiler: Profiler | None
+    args: argparse.Namespace,
+    bootstrap: str,
+    workdir: Path,
+    profiler: Profiler | None,
+    registry: str | None = None,
 ) -> list[Result]:
+    """Each part in single-object format, then (with a ``registry`` URL) in registry format."""
     warmup = min(WARMUP_EVENTS, args.events)
     await wait_for_group_coordinator(bootstrap)
     part = PartRun(bootstrap, args.events, args.repeat, workdir, warmup, profiler, progress)
     parts = {"relay": relay.run, "consumer": consumer.run}
-    return [await run(part) for name, run in parts.items() if args.only in (None, name)]
+    results = []
+    for name, run in parts.items():
+        if args.only in (None, name):
+            results.append(await run(part))
+            if registry is not None:
+                results.append(await run(part, registry))
+    return results
 
 
 def _rate(x: float) -> str:
@@ -144,9 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = root / "db"
         workdir.mkdir()
         profiler = Profiler(args.profile.absolute(), broker_pid) if args.profile else None
-        watch = CpuWatch(broker_pid)
-        results = asyncio.run(run_all(args, bootstrap, workdir, profiler))
-        return results, watch.stop()
+        with contextlib.ExitStack() as stack:
+            registry = (
+                stack.enter_context(schema_registry(root, progress)) if args.registry else None
+            )
+            watch = CpuWatch(broker_pid)
+            results = asyncio.run(run_all(args, bootstrap, workdir, profiler, registry))
+            return results, watch.stop()
 
     done = on_a_broker("choreo-bench-", progress, body)
     if done is None:

@@ -7,7 +7,9 @@ with a fixed-size note so that every run sends the same number of bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -15,17 +17,24 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
+from bench.raw_decode import Decoder, RegistryDecoder
 from events.catalogue import Catalogue, TopicSpec
 from events.codec import AvroCodec
 from events.db import Database, sqlite_url
+from events.encoding import make_codec
 from events.envelope import Event
 from events.kafka import KafkaConnection
 from events.models import EventModel
 from events.outbox import UnitOfWork
 from events.routing import Router
+from events.schema_registry import register_catalogue
+from events.settings import SchemaEncoding
 from events.tables import inbox, outbox
 from events.tables import metadata as platform_metadata
 from events.topics import apply_topics
+from infra.registry import down as registry_down
+from infra.registry import private_spec as private_registry
+from infra.registry import up as registry_up
 
 FIXTURE_SCHEMAS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "schemas"
 PARTITIONS = 3
@@ -72,8 +81,33 @@ def pings(n: int) -> list[Ping]:
     ]
 
 
-def codec_for(topic: str) -> AvroCodec:
-    return AvroCodec(Catalogue.load(FIXTURE_SCHEMAS).retarget({"Ping": topic}, PARTITIONS))
+def codec_for(topic: str, registry: str | None = None) -> AvroCodec:
+    """The Ping codec for ``topic``: single-object, or with ``registry`` (a Confluent-compatible
+    URL) the registry wire format, the topic's subjects registered there first (untimed)."""
+    catalogue = Catalogue.load(FIXTURE_SCHEMAS).retarget({"Ping": topic}, PARTITIONS)
+    if registry is None:
+        return AvroCodec(catalogue)
+    register_catalogue(catalogue, registry)  # lookups only when already registered
+    return make_codec(catalogue, SchemaEncoding("registry", registry))
+
+
+def value_decoder(codec: AvroCodec, registry: str | None) -> Decoder:
+    """What the raw side decodes values with: the project's codec for single-object (as
+    before issue 20), fastavro with schemas cached by registry id for the registry format."""
+    return codec if registry is None else RegistryDecoder(registry)
+
+
+@contextlib.contextmanager
+def schema_registry(root: Path, say: Callable[[str], None]) -> Iterator[str]:
+    """A private schema registry (Apicurio, in memory) under ``root``; its Confluent URL."""
+    spec = private_registry(root / "registry")
+    say(f"starting a private schema registry on {spec.url}")
+    try:
+        registry_up(spec)
+        yield spec.ccompat_url
+    finally:
+        say("stopping the private schema registry")
+        registry_down(spec)
 
 
 def ping_router(*, noop: bool = False) -> Router:

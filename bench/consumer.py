@@ -28,6 +28,11 @@ Variants that tell where the difference goes (the same span, each on a fresh gro
   dedupe select and insert, and the runtime's per-event dispatch around each handler call
   (whatever instrumentation it carries: spans, log context, metrics).
 - ``full`` minus ``noop`` is the handler's own insert.
+
+``run(part, registry=URL)`` does the same on a topic of registry-framed events (the wire
+format ``SCHEMA_FORMAT=registry`` writes: ``00`` + 4-byte schema id): the project's codec
+reads them through its registry framing (ids resolved once, cached), the raw loop with
+fastavro and a writer schema fetched once per id (``bench.raw_decode``).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from bench.common import (
     pings,
     topic_size,
     unique,
+    value_decoder,
 )
 from bench.runs import PartRun, Result, Sample, Series, Span, deadline_for, rotate
 from events.consumer import EventConsumer
@@ -95,9 +101,12 @@ class _TimedConsumer(EventConsumer):
         await super()._apply_batch(items)
 
 
-async def fill(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
-    """Puts n pings on topic as the relay would; returns mean value and header sizes."""
-    box = Outbox(codec_for(topic), SERVICE)
+async def fill(
+    bootstrap: str, topic: str, n: int, registry: str | None = None
+) -> tuple[float, float]:
+    """Puts n pings on topic as the relay would (registry-framed with a ``registry`` URL);
+    returns mean value and header sizes."""
+    box = Outbox(codec_for(topic, registry), SERVICE)
     records = []
     for ping in pings(n):
         row, env = box.row(ping.event_type, ping.to_avro(), key=ping.aggregate_id)
@@ -118,9 +127,10 @@ async def fill(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     return value_size, header_size
 
 
-async def time_raw(bootstrap: str, topic: str, n: int) -> Span:
-    """The fair raw loop: the runtime's commit policy and its decoding, nothing else."""
-    codec = codec_for(topic)
+async def time_raw(bootstrap: str, topic: str, n: int, registry: str | None = None) -> Span:
+    """The fair raw loop: the runtime's commit policy and its decoding, nothing else (for
+    the registry format: fastavro, writer schemas fetched once and cached by id)."""
+    decoder = value_decoder(codec_for(topic, registry), registry)
     group = unique("bench-raw")
     consumer = manual_consumer(KafkaConnection(bootstrap), group_id=group, client_id=group)
     read = 0
@@ -139,7 +149,7 @@ async def time_raw(bootstrap: str, topic: str, n: int) -> Span:
                 )
                 for tp, records in batches.items():
                     for record in records:  # what the runtime does before any handler
-                        codec.decode(record.value or b"")
+                        decoder.decode(record.value or b"")
                         Envelope.from_headers(record.headers or (), record.key)
                     if records:
                         uncommitted[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
@@ -164,10 +174,13 @@ async def time_raw(bootstrap: str, topic: str, n: int) -> Span:
     return span
 
 
-async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str) -> Span:
-    """mode: "full" (handler inserts a row), "noop" (handler does nothing), "decode" (no db)."""
+async def time_project(
+    bootstrap: str, topic: str, n: int, path: Path, mode: str, registry: str | None = None
+) -> Span:
+    """mode: "full" (handler inserts a row), "noop" (handler does nothing), "decode" (no db);
+    ``registry``: the codec of a ``SCHEMA_FORMAT=registry`` service, ids at that URL."""
     db = await new_database(path)
-    codec = codec_for(topic)
+    codec = codec_for(topic, registry)
     group = unique(f"bench-{mode}")
     consumer = _TimedConsumer(
         target=n,
@@ -200,13 +213,18 @@ async def time_project(bootstrap: str, topic: str, n: int, path: Path, mode: str
     return span
 
 
-async def run(part: PartRun) -> Result:
+async def run(part: PartRun, registry: str | None = None) -> Result:
+    """EventConsumer against raw aiokafka; with ``registry`` (a schema registry's URL) on a
+    topic of registry-framed events, both sides decoding that (result ``consumer/registry``)."""
     bootstrap, n, workdir, progress = part.bootstrap, part.n, part.workdir, part.progress
+    name = "consumer" if registry is None else "consumer/registry"
+    stem = name.replace("/", "-")  # file names
     repeat, warmup, profiler = part.repeat, part.warmup, part.profiler
     project = Series("full", "EventConsumer, handler inserts a row (the project's figure)", n)
+    decoding = "decode" if registry is None else "fastavro decode (schema by id)"
     raw = Series(
         "raw",
-        f"raw aiokafka getmany + decode + envelope, commits every {COMMIT_INTERVAL_S:g} s",
+        f"raw aiokafka getmany + {decoding} + envelope, commits every {COMMIT_INTERVAL_S:g} s",
         n,
     )
     decode = Series("decode", "EventConsumer, _apply_batch skipped (no transaction)", n)
@@ -216,17 +234,19 @@ async def run(part: PartRun) -> Result:
     def path(mode: str) -> Path:
         nonlocal counter
         counter += 1
-        return workdir / f"consumer-{mode}-{counter}.db"
+        return workdir / f"{stem}-{mode}-{counter}.db"
 
     async def one_round(topic: str, size: int, order: int, warm: bool) -> None:
         async def raw_run() -> None:
-            s = await time_raw(bootstrap, topic, size)
+            s = await time_raw(bootstrap, topic, size, registry)
             if not warm:
                 raw.add(s)
 
         def project_run(series: Series) -> Callable[[], Awaitable[None]]:
             async def go() -> None:
-                s = await time_project(bootstrap, topic, size, path(series.name), series.name)
+                s = await time_project(
+                    bootstrap, topic, size, path(series.name), series.name, registry
+                )
                 if not warm:
                     series.add(s)
 
@@ -236,26 +256,26 @@ async def run(part: PartRun) -> Result:
         for fn in rotate(runs, order):
             await fn()
 
-    progress(f"consumer: warm-up ({warmup} events, not counted)")
+    progress(f"{name}: warm-up ({warmup} events, not counted)")
     warm_topic = await new_topic(bootstrap, "bench-consume-warm", dead_letters=True)
-    await fill(bootstrap, warm_topic, warmup)
+    await fill(bootstrap, warm_topic, warmup, registry)
     await one_round(warm_topic, warmup, 0, warm=True)
 
-    progress(f"consumer: filling a topic with {n} events (not timed)")
+    progress(f"{name}: filling a topic with {n} events (not timed)")
     topic = await new_topic(bootstrap, "bench-consume", dead_letters=True)
-    value_size, header_size = await fill(bootstrap, topic, n)
+    value_size, header_size = await fill(bootstrap, topic, n, registry)
     for r in range(repeat):
-        progress(f"consumer: run {r + 1}/{repeat} ({n} events x 4 variants)")
+        progress(f"{name}: run {r + 1}/{repeat} ({n} events x 4 variants)")
         await one_round(topic, n, r, warm=False)
 
     if profiler is not None:
-        progress("consumer: profiled runs (not counted)")
-        with profiler.profile("consumer-full"):
-            await time_project(bootstrap, topic, n, path("profile"), "full")
-        with profiler.profile("consumer-raw"):
-            await time_raw(bootstrap, topic, n)
+        progress(f"{name}: profiled runs (not counted)")
+        with profiler.profile(f"{stem}-full"):
+            await time_project(bootstrap, topic, n, path("profile"), "full", registry)
+        with profiler.profile(f"{stem}-raw"):
+            await time_raw(bootstrap, topic, n, registry)
 
-    result = Result("consumer", SPAN, TARGET, project, raw, [decode, noop])
+    result = Result(name, SPAN, TARGET, project, raw, [decode, noop])
     result.breakdown = [
         ("Kafka fetch, decode, envelope, commits (raw)", raw.median_s),
         ("+ validation, runtime bookkeeping", decode.median_s - raw.median_s),

@@ -5,7 +5,9 @@
 reads, from the beginning to the end offsets, the partitions numbered ``p`` with
 ``p % K == I`` of every topic, with the projection reader's consumer settings
 (``events.reading.reader``) and in the replay's batch size (``--batch``),
-``AvroCodec.decode``-s every message and prints how many. The replay splits the same
+``AvroCodec.decode``-s every message (with ``--registry URL``: decodes the schema registry
+wire format with fastavro, writer schemas fetched from that registry once per id,
+``bench.raw_decode``) and prints how many. The replay splits the same
 partitions among as many reader processes, so the raw side uses as many processes as the
 replay and each pays a start-up; it imports what reading and decoding need (about 0.1 s),
 not the query service.
@@ -19,6 +21,7 @@ import sys
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.raw_decode import Decoder, RegistryDecoder
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.kafka import KafkaConnection
@@ -27,9 +30,19 @@ from events.topics import partitions_of
 
 
 async def read_share(
-    bootstrap: str, prefix: str, topics: list[str], share: int, of: int, batch: int
+    bootstrap: str,
+    prefix: str,
+    topics: list[str],
+    share: int,
+    of: int,
+    batch: int,
+    registry: str | None = None,
 ) -> int:
-    codec = AvroCodec(Catalogue.load().prefixed(prefix))
+    codec: Decoder = (
+        AvroCodec(Catalogue.load().prefixed(prefix))
+        if registry is None
+        else RegistryDecoder(registry)
+    )
     tps = [
         tp
         for tp in await partitions_of(KafkaConnection(bootstrap), topics)
@@ -46,7 +59,7 @@ async def read_share(
 
 
 async def read_to_end(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], codec: AvroCodec, batch: int
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], codec: Decoder, batch: int
 ) -> int:
     """Reads ``tps`` from the beginning to their end offsets, decoding every message;
     returns how many (the raw side's loop, in a process of its own or in the benchmark's)."""
@@ -71,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", type=int, required=True)
     parser.add_argument("--of", type=int, required=True)
     parser.add_argument("--batch", type=int, required=True, help="max records per getmany")
+    parser.add_argument("--registry", help="the registry format: ids looked up at this URL")
     args = parser.parse_args(argv)
     topics = [t for t in args.topics.split(",") if t]
-    print(
-        asyncio.run(
-            read_share(args.bootstrap, args.prefix, topics, args.share, args.of, args.batch)
-        )
+    read = read_share(
+        args.bootstrap, args.prefix, topics, args.share, args.of, args.batch, args.registry
     )
+    print(asyncio.run(read))
     return 0
 
 

@@ -13,6 +13,10 @@ Timed spans (client start-up is inside every span, equally):
   started, the same N values sent with the same keys and headers, every delivery awaited.
 - raw-batched (explains the gap): the raw producer awaiting deliveries every ``batch_size``
   sends, as the relay does, without any database work.
+
+``run(part, registry=URL)`` does the same with the outbox's events in the schema registry
+wire format (``SCHEMA_FORMAT=registry``: the Ping's subject registered untimed first); the
+relay copies payloads as they are, so only the bytes differ (5-byte header instead of 10).
 """
 
 from __future__ import annotations
@@ -85,10 +89,13 @@ class _PhasedRelay(OutboxRelay):
         self.phases["mark sent"] += time.perf_counter() - self._t
 
 
-async def prepare(bootstrap: str, n: int, path: Path) -> tuple[Database, str, list[Record]]:
-    """A fresh topic, and a fresh database whose outbox holds n committed pings for it."""
+async def prepare(
+    bootstrap: str, n: int, path: Path, registry: str | None = None
+) -> tuple[Database, str, list[Record]]:
+    """A fresh topic, and a fresh database whose outbox holds n committed pings for it
+    (registry-framed with a ``registry`` URL)."""
     topic = await new_topic(bootstrap, "bench-relay")
-    codec = codec_for(topic)
+    codec = codec_for(topic, registry)
     box = Outbox(codec, SERVICE)
     db = await new_database(path)
     events = pings(n)
@@ -151,8 +158,12 @@ async def time_raw(
     return span
 
 
-async def run(part: PartRun) -> Result:
+async def run(part: PartRun, registry: str | None = None) -> Result:
+    """The relay against raw aiokafka; with ``registry`` (a schema registry's URL) the rows
+    hold registry-framed events (result ``relay/registry``)."""
     bootstrap, n, workdir, progress = part.bootstrap, part.n, part.workdir, part.progress
+    name = "relay" if registry is None else "relay/registry"
+    stem = name.replace("/", "-")  # file names
     repeat, warmup, profiler = part.repeat, part.warmup, part.profiler
     batch_size = RelayConfig().batch_size
     project = Series("relay", "OutboxRelay.drain()", n)
@@ -164,7 +175,9 @@ async def run(part: PartRun) -> Result:
     header_sizes: list[int] = []
 
     async def one_round(size: int, label: str, order: int, warm: bool) -> None:
-        db, relay_topic, records = await prepare(bootstrap, size, workdir / f"relay-{label}.db")
+        db, relay_topic, records = await prepare(
+            bootstrap, size, workdir / f"{stem}-{label}.db", registry
+        )
         payload_sizes.extend(len(v) for _, v, _ in records)
         header_sizes.extend(sum(len(k) + len(v) for k, v in h) for _, _, h in records)
         raw_topic = await new_topic(bootstrap, "bench-raw")
@@ -194,22 +207,22 @@ async def run(part: PartRun) -> Result:
         finally:
             await db.dispose()
 
-    progress(f"relay: warm-up ({warmup} events, not counted)")
+    progress(f"{name}: warm-up ({warmup} events, not counted)")
     await one_round(warmup, "warmup", 0, warm=True)
     for r in range(repeat):
-        progress(f"relay: run {r + 1}/{repeat} ({n} events)")
+        progress(f"{name}: run {r + 1}/{repeat} ({n} events)")
         await one_round(n, str(r), r, warm=False)
 
     if profiler is not None:
-        progress("relay: profiled run (not counted)")
-        db, topic, _ = await prepare(bootstrap, n, workdir / "relay-profile.db")
+        progress(f"{name}: profiled run (not counted)")
+        db, topic, _ = await prepare(bootstrap, n, workdir / f"{stem}-profile.db", registry)
         try:
-            with profiler.profile("relay"):
+            with profiler.profile(stem):
                 await time_relay(bootstrap, db, topic, n)
         finally:
             await db.dispose()
 
-    result = Result("relay", SPAN, TARGET, project, raw, [raw_batched])
+    result = Result(name, SPAN, TARGET, project, raw, [raw_batched])
     # The phases of the run whose total is the median, so that they add up.
     mid = min(range(len(project.seconds)), key=lambda i: abs(project.seconds[i] - project.median_s))
     phases = {phase: project.extra[phase][mid] for phase in PHASES}

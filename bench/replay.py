@@ -27,6 +27,12 @@ Timed spans, alternated on each repeat (the median counts):
 Both run with the garbage-collector settings the query service and replay command use
 (``events.reading.tune_gc``).
 
+``--registry``: after the single-object run, the same in the schema registry wire format
+(``SCHEMA_FORMAT=registry``; a private schema registry started, the catalogue registered
+untimed): the history written registry-framed, the replay's codec resolving ids (once per
+reader process), the raw side decoding with fastavro and writer schemas fetched once per id
+(``bench.raw_decode``); each format against its own raw figure.
+
 Targets: replay >= 50% of raw and >= 30,000 events/s. ``--profile DIR`` adds one untimed
 replay under cProfile. Exit status: 0 when both targets are met, 1 when one is missed, 2 on an
 error.
@@ -51,19 +57,23 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
+from bench.common import schema_registry, value_decoder
 from bench.entry import on_a_broker, progress_for
 from bench.profiling import Profiler
+from bench.raw_decode import Decoder
 from bench.raw_read import read_to_end
 from bench.replay_history import History, saga_history
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.db import sqlite_url
+from events.encoding import make_codec
 from events.kafka import KafkaConnection
 from events.projection_store import ProjectionStore
 from events.reading import reader, tune_gc
 from events.replay import replay
 from events.replay_readers import default_readers
-from events.settings import REPO_ROOT
+from events.schema_registry import register_catalogue
+from events.settings import REPO_ROOT, SchemaEncoding
 from events.tables import metadata as platform_metadata
 from events.topics import apply_topics, partitions_of
 from services.query.projections import build_projection
@@ -98,14 +108,21 @@ async def publish_history(bootstrap: str, history: History) -> None:
         await producer.stop()
 
 
-async def prepare(bootstrap: str, n: int) -> tuple[str, AvroCodec, History]:
-    """A fresh prefixed topic set filled with at least ``n`` saga events."""
+async def prepare(
+    bootstrap: str, n: int, registry: str | None = None
+) -> tuple[str, AvroCodec, History]:
+    """A fresh prefixed topic set filled with at least ``n`` saga events (registry-framed,
+    the catalogue registered first, with a ``registry`` URL)."""
     prefix = f"bench-{uuid.uuid4().hex[:10]}."
     catalogue = Catalogue.load().prefixed(prefix)
     await apply_topics(
         KafkaConnection(bootstrap), list(catalogue.topics.values()), dead_letters=False
     )
-    codec = AvroCodec(catalogue)
+    if registry is None:
+        codec = AvroCodec(catalogue)
+    else:
+        register_catalogue(catalogue, registry)
+        codec = make_codec(catalogue, SchemaEncoding("registry", registry))
     history = saga_history(codec, n)
     await publish_history(bootstrap, history)
     history.messages.clear()  # a replaying process does not hold them: neither do the runs
@@ -113,7 +130,12 @@ async def prepare(bootstrap: str, n: int) -> tuple[str, AvroCodec, History]:
 
 
 async def time_raw_processes(
-    bootstrap: str, prefix: str, topics: list[str], total: int, processes: int
+    bootstrap: str,
+    prefix: str,
+    topics: list[str],
+    total: int,
+    processes: int,
+    registry: str | None = None,
 ) -> float:
     """Seconds from spawning ``processes`` of ``bench.raw_read`` (a share of the partitions
     each) until the last exits, having read and decoded every message of the topics."""
@@ -123,7 +145,7 @@ async def time_raw_processes(
         cmd = [
             "-m", "bench.raw_read", "--bootstrap", bootstrap, "--prefix", prefix,
             "--topics", ",".join(topics), "--share", str(i), "--of", str(processes),
-            "--batch", str(BATCH),
+            "--batch", str(BATCH), *(("--registry", registry) if registry else ()),
         ]  # fmt: skip
         procs.append(
             await asyncio.create_subprocess_exec(
@@ -140,7 +162,7 @@ async def time_raw_processes(
     return elapsed
 
 
-async def time_raw(bootstrap: str, topics: list[str], codec: AvroCodec, total: int) -> float:
+async def time_raw(bootstrap: str, topics: list[str], codec: Decoder, total: int) -> float:
     """Seconds to read and decode every message of the topics with a bare consumer."""
     started = time.perf_counter()
     consumer = reader(KafkaConnection(bootstrap), f"bench-raw-{uuid.uuid4().hex[:8]}")
@@ -214,15 +236,18 @@ async def run(
     workdir: Path | None = None,
     profiler: Profiler | None = None,
     progress: Callable[[str], None] | None = None,
+    registry: str | None = None,
 ) -> dict[str, Any]:
-    """Publishes >= n saga events, times raw consume+decode and replay(); returns figures."""
+    """Publishes >= n saga events, times raw consume+decode and replay(); returns figures.
+    With ``registry`` (a schema registry's URL) the events are registry-framed."""
     say = progress or (lambda _msg: None)
+    fmt = "single-object" if registry is None else "registry"
     readers = default_readers() if readers is None else readers
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        say(f"publishing >= {n:,} saga events")
-        prefix, codec, history = await prepare(bootstrap, n)
+        say(f"publishing >= {n:,} saga events ({fmt})")
+        prefix, codec, history = await prepare(bootstrap, n, registry)
         total = history.events
         topics = build_projection(prefix).topics
         say(f"published {total:,} events ({history.orders:,} orders); warming up")
@@ -234,10 +259,12 @@ async def run(
             bootstrap, prefix, codec, history, workdir / "warm-up.db", readers
         )
 
+        decoder = value_decoder(codec, registry)
+
         async def raw() -> float:
             if used <= 1:
-                return await time_raw(bootstrap, topics, codec, total)
-            return await time_raw_processes(bootstrap, prefix, topics, total, used)
+                return await time_raw(bootstrap, topics, decoder, total)
+            return await time_raw_processes(bootstrap, prefix, topics, total, used, registry)
 
         await raw()
         raw_s: list[float] = []
@@ -254,10 +281,10 @@ async def run(
                     )
                     replay_s.append(took)
             raw_rate, replay_rate = total / raw_s[-1], total / replay_s[-1]
-            say(f"round {i + 1}/{repeat}: raw {raw_rate:,.0f}/s, replay {replay_rate:,.0f}/s")
+            say(f"{fmt} round {i + 1}/{repeat}: raw {raw_rate:,.0f}/s, replay {replay_rate:,.0f}/s")
         if profiler is not None:
             say("profiling one more replay (untimed)")
-            with profiler.profile("replay"):
+            with profiler.profile("replay" if registry is None else "replay-registry"):
                 await time_replay(
                     bootstrap, prefix, codec, history, workdir / "profiled.db", readers
                 )
@@ -265,6 +292,7 @@ async def run(
     replay_rate = total / statistics.median(replay_s)
     ratio = replay_rate / raw_rate
     return {
+        "format": fmt,
         "events": total,
         "orders": history.orders,
         "repeat": repeat,
@@ -288,8 +316,9 @@ def render(result: dict[str, Any]) -> str:
     rate_ok = result["replay_rate"] >= TARGET_RATE
     return "\n".join(
         [
-            f"query projection replay: {result['events']:,} saga events "
-            f"({result['orders']:,} orders), median of {result['repeat']}",
+            f"query projection replay, {result.get('format', 'single-object')}: "
+            f"{result['events']:,} saga events ({result['orders']:,} orders), "
+            f"median of {result['repeat']}",
             f"  raw aiokafka consume + decode  {result['raw_rate']:>10,.0f} events/s  "
             f"({max(result['readers'], 1)} process(es), as many as the replay's readers; "
             f"runs: {', '.join(f'{x:,.0f}' for x in result['raw_runs'])})",
@@ -319,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help=f"reader processes for the replay (default: the command's, {default_readers()})",
     )
+    parser.add_argument(
+        "--registry",
+        action="store_true",
+        help="also in the schema registry wire format (a private registry started), after "
+        'the single-object run; JSON: its figures under "registry"',
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     profiler: Profiler | None = None
@@ -326,26 +361,40 @@ def main(argv: list[str] | None = None) -> int:
     def body(bootstrap: str, broker_pid: int | None, root: Path) -> dict[str, Any]:
         nonlocal profiler
         profiler = Profiler(args.profile.absolute(), broker_pid) if args.profile else None
-        return asyncio.run(
-            run(
-                bootstrap,
-                args.events,
-                repeat=args.repeat,
-                readers=args.readers,
-                workdir=root,
-                profiler=profiler,
-                progress=progress,
+
+        def one(registry: str | None, workdir: Path) -> dict[str, Any]:
+            workdir.mkdir()
+            return asyncio.run(
+                run(
+                    bootstrap,
+                    args.events,
+                    repeat=args.repeat,
+                    readers=args.readers,
+                    workdir=workdir,
+                    profiler=profiler,
+                    progress=progress,
+                    registry=registry,
+                )
             )
-        )
+
+        result = one(None, root / "single-object")
+        if args.registry:
+            with schema_registry(root, progress) as url:
+                result["registry"] = one(url, root / "registry-format")
+        return result
 
     result = on_a_broker("choreo-bench-replay-", progress, body)
     if result is None:
         return 2
-    print(json.dumps(result, indent=2) if args.json else render(result))
+    results = [result, *([result["registry"]] if "registry" in result else [])]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n\n".join(render(r) for r in results))
     if profiler is not None and not args.json:
         for text in profiler.reports.values():
             print(text)
-    return 0 if result["passed"] else 1
+    return 0 if all(r["passed"] for r in results) else 1
 
 
 if __name__ == "__main__":
