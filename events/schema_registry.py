@@ -72,6 +72,7 @@ class RegistryUnavailable(DependencyUnavailable):
 
     def __init__(self, reason: str, retry_after_s: float = RETRY_AFTER_S) -> None:
         super().__init__("schema registry", retry_after_s, reason)
+        self.args = (f"schema registry unavailable: {reason}",)  # no "retry in" at start-up
 
 
 def subject_for(topic: str, record_fullname: str) -> str:

@@ -57,6 +57,7 @@ from events.outbox import EventTooLarge, Outbox, UnitOfWork
 from events.process import ProcessSettings, observed
 from events.relay import OutboxRelay, RelayConfig
 from events.routing import Router
+from events.schema_registry import RegistryError, RegistryUnavailable
 from events.settings import load_settings
 from events.tables import metadata as platform_metadata
 
@@ -377,3 +378,8 @@ def run(service: Service | Callable[[S], Service], settings_cls: type[S]) -> Non
         # Last on stderr: `choreo up` shows a service's last log line as why it exited.
         print(f"{name}: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_REFUSED) from None
+    except (RegistryError, RegistryUnavailable) as exc:
+        # SCHEMA_FORMAT=registry and the schemas' ids cannot be had (not registered: the
+        # line names `choreo schemas release`; or the registry is down): one line, exit 1.
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

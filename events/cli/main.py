@@ -34,6 +34,7 @@ from events.cli import (
     topics,
 )
 from events.cli.errors import USAGE, CliError, broker_unreachable
+from events.schema_registry import RegistryError, RegistryUnavailable
 from events.settings import PlatformSettings, settings_error
 
 
@@ -110,6 +111,8 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Register] = ()) -> i
         return _fail(broker_unreachable(settings.kafka_connection(), exc))
     except SQLAlchemyError as exc:
         return _fail(CliError(f"database: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"))
+    except (RegistryError, RegistryUnavailable) as exc:  # a registry-format codec at start
+        return _fail(CliError(str(exc)))
     except BrokenPipeError:
         # The reader went away (`choreo events | head`): nothing is wrong, nothing to say.
         # Python's recipe: point stdout at /dev/null so the flush at exit cannot fail again.
