@@ -96,6 +96,7 @@ class EventConsumer(SequencedDeadLetters):
         self.name = name
         self.topics = list(topics)
         self.handlers = router.handlers
+        self.lock_ahead = router.lock_ahead
         self._wanted: frozenset[str | None] = frozenset([*self.handlers, None])
         self.db = db
         self.codec = codec
@@ -399,6 +400,9 @@ class EventConsumer(SequencedDeadLetters):
             session = uow.session
             claimed = None if self.db.is_sqlite else await claim_new(session, self.name, ids, now)
             seen = set() if claimed is not None else await self._seen(session, ids)
+            # SQLite's transaction holds the database's write lock: no row locks to order.
+            if self.lock_ahead is not None and not self.db.is_sqlite:
+                await self.lock_ahead(uow, [i.event for i in items])
             traced = tracing_enabled()
             for item in items:
                 event_id = item.event.event_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=EventModel)
 HandlerFn = Callable[["UnitOfWork", Event[Any]], Awaitable[None]]
+LockAheadFn = Callable[["UnitOfWork", Sequence[Event[Any]]], Awaitable[None]]
 
 
 class PermanentError(Exception):
@@ -61,6 +62,17 @@ class Router:
 
     def __init__(self) -> None:
         self.handlers: dict[str, HandlerSpec] = {}
+        self.lock_ahead: LockAheadFn | None = None
+
+    def locks_ahead(self, fn: LockAheadFn) -> LockAheadFn:
+        """Registers ``fn``, run in each batch's transaction before its handlers with the
+        batch's events: it takes the row locks the handlers will take, all at once in one
+        order (sorted keys). Locked event by event, two consumers sharing a database (two
+        instances) could take shared rows in opposite orders and deadlock."""
+        if self.lock_ahead is not None:
+            raise ValueError("two lock-ahead functions")
+        self.lock_ahead = fn
+        return fn
 
     def on(
         self, model: type[M], *, sequenced: bool = True
