@@ -25,6 +25,11 @@ _LOCK_STOCK = Prepared(
     .with_for_update()
 )
 _RESERVATIONS = KeyedRows(reservations.c.order_id)
+_RESERVED_LINES = Prepared(
+    select(reservations.c.lines).where(
+        reservations.c.order_id.in_(bindparam("order_ids", expanding=True))
+    )
+)
 _PRICES = KeyedRows(prices.c.sku)
 
 
@@ -46,6 +51,11 @@ class InventoryRepository(Repository):
             r["sku"]: StockLevel(r["sku"], r["on_hand"], r["reserved"], r["shipped"], r["received"])
             for r in rows
         }
+
+    async def reserved_skus(self, order_ids: Iterable[str]) -> set[str]:
+        """The SKUs held for ``order_ids`` (orders inventory has not seen hold none)."""
+        rows = await _RESERVED_LINES.rows(self.session, {"order_ids": list(set(order_ids))})
+        return {line["sku"] for row in rows for line in json.loads(row["lines"])}
 
     async def save_stock(
         self, levels: Iterable[StockLevel], now: datetime, *, new: bool = False

@@ -1,0 +1,143 @@
+"""Two inventory instances sharing one PostgreSQL database: their batches lock shared stock rows
+in one sorted order (the router's lock-ahead, as the consumer runs it before a batch's
+handlers), so batches reserving the same SKUs in opposite orders wait on each other instead
+of deadlocking. On SQLite a transaction holds the database's write lock: nothing to order."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from events.envelope import Envelope, Event, utcnow
+from events.models import EventModel
+from events.outbox import UnitOfWork
+from events.service import ServiceContext
+from schemas.models import Address, OrderCreated, OrderLine, StockRestocked
+from services.inventory.app import SERVICE, Settings
+from services.inventory.tables import reservations, stock
+from tests.integration.service_kit import deliver, service_fixture, service_of
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+ctx = service_fixture(SERVICE, Settings)
+ADDRESS = Address(name="Ada", line1="1 Main St", city="Berlin", postal_code="10115", country="DE")
+
+
+def _order(sku: str) -> OrderCreated:
+    return OrderCreated(
+        order_id=str(uuid.uuid4()),
+        customer_id="cust-1",
+        lines=[OrderLine(sku=sku, quantity=1, unit_price_cents=250)],
+        total_cents=250,
+        shipping_address=ADDRESS,
+        created_at=utcnow(),
+    )
+
+
+def _event(ctx: ServiceContext, payload: EventModel) -> Event[Any]:
+    env = Envelope(
+        event_id=str(uuid.uuid4()),
+        event_type=payload.event_type,
+        schema_version=1,
+        occurred_at=utcnow(),
+        producer="test",
+        correlation_id=str(uuid.uuid4()),
+        key=str(getattr(payload, "order_id", "")),
+    )
+    return Event(env, payload, ctx.codec.catalogue.topic_for(payload.event_type), 0, 0)
+
+
+async def _batch(
+    ctx: ServiceContext,
+    events: list[Event[Any]],
+    *,
+    ahead: bool,
+    first_done: asyncio.Event,
+    go: asyncio.Event,
+) -> None:
+    """One consumer batch in one transaction, paused after its first event until ``go``."""
+    router = service_of(ctx).router
+    assert router.lock_ahead is not None
+    async with UnitOfWork(ctx.db, ctx.outbox) as uow:
+        if ahead:
+            await router.lock_ahead(uow, events)
+        for index, event in enumerate(events):
+            uow.cause = event.envelope
+            await router.handlers[event.envelope.event_type].fn(uow, event)
+            if index == 0:
+                first_done.set()
+                await go.wait()
+        await uow.commit()
+
+
+async def _waiting_on_a_lock(ctx: ServiceContext) -> int:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with ctx.db.session() as s:
+        return int((await s.execute(query)).scalar_one())
+
+
+async def _opposite_batches(
+    ctx: ServiceContext, *, ahead: bool
+) -> tuple[list[BaseException | None], set[str]]:
+    """Batch one reserves SKU A then B, batch two B then A, interleaved so that each holds
+    its first row before either asks for its second."""
+    sku_a, sku_b = sorted(f"SKU-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for sku in (sku_a, sku_b):
+        restock = StockRestocked(
+            restock_id=str(uuid.uuid4()), sku=sku, quantity=10, restocked_at=utcnow()
+        )
+        await deliver(ctx, restock)
+    one = [_event(ctx, _order(sku_a)), _event(ctx, _order(sku_b))]
+    two = [_event(ctx, _order(sku_b)), _event(ctx, _order(sku_a))]
+    one_started, two_started, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(_batch(ctx, one, ahead=ahead, first_done=one_started, go=go))
+    await asyncio.wait_for(one_started.wait(), 10)
+    second = asyncio.create_task(_batch(ctx, two, ahead=ahead, first_done=two_started, go=go))
+
+    async def second_holds_or_waits() -> bool:
+        return two_started.is_set() or await _waiting_on_a_lock(ctx) > 0
+
+    await eventually(second_holds_or_waits, deadline_s=10, what="the second batch to lock")
+    go.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 60)
+    orders = {e.payload.order_id for e in one + two}
+    return list(outcomes), orders
+
+
+@pytest.fixture
+def postgres_only(ctx: ServiceContext) -> None:
+    if ctx.db.is_sqlite:
+        pytest.skip("row locks are PostgreSQL's (CHOREO_TEST_DB=postgres)")
+
+
+@pytest.mark.usefixtures("postgres_only")
+async def test_batches_locking_skus_in_opposite_orders_wait_instead_of_deadlocking(
+    ctx: ServiceContext,
+):
+    outcomes, orders = await _opposite_batches(ctx, ahead=True)
+
+    assert outcomes == [None, None]
+    async with ctx.db.session() as s:
+        held = (await s.execute(select(reservations.c.order_id, reservations.c.status))).all()
+        levels = (await s.execute(select(stock.c.on_hand, stock.c.reserved))).all()
+    assert {order_id for order_id, status in held if status == "RESERVED"} == orders
+    assert sorted(levels) == [(8, 2), (8, 2)]
+
+
+@pytest.mark.usefixtures("postgres_only")
+async def test_without_the_lock_ahead_the_same_batches_deadlock(ctx: ServiceContext):
+    """The interleaving above is a real deadlock when rows are locked event by event: the
+    database fails one of the two transactions."""
+    outcomes, _ = await _opposite_batches(ctx, ahead=False)
+
+    failures = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(failures) == 1, outcomes
+    assert "deadlock" in str(failures[0]).lower()
