@@ -23,7 +23,7 @@ from events.dlq import (
     DLQ_REASON,
     DLQ_TOPIC,
 )
-from events.envelope import H_EVENT_ID, H_EVENT_TYPE, headers_dict, utcnow
+from events.envelope import CE_ID, CE_TYPE, H_EVENT_ID, H_EVENT_TYPE, headers_dict, utcnow
 from events.kafka import KafkaConnection, plain_consumer, reliable_producer
 from events.parking import BlockedKey, blocks, request_release
 from events.supervisor import database_urls
@@ -55,8 +55,9 @@ class DeadLetter:
             "reason": h.get(DLQ_REASON, "?"),
             "origin": f"{h.get(DLQ_TOPIC, '?')}[{h.get(DLQ_PARTITION, '?')}]"
             f"@{h.get(DLQ_OFFSET, '?')}",
-            "event_type": h.get(H_EVENT_TYPE, "?"),
-            "event_id": h.get(H_EVENT_ID, "?"),
+            # CloudEvents' on a letter that carried only those
+            "event_type": h.get(H_EVENT_TYPE) or h.get(CE_TYPE, "?"),
+            "event_id": h.get(H_EVENT_ID) or h.get(CE_ID, "?"),
         }
 
     def describe_payload(self, codec: AvroCodec) -> str:
@@ -118,10 +119,11 @@ def redrive_target(letter: DeadLetter, codec: AvroCodec) -> str:
         raise RedriveRefused(f"{letter.id}: not an event of the catalogue: {exc}") from None
     if decoded.event_type not in spec.event_types:
         raise RedriveRefused(f"{letter.id}: {target} does not carry {decoded.event_type}")
-    typed = h.get(H_EVENT_TYPE, decoded.event_type)
+    name = H_EVENT_TYPE if H_EVENT_TYPE in h else CE_TYPE
+    typed = h.get(name, decoded.event_type)
     if typed != decoded.event_type:
         raise RedriveRefused(
-            f"{letter.id}: its {H_EVENT_TYPE} header says {typed}, its bytes {decoded.event_type}"
+            f"{letter.id}: its {name} header says {typed}, its bytes {decoded.event_type}"
         )
     return target
 

@@ -14,6 +14,8 @@ from cloudevents.kafka import KafkaMessage, from_binary, to_binary
 from events import parking
 from events.catalogue import Catalogue
 from events.codec import AvroCodec
+from events.dlq import DLQ_REASON, DLQ_TOPIC
+from events.dlq_admin import DeadLetter, RedriveRefused, redrive_target
 from events.envelope import Envelope, EnvelopeError, new_event_id
 from events.reading import decode_records
 
@@ -201,3 +203,22 @@ def test_a_projection_reads_a_cloudevents_only_record_with_the_body_version():
         causation_id=None,
     )
     assert (batch.undecodable, event.payload["seq"]) == (0, 1)
+
+
+def test_a_cloudevents_only_dead_letter_is_listed_and_checked_by_its_ce_type():
+    codec = AvroCodec(Catalogue.load(FIXTURES).retarget({"Ping": "t", "Pong": "t-pong"}))
+    env = _envelope(event_type="Ping", key="a")
+    body = codec.encode("Ping", {"aggregate_id": "a", "seq": 1, "note": ""})
+
+    def letter(ce_type: bytes) -> DeadLetter:
+        headers = [(k, ce_type if k == "ce_type" else v) for k, v in _cloudevents_only(env)]
+        headers += [(DLQ_TOPIC, b"t"), (DLQ_REASON, b"broken")]
+        record = ConsumerRecord("t.dlq", 0, 3, 0, 0, b"a", body, None, 1, 1, headers)
+        return DeadLetter("t.dlq", 0, 3, record)
+
+    good = letter(b"Ping")
+    summary = good.summary()
+    assert (summary["event_type"], summary["event_id"]) == ("Ping", env.event_id)
+    assert redrive_target(good, codec) == "t"
+    with pytest.raises(RedriveRefused, match="its ce_type header says Pong, its bytes Ping"):
+        redrive_target(letter(b"Pong"), codec)
