@@ -48,7 +48,14 @@ from events.metrics import (
 from events.pausing import DependencyUnavailable
 from events.telemetry import instrument_http_client
 
-__all__ = ["Answer", "Dependency", "DependencySettings", "DependencyUnavailable"]
+__all__ = [
+    "CALLING_OUT_BATCH",
+    "Answer",
+    "Dependency",
+    "DependencySettings",
+    "DependencyUnavailable",
+    "http_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,12 @@ TRANSIENT_STATUSES = frozenset({408, 429})
 # Smallest pause before a retry after an open breaker: purgatory half-opens strictly
 # after opened_at + recovery, so resuming exactly then would find it still open.
 _MIN_RETRY_AFTER_S = 0.05
+# A consumer's batch while its handlers call out: each call waits inside the batch's
+# transaction, and a batch rolled back for an outage calls again (same keys, first answers)
+# for every event in it.
+CALLING_OUT_BATCH = 50
+# The settings a service declares per dependency, after its prefix (PAYMENT_PROVIDER_...).
+_PREFIXED = ("timeout_s", "attempts", "failure_threshold", "recovery_s")
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,26 @@ class DependencySettings:
     backoff_max_s: float = 2.0  # exponential with full jitter, bounded
     failure_threshold: int = 5  # consecutive failed attempts that open the breaker
     recovery_s: float = 5.0  # open -> half-open after this
+
+    @classmethod
+    def from_prefix(cls, settings: object, prefix: str, name: str) -> DependencySettings | None:
+        """A service's settings ``<prefix>_url``, ``<prefix>_timeout_s``, ``_attempts``,
+        ``_failure_threshold`` and ``_recovery_s`` (its environment's ``<PREFIX>_URL``, ...)
+        as dependency ``name``'s; None when the URL is empty: the service runs without it."""
+        url = getattr(settings, f"{prefix}_url")
+        if not url:
+            return None
+        values = {field: getattr(settings, f"{prefix}_{field}") for field in _PREFIXED}
+        return cls(name=name, base_url=str(url), **values)
+
+
+def http_url(value: str, variable: str) -> str:
+    """A dependency's base URL as set in ``variable``: no surrounding blanks or trailing
+    slash, http:// or https://, or empty (no dependency)."""
+    value = value.strip().rstrip("/")
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"{variable} must be an http:// or https:// URL, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

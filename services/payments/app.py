@@ -6,16 +6,13 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from events.dependency import DependencySettings
+from events.dependency import CALLING_OUT_BATCH, DependencySettings, http_url
 from events.service import Service, ServiceSettings, run
 from services.payments.api import api
 from services.payments.handlers import build_router, router
 from services.payments.provider import Provider
 from services.payments.tables import metadata
 
-# Batches while calling out: each call waits inside the batch's transaction, and a batch
-# rolled back for an outage calls again (same keys, first answers) for every event in it.
-DEPENDENCY_BATCH = 50
 NAME = "payments"
 TOPICS = ["payments.requests", "inventory.events", "orders.events", "shipping.events"]
 
@@ -43,31 +40,17 @@ class Settings(ServiceSettings):
     @field_validator("payment_provider_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError(
-                f"PAYMENT_PROVIDER_URL must be an http:// or https:// URL, not {value!r}"
-            )
-        return value
+        return http_url(value, "PAYMENT_PROVIDER_URL")
 
     @model_validator(mode="after")
     def _short_batches_when_calling_out(self) -> Self:
         if self.payment_provider_url and "consumer_batch" not in self.model_fields_set:
-            self.consumer_batch = min(self.consumer_batch, DEPENDENCY_BATCH)
+            self.consumer_batch = min(self.consumer_batch, CALLING_OUT_BATCH)
         return self
 
     def provider(self) -> DependencySettings | None:
         """How to reach the payment provider; None when there is none."""
-        if not self.payment_provider_url:
-            return None
-        return DependencySettings(
-            name="provider",
-            base_url=self.payment_provider_url,
-            timeout_s=self.payment_provider_timeout_s,
-            attempts=self.payment_provider_attempts,
-            failure_threshold=self.payment_provider_failure_threshold,
-            recovery_s=self.payment_provider_recovery_s,
-        )
+        return DependencySettings.from_prefix(self, "payment_provider", name="provider")
 
 
 # Without a payment provider: the books alone decide.

@@ -7,16 +7,13 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from events.dependency import DependencySettings
+from events.dependency import CALLING_OUT_BATCH, DependencySettings, http_url
 from events.service import Service, ServiceSettings, run
 from services.shipping.api import api
 from services.shipping.carrier import Carrier
 from services.shipping.handlers import build_router
 from services.shipping.tables import metadata
 
-# Batches while calling out: each call waits inside the batch's transaction, and a batch
-# rolled back for an outage calls again (same keys, first answers) for every event in it.
-DEPENDENCY_BATCH = 50
 NAME = "shipping"
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
@@ -49,15 +46,12 @@ class Settings(ServiceSettings):
     @field_validator("carrier_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError(f"CARRIER_URL must be an http:// or https:// URL, not {value!r}")
-        return value
+        return http_url(value, "CARRIER_URL")
 
     @model_validator(mode="after")
     def _short_batches_when_calling_out(self) -> Self:
         if self.carrier_url and "consumer_batch" not in self.model_fields_set:
-            self.consumer_batch = min(self.consumer_batch, DEPENDENCY_BATCH)
+            self.consumer_batch = min(self.consumer_batch, CALLING_OUT_BATCH)
         return self
 
     @field_validator("supported_countries")
@@ -78,16 +72,7 @@ class Settings(ServiceSettings):
 
     def carrier(self) -> DependencySettings | None:
         """How to reach the carrier; None when there is none."""
-        if not self.carrier_url:
-            return None
-        return DependencySettings(
-            name="carrier",
-            base_url=self.carrier_url,
-            timeout_s=self.carrier_timeout_s,
-            attempts=self.carrier_attempts,
-            failure_threshold=self.carrier_failure_threshold,
-            recovery_s=self.carrier_recovery_s,
-        )
+        return DependencySettings.from_prefix(self, "carrier", name="carrier")
 
 
 def build_service(settings: Settings) -> Service:
