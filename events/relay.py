@@ -6,6 +6,10 @@ consumers' inbox makes that harmless); nothing is ever marked sent before it is 
 A row Kafka refuses for good is quarantined, and the later rows of its key flow
 (events.relay_batch).
 
+With tracing on, each row is sent under a ``send <topic>`` PRODUCER span, child of the span
+that wrote the row and ended at the broker's ack; the message carries that span's
+traceparent, so its consumers' spans are the send's children (events.telemetry).
+
 One relay publishes per outbox database. SQLite has one writer at a time anyway. On
 PostgreSQL the relay holding the outbox's lease publishes (events.outbox_lease); the others
 stand by. When a standby takes over, the rows the old leader had in flight may be published
@@ -79,6 +83,7 @@ from events.outbox_lease import LeaseLost, OutboxLease
 from events.prepared import Prepared
 from events.relay_batch import Outcome, Unsent, log_quarantined, send, send_in_order, settle
 from events.tables import outbox
+from events.telemetry import tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +344,8 @@ class OutboxRelay:
         if not rows:
             return Outcome()
         producer = await self._ensure_producer()
-        outcome, first = await send_in_order(producer, rows, self._known_topics)
+        traced = tracing_enabled()
+        outcome, first = await send_in_order(producer, rows, self._known_topics, traced)
         if first is not None:
             row, refusal = first
             if not is_permanent(refusal):
@@ -347,7 +353,7 @@ class OutboxRelay:
             else:
                 await self._close_producer()  # the failed batch spent sequence numbers
                 try:
-                    await self._send_alone(row)
+                    await self._send_alone(row, traced)
                     outcome.sent.append(row)
                 except (KafkaError, OSError, TimeoutError) as again:
                     await self._close_producer()
@@ -359,9 +365,9 @@ class OutboxRelay:
             await self._after_publish(outcome.sent)
         return outcome
 
-    async def _send_alone(self, row: Any) -> None:
+    async def _send_alone(self, row: Any, traced: bool) -> None:
         producer = await self._ensure_producer()
-        await (await send(producer, row))
+        await (await send(producer, row, traced))
 
     async def _mark_sent(self, ids: list[int]) -> None:
         params = {"ids": ids, "now": utcnow()}

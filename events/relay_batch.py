@@ -18,6 +18,7 @@ when SAGA_TIMEOUT_ENABLED). Re-queueing puts the row at the end of the outbox, a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Collection, Sequence
@@ -26,12 +27,14 @@ from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Span
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events.envelope import utcnow
+from events.envelope import H_EVENT_ID, H_TRACEPARENT, utcnow
 from events.kafka_errors import TopicNotInCatalogue, describe
 from events.tables import outbox, outbox_quarantine
+from events.telemetry import end_send_span, start_send_span, traceparent_of
 
 log = logging.getLogger("events.relay")
 
@@ -62,17 +65,45 @@ class Outcome:
     moved: list[dict[str, Any]] = field(default_factory=list)  # quarantine rows written
 
 
-async def send(producer: AIOKafkaProducer, row: Any) -> Awaitable[Any]:
-    """Hands the row to the producer; the returned future is its ack."""
-    headers = [(k, v.encode()) for k, v in json.loads(row.headers).items()]
-    future: Awaitable[Any] = await producer.send(
-        row.topic, row.payload, key=row.key.encode(), headers=headers
-    )
+async def send(producer: AIOKafkaProducer, row: Any, traced: bool = False) -> Awaitable[Any]:
+    """Hands the row to the producer; the returned future is its ack. ``traced``: the row
+    is sent under a ``send <topic>`` span (child of the row's traceparent, ended at the
+    ack) whose traceparent the message carries instead, so its consumers are its children."""
+    stored: dict[str, str] = json.loads(row.headers)
+    span = None
+    if traced:
+        span = start_send_span(
+            row.topic, row.key, stored.get(H_EVENT_ID), stored.get(H_TRACEPARENT)
+        )
+        stored[H_TRACEPARENT] = traceparent_of(span) or stored.get(H_TRACEPARENT, "")
+    headers = [(k, v.encode()) for k, v in stored.items()]
+    try:
+        future: asyncio.Future[Any] = await producer.send(
+            row.topic, row.payload, key=row.key.encode(), headers=headers
+        )
+    except BaseException as exc:
+        if span is not None:
+            end_send_span(span, None, exc)
+        raise
+    if span is not None:
+        future.add_done_callback(functools.partial(_acked, span))
     return future
 
 
+def _acked(span: Span, future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        end_send_span(span, None, asyncio.CancelledError())
+    elif (error := future.exception()) is not None:
+        end_send_span(span, None, error)
+    else:
+        end_send_span(span, getattr(future.result(), "partition", None), None)
+
+
 async def send_in_order(
-    producer: AIOKafkaProducer, rows: Sequence[Any], known_topics: Collection[str] | None
+    producer: AIOKafkaProducer,
+    rows: Sequence[Any],
+    known_topics: Collection[str] | None,
+    traced: bool = False,
 ) -> tuple[Outcome, tuple[Any, BaseException] | None]:
     """Sends rows in order and waits for every ack. A row counts as sent only when it and
     every earlier row of its key in the batch were acked (one key, one partition: the rest
@@ -89,7 +120,7 @@ async def send_in_order(
             results.append(_NotSent())
             continue
         try:
-            futures.append(await send(producer, row))
+            futures.append(await send(producer, row, traced))
             results.append(None)
         except (KafkaError, OSError, TimeoutError) as exc:
             # aiokafka refuses some records before sending (larger than its request

@@ -60,6 +60,7 @@ from events.routing import Router
 from events.schema_registry import RegistryError, RegistryUnavailable
 from events.settings import load_settings
 from events.tables import metadata as platform_metadata
+from events.telemetry import instrument_app
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,9 @@ def build_app(service: Service, ctx: ServiceContext) -> FastAPI:
         app.include_router(api, prefix="/api/v1", dependencies=[Depends(authenticated)])
     if service.http is not None:
         service.http(app, ctx)
+    # A server span per request (probes and scrapes aside) continuing the client's
+    # traceparent: an order placed inside a caller's trace is part of it.
+    instrument_app(app)
     return app
 
 

@@ -1,12 +1,20 @@
 """Tracing: one trace per saga. The trace context travels as the W3C ``traceparent``
 header, is stored on outbox rows, and every handler's span is a child of its event's.
 
+Spans follow OpenTelemetry's messaging conventions (the attribute names are the constants
+of ``opentelemetry.semconv._incubating.attributes.messaging_attributes``, copied as strings
+here because the module is marked incubating): the relay's ``send <topic>`` PRODUCER span
+per published row, child of the span that wrote the row, whose traceparent the Kafka
+message carries; a ``process <topic>`` CONSUMER span per handled event, child of that send
+span. An HTTP request is a SERVER span (FastAPI's instrumentation) continuing the client's
+``traceparent``, so a saga's trace can begin in the caller's.
+
 What a span costs is paid per handled event, so the hot path is kept short: the tracer is
 looked up once per provider (``TracerProvider.get_tracer`` builds a scope and edits the
 warnings filters on every call), a handling span is started and made current with the
-public ``start_span``/``use_span`` pair, and it carries few attributes (each costs its
-validation when the span starts, twice with the sampler's copy, and its protobuf encoding
-in the exporter's thread).
+public ``start_span``/``use_span`` pair, and it carries the conventions' attributes and
+one of choreo's (each costs its validation when the span starts, twice with the sampler's
+copy, and its protobuf encoding in the exporter's thread).
 
 Sampling and batching are the user's choice through OpenTelemetry's own variables, read by
 the SDK when the provider is built: ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``
@@ -43,11 +51,27 @@ Exporter = Literal["none", "console", "otlp"]
 _propagator = TraceContextTextMapPropagator()
 
 
+# Attribute names and values of the messaging conventions (semantic conventions 1.3x+).
+SYSTEM = "messaging.system"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+DESTINATION = "messaging.destination.name"
+PARTITION = "messaging.destination.partition.id"
+GROUP = "messaging.consumer.group.name"
+OFFSET = "messaging.kafka.offset"
+KEY = "messaging.kafka.message.key"
+MESSAGE_ID = "messaging.message.id"
+EVENT_TYPE = "choreo.event_type"  # the span names the topic, which several types share
+CONSUMER = "choreo.consumer"  # a reader outside any consumer group (a projection's)
+
+
 def tracer_provider(
     service: str, exporter: Exporter, otlp_endpoint: str | None = None
 ) -> TracerProvider | None:
     """The provider for ``exporter`` (None for "none"), not installed. Its sampler and the
-    batch processor's sizes come from the OTEL_* variables (see the module docstring)."""
+    batch processor's sizes come from the OTEL_* variables (see the module docstring);
+    ``otlp_endpoint``: the full traces URL (None: the exporter's default,
+    http://localhost:4318/v1/traces)."""
     if exporter == "none":
         return None
     span_exporter: SpanExporter
@@ -124,38 +148,87 @@ def start_handling_span(
     )
 
 
-@contextmanager
-def handling_span(
-    name: str, traceparent: str | None, attributes: dict[str, str | int]
-) -> Iterator[Span]:
-    """``start_handling_span``, current and ended on exit (exceptions recorded on it)."""
-    with trace.use_span(start_handling_span(name, traceparent, attributes), end_on_exit=True) as s:
-        yield s
-
-
-def event_span(consumer: str, topic: str, envelope: Envelope) -> Span:
-    """``start_handling_span`` for an event ``consumer`` read from ``topic``, with the
-    consumer's five attributes."""
+def process_span(
+    envelope: Envelope,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    group: str | None = None,
+    consumer: str | None = None,
+) -> Span:
+    """The CONSUMER span ``process <topic>`` of one event read at ``partition``/``offset``,
+    child of the span that sent it, not yet current (``start_handling_span``). ``group``:
+    the consumer group; ``consumer``: the reader's name when it is in no group."""
     attributes: dict[str, str | int] = {
-        "messaging.system": "kafka",
-        "messaging.destination.name": topic,
-        "choreo.consumer": consumer,
-        "choreo.event_type": envelope.event_type,
-        "choreo.event_id": envelope.event_id,
+        SYSTEM: "kafka",
+        OPERATION_TYPE: "process",
+        OPERATION_NAME: "process",
+        DESTINATION: topic,
+        PARTITION: str(partition),
+        OFFSET: offset,
+        KEY: envelope.key,
+        MESSAGE_ID: envelope.event_id,
+        EVENT_TYPE: envelope.event_type,
     }
-    return start_handling_span(f"handle {envelope.event_type}", envelope.traceparent, attributes)
+    if group is not None:
+        attributes[GROUP] = group
+    if consumer is not None:
+        attributes[CONSUMER] = consumer
+    return start_handling_span(f"process {topic}", envelope.traceparent, attributes)
+
+
+def start_send_span(topic: str, key: str, event_id: str | None, traceparent: str | None) -> Span:
+    """The PRODUCER span ``send <topic>`` of one message, child of the span that wrote it
+    (``traceparent``, stored with the outbox row), not current: the caller ends it when the
+    broker acknowledges (``end_send_span``)."""
+    attributes: dict[str, str | int] = {
+        SYSTEM: "kafka",
+        OPERATION_TYPE: "send",
+        OPERATION_NAME: "send",
+        DESTINATION: topic,
+        KEY: key,
+    }
+    if event_id:
+        attributes[MESSAGE_ID] = event_id
+    return tracer().start_span(
+        f"send {topic}",
+        context=parent_context(traceparent),
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+    )
+
+
+def end_send_span(span: Span, partition: int | None, error: BaseException | None) -> None:
+    """Ends a send span at the broker's answer: the partition written, or the error."""
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    elif partition is not None:
+        span.set_attribute(PARTITION, str(partition))
+    span.end()
+
+
+def traceparent_of(span: Span) -> str | None:
+    """The W3C traceparent naming ``span`` (what a message it sends carries)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")
 
 
 @contextmanager
 def batch_spans(consumer: str, events: Sequence[Event[Any]]) -> Iterator[None]:
-    """One handling span per event of a batch applied together (a projection's), each a
-    child of the span that wrote its event, with the consumer's five attributes; all end
-    when the batch's work does (an error recorded on each). None current: the batch's
-    statements belong to every event at once. Nothing when no tracer is installed."""
+    """One ``process <topic>`` span per event of a batch applied together (a projection's,
+    whose reader is in no consumer group: ``consumer`` names it), each a child of the span
+    that sent its event; all end when the batch's work does (an error recorded on each).
+    None current: the batch's statements belong to every event at once. Nothing when no
+    tracer is installed."""
     if not events or not tracing_enabled():
         yield
         return
-    spans = [event_span(consumer, event.topic, event.envelope) for event in events]
+    spans = [
+        process_span(e.envelope, e.topic, e.partition, e.offset, consumer=consumer) for e in events
+    ]
     try:
         yield
     except BaseException as exc:
@@ -170,11 +243,44 @@ def batch_spans(consumer: str, events: Sequence[Event[Any]]) -> Iterator[None]:
 
 @contextmanager
 def root_span(name: str, attributes: dict[str, str | int] | None = None) -> Iterator[Span]:
-    """Where a saga starts (an API call, a CLI publish): the trace's first span."""
+    """Where a saga starts outside any request (a CLI publish): the trace's first span."""
     with tracer().start_as_current_span(
         name, kind=SpanKind.PRODUCER, attributes=attributes or {}
     ) as span:
         yield span
+
+
+@contextmanager
+def saga_span(name: str, attributes: dict[str, str | int] | None = None) -> Iterator[Span]:
+    """Where a saga starts inside an HTTP request: a child of the request's server span
+    (itself continuing the client's traceparent), or the trace's first span without one."""
+    with tracer().start_as_current_span(
+        name, kind=SpanKind.INTERNAL, attributes=attributes or {}
+    ) as span:
+        yield span
+
+
+# Probes and scrapes are no part of any saga: no server span for them.
+UNTRACED_PATHS = r"/health$,/ready$,/metrics$"
+
+
+def instrument_app(app: Any, provider: trace.TracerProvider | None = None) -> None:
+    """Makes each HTTP request of the FastAPI ``app`` (but /health, /ready, /metrics) a
+    server span continuing the caller's ``traceparent``; nothing without a tracer. No
+    spans for the ASGI messages inside a request (two or more per request, no news).
+    Imported when wanted, as the httpx instrumentation."""
+    if provider is None:
+        if not tracing_enabled():
+            return
+        provider = trace.get_tracer_provider()
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=UNTRACED_PATHS,
+        exclude_spans=["receive", "send"],
+    )
 
 
 def instrument_http_client(

@@ -23,7 +23,7 @@ from events.auth import (
 from events.http_input import STORABLE_TEXT
 from events.http_reads import read_or_404
 from events.service import ServiceContext
-from events.telemetry import root_span
+from events.telemetry import saga_span
 from schemas.models import MAX_LINES, Address, Id, Quantity, UnitPrice, ValidUnicode
 from services.orders.domain import Fact, PricingRefused, Requested, Status
 from services.orders.handlers import NewOrder, apply_fact, place_order
@@ -173,8 +173,9 @@ def api(ctx: ServiceContext, saga_deadline: timedelta) -> APIRouter:
             [Requested(ln.sku, ln.quantity, ln.unit_price_cents) for ln in body.lines],
             body.shipping_address,
         )
-        # The saga's trace starts here; every event it causes carries this trace.
-        with root_span("POST /api/v1/orders", {"choreo.order_id": order_id}):
+        # The saga starts here, inside the request's server span (in the client's trace when
+        # it sent a traceparent); every event it causes carries this trace.
+        with saga_span("place order", {"choreo.order_id": order_id}):
             try:
                 async with ctx.uow() as uow:
                     try:

@@ -1,17 +1,18 @@
-"""One trace per saga, ids on every log line, metrics that move."""
+"""One trace per saga, continuing the caller's, with spans named and attributed by the
+OpenTelemetry messaging conventions; ids on every log line; metrics that move."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import random
 import uuid
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
+from opentelemetry.trace import SpanKind
 
 from events.envelope import utcnow
 from events.kafka import KafkaConnection
@@ -19,10 +20,20 @@ from events.logs import configure_logging
 from events.publisher import Draft, publish
 from tests.integration.inprocess import saga_in_process
 from tests.support import eventually, unique
+from tests.tracing import memory_exporter
 
 pytestmark = pytest.mark.integration
 
 QUERY = "projection-query"  # the consumer name on the query projection's handling spans
+# The messaging conventions' attribute names, as the installed semantic-conventions name them.
+SYSTEM = messaging.MESSAGING_SYSTEM
+OPERATION_TYPE = messaging.MESSAGING_OPERATION_TYPE
+DESTINATION = messaging.MESSAGING_DESTINATION_NAME
+PARTITION = messaging.MESSAGING_DESTINATION_PARTITION_ID
+GROUP = messaging.MESSAGING_CONSUMER_GROUP_NAME
+OFFSET = messaging.MESSAGING_KAFKA_OFFSET
+KEY = messaging.MESSAGING_KAFKA_MESSAGE_KEY
+MESSAGE_ID = messaging.MESSAGING_MESSAGE_ID
 
 ADDRESS = {
     "name": "Ada",
@@ -35,11 +46,7 @@ ADDRESS = {
 
 @pytest.fixture(scope="session")
 def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return exporter
+    return memory_exporter()
 
 
 async def seed(bootstrap, codec, sku, customer):
@@ -72,25 +79,69 @@ async def seed(bootstrap, codec, sku, customer):
     )
 
 
-def check_one_trace_following_causation(finished, order_id: str) -> set[str]:
-    root = [
-        s
-        for s in finished
-        if s.name == "POST /api/v1/orders" and s.attributes.get("choreo.order_id") == order_id
-    ]
-    assert len(root) == 1
-    trace_id = root[0].context.trace_id
+def client_traceparent() -> tuple[str, int, int]:
+    """A caller's sampled traceparent with fresh ids: (header, trace id, span id)."""
+    trace_id, span_id = random.getrandbits(128) | 1, random.getrandbits(64) | 1
+    return f"00-{trace_id:032x}-{span_id:016x}-01", trace_id, span_id
+
+
+def consumer_of(span) -> str:
+    """The service (or projection) a process span belongs to."""
+    name = span.attributes.get(GROUP) or span.attributes["choreo.consumer"]
+    return name.split(".")[-1]
+
+
+def check_the_saga_continues_the_callers_trace(finished, order_id, trace_id, span_id):
+    """Every span of the order's saga is in the caller's trace, each one's parent in it (the
+    request's server span's is the caller's span): POST -> place order -> send -> process ->
+    send -> ... with no break and no second root. Returns the consumers that processed."""
     in_trace = [s for s in finished if s.context.trace_id == trace_id]
-    handling = [s for s in in_trace if s.name.startswith("handle ")]
-    by_span_id = {s.context.span_id: s for s in in_trace}
-    services = {s.attributes["choreo.consumer"] for s in handling}
-    for span in handling:
-        parent = by_span_id.get(span.parent.span_id) if span.parent else None
-        assert parent is not None, f"{span.name} has no parent in the trace"
-    return {name.split(".")[-1] for name in services}
+    by_id = {s.context.span_id: s for s in in_trace}
+    (server,) = [s for s in in_trace if s.kind is SpanKind.SERVER]
+    assert server.name == "POST /api/v1/orders"
+    assert server.parent is not None and server.parent.span_id == span_id
+    assert server.parent.is_remote
+    (place,) = [s for s in in_trace if s.name == "place order"]
+    assert place.attributes["choreo.order_id"] == order_id
+    assert place.parent is not None and place.parent.span_id == server.context.span_id
+    for span in in_trace:
+        if span is server:
+            continue
+        assert span.parent is not None, f"{span.name} is a second root"
+        assert span.parent.span_id in by_id, f"{span.name}'s parent is not in the trace"
+    sends = [s for s in in_trace if s.kind is SpanKind.PRODUCER]
+    processes = [s for s in in_trace if s.kind is SpanKind.CONSUMER]
+    assert sends and processes
+    for send in sends:
+        assert send.name == f"send {send.attributes[DESTINATION]}"
+        assert send.attributes[OPERATION_TYPE] == "send"
+        assert by_id[send.parent.span_id] is place or by_id[send.parent.span_id].kind in (
+            SpanKind.CONSUMER,
+            SpanKind.INTERNAL,
+        )
+    for process in processes:
+        # A consumer's span is the child of the relay's send of that very message.
+        send = by_id[process.parent.span_id]
+        assert send.kind is SpanKind.PRODUCER, f"{process.name}'s parent is {send.name}"
+        assert send.attributes[MESSAGE_ID] == process.attributes[MESSAGE_ID]
+        assert send.attributes[DESTINATION] == process.attributes[DESTINATION]
+        assert process.name == f"process {process.attributes[DESTINATION]}"
+        assert process.attributes[OPERATION_TYPE] == "process"
+        assert process.attributes[SYSTEM] == "kafka"
+        assert process.attributes[PARTITION] == send.attributes[PARTITION]
+        assert isinstance(process.attributes[OFFSET], int)
+        assert process.attributes[KEY] == send.attributes[KEY]
+    # Nothing of this order's saga was sent or processed outside its trace.
+    order_events = {
+        s.attributes[MESSAGE_ID]
+        for s in finished
+        if s.kind in (SpanKind.PRODUCER, SpanKind.CONSUMER) and s.attributes.get(KEY) == order_id
+    }
+    assert order_events <= {s.attributes[MESSAGE_ID] for s in sends}
+    return {consumer_of(s) for s in processes}
 
 
-async def test_one_order_gives_one_connected_trace_across_all_services(
+async def test_a_callers_traceparent_is_the_parent_of_the_whole_saga(
     kafka_bootstrap, tmp_path, spans, database_url
 ):
     prefix = unique("trace") + "."
@@ -100,6 +151,7 @@ async def test_one_order_gives_one_connected_trace_across_all_services(
         await eventually(lambda: _stocked(saga, sku), what="stock seeded")
         spans.clear()
         ok_id, bad_id = str(uuid.uuid4()), str(uuid.uuid4())
+        callers = {ok_id: client_traceparent(), bad_id: client_traceparent()}
         for oid, country in ((ok_id, "DE"), (bad_id, "AQ")):
             r = await saga.clients["orders"].post(
                 "/api/v1/orders",
@@ -109,6 +161,7 @@ async def test_one_order_gives_one_connected_trace_across_all_services(
                     "lines": [{"sku": sku, "quantity": 1, "unit_price_cents": 500}],
                     "shipping_address": {**ADDRESS, "country": country},
                 },
+                headers={"traceparent": callers[oid][0]},
             )
             assert r.status_code == 201
         for oid in (ok_id, bad_id):
@@ -119,37 +172,53 @@ async def test_one_order_gives_one_connected_trace_across_all_services(
         await eventually(lambda: _released(saga, bad_id), what="stock released")
         # The refund and the release also handle the failure's later events: wait for them.
         wanted = {("ShipmentFailed", "payments"), ("PaymentRefunded", "inventory")}
+        bad_trace = callers[bad_id][1]
         await eventually(
-            lambda: wanted <= _causation_edges(spans.get_finished_spans(), bad_id),
+            lambda: wanted <= _causation_edges(spans.get_finished_spans(), bad_trace),
             what="the compensations' spans",
         )
         # The read side projects each order's events in the same traces.
         for oid, last in ((ok_id, "CustomerNotified"), (bad_id, "StockReleased")):
             await eventually(
                 lambda oid=oid, last=last: (
-                    (last, QUERY) in _causation_edges(spans.get_finished_spans(), oid)
+                    (last, QUERY) in _causation_edges(spans.get_finished_spans(), callers[oid][1])
                 ),
                 what=f"the query's span of {last} for {oid}",
+            )
+        # A send span ends at the broker's ack, which can come after its consumer's span.
+        for oid in (ok_id, bad_id):
+            trace_id = callers[oid][1]
+            await eventually(
+                lambda trace_id=trace_id: _parents_ended(spans.get_finished_spans(), trace_id),
+                what=f"the parent of every span of {oid}'s saga (a break in the chain)",
             )
         finished = spans.get_finished_spans()
 
     saga = {"orders", "inventory", "payments", "shipping", "notifications"}
-    # Success: the five saga services (and inventory ships), and the query's projection.
-    assert check_one_trace_following_causation(finished, ok_id) == saga | {QUERY}
-    # Compensation: the same trace reaches refund (payments) and release (inventory).
-    assert check_one_trace_following_causation(finished, bad_id) == saga | {QUERY}
-    projected = _causation_edges(finished, ok_id)
+    for oid in (ok_id, bad_id):
+        _, trace_id, span_id = callers[oid]
+        # Success: the five saga services (and inventory ships), and the query's projection;
+        # compensation: the same trace reaches refund (payments) and release (inventory).
+        consumers = check_the_saga_continues_the_callers_trace(finished, oid, trace_id, span_id)
+        assert consumers == saga | {QUERY}
+    projected = _causation_edges(finished, callers[ok_id][1])
     for event_type in ("OrderCreated", "StockReserved", "PaymentCaptured", "ShipmentScheduled"):
         assert (event_type, QUERY) in projected, f"the query did not trace {event_type}"
 
 
-def _causation_edges(finished, order_id):
-    root = next(s for s in finished if s.attributes.get("choreo.order_id") == order_id)
+def _causation_edges(finished, trace_id):
+    """(event type, consumer) of each process span in the trace."""
     return {
-        (s.attributes["choreo.event_type"], s.attributes["choreo.consumer"].split(".")[-1])
+        (s.attributes["choreo.event_type"], consumer_of(s))
         for s in finished
-        if s.context.trace_id == root.context.trace_id and s.name.startswith("handle ")
+        if s.context.trace_id == trace_id and s.kind is SpanKind.CONSUMER
     }
+
+
+def _parents_ended(finished, trace_id):
+    in_trace = [s for s in finished if s.context.trace_id == trace_id]
+    ids = {s.context.span_id for s in in_trace}
+    return all(s.parent.span_id in ids for s in in_trace if s.kind is SpanKind.CONSUMER)
 
 
 async def _stocked(saga, sku):
