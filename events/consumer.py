@@ -66,7 +66,7 @@ from events.rebalance import BatchLock, Hook
 from events.routing import RetryPolicy, Router
 from events.sequencing import SequencedDeadLetters, blocked_record
 from events.tables import inbox
-from events.telemetry import start_handling_span, tracing_enabled
+from events.telemetry import process_span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -448,18 +448,9 @@ class EventConsumer(SequencedDeadLetters):
             if not traced:  # no tracer installed: skip building a no-op span per event
                 await item.spec.fn(uow, item.event)
                 return
-            # Few attributes: each is validated twice as the span starts and encoded in the
-            # exporter's thread, for every event. Left out: the correlation id (on the
-            # event's log lines; the trace is the saga), the partition and offset (the
-            # event id names the event).
-            attributes: dict[str, str | int] = {
-                "messaging.system": "kafka",
-                "messaging.destination.name": item.record.topic,
-                "choreo.consumer": self.name,
-                "choreo.event_type": env.event_type,
-                "choreo.event_id": env.event_id,
-            }
-            span = start_handling_span(f"handle {env.event_type}", env.traceparent, attributes)
+            # The messaging conventions' attributes (events.telemetry.process_span).
+            record = item.record
+            span = process_span(env, record.topic, record.partition, record.offset, group=self.name)
             with use_span(span, end_on_exit=True):
                 await item.spec.fn(uow, item.event)
         finally:
