@@ -42,7 +42,7 @@ from events.envelope import Envelope, EnvelopeError
 from events.kafka import KafkaConnection
 from events.metrics import DUPLICATES, EVENTS_CONSUMED
 from events.settings import SchemaEncoding
-from events.telemetry import event_span, tracing_enabled
+from events.telemetry import process_span, tracing_enabled
 from services.analytics.codec import PlatformAvroCodec, Undecodable
 from services.analytics.domain import (
     COUNTED,
@@ -208,7 +208,8 @@ def build(config: AnalyticsConfig) -> Analytics:
             add(event, envelope, value)
             return
         # A handling span per counted event, in its saga's trace, as the other services'.
-        span = event_span(CONSUMER, event.message.topic, envelope)
+        m = event.message
+        span = process_span(envelope, m.topic, m.partition, m.offset, group=name)
         with use_span(span, end_on_exit=True):
             add(event, envelope, value)
 

@@ -397,8 +397,13 @@ async def test_the_platform_shell_json_logs_and_a_span_per_counted_event_in_its_
     kafka_bootstrap: str, tmp_path: Path
 ):
     """Logs and tracing as every service has them (events.process): spans go to the
-    console exporter, which writes them to the process's log file beside the JSON lines."""
-    env = {"TRACE_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    console exporter (chosen by OpenTelemetry's standard variables), which writes them to the
+    process's log file beside the JSON lines."""
+    env = {
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_SERVICE_NAME": "analytics-eu",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
     async with running_analytics(kafka_bootstrap, tmp_path, **env) as a:
         trace_id = uuid.uuid4().hex
         order_id = str(uuid.uuid4())
@@ -428,12 +433,16 @@ async def test_the_platform_shell_json_logs_and_a_span_per_counted_event_in_its_
 
         def traced() -> bool:
             text = a.log_tail(lines=100_000)
-            return f'"trace_id": "0x{trace_id}"' in text and '"handle OrderCreated"' in text
+            return f'"trace_id": "0x{trace_id}"' in text and f'"process {topic}"' in text
 
         await eventually(traced, deadline_s=60, poll_s=0.2, what="the counted event's span")
         assert (await a.http.get("/health")).json() == {"status": "ok", "service": "analytics"}
     text = a.log_tail(lines=100_000)
-    assert '"choreo.consumer": "analytics"' in text
+    # The messaging conventions' names; the group is faust's (the app id).
+    assert '"messaging.operation.type": "process"' in text
+    assert f'"messaging.kafka.message.key": "{order_id}"' in text
+    assert '"messaging.consumer.group.name": "' in text
+    assert '"service.name": "analytics-eu"' in text  # OTEL_SERVICE_NAME; the logs keep theirs
     records = [json.loads(ln) for ln in text.splitlines() if ln.startswith('{"')]
     assert records and all(r["service"] == "analytics" for r in records)
     assert all({"event", "level", "logger", "timestamp"} <= r.keys() for r in records)
