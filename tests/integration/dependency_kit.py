@@ -1,7 +1,8 @@
 """Payments' and shipping's tests against the real stand-ins: a stand-in as its own process
-(its own database, a free port), its admin routes (faults, the declined list), and an httpx
-transport that forwards to it while recording what came back, or losing an answer after
-the stand-in acted (the client sees a timeout: the unknown outcome)."""
+(its own database, a free port), its admin routes (faults, the declined list), the service's
+handlers over a fresh database calling it (:func:`calling`), and an httpx transport that
+forwards to it while recording what came back, or losing an answer after the stand-in acted
+(the client sees a timeout: the unknown outcome)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,25 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from events.dependency import DependencySettings
+from events.dependency import Dependency, DependencySettings
+from events.service import Service, ServiceContext, ServiceSettings
 from events.supervisor import ProcessSpec, start, stop, wait_ready
 from infra.broker import free_ports
+from tests.integration.service_kit import open_service
+
+
+class _Client(Protocol):
+    """The provider's or the carrier's client (services.payments.provider, .shipping.carrier)."""
+
+    @property
+    def dependency(self) -> Dependency: ...
+
+
+C = TypeVar("C", bound=_Client)
 
 
 @dataclass
@@ -76,6 +89,28 @@ async def standin(
         yield StandIn(name, f"http://127.0.0.1:{port}", spec, var_dir, url)
     finally:
         stop([spec], var_dir=var_dir)
+
+
+@contextlib.asynccontextmanager
+async def calling(
+    running: StandIn,
+    client_type: Callable[..., C],
+    service: Callable[[C], Service],
+    settings_type: type[ServiceSettings],
+    tmp_path: Path,
+    database_url: str,
+    recorder: Recorder | None = None,
+    **client: Any,
+) -> AsyncIterator[tuple[ServiceContext, Recorder]]:
+    """The handlers of ``service(client)`` over a fresh database, the client calling the
+    stand-in ``running`` through ``recorder``; ``client`` overrides its settings."""
+    recorder = recorder or Recorder()
+    client_of = client_type(running.settings(**client), transport=recorder)
+    async with open_service(service(client_of), settings_type, tmp_path, database_url) as ctx:
+        try:
+            yield ctx, recorder
+        finally:
+            await client_of.dependency.close()
 
 
 @dataclass

@@ -90,11 +90,9 @@ def service_of(ctx: ServiceContext) -> Service:
     return service
 
 
-async def deliver(
-    ctx: ServiceContext, payload: EventModel, event_id: str | None = None
-) -> Envelope:
-    """Runs the registered handler in one unit of work, as the consumer runtime does; returns
-    the envelope it was delivered in (the cause of whatever the handler emits)."""
+def event_for(ctx: ServiceContext, payload: EventModel, event_id: str | None = None) -> Event[Any]:
+    """``payload`` as the consumer hands it to a handler: in a new envelope keyed by its
+    order, SKU or customer, on its topic, at an offset of its own."""
     env = Envelope(
         event_id=event_id or str(uuid.uuid4()),
         event_type=payload.event_type,
@@ -109,11 +107,31 @@ async def deliver(
         ),
     )
     topic = ctx.codec.catalogue.topic_for(payload.event_type)
-    handler = service_of(ctx).router.handlers[payload.event_type].fn
-    async with UnitOfWork(ctx.db, ctx.outbox, cause=env) as uow:
-        await handler(uow, Event(env, payload, topic, 0, next(_offsets)))
-        await uow.commit()
-    return env
+    return Event(env, payload, topic, 0, next(_offsets))
+
+
+async def deliver(
+    ctx: ServiceContext, payload: EventModel, event_id: str | None = None
+) -> Envelope:
+    """Runs the registered handler in one unit of work, as the consumer runtime does; returns
+    the envelope it was delivered in (the cause of whatever the handler emits)."""
+    event = event_for(ctx, payload, event_id)
+    await _handle(ctx, event, commit=True)
+    return event.envelope
+
+
+async def handled_not_committed(ctx: ServiceContext, payload: EventModel) -> None:
+    """The handler runs in a unit of work that never commits: the service died after the
+    handler's calls out (a stand-in acted) and before its own commit (rolled back)."""
+    await _handle(ctx, event_for(ctx, payload), commit=False)
+
+
+async def _handle(ctx: ServiceContext, event: Event[Any], *, commit: bool) -> None:
+    handler = service_of(ctx).router.handlers[event.envelope.event_type].fn
+    async with UnitOfWork(ctx.db, ctx.outbox, cause=event.envelope) as uow:
+        await handler(uow, event)
+        if commit:
+            await uow.commit()
 
 
 async def set_prices(ctx: ServiceContext, prices: Mapping[str, int]) -> None:

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from events.envelope import Envelope, Event, utcnow
-from events.models import EventModel
+from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
 from events.service import ServiceContext
 from schemas.models import Address, OrderCreated, OrderLine, StockRestocked
 from services.inventory.app import SERVICE, Settings
 from services.inventory.tables import reservations, stock
-from tests.integration.service_kit import deliver, service_fixture, service_of
+from tests.integration.service_kit import deliver, event_for, service_fixture, service_of
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -37,19 +36,6 @@ def _order(sku: str) -> OrderCreated:
         shipping_address=ADDRESS,
         created_at=utcnow(),
     )
-
-
-def _event(ctx: ServiceContext, payload: EventModel) -> Event[Any]:
-    env = Envelope(
-        event_id=str(uuid.uuid4()),
-        event_type=payload.event_type,
-        schema_version=1,
-        occurred_at=utcnow(),
-        producer="test",
-        correlation_id=str(uuid.uuid4()),
-        key=str(getattr(payload, "order_id", "")),
-    )
-    return Event(env, payload, ctx.codec.catalogue.topic_for(payload.event_type), 0, 0)
 
 
 async def _batch(
@@ -95,8 +81,8 @@ async def _opposite_batches(
             restock_id=str(uuid.uuid4()), sku=sku, quantity=10, restocked_at=utcnow()
         )
         await deliver(ctx, restock)
-    one = [_event(ctx, _order(sku_a)), _event(ctx, _order(sku_b))]
-    two = [_event(ctx, _order(sku_b)), _event(ctx, _order(sku_a))]
+    one = [event_for(ctx, _order(sku_a)), event_for(ctx, _order(sku_b))]
+    two = [event_for(ctx, _order(sku_b)), event_for(ctx, _order(sku_a))]
     one_started, two_started, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
     first = asyncio.create_task(_batch(ctx, one, ahead=ahead, first_done=one_started, go=go))
     await asyncio.wait_for(one_started.wait(), 10)

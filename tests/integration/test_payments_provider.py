@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,10 +24,9 @@ from events.catalogue import Catalogue
 from events.codec import AvroCodec
 from events.db import Database
 from events.dependency import DependencyUnavailable
-from events.envelope import Envelope, Event, utcnow
+from events.envelope import utcnow
 from events.kafka import KafkaConnection
 from events.models import EventModel
-from events.outbox import UnitOfWork
 from events.publisher import Draft, publish
 from events.service import Service, ServiceContext
 from events.supervisor import ProcessSpec, start, stop, wait_ready
@@ -51,14 +49,13 @@ from services.payments.handlers import build_router
 from services.payments.provider import Provider
 from services.payments.tables import accounts, attempts, metadata, payments
 from services.provider.tables import captures
-from tests.integration.dependency_kit import Recorder, StandIn, standin
-from tests.integration.service_kit import deliver, emitted, open_service, service_of
+from tests.integration.dependency_kit import Recorder, StandIn, calling, standin
+from tests.integration.service_kit import deliver, emitted, handled_not_committed
 from tests.support import eventually, unique
 
 pytestmark = pytest.mark.integration
 
 ADDRESS = Address(name="Ada", line1="1 Main St", city="Paris", postal_code="75001", country="FR")
-_offsets = itertools.count()
 
 
 @pytest.fixture
@@ -67,23 +64,20 @@ async def provider(tmp_path: Path, database_url: Callable[[str], str]) -> AsyncI
         yield running
 
 
-@contextlib.asynccontextmanager
-async def payments_with(
+def payments_with(
     provider: StandIn,
     tmp_path: Path,
     database_url: Callable[[str], str],
     recorder: Recorder | None = None,
     **client: Any,
-) -> AsyncIterator[tuple[ServiceContext, Recorder]]:
+) -> contextlib.AbstractAsyncContextManager[tuple[ServiceContext, Recorder]]:
     """Payments' handlers over a fresh database, calling ``provider`` through ``recorder``."""
-    recorder = recorder or Recorder()
-    client_of = Provider(provider.settings(**client), transport=recorder)
-    service = Service(NAME, metadata, build_router(client_of), TOPICS)
-    async with open_service(service, Settings, tmp_path, database_url("payments")) as ctx:
-        try:
-            yield ctx, recorder
-        finally:
-            await client_of.dependency.close()
+
+    def service(client_of: Provider) -> Service:
+        return Service(NAME, metadata, build_router(client_of), TOPICS)
+
+    url = database_url("payments")
+    return calling(provider, Provider, service, Settings, tmp_path, url, recorder, **client)
 
 
 @pytest.fixture
@@ -126,24 +120,6 @@ def cancelled(r: StockReserved) -> OrderCancelled:
         failed_step=None,
         cancelled_at=utcnow(),
     )
-
-
-async def handled_not_committed(ctx: ServiceContext, payload: EventModel) -> None:
-    """The handler runs in a unit of work that never commits: payments died after the
-    provider answered and before its own commit (the transaction is rolled back)."""
-    env = Envelope(
-        event_id=str(uuid.uuid4()),
-        event_type=payload.event_type,
-        schema_version=1,
-        occurred_at=utcnow(),
-        producer="test",
-        correlation_id=str(uuid.uuid4()),
-        key=str(getattr(payload, "order_id", "")),
-    )
-    topic = ctx.codec.catalogue.topic_for(payload.event_type)
-    handler = service_of(ctx).router.handlers[payload.event_type].fn
-    async with UnitOfWork(ctx.db, ctx.outbox, cause=env) as uow:
-        await handler(uow, Event(env, payload, topic, 0, next(_offsets)))
 
 
 async def ledger(provider: StandIn, customer_id: str) -> tuple[int, int]:

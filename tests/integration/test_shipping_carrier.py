@@ -11,7 +11,6 @@ runs them (tests.integration.service_kit).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,9 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from events.dependency import DependencyUnavailable
-from events.envelope import Envelope, Event, utcnow
-from events.models import EventModel
-from events.outbox import UnitOfWork
+from events.envelope import utcnow
 from events.service import Service, ServiceContext
 from schemas.models import (
     Address,
@@ -38,12 +35,10 @@ from services.shipping.carrier import Carrier
 from services.shipping.domain import idempotency_key
 from services.shipping.handlers import build_router
 from services.shipping.tables import carrier_calls, metadata, shipments
-from tests.integration.dependency_kit import Recorder, StandIn, standin
-from tests.integration.service_kit import deliver, emitted, open_service, service_of
+from tests.integration.dependency_kit import Recorder, StandIn, calling, standin
+from tests.integration.service_kit import deliver, emitted, handled_not_committed
 
 pytestmark = pytest.mark.integration
-
-_offsets = itertools.count()
 
 
 @pytest.fixture
@@ -52,25 +47,22 @@ async def carrier(tmp_path: Path, database_url: Callable[[str], str]) -> AsyncIt
         yield running
 
 
-@contextlib.asynccontextmanager
-async def shipping_with(
+def shipping_with(
     carrier: StandIn,
     tmp_path: Path,
     database_url: Callable[[str], str],
     recorder: Recorder | None = None,
     **client: Any,
-) -> AsyncIterator[tuple[ServiceContext, Recorder]]:
+) -> contextlib.AbstractAsyncContextManager[tuple[ServiceContext, Recorder]]:
     """Shipping's handlers over a fresh database, calling ``carrier`` through ``recorder``.
     Its own countries are none: every decision must come from the carrier."""
-    recorder = recorder or Recorder()
-    client_of = Carrier(carrier.settings(**client), transport=recorder)
-    router = build_router(frozenset(), client_of)
-    service = Service(NAME, metadata, router, ["payments.events", "orders.events"])
-    async with open_service(service, Settings, tmp_path, database_url("shipping")) as ctx:
-        try:
-            yield ctx, recorder
-        finally:
-            await client_of.dependency.close()
+
+    def service(client_of: Carrier) -> Service:
+        router = build_router(frozenset(), client_of)
+        return Service(NAME, metadata, router, ["payments.events", "orders.events"])
+
+    url = database_url("shipping")
+    return calling(carrier, Carrier, service, Settings, tmp_path, url, recorder, **client)
 
 
 @pytest.fixture
@@ -103,24 +95,6 @@ def cancelled(paid: PaymentCaptured) -> OrderCancelled:
         failed_step=None,
         cancelled_at=utcnow(),
     )
-
-
-async def handled_not_committed(ctx: ServiceContext, payload: EventModel) -> None:
-    """The handler runs in a unit of work that never commits: shipping died after the
-    carrier answered and before its own commit."""
-    env = Envelope(
-        event_id=str(uuid.uuid4()),
-        event_type=payload.event_type,
-        schema_version=1,
-        occurred_at=utcnow(),
-        producer="test",
-        correlation_id=str(uuid.uuid4()),
-        key=str(getattr(payload, "order_id", "")),
-    )
-    topic = ctx.codec.catalogue.topic_for(payload.event_type)
-    handler = service_of(ctx).router.handlers[payload.event_type].fn
-    async with UnitOfWork(ctx.db, ctx.outbox, cause=env) as uow:
-        await handler(uow, Event(env, payload, topic, 0, next(_offsets)))
 
 
 async def bookings(carrier: StandIn, order_id: str) -> list[tuple[str, str]]:
