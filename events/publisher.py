@@ -33,7 +33,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from events.codec import AvroCodec
 from events.envelope import Envelope, new_event_id, utcnow
 from events.kafka import KafkaConnection, reliable_producer
-from events.telemetry import current_traceparent, root_span
+from events.telemetry import created_traceparent
 
 __all__ = [
     "Draft",
@@ -109,8 +109,8 @@ def prepare(codec: AvroCodec, drafts: Sequence[Draft], producer: str) -> list[Ou
         if not draft.key:
             raise PublishError(f"{where}: empty key")
         event_id = draft.event_id or new_event_id()
-        with root_span(f"publish {draft.event_type}", {"choreo.event_id": event_id}):
-            traceparent = current_traceparent()
+        # The trace a published event starts (its consumers' spans are children of this).
+        traceparent = created_traceparent(topic, draft.key, event_id)
         env = Envelope(
             event_id=event_id,
             event_type=draft.event_type,

@@ -241,13 +241,23 @@ def batch_spans(consumer: str, events: Sequence[Event[Any]]) -> Iterator[None]:
             span.end()
 
 
-@contextmanager
-def root_span(name: str, attributes: dict[str, str | int] | None = None) -> Iterator[Span]:
-    """Where a saga starts outside any request (a CLI publish): the trace's first span."""
-    with tracer().start_as_current_span(
-        name, kind=SpanKind.PRODUCER, attributes=attributes or {}
-    ) as span:
-        yield span
+def created_traceparent(topic: str, key: str, event_id: str) -> str | None:
+    """The creation context of a message made outside any handler (a CLI publish): its
+    ``create <topic>`` PRODUCER span (child of the current span, if any; ended at once, the
+    conventions' span for one message's creation) as a traceparent; None without a tracer."""
+    if not tracing_enabled():
+        return None
+    attributes: dict[str, str | int] = {
+        SYSTEM: "kafka",
+        OPERATION_TYPE: "create",
+        OPERATION_NAME: "create",
+        DESTINATION: topic,
+        KEY: key,
+        MESSAGE_ID: event_id,
+    }
+    span = tracer().start_span(f"create {topic}", kind=SpanKind.PRODUCER, attributes=attributes)
+    span.end()
+    return traceparent_of(span)
 
 
 @contextmanager

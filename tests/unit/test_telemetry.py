@@ -21,6 +21,7 @@ from events.envelope import Envelope, utcnow
 from events.process import ProcessSettings
 from events.settings import load_settings
 from events.telemetry import (
+    created_traceparent,
     end_send_span,
     instrument_app,
     parent_context,
@@ -247,3 +248,17 @@ async def test_a_request_is_a_server_span_continuing_the_callers_trace_and_probe
     assert span.kind is SpanKind.SERVER and span.name == "POST /api/v1/orders"
     assert span.parent is not None and span.parent.span_id == _parent_span_id(SAMPLED_PARENT)
     assert f"{span.context.trace_id:032x}" == SAMPLED_PARENT.split("-")[1]
+
+
+def test_a_published_message_is_created_in_a_create_span_its_traceparent_names(spans):
+    spans.clear()
+    event_id = str(uuid.uuid4())
+    sent = created_traceparent("t.stock", "sku-1", event_id)
+    (span,) = spans.get_finished_spans()
+    assert span.name == "create t.stock" and span.kind is SpanKind.PRODUCER
+    assert span.attributes[messaging.MESSAGING_OPERATION_TYPE] == (
+        messaging.MessagingOperationTypeValues.CREATE.value
+    )
+    assert span.attributes[messaging.MESSAGING_MESSAGE_ID] == event_id
+    assert span.attributes[messaging.MESSAGING_KAFKA_MESSAGE_KEY] == "sku-1"
+    assert sent is not None and _parent_span_id(sent) == span.context.span_id
