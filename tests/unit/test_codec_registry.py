@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 from fastavro import schemaless_writer
 
 from events.catalogue import Catalogue, SchemaVersion
@@ -23,7 +24,9 @@ from events.codec import (
     UnregisteredSchema,
     writer_schema,
 )
+from events.envelope import Envelope, new_event_id, utcnow
 from events.pausing import DependencyUnavailable
+from events.reading import decode_records
 from events.schema_registry import RegistryUnavailable, subject_for
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "schemas"
@@ -154,3 +157,19 @@ def test_subjects_follow_topic_record_name_strategy():
     assert subject_for("orders.events", "choreo.orders.OrderPlaced") == (
         "orders.events-choreo.orders.OrderPlaced"
     )
+
+
+def test_a_projection_reader_skips_no_valid_event_for_a_registry_it_cannot_ask(catalogue):
+    """Skipping would lose the event for the read model: decode_records raises instead,
+    and the projection's runner waits and reads again from its saved offsets."""
+    writer = _registry_codec(catalogue, 9)
+    reader = AvroCodec(catalogue)  # has never seen id 9, and no registry to ask
+    env = Envelope(new_event_id(), "Ping", 1, utcnow(), "test", new_event_id(), "k")
+    record = ConsumerRecord(
+        "t.ping", 0, 5, 0, 0, b"k", writer.encode("Ping", PING), None, 0, 0,
+        env.to_headers(),
+    )  # fmt: skip
+
+    with pytest.raises(RegistryUnavailable):
+        decode_records("projection", {"Ping": None}, reader, [record])
+    assert decode_records("projection", {"Ping": None}, writer, [record]).events[0].payload == PING
