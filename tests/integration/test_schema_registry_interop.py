@@ -263,11 +263,17 @@ async def test_confluent_kafka_decodes_what_choreo_publish_sends_in_registry_mod
     assert decoded["placed_at"].isoformat() == "2026-03-01T11:00:00+00:00"
 
 
+@pytest.mark.parametrize("headers", ["choreo", "cloudevents"])
 async def test_choreo_applies_events_confluent_kafka_serialized_with_its_own_writer_schema(
-    schema_registry: RegistrySpec, kafka_bootstrap: str, new_topic: Any, new_db: Any
+    schema_registry: RegistrySpec, kafka_bootstrap: str, new_topic: Any, new_db: Any, headers: str
 ) -> None:
+    """A foreign producer: confluent-kafka's AvroSerializer registers its own text of Ping
+    (a field more, with a default: BACKWARD lets it in) and frames the bytes; the headers
+    are choreo's envelope, or only the CloudEvents binary-mode ones (the SDK's to_binary)."""
     import confluent_kafka.schema_registry as sr
     import confluent_kafka.schema_registry.avro as avro
+    from cloudevents.http import CloudEvent
+    from cloudevents.kafka import to_binary
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     topic = await new_topic(partitions=1)
@@ -284,16 +290,29 @@ async def test_choreo_applies_events_confluent_kafka_serialized_with_its_own_wri
     )
     context = SerializationContext(topic, MessageField.VALUE)
     values = [
-        (
-            "Ping",
-            "foreign",
-            serializer(
-                {"origin": "java", "aggregate_id": "foreign", "seq": s, "note": ""}, context
-            ),
-        )
+        serializer({"origin": "java", "aggregate_id": "foreign", "seq": s, "note": ""}, context)
         for s in range(3)
     ]
-    await _send(kafka_bootstrap, topic, values)
+    if headers == "choreo":
+        await _send(kafka_bootstrap, topic, [("Ping", "foreign", v) for v in values])
+    else:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for value in values:
+                attributes = {
+                    "type": "Ping",
+                    "source": "https://elsewhere.example/java-producer",
+                    "datacontenttype": "application/avro",
+                    "partitionkey": "foreign",
+                }
+                message = to_binary(CloudEvent(attributes, value), data_marshaller=lambda b: b)
+                assert "event-type" not in message.headers
+                await producer.send_and_wait(
+                    topic, message.value, key=b"foreign", headers=list(message.headers.items())
+                )
+        finally:
+            await producer.stop()
 
     db = await new_db("service")
     # A single-object process: it writes C3 01, and reads registry-framed events too.
