@@ -73,7 +73,7 @@ async def lock_stock_ahead(uow: UnitOfWork, events: Sequence[Event[Any]]) -> Non
     if settled:
         skus |= await repo.reserved_skus(settled)
     if skus:
-        await repo.lock_stock(skus)
+        await repo.lock_stock_ahead(skus)
 
 
 # A request from outside the saga: a refused one holds back nothing of its key.

@@ -1,6 +1,11 @@
 """Inventory's statements: stock levels, prices, reservations and applied restocks, for the handlers
 and the API. What a handler changes it reads ``FOR UPDATE`` (a no-op on SQLite, whose
-transactions hold the write lock already)."""
+transactions hold the write lock already).
+
+A batch's stock rows locked ahead (:meth:`InventoryRepository.lock_stock_ahead`) are kept in
+the session's ``info`` as they stand in the transaction (every write goes through
+``save_stock``, which updates them), so the handlers' ``lock_stock`` reads them there instead
+of asking the database again."""
 
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ _RESERVED_LINES = Prepared(
     )
 )
 _PRICES = KeyedRows(prices.c.sku)
+# The session's info key of the stock locked ahead: SKU -> counts (None: no row yet).
+_AHEAD = "inventory.stock_locked_ahead"
+Counts = tuple[int, int, int, int]  # on_hand, reserved, shipped, received
 
 
 class InventoryRepository(Repository):
@@ -45,12 +53,28 @@ class InventoryRepository(Repository):
 
     async def lock_stock(self, skus: Iterable[str]) -> dict[str, StockLevel]:
         """The stored levels of ``skus`` (a SKU never stocked is missing), locked."""
+        wanted = sorted(set(skus))
+        ahead: dict[str, Counts | None] | None = self.session.info.get(_AHEAD)
+        if ahead is not None and all(sku in ahead for sku in wanted):
+            return {
+                sku: StockLevel(sku, *counts)
+                for sku in wanted
+                if (counts := ahead[sku]) is not None
+            }
+        return {sku: StockLevel(sku, *counts) for sku, counts in (await self._lock(wanted)).items()}
+
+    async def lock_stock_ahead(self, skus: Iterable[str]) -> None:
+        """Locks the stock rows of ``skus`` for the rest of the transaction, and keeps them
+        for the handlers' ``lock_stock``."""
+        wanted = sorted(set(skus))
+        ahead: dict[str, Counts | None] = dict.fromkeys(wanted)
+        ahead.update(await self._lock(wanted))
+        self.session.info[_AHEAD] = ahead
+
+    async def _lock(self, sorted_skus: list[str]) -> dict[str, Counts]:
         # Sorted, so that two transactions lock shared SKUs in the same order (no deadlock).
-        rows = await _LOCK_STOCK.rows(self.session, {"skus": sorted(set(skus))})
-        return {
-            r["sku"]: StockLevel(r["sku"], r["on_hand"], r["reserved"], r["shipped"], r["received"])
-            for r in rows
-        }
+        rows = await _LOCK_STOCK.rows(self.session, {"skus": sorted_skus})
+        return {r["sku"]: (r["on_hand"], r["reserved"], r["shipped"], r["received"]) for r in rows}
 
     async def reserved_skus(self, order_ids: Iterable[str]) -> set[str]:
         """The SKUs held for ``order_ids`` (orders inventory has not seen hold none)."""
@@ -61,11 +85,14 @@ class InventoryRepository(Repository):
         self, levels: Iterable[StockLevel], now: datetime, *, new: bool = False
     ) -> None:
         """Writes ``levels`` back (``new``: inserts them)."""
+        ahead: dict[str, Counts | None] | None = self.session.info.get(_AHEAD)
         for level in levels:
             if new:
                 await _STOCK.insert(self.session, {"sku": level.sku, **_counts(level, now)})
             else:
                 await _STOCK.set(self.session, level.sku, **_counts(level, now))
+            if ahead is not None and level.sku in ahead:
+                ahead[level.sku] = (level.on_hand, level.reserved, level.shipped, level.received)
 
     async def reservation(
         self, order_id: str, *, lock: bool = False

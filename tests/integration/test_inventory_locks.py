@@ -15,7 +15,14 @@ from sqlalchemy import select, text
 from events.envelope import Event, utcnow
 from events.outbox import UnitOfWork
 from events.service import ServiceContext
-from schemas.models import Address, OrderCreated, OrderLine, StockRestocked
+from schemas.models import (
+    Address,
+    OrderCancelled,
+    OrderCompleted,
+    OrderCreated,
+    OrderLine,
+    StockRestocked,
+)
 from services.inventory.app import SERVICE, Settings
 from services.inventory.tables import reservations, stock
 from tests.integration.service_kit import deliver, event_for, service_fixture, service_of
@@ -27,14 +34,21 @@ ctx = service_fixture(SERVICE, Settings)
 ADDRESS = Address(name="Ada", line1="1 Main St", city="Berlin", postal_code="10115", country="DE")
 
 
-def _order(sku: str) -> OrderCreated:
+def _order(sku: str, *more: tuple[str, int]) -> OrderCreated:
+    lines = [(sku, 1), *more]
     return OrderCreated(
         order_id=str(uuid.uuid4()),
         customer_id="cust-1",
-        lines=[OrderLine(sku=sku, quantity=1, unit_price_cents=250)],
+        lines=[OrderLine(sku=s, quantity=q, unit_price_cents=250) for s, q in lines],
         total_cents=250,
         shipping_address=ADDRESS,
         created_at=utcnow(),
+    )
+
+
+def _restock(sku: str, quantity: int) -> StockRestocked:
+    return StockRestocked(
+        restock_id=str(uuid.uuid4()), sku=sku, quantity=quantity, restocked_at=utcnow()
     )
 
 
@@ -77,10 +91,7 @@ async def _opposite_batches(
     its first row before either asks for its second."""
     sku_a, sku_b = sorted(f"SKU-{uuid.uuid4().hex[:8]}" for _ in range(2))
     for sku in (sku_a, sku_b):
-        restock = StockRestocked(
-            restock_id=str(uuid.uuid4()), sku=sku, quantity=10, restocked_at=utcnow()
-        )
-        await deliver(ctx, restock)
+        await deliver(ctx, _restock(sku, 10))
     one = [event_for(ctx, _order(sku_a)), event_for(ctx, _order(sku_b))]
     two = [event_for(ctx, _order(sku_b)), event_for(ctx, _order(sku_a))]
     one_started, two_started, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -127,3 +138,38 @@ async def test_without_the_lock_ahead_the_same_batches_deadlock(ctx: ServiceCont
     failures = [o for o in outcomes if isinstance(o, Exception)]
     assert len(failures) == 1, outcomes
     assert "deadlock" in str(failures[0]).lower()
+
+
+@pytest.mark.usefixtures("postgres_only")
+async def test_a_batch_reads_the_rows_it_locked_ahead_as_its_own_writes_left_them(
+    ctx: ServiceContext,
+):
+    """The handlers read the stock locked ahead from the session, not the database: a new
+    SKU restocked, reserved, released and shipped within one batch must add up."""
+    new_sku, old_sku = f"SKU-{uuid.uuid4().hex[:8]}", f"SKU-{uuid.uuid4().hex[:8]}"
+    await deliver(ctx, _restock(old_sku, 10))
+    first, second = _order(new_sku, (old_sku, 1)), _order(new_sku)
+    cancelled = OrderCancelled(
+        order_id=first.order_id, customer_id="cust-1", reason="changed", cancelled_at=utcnow()
+    )
+    completed = OrderCompleted(
+        order_id=second.order_id,
+        customer_id="cust-1",
+        total_cents=250,
+        shipment_id=str(uuid.uuid4()),
+        completed_at=utcnow(),
+    )
+    batch = [_restock(new_sku, 5), first, second, cancelled, completed]
+    done, go = asyncio.Event(), asyncio.Event()
+    go.set()
+
+    await _batch(ctx, [event_for(ctx, p) for p in batch], ahead=True, first_done=done, go=go)
+
+    columns = (stock.c.sku, stock.c.on_hand, stock.c.reserved, stock.c.shipped, stock.c.received)
+    async with ctx.db.session() as s:
+        rows = {r[0]: tuple(r[1:]) for r in (await s.execute(select(*columns))).all()}
+        statuses = dict(
+            (await s.execute(select(reservations.c.order_id, reservations.c.status))).all()
+        )
+    assert rows == {new_sku: (4, 0, 1, 5), old_sku: (10, 0, 0, 10)}
+    assert statuses == {first.order_id: "RELEASED", second.order_id: "SHIPPED"}
