@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from events.catalogue import Catalogue
-from events.codec import AvroCodec, Decoded
+from events.codec import AvroCodec, Decoded, RegistryFraming
 from services.analytics.codec import PlatformAvroCodec, Undecodable
 
 CODEC = AvroCodec(Catalogue.load())
@@ -35,3 +35,18 @@ def test_bad_bytes_become_a_value_saying_why():
     assert isinstance(unknown, Undecodable) and unknown.error_type == "UnknownSchemaError"
     truncated = codec.loads(CODEC.encode("OrderCompleted", COMPLETED)[:-3])
     assert isinstance(truncated, Undecodable) and "OrderCompleted" in truncated.error
+
+
+def test_reads_both_framings_as_one_stream():
+    """A topic migrating to the registry format: analytics' codec over a single-object
+    platform codec (what make_codec builds) reads registry-framed values too. Its registry
+    framing knows the id here (as after a first fetch), so no registry is needed."""
+    fp = CODEC.catalogue.latest("OrderCompleted").fingerprint
+    writer = AvroCodec(CODEC.catalogue, RegistryFraming(None, {fp: 42}))
+    framed = writer.encode("OrderCompleted", COMPLETED)
+    assert framed[:5] == b"\x00" + (42).to_bytes(4, "big")
+    reader = PlatformAvroCodec(AvroCodec(CODEC.catalogue, registry=RegistryFraming(None, {fp: 42})))
+    single = reader.loads(CODEC.encode("OrderCompleted", COMPLETED))
+    registry = reader.loads(framed)
+    assert isinstance(single, Decoded) and isinstance(registry, Decoded)
+    assert registry.payload == single.payload and registry.event_type == "OrderCompleted"
