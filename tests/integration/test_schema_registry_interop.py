@@ -170,6 +170,27 @@ def test_a_registry_mode_process_whose_schemas_are_not_registered_stops_at_start
         _registry_codec(catalogue, schema_registry.ccompat_url)
 
 
+def test_a_registry_mode_service_with_unregistered_schemas_exits_naming_the_release(
+    schema_registry: RegistrySpec, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "TOPIC_PREFIX": f"{unique('unreleased')}.",  # subjects no one registered
+        "SCHEMA_FORMAT": "registry",
+        "SCHEMA_REGISTRY_URL": schema_registry.ccompat_url,
+        "HTTP_PORT": "0",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'notifications.db'}",
+        "TRACE_EXPORTER": "none",
+    }
+
+    ran = run_module("services.notifications", env=env)
+
+    assert ran.returncode == 1
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last.startswith("notifications: schemas not registered at ")
+    assert "choreo schemas release" in last and "Traceback" not in ran.stderr
+
+
 # --------------------------------------------------------------------------- interop
 
 
