@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from events.db import Database
 from events.http_input import STORABLE_TEXT
+from services.addresses import serviceable
 from services.carrier import repository
-from services.carrier.domain import Status, serviceable
+from services.carrier.domain import Status
 from services.standin.http import idempotency_key, idempotent
 
 Text = Annotated[str, Field(max_length=200, pattern=STORABLE_TEXT)]

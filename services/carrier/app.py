@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import Field, field_validator
 
+from services.addresses import DEFAULT_COUNTRIES, country_codes
 from services.carrier.api import install
-from services.carrier.domain import DEFAULT_COUNTRIES
 from services.carrier.tables import metadata
 from services.standin.process import StandIn, StandInSettings, run
 
 NAME = "carrier"
-_COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 class Settings(StandInSettings):
@@ -26,14 +23,7 @@ class Settings(StandInSettings):
     @field_validator("carrier_countries")
     @classmethod
     def _country_codes(cls, value: str) -> str:
-        codes = [code.strip() for code in value.split(",")]
-        bad = [code for code in codes if not _COUNTRY.fullmatch(code)]
-        if bad:
-            raise ValueError(
-                "CARRIER_COUNTRIES must be comma-separated 2-letter upper-case country codes "
-                f"(e.g. DE,FR); not {', '.join(repr(code) for code in bad)}"
-            )
-        return ",".join(codes)
+        return country_codes(value, "CARRIER_COUNTRIES")
 
     @property
     def countries(self) -> frozenset[str]:

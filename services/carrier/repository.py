@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.carrier.domain import Status, carrier_for
+from services.addresses import carrier_for
+from services.carrier.domain import Status
 from services.carrier.tables import bookings
 
 Reply = tuple[int, dict[str, Any]]

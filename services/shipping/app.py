@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
 from events.dependency import CALLING_OUT_BATCH, DependencySettings, http_url
 from events.service import Service, ServiceSettings, run
+from services.addresses import DEFAULT_COUNTRIES, country_codes
 from services.shipping.api import api
 from services.shipping.carrier import Carrier
 from services.shipping.handlers import build_router
 from services.shipping.tables import metadata
 
 NAME = "shipping"
-_COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 class Settings(ServiceSettings):
     http_port: int = Field(default=8104, ge=0, le=65535, description="HTTP port (0: none)")
     supported_countries: str = Field(
-        default="DE,FR,NL,BE,GB,US",
+        default=DEFAULT_COUNTRIES,
         description="Countries shipped to without a carrier (with one, the carrier decides): "
         "comma-separated ISO 3166-1 alpha-2 codes, upper case",
     )
@@ -57,14 +56,7 @@ class Settings(ServiceSettings):
     @field_validator("supported_countries")
     @classmethod
     def _country_codes(cls, value: str) -> str:
-        codes = [code.strip() for code in value.split(",")]
-        bad = [code for code in codes if not _COUNTRY.fullmatch(code)]
-        if bad:
-            raise ValueError(
-                "SUPPORTED_COUNTRIES must be comma-separated 2-letter upper-case country codes "
-                f"(e.g. DE,FR); not {', '.join(repr(code) for code in bad)}"
-            )
-        return ",".join(codes)
+        return country_codes(value, "SUPPORTED_COUNTRIES")
 
     @property
     def supported(self) -> frozenset[str]:

@@ -29,7 +29,8 @@ from events.dependency import Answer, Dependency, DependencySettings
 from events.envelope import utcnow
 from events.routing import PermanentError
 from schemas.models import Address
-from services.shipping.domain import UNSERVICEABLE, idempotency_key
+from services.addresses import UNSERVICEABLE
+from services.shipping.domain import idempotency_key
 from services.shipping.repository import ShippingRepository
 
 

@@ -1,8 +1,8 @@
 """Shipping's business rules: where we deliver, with whom, and how a shipment changes state.
 
 With a carrier (``CARRIER_URL``) the carrier decides where it delivers and who carries (its
-booking or its 422); the rules here (``serviceable``, ``carrier_for``) decide only for a
-deployment without one, as before the carrier existed.
+booking or its 422); the carrier's own address rules (:mod:`services.addresses`:
+``serviceable``, ``carrier_for``) decide here only for a deployment without one.
 
 Pure: standard library only, no I/O. Ids and clocks come in from the caller.
 """
@@ -15,22 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-UNSERVICEABLE: Final = "address not serviceable"
-# A postal code of zeros is the placeholder that shops put in when the customer left it
-# blank; no carrier accepts it.
-PLACEHOLDER_POSTAL_CODE: Final = "00000"
+from services.addresses import carrier_for, serviceable
 
-CARRIERS: Final[dict[str, str]] = {
-    "BE": "bpost",
-    "DE": "dhl",
-    "FR": "colissimo",
-    "GB": "royal-mail",
-    "NL": "postnl",
-    "US": "ups",
-}
-# Countries added to the supported set without a national carrier go with the
-# international one.
-DEFAULT_CARRIER: Final = "dhl-express"
 # Fixed for good: every key ever sent to the carrier derives from it, so a redelivered event
 # after an upgrade still re-sends the key of its first call.
 IDEMPOTENCY_NAMESPACE: Final = uuid.UUID("0b6f4f1e-3c2d-4e8a-9a57-2d1c7e5b8f30")
@@ -52,22 +38,6 @@ class Shipment:
     shipment_id: str | None = None
     carrier: str | None = None
     reason: str | None = None
-
-
-def serviceable(country: str, postal_code: str, supported: frozenset[str]) -> str | None:
-    """None when we deliver to this address, else the reason we do not."""
-    # Codes are upper case on the wire; accept any case so a caller's spelling cannot
-    # turn a served country into a refusal.
-    code = country.strip().upper()
-    if code not in supported:
-        return f"{UNSERVICEABLE}: country {code or '(none)'} is not served"
-    if postal_code.strip().startswith(PLACEHOLDER_POSTAL_CODE):
-        return f"{UNSERVICEABLE}: postal code {postal_code.strip()!r} is not deliverable"
-    return None
-
-
-def carrier_for(country: str) -> str:
-    return CARRIERS.get(country.strip().upper(), DEFAULT_CARRIER)
 
 
 def on_payment_captured(

@@ -33,9 +33,9 @@ from schemas.models import (
     OrderCancellationRequested,
     OrderLine,
 )
+from services.addresses import serviceable
 from services.inventory.domain import Shortage, Shortages
 from services.notifications.domain import OrderStatus, Outcome, message_for
-from services.shipping.domain import serviceable
 
 LIMIT = 256 * 1024  # a quarter of the broker's default max.message.bytes
 WIDE = "\U0001d11e"  # 4 bytes in UTF-8: the most a code point costs in an Avro string

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from services.addresses import CARRIERS, DEFAULT_CARRIER, carrier_for, serviceable
 from services.shipping.domain import (
-    CARRIERS,
-    DEFAULT_CARRIER,
     Shipment,
     Status,
     booked,
-    carrier_for,
     idempotency_key,
     on_order_cancelled,
     on_payment_captured,
-    serviceable,
     undeliverable,
 )
 

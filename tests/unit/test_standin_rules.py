@@ -4,7 +4,7 @@ how an idempotency key's request is fingerprinted."""
 from __future__ import annotations
 
 from events.supervisor import load_manifest
-from services.carrier.domain import carrier_for, serviceable
+from services.addresses import carrier_for, serviceable
 from services.provider.domain import (
     Refusal,
     Status,
