@@ -144,13 +144,23 @@ class RegistryFraming:
 
     def _fetch(self, schema_id: int) -> str:
         # Imported here: httpx is not loaded by processes that never meet a registry id.
-        from events.schema_registry import RegistryClient, RegistryUnavailable
+        from events.schema_registry import (
+            RegistryClient,
+            RegistryError,
+            RegistryRefused,
+            RegistryUnavailable,
+        )
 
         if self.url is None:
             raise RegistryUnavailable(f"none configured to read schema id {schema_id}")
         if self._client is None:
             self._client = RegistryClient(self.url)
-        text = self._client.schema(schema_id)
+        try:
+            text = self._client.schema(schema_id)
+        except RegistryRefused as exc:  # e.g. 401/403: it refuses this process, not the event
+            raise RegistryUnavailable(str(exc)) from None
+        except RegistryError as exc:  # e.g. a Protobuf or JSON schema: no Avro event
+            raise UnknownSchemaError(f"schema id {schema_id}: {exc}") from None
         if text is None:
             raise UnknownSchemaError(f"schema id {schema_id} is not in the registry at {self.url}")
         return text

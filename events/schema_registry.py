@@ -14,7 +14,10 @@ a dev dependency: the interop tests check our bytes against its serializers.
 
 Calls are synchronous (httpx.Client): they run at start-up (the ids a writer needs) and
 once per schema id a reader has not seen, which after start-up is only when another
-producer registered a new version.
+producer registered a new version. That one call runs on the reader's event loop; a
+registry that refuses connections answers at once, and one that does not answer holds the
+loop for the connect timeout (2 s) per attempt, an attempt per ``RETRY_AFTER_S`` while
+such an id waits.
 """
 
 from __future__ import annotations

@@ -24,12 +24,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from fastavro.utils import generate_one
 
 from events.catalogue import Catalogue, dead_letter_topic
-from events.codec import AvroCodec
+from events.codec import AvroCodec, UnknownSchemaError
 from events.compat import check_catalogue
 from events.dlq import DLQ_REASON
 from events.encoding import make_codec
@@ -189,6 +190,40 @@ def test_a_registry_mode_service_with_unregistered_schemas_exits_naming_the_rele
     last = ran.stderr.strip().splitlines()[-1]
     assert last.startswith("notifications: schemas not registered at ")
     assert "choreo schemas release" in last and "Traceback" not in ran.stderr
+
+
+def test_ids_the_registry_has_but_no_contract_reads_are_unknown_and_kept_apart(
+    schema_registry: RegistrySpec,
+) -> None:
+    """What the codec makes of ids: another record (not an event type), a JSON schema, an
+    id the registry does not have: UnknownSchemaError, dead-lettered with that reason."""
+    topic = unique("ids")
+    url = schema_registry.ccompat_url
+    codec = make_codec(_fixture_catalogue(topic), SchemaEncoding("single-object", url))
+    headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
+    other = {"type": "record", "name": "Other", "namespace": "x", "fields": []}
+    with httpx.Client(base_url=url, headers=headers, timeout=10) as api:
+        record_id = api.post(
+            f"/subjects/{topic}-x.Other/versions", json={"schema": json.dumps(other)}
+        ).json()["id"]
+        json_schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
+        answer = api.post(
+            f"/subjects/{topic}-json/versions",
+            json={"schema": json.dumps(json_schema), "schemaType": "JSON"},
+        )
+        assert answer.status_code == 200, answer.text
+        json_id = answer.json()["id"]
+
+    def framed(schema_id: int) -> bytes:
+        return b"\x00" + schema_id.to_bytes(4, "big")
+
+    with pytest.raises(UnknownSchemaError, match="no event type of the catalogue"):
+        codec.decode(framed(record_id))
+    with pytest.raises(UnknownSchemaError, match="JSON schema, not Avro"):
+        codec.decode(framed(json_id))
+    with pytest.raises(UnknownSchemaError, match="not in the registry"):
+        codec.decode(framed(2_000_000_000))
+    assert codec.registry.cached_ids == frozenset()  # nothing kept for an unreadable id
 
 
 # --------------------------------------------------------------------------- interop
