@@ -83,7 +83,7 @@ from events.outbox_lease import LeaseLost, OutboxLease
 from events.prepared import Prepared
 from events.relay_batch import Outcome, Unsent, log_quarantined, send, send_in_order, settle
 from events.tables import outbox
-from events.telemetry import tracing_enabled
+from events.telemetry import end_send_span, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,15 @@ class OutboxRelay:
 
     async def _send_alone(self, row: Any, traced: bool) -> None:
         producer = await self._ensure_producer()
-        await (await send(producer, row, traced))
+        ack, span = await send(producer, row, traced)
+        try:
+            await ack
+        except BaseException as exc:
+            if span is not None:
+                end_send_span(span, exc)
+            raise
+        if span is not None:
+            end_send_span(span, None)
 
     async def _mark_sent(self, ids: list[int]) -> None:
         params = {"ids": ids, "now": utcnow()}

@@ -18,7 +18,6 @@ when SAGA_TIMEOUT_ENABLED). Re-queueing puts the row at the end of the outbox, a
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Awaitable, Collection, Sequence
@@ -31,7 +30,7 @@ from opentelemetry.trace import Span
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from events.envelope import H_EVENT_ID, H_TRACEPARENT, utcnow
+from events.envelope import H_TRACEPARENT, utcnow
 from events.kafka_errors import TopicNotInCatalogue, describe
 from events.tables import outbox, outbox_quarantine
 from events.telemetry import end_send_span, start_send_span, traceparent_of
@@ -65,38 +64,28 @@ class Outcome:
     moved: list[dict[str, Any]] = field(default_factory=list)  # quarantine rows written
 
 
-async def send(producer: AIOKafkaProducer, row: Any, traced: bool = False) -> Awaitable[Any]:
-    """Hands the row to the producer; the returned future is its ack. ``traced``: the row
-    is sent under a ``send <topic>`` span (child of the row's traceparent, ended at the
-    ack) whose traceparent the message carries instead, so its consumers are its children."""
+async def send(
+    producer: AIOKafkaProducer, row: Any, traced: bool = False
+) -> tuple[Awaitable[Any], Span | None]:
+    """Hands the row to the producer: its ack (a future) and, when ``traced``, the
+    ``send <topic>`` span it is sent under (child of the row's traceparent; the message
+    carries the span's instead, so its consumers are the span's children), which the caller
+    ends at the ack (``end_send_span``). A refusal before sending ends the span."""
     stored: dict[str, str] = json.loads(row.headers)
     span = None
     if traced:
-        span = start_send_span(
-            row.topic, row.key, stored.get(H_EVENT_ID), stored.get(H_TRACEPARENT)
-        )
+        span = start_send_span(row.topic, stored.get(H_TRACEPARENT))
         stored[H_TRACEPARENT] = traceparent_of(span) or stored.get(H_TRACEPARENT, "")
     headers = [(k, v.encode()) for k, v in stored.items()]
     try:
-        future: asyncio.Future[Any] = await producer.send(
+        future: Awaitable[Any] = await producer.send(
             row.topic, row.payload, key=row.key.encode(), headers=headers
         )
     except BaseException as exc:
         if span is not None:
-            end_send_span(span, None, exc)
+            end_send_span(span, exc)
         raise
-    if span is not None:
-        future.add_done_callback(functools.partial(_acked, span))
-    return future
-
-
-def _acked(span: Span, future: asyncio.Future[Any]) -> None:
-    if future.cancelled():
-        end_send_span(span, None, asyncio.CancelledError())
-    elif (error := future.exception()) is not None:
-        end_send_span(span, None, error)
-    else:
-        end_send_span(span, getattr(future.result(), "partition", None), None)
+    return future, span
 
 
 async def send_in_order(
@@ -111,6 +100,7 @@ async def send_in_order(
     refusal, which the relay judges."""
     outcome = Outcome()
     futures: list[Awaitable[Any]] = []
+    spans: list[Span | None] = []
     results: list[BaseException | None] = []
     for i, row in enumerate(rows):
         if known_topics is not None and row.topic not in known_topics:
@@ -120,7 +110,9 @@ async def send_in_order(
             results.append(_NotSent())
             continue
         try:
-            futures.append(await send(producer, row, traced))
+            future, span = await send(producer, row, traced)
+            futures.append(future)
+            spans.append(span)
             results.append(None)
         except (KafkaError, OSError, TimeoutError) as exc:
             # aiokafka refuses some records before sending (larger than its request
@@ -128,7 +120,12 @@ async def send_in_order(
             results.append(exc)
             results.extend(_NotSent() for _ in rows[i + 1 :])
             break
-    acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+    answers = await asyncio.gather(*futures, return_exceptions=True)
+    if traced:  # each send span ends at its row's answer (here: one pass, no callbacks)
+        for span, answer in zip(spans, answers, strict=True):
+            if span is not None:
+                end_send_span(span, answer if isinstance(answer, BaseException) else None)
+    acks = iter(answers)
     # Each sent row's slot gets its ack (metadata) or the exception that failed it.
     results = [next(acks) if r is None else r for r in results]
     skipped = {id(row) for row, _ in outcome.quarantine}

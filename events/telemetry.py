@@ -178,42 +178,40 @@ def process_span(
     return start_handling_span(f"process {topic}", envelope.traceparent, attributes)
 
 
-def start_send_span(topic: str, key: str, event_id: str | None, traceparent: str | None) -> Span:
+def start_send_span(topic: str, traceparent: str | None) -> Span:
     """The PRODUCER span ``send <topic>`` of one message, child of the span that wrote it
-    (``traceparent``, stored with the outbox row), not current: the caller ends it when the
-    broker acknowledges (``end_send_span``)."""
-    attributes: dict[str, str | int] = {
-        SYSTEM: "kafka",
-        OPERATION_TYPE: "send",
-        OPERATION_NAME: "send",
-        DESTINATION: topic,
-        KEY: key,
-    }
-    if event_id:
-        attributes[MESSAGE_ID] = event_id
+    (``traceparent``, stored with the outbox row), not current: the caller ends it at the
+    broker's answer (``end_send_span``). The conventions' required attributes only: one
+    such span per published row, and each attribute costs on every one (the consumer's
+    process span names the message: id, key, partition, offset)."""
     return tracer().start_span(
         f"send {topic}",
         context=parent_context(traceparent),
         kind=SpanKind.PRODUCER,
-        attributes=attributes,
+        attributes={
+            SYSTEM: "kafka",
+            OPERATION_TYPE: "send",
+            OPERATION_NAME: "send",
+            DESTINATION: topic,
+        },
     )
 
 
-def end_send_span(span: Span, partition: int | None, error: BaseException | None) -> None:
-    """Ends a send span at the broker's answer: the partition written, or the error."""
+def end_send_span(span: Span, error: BaseException | None) -> None:
+    """Ends a send span at the broker's answer (an error is recorded on it)."""
     if error is not None:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-    elif partition is not None:
-        span.set_attribute(PARTITION, str(partition))
     span.end()
 
 
 def traceparent_of(span: Span) -> str | None:
-    """The W3C traceparent naming ``span`` (what a message it sends carries)."""
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get("traceparent")
+    """The W3C traceparent naming ``span`` (what a message it sends carries), written from
+    its public span context: the propagator's inject would build a context per row."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 @contextmanager

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from events.envelope import Envelope, utcnow
 from events.process import ProcessSettings
@@ -134,31 +135,36 @@ def test_a_reader_in_no_group_is_named_by_choreo_consumer(spans):
 
 def test_a_send_span_is_the_rows_child_and_the_parent_the_message_names(spans):
     spans.clear()
-    event_id = str(uuid.uuid4())
-    span = start_send_span("t.orders", "order-1", event_id, SAMPLED_PARENT)
+    span = start_send_span("t.orders", SAMPLED_PARENT)
     sent = traceparent_of(span)
-    end_send_span(span, 1, None)
+    end_send_span(span, None)
     (done,) = spans.get_finished_spans()
     assert done.name == "send t.orders" and done.kind is SpanKind.PRODUCER
     assert done.parent is not None and done.parent.span_id == _parent_span_id(SAMPLED_PARENT)
     assert sent is not None and _parent_span_id(sent) == done.context.span_id
-    assert sent.split("-")[1] == SAMPLED_PARENT.split("-")[1]
-    attributes = dict(done.attributes)
-    assert attributes == {
+    assert sent.split("-")[1] == SAMPLED_PARENT.split("-")[1] and sent.endswith("-01")
+    # What the propagator would write for it: the same header.
+    assert sent == _propagated(done.context)
+    assert dict(done.attributes) == {  # the conventions' required ones (one span per row)
         messaging.MESSAGING_SYSTEM: "kafka",
         messaging.MESSAGING_OPERATION_TYPE: messaging.MessagingOperationTypeValues.SEND.value,
         messaging.MESSAGING_OPERATION_NAME: "send",
         messaging.MESSAGING_DESTINATION_NAME: "t.orders",
-        messaging.MESSAGING_KAFKA_MESSAGE_KEY: "order-1",
-        messaging.MESSAGING_MESSAGE_ID: event_id,
-        messaging.MESSAGING_DESTINATION_PARTITION_ID: "1",
     }
+
+
+def _propagated(context) -> str:
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(
+        carrier, context=set_span_in_context(NonRecordingSpan(context))
+    )
+    return carrier["traceparent"]
 
 
 def test_a_refused_send_is_an_error_span(spans):
     spans.clear()
-    span = start_send_span("t.orders", "k", None, None)
-    end_send_span(span, None, ValueError("too large"))
+    span = start_send_span("t.orders", None)
+    end_send_span(span, ValueError("too large"))
     (done,) = spans.get_finished_spans()
     assert done.status.status_code is StatusCode.ERROR and "too large" in done.status.description
     assert done.parent is None  # a row written without tracing starts a trace here
