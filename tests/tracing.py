@@ -3,7 +3,8 @@
 OpenTelemetry installs a process's tracer provider once (a second ``set_tracer_provider`` is
 ignored with a warning), and one pytest session runs unit and integration tests together:
 every test that wants the spans the platform's code makes (through the installed provider)
-gets its own exporter on the one provider installed here."""
+gets its own exporter on the one provider installed here, and shuts it down when done (a
+stopped exporter keeps nothing of the later tests' spans)."""
 
 from __future__ import annotations
 

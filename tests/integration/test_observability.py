@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -44,9 +45,11 @@ ADDRESS = {
 }
 
 
-@pytest.fixture(scope="session")
-def spans() -> InMemorySpanExporter:
-    return memory_exporter()
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = memory_exporter()
+    yield exporter
+    exporter.shutdown()  # keeps no more spans: the provider outlives this module
 
 
 async def seed(bootstrap, codec, sku, customer):

@@ -7,6 +7,7 @@ against the opentelemetry-semantic-conventions package's names). No exporter is 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -82,8 +83,10 @@ def test_the_tracer_is_looked_up_once_per_provider():
 
 
 @pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    return memory_exporter()
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = memory_exporter()
+    yield exporter
+    exporter.shutdown()  # keeps no more spans: the provider outlives this module
 
 
 def _envelope(traceparent: str | None = SAMPLED_PARENT) -> Envelope:
