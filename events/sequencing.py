@@ -40,6 +40,7 @@ from events.dlq import send_dead_letter
 from events.envelope import utcnow
 from events.metrics import BLOCKED_KEYS, EVENTS_CONSUMED, PARKED_EVENTS
 from events.outbox import Outbox, UnitOfWork
+from events.pausing import DependencyUnavailable
 from events.routing import HandlerSpec, PermanentError, RetryPolicy
 from events.tables import inbox
 from events.telemetry import tracing_enabled
@@ -79,6 +80,8 @@ class SequencedDeadLetters:
         async def _handle(self, uow: UnitOfWork, item: Item, traced: bool) -> None: ...
 
         async def _apply_one(self, item: Item, stop: asyncio.Event) -> None: ...
+
+        def _pause(self, record: ConsumerRecord, error: DependencyUnavailable) -> None: ...
 
         async def _dead_letter(
             self, record: ConsumerRecord, error: BaseException, attempts: int
@@ -278,6 +281,9 @@ class SequencedDeadLetters:
                 item = self._decode_raw(head)
             except UNDECODABLE as exc:
                 await self._dead_letter(head, exc, attempts=0)
+                return
+            except DependencyUnavailable as exc:  # the schema registry: the head waits
+                self._pause(head, exc)
                 return
 
         async def attempt_once() -> None:
