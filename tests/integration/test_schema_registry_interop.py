@@ -448,3 +448,50 @@ async def test_a_registry_outage_stops_no_known_id_and_dead_letters_no_valid_eve
     reason = dict(letter.headers)[DLQ_REASON].decode()
     assert "schema id 987654" in reason and "not in the registry" in reason
     assert await topic_size(kafka_bootstrap, dead_letter_topic(topic)) == 1
+
+
+async def test_a_projection_waits_for_the_registry_and_skips_no_valid_event(
+    kafka_bootstrap: str, new_topic: Any, new_db: Any, tmp_path: Path
+) -> None:
+    """The read side meets an id it never saw while the registry is down: its runner stalls
+    (nothing applied, nothing counted undecodable) and, the registry back (file storage:
+    the same ids), applies every event. The topic starts in single-object encoding (the
+    runner applies those first, without a registry), then moves to the registry format."""
+    from events.projection import ProjectionRunner
+    from tests.integration.test_projection_replay import (
+        counts_projection,
+        expected,
+        live,
+        produce,
+        rows,
+    )
+
+    spec = local_registry.private_spec(tmp_path / "registry", storage="file")
+    topic = await new_topic(partitions=2)
+    catalogue = _fixture_catalogue(topic)
+    producer_db, read_db = await new_db("producer"), await new_db("read")
+    aggregates = ["a", "b", "c"]
+    try:
+        await asyncio.to_thread(local_registry.up, spec)
+        register_catalogue(catalogue, spec.ccompat_url)
+        writer = _registry_codec(catalogue, spec.ccompat_url)
+        reader = make_codec(catalogue, SchemaEncoding("single-object", spec.ccompat_url))
+        runner = ProjectionRunner(
+            counts_projection(topic), read_db, reader, KafkaConnection(kafka_bootstrap)
+        )
+        written = await produce(kafka_bootstrap, producer_db, reader, aggregates, 5)
+        async with live(runner):
+            await eventually(lambda: runner.applied >= len(written), what="single-object read")
+            await asyncio.to_thread(local_registry.down, spec)
+            written += await produce(kafka_bootstrap, producer_db, writer, aggregates, 5, start=5)
+            await eventually(
+                lambda: "schema registry unavailable" in (runner.last_error or ""),
+                what="the runner stalled on the registry",
+            )
+            assert runner.applied == 15 and runner.undecodable == 0
+            await asyncio.to_thread(local_registry.up, spec)
+            await eventually(lambda: runner.applied >= len(written), what="all applied")
+            assert await rows(read_db, runner.store) == expected(written)
+            assert runner.undecodable == 0
+    finally:
+        await asyncio.to_thread(local_registry.down, spec)
