@@ -221,7 +221,7 @@ async def test_redrive_refuses_a_letter_it_cannot_trust_and_publishes_nothing(
         "good": (deposit.value, headers(target)),
         "header names another topic": (deposit.value, headers(elsewhere)),
         "no origin header": (deposit.value, [h for h in headers(target) if h[0] != DLQ_TOPIC]),
-        "not an event": (b"\x00\x01not avro", headers(target)),
+        "not an event": (b"\x07\x01not avro", headers(target)),  # neither framing
         "an event of another topic": (priced.value, headers(target, event_type="SkuPriced")),
         "header says another type": (deposit.value, headers(target, event_type="SkuPriced")),
     }
