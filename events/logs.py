@@ -32,6 +32,7 @@ def configure_logging(
 ) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _naming(service),
         add_event_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -70,6 +71,18 @@ def configure_logging(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def _naming(service: str) -> Any:
+    """A processor naming the service on every line, whatever thread logs it: the context
+    variable bound at configuration is the main thread's, and a line from another thread
+    (faust's consumer thread, where aiokafka logs) had no service."""
+
+    def add_service(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return add_service
 
 
 def bind_event(
