@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from events.catalogue import Catalogue
 from events.codec import AvroCodec, Decoded, RegistryFraming
+from events.schema_registry import RegistryUnavailable
 from services.analytics.codec import PlatformAvroCodec, Undecodable
 
 CODEC = AvroCodec(Catalogue.load())
@@ -50,3 +51,31 @@ def test_reads_both_framings_as_one_stream():
     registry = reader.loads(framed)
     assert isinstance(single, Decoded) and isinstance(registry, Decoded)
     assert registry.payload == single.payload and registry.event_type == "OrderCompleted"
+
+
+class _RegistryDownOnce(AvroCodec):
+    """The platform codec as it behaves while the registry is down for an id it has not
+    seen: ``RegistryUnavailable`` until ``back`` is set."""
+
+    back = False
+
+    def decode(self, data: bytes) -> Decoded:
+        if not self.back:
+            raise RegistryUnavailable("connection refused", retry_after_s=0.25)
+        return super().decode(data)
+
+
+def test_a_registry_outage_waits_instead_of_losing_the_event():
+    """Faust acknowledges a value that fails to decode: the codec must not give up on a
+    valid event because the registry is down, nor count it as undecodable."""
+    codec = _RegistryDownOnce(CODEC.catalogue)
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            codec.back = True
+
+    decoded = PlatformAvroCodec(codec, wait=wait).loads(CODEC.encode("OrderCompleted", COMPLETED))
+    assert waits == [0.25, 0.25]
+    assert isinstance(decoded, Decoded) and decoded.event_type == "OrderCompleted"
