@@ -3,9 +3,9 @@
 ``/admin/faults``.
 
 A plain FastAPI app, not ``events.service``: that one is a Kafka service's shell (consumer,
-outbox, relay, JWT on ``/api/v1``), while a third party's API has none of these. There is no
-OpenTelemetry instrumentation package for FastAPI in the lock, so the middleware opens the
-one server span itself, as a child of the caller's ``traceparent``.
+outbox, relay, JWT on ``/api/v1``), while a third party's API has none of these. Its server
+spans come from the same FastAPI instrumentation (``events.telemetry.instrument_app``), each a
+child of the caller's ``traceparent``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -30,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.db import Database
 from events.http_input import BodyLimit
-from events.telemetry import parent_context, tracer, tracing_enabled
+from events.telemetry import instrument_app
 from services.standin.faults import Faults
 from services.standin.idempotency import MAX_KEY_LENGTH, Act, Answer, fingerprint, once
 from services.standin.metrics import REQUESTS, outcome
@@ -42,8 +41,8 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 class FaultsAndCounts:
     """Around each ``/v1`` request: an injected 503 before anything is done, the injected
-    latency after the answer is ready (its effect committed) and before it is sent, a
-    server span, and the request counted by outcome."""
+    latency after the answer is ready (its effect committed) and before it is sent, and the
+    request counted by outcome."""
 
     def __init__(self, app: ASGIApp, *, name: str, faults: Faults) -> None:
         self.app = app
@@ -54,18 +53,7 @@ class FaultsAndCounts:
         if scope["type"] != "http" or not scope["path"].startswith("/v1"):
             await self.app(scope, receive, send)
             return
-        if not tracing_enabled():
-            await self._handle(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        traceparent = headers.get(b"traceparent", b"").decode("latin-1") or None
-        with tracer().start_as_current_span(
-            f"{self.name} {scope['method']}",
-            context=parent_context(traceparent),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
-        ):
-            await self._handle(scope, receive, send)
+        await self._handle(scope, receive, send)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -149,6 +137,7 @@ def build_app(
     app = FastAPI(title=f"choreo {name} (a third-party stand-in)", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(FaultsAndCounts, name=name, faults=faults)
+    instrument_app(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: Exception) -> JSONResponse:

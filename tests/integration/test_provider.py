@@ -386,7 +386,7 @@ async def test_a_request_is_a_server_span_in_the_callers_trace(
 
             def traced() -> bool:
                 text = p.log_file.read_text()
-                return f'"trace_id": "0x{trace_id}"' in text and '"provider POST"' in text
+                return f'"trace_id": "0x{trace_id}"' in text and '"POST /v1/authorisations"' in text
 
             await eventually(traced, deadline_s=30, poll_s=0.2, what="the provider's span")
     assert '"kind": "SpanKind.SERVER"' in p.log_file.read_text()
