@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import AliasChoices
 
 from events.supervisor import load_manifest
 
@@ -27,6 +28,19 @@ def test_every_service_package_is_in_the_stack_and_the_manifest():
     assert set(SERVICES) - {"query"} <= manifest
 
 
+def env_names(settings_cls) -> set[str]:
+    """The variables the settings read: each field's name, or its aliases when it has them
+    (OTEL_TRACES_EXPORTER for trace_exporter)."""
+    names = set()
+    for name, field in settings_cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {choice.upper() for choice in alias.choices if isinstance(choice, str)}
+        else:
+            names.add(name.upper())
+    return names
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_service_entry_has_what_the_service_needs(name):
     entry = COMPOSE["services"][name]
@@ -35,8 +49,7 @@ def test_service_entry_has_what_the_service_needs(name):
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert env["HTTP_HOST"] == "0.0.0.0"
     settings_cls = importlib.import_module(f"services.{name}.app").Settings
-    fields = {f.upper() for f in settings_cls.model_fields}
-    unknown = set(env) - fields
+    unknown = set(env) - env_names(settings_cls)
     assert not unknown, f"{name}: compose sets {unknown}, which its settings do not read"
     port = int(env["HTTP_PORT"])
     assert entry["ports"] == [f"127.0.0.1:{port}:{port}"]
