@@ -71,13 +71,14 @@ class Stub:
     def __init__(self) -> None:
         self.mode = "ok"
         self.seen: list[dict[str, str]] = []
+        self.released = asyncio.Event()  # a slow answer waits for it: past any client timeout
         self.app = FastAPI()
 
         @self.app.get("/api/v1/analytics")
         async def analytics(request: Request) -> Response:
             self.seen.append(dict(request.query_params))
             if self.mode == "slow":
-                await asyncio.sleep(1.5)  # past the 0.3 s client timeout
+                await self.released.wait()
             if self.mode == "error":
                 return JSONResponse({"detail": "boom"}, 500)
             if self.mode == "garbage":
@@ -91,7 +92,10 @@ class Stub:
 async def stub() -> AsyncIterator[tuple[Stub, str]]:
     s = Stub()
     async with serving(s.app) as url:
-        yield s, url
+        try:
+            yield s, url
+        finally:
+            s.released.set()  # slow answers end, so the server can stop
 
 
 async def test_page_assets_and_config_are_served(database_url):
