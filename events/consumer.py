@@ -378,7 +378,7 @@ class EventConsumer(SequencedDeadLetters):
         envelope = Envelope.from_headers(record.headers or (), record.key, decoded.writer_version)
         if envelope.event_type != decoded.event_type:
             raise EnvelopeError(
-                f"header event-type {envelope.event_type} but body is {decoded.event_type}"
+                f"headers say {envelope.event_type} but the body is {decoded.event_type}"
             )
         spec = self.handlers.get(decoded.event_type)
         if spec is None:

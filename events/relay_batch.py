@@ -70,7 +70,7 @@ async def send(
     """Hands the row to the producer: its ack (a future) and, when ``traced``, the
     ``send <topic>`` span it is sent under (child of the row's traceparent; the message
     carries the span's instead, so its consumers are the span's children), which the caller
-    ends at the ack (``end_send_span``). A refusal before sending ends the span."""
+    ends when the acks are in (``end_send_span``). A refusal before sending ends the span."""
     stored: dict[str, str] = json.loads(row.headers)
     span = None
     if traced:
@@ -121,7 +121,9 @@ async def send_in_order(
             results.extend(_NotSent() for _ in rows[i + 1 :])
             break
     answers = await asyncio.gather(*futures, return_exceptions=True)
-    if traced:  # each send span ends at its row's answer (here: one pass, no callbacks)
+    # The send spans end once the batch's answers are in (one pass, no callback per row):
+    # a span lasts as long as its batch's slowest ack.
+    if traced:
         for span, answer in zip(spans, answers, strict=True):
             if span is not None:
                 end_send_span(span, answer if isinstance(answer, BaseException) else None)
